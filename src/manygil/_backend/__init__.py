@@ -1,0 +1,78 @@
+"""The version adapter: the one place that looks at the Python version.
+
+Every module above this one talks to the low-level interpreter API through the
+names re-exported here, whatever the CPython release:
+
+    3.12   _xxsubinterpreters             (py312.py)
+    3.13+  _interpreters                  (py313.py)
+
+Functions:
+    create() -> int                      a new interpreter with its own GIL
+    destroy(id)                          finalize it (InterpreterError while running)
+    list_all() -> [(id, whence)]
+    get_current() -> (id, whence); get_main() -> (id, whence); whence(id) -> str
+    is_running(id) -> bool; is_shareable(obj) -> bool
+    run(id, source, shared) -> None | (type_name, message)   runs source in __main__
+    supports_ctypes_in_subinterpreters: bool
+"""
+
+from __future__ import annotations
+
+import sys
+
+if sys.version_info < (3, 12):  # pragma: no cover - guarded in manygil/__init__.py
+    raise ImportError("manygil needs CPython 3.12 or newer")
+
+if sys.version_info >= (3, 13):
+    from .py313 import (
+        InterpreterError,
+        InterpreterNotFoundError,
+        NotShareableError,
+        create,
+        destroy,
+        get_current,
+        get_main,
+        is_running,
+        is_shareable,
+        list_all,
+        run,
+        whence,
+    )
+
+    PY_VERSION = "3.13+"
+else:
+    from .py312 import (
+        InterpreterError,
+        InterpreterNotFoundError,
+        NotShareableError,
+        create,
+        destroy,
+        get_current,
+        get_main,
+        is_running,
+        is_shareable,
+        list_all,
+        run,
+        whence,
+    )
+
+    PY_VERSION = "3.12"
+
+STDLIB_INTERPRETERS = sys.version_info >= (3, 14)
+
+__all__ = (
+    "InterpreterError",
+    "InterpreterNotFoundError",
+    "NotShareableError",
+    "PY_VERSION",
+    "STDLIB_INTERPRETERS",
+    "create",
+    "destroy",
+    "get_current",
+    "get_main",
+    "is_running",
+    "is_shareable",
+    "list_all",
+    "run",
+    "whence",
+)

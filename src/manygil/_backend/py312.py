@@ -1,0 +1,99 @@
+"""Low-level adapter for CPython 3.12 (``_xxsubinterpreters``).
+
+3.12's private module is thin: no ``whence``, no ``call``, no queues, and errors are
+plain ``RuntimeError``; this adapter gives it the 3.13 shape.
+"""
+
+from __future__ import annotations
+
+import re
+
+import _xxsubinterpreters as _ll
+
+
+class InterpreterError(Exception):
+    """A cross-interpreter operation failed."""
+
+
+class InterpreterNotFoundError(InterpreterError):
+    """An interpreter was not found."""
+
+
+class NotShareableError(ValueError):
+    """An object cannot be shared between interpreters."""
+
+
+# 3.12 finalizes an interpreter as soon as the last InterpreterID object made by
+# create() is gone, so the adapter keeps one for each interpreter until destroy().
+_created: dict[int, object] = {}
+_MAIN = int(_ll.get_main())
+
+
+def _translate(exc: RuntimeError) -> Exception:
+    text = str(exc)
+    if text.startswith("unrecognized interpreter ID"):
+        return InterpreterNotFoundError(text)
+    return InterpreterError(text)
+
+
+def create() -> int:
+    handle = _ll.create()  # isolated=True: its own GIL
+    interp_id = int(handle)
+    _created[interp_id] = handle
+    return interp_id
+
+
+def destroy(interp_id: int) -> None:
+    try:
+        _ll.destroy(interp_id)
+    except RuntimeError as exc:
+        raise _translate(exc) from None
+    _created.pop(interp_id, None)
+
+
+def list_all() -> list[tuple[int, str]]:
+    return [(int(i), whence(int(i))) for i in _ll.list_all()]
+
+
+def whence(interp_id: int) -> str:
+    if interp_id == _MAIN:
+        return "runtime init"
+    return "_interpreters module" if interp_id in _created else "unknown"
+
+
+def get_current() -> tuple[int, str]:
+    i = int(_ll.get_current())
+    return i, whence(i)
+
+
+def get_main() -> tuple[int, str]:
+    return _MAIN, "runtime init"
+
+
+def is_running(interp_id: int) -> bool:
+    try:
+        return bool(_ll.is_running(interp_id))
+    except RuntimeError as exc:
+        raise _translate(exc) from None
+
+
+def is_shareable(obj: object) -> bool:
+    return bool(_ll.is_shareable(obj))
+
+
+_RUN_FAILED = re.compile(r"^<class '([^']*)'>: (.*)$", re.S)
+
+
+def run(interp_id: int, source: str, shared: dict[str, object]) -> tuple[str, str] | None:
+    try:
+        _ll.run_string(interp_id, source, shared or None)
+    except _ll.RunFailedError as exc:
+        match = _RUN_FAILED.match(str(exc))
+        if match is None:
+            return "Exception", str(exc)
+        return match.group(1).rpartition(".")[2], match.group(2)
+    except RuntimeError as exc:
+        raise _translate(exc) from None
+    except ValueError as exc:
+        raise NotShareableError(str(exc)) from None
+    return None

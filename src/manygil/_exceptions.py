@@ -1,0 +1,144 @@
+"""Every exception manygil raises, in one place.
+
+    Exception
+     ├── InterpreterError                 a cross-interpreter operation failed
+     │    ├── InterpreterNotFoundError    no interpreter with that id (never made, or closed)
+     │    ├── ExecutionFailed             uncaught exception inside an interpreter; .excinfo
+     │    └── QueueError
+     │         ├── QueueEmpty             (also a queue.Empty)
+     │         └── QueueFull              (also a queue.Full)
+     ├── ValueError
+     │    └── NotShareableError           an object cannot cross to another interpreter
+     ├── concurrent.futures.BrokenExecutor
+     │    └── BrokenInterpreterPool       a pool can no longer run tasks (e.g. initializer failed)
+     └── RemoteError                      a task's exception that could not be pickled,
+                                          rebuilt from its type name, message and traceback
+
+On 3.13+ ``InterpreterError``, ``InterpreterNotFoundError`` and ``NotShareableError``
+are the interpreter module's own classes, so errors raised by CPython itself are
+caught by the same ``except`` clauses.
+"""
+
+from __future__ import annotations
+
+import queue
+from concurrent.futures import BrokenExecutor
+from dataclasses import dataclass, field
+
+from ._backend import InterpreterError, InterpreterNotFoundError, NotShareableError
+
+__all__ = (
+    "BrokenInterpreterPool",
+    "ExcInfo",
+    "ExecutionFailed",
+    "InterpreterError",
+    "InterpreterNotFoundError",
+    "NotShareableError",
+    "QueueEmpty",
+    "QueueError",
+    "QueueFull",
+    "RemoteError",
+    "RemoteTraceback",
+)
+
+
+@dataclass(frozen=True)
+class ExcTypeInfo:
+    """The identity of an exception type that stayed in another interpreter."""
+
+    __name__: str
+    __qualname__: str
+    __module__: str
+
+
+@dataclass(frozen=True)
+class ExcInfo:
+    """A summary of an exception raised in another interpreter.
+
+    Attributes:
+        type: the exception type's ``__name__``, ``__qualname__`` and ``__module__``.
+        msg: ``str()`` of the exception.
+        formatted: ``"TypeName: msg"``, as the last line of a traceback shows it.
+        errdisplay: the whole traceback, as it would have been printed there.
+    """
+
+    type: ExcTypeInfo
+    msg: str
+    formatted: str
+    errdisplay: str = field(default="")
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, *, skip: int = 0) -> ExcInfo:
+        import traceback
+
+        tb = exc.__traceback__
+        for _ in range(skip):
+            if tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+        tp = type(exc)
+        msg = str(exc)
+        formatted = f"{tp.__name__}: {msg}" if msg else tp.__name__
+        display = "".join(traceback.format_exception(tp, exc, tb))
+        return cls(ExcTypeInfo(tp.__name__, tp.__qualname__, tp.__module__), msg, formatted, display)
+
+
+class ExecutionFailed(InterpreterError):
+    """An unhandled exception happened inside an interpreter.
+
+    Raised by ``Interpreter.exec()`` and ``Interpreter.call()``; ``excinfo`` holds the
+    type name, message and traceback text of the original exception.
+    """
+
+    def __init__(self, excinfo: ExcInfo) -> None:
+        super().__init__(excinfo.formatted)
+        self.excinfo = excinfo
+
+    def __str__(self) -> str:
+        if not self.excinfo.errdisplay:
+            return self.excinfo.formatted
+        return f"{self.excinfo.formatted}\n\nUncaught in the interpreter:\n\n{self.excinfo.errdisplay}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.excinfo,))
+
+
+class QueueError(InterpreterError):
+    """A cross-interpreter queue operation failed."""
+
+
+class QueueEmpty(QueueError, queue.Empty):
+    """Raised by ``get_nowait()``, and by ``get()`` when it times out."""
+
+
+class QueueFull(QueueError, queue.Full):
+    """Raised by ``put_nowait()``, and by ``put()`` when it times out."""
+
+
+class BrokenInterpreterPool(BrokenExecutor):
+    """The pool cannot run tasks any more, e.g. because its initializer failed."""
+
+
+class RemoteTraceback(Exception):
+    """The cause chained to an exception re-raised from a worker: its traceback there."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+class RemoteError(Exception):
+    """A task raised an exception that could not be pickled back to the caller.
+
+    Attributes:
+        excinfo: the type name, message and traceback text of the original exception.
+    """
+
+    def __init__(self, excinfo: ExcInfo) -> None:
+        super().__init__(f"{excinfo.type.__qualname__}: {excinfo.msg}")
+        self.excinfo = excinfo
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.excinfo,))

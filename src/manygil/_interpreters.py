@@ -1,0 +1,452 @@
+"""The PEP 734 API for 3.12 and 3.13 (re-exported by :mod:`manygil.interpreters`)."""
+
+from __future__ import annotations
+
+import atexit
+import marshal
+import pickle
+import sys
+import threading
+import types
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from . import _backend, _native
+from ._exceptions import (
+    ExcInfo,
+    ExcTypeInfo,
+    ExecutionFailed,
+    InterpreterError,
+    InterpreterNotFoundError,
+    NotShareableError,
+    QueueEmpty,
+    QueueError,
+    QueueFull,
+)
+from ._transport import describe, dumps, loads, main_hint
+
+__all__ = (
+    "UNBOUND",
+    "UNBOUND_ERROR",
+    "UNBOUND_REMOVE",
+    "ExecutionFailed",
+    "Interpreter",
+    "InterpreterError",
+    "InterpreterNotFoundError",
+    "NotShareableError",
+    "Queue",
+    "QueueEmpty",
+    "QueueError",
+    "QueueFull",
+    "bootstrap",
+    "create",
+    "create_queue",
+    "get_current",
+    "get_main",
+    "is_shareable",
+    "list_all",
+)
+
+_BOOT = (
+    "import sys\n"
+    "sys.path[:] = _mg_path.split('\\0')\n"
+    "import manygil._worker as _mg_worker\n"
+    "_mg_worker.bootstrap(_mg_path, _mg_main_name, _mg_main_file)\n"
+    "del _mg_path, _mg_main_name, _mg_main_file\n"
+)
+_EXEC = "_mg_worker.exec_source(_mg_src, _mg_reply)\ndel _mg_src, _mg_reply\n"
+_CALL = "_mg_worker.call_once(_mg_in, _mg_reply)\ndel _mg_in, _mg_reply\n"
+
+# Interpreters this process created through manygil and has not closed yet.
+_owned: set[int] = set()
+_booted: set[int] = set()
+_owned_lock = threading.Lock()
+
+
+def _run(interp_id: int, source: str, shared: dict[str, object]) -> None:
+    failed = _backend.run(interp_id, source, shared)
+    if failed is not None:
+        name, msg = failed
+        formatted = f"{name}: {msg}" if msg else name
+        raise ExecutionFailed(ExcInfo(ExcTypeInfo(name, name, "builtins"), msg, formatted))
+
+
+def bootstrap(interp_id: int) -> None:
+    """Give an interpreter this one's import path and ``__main__`` (done by ``create``)."""
+    name, file = main_hint()
+    _run(interp_id, _BOOT, {"_mg_path": "\0".join(sys.path), "_mg_main_name": name, "_mg_main_file": file})
+    _booted.add(interp_id)
+
+
+def _ensure_booted(interp_id: int) -> None:
+    if interp_id not in _booted:
+        bootstrap(interp_id)
+
+
+class Interpreter:
+    """A single Python interpreter in this process.
+
+    Attributes:
+        id: the interpreter's process-wide id.
+        whence: where it was created ("runtime init", "_interpreters module", ...).
+    """
+
+    _known: weakref.WeakValueDictionary[int, Interpreter] = weakref.WeakValueDictionary()
+
+    _id: int
+    _whence: str
+
+    def __new__(cls, id: int, /, _whence: str | None = None) -> Interpreter:  # noqa: A002
+        if not isinstance(id, int) or isinstance(id, bool):
+            raise TypeError(f"interpreter id must be an int, got {id!r}")
+        try:
+            return cls._known[id]
+        except KeyError:
+            pass
+        if _whence is None:
+            _whence = _backend.whence(id)
+        self = super().__new__(cls)
+        self._id = id
+        self._whence = _whence
+        cls._known[id] = self
+        return self
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._id})"
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self._id,))
+
+    @property
+    def id(self) -> int:
+        """The interpreter's process-wide id."""
+        return self._id
+
+    @property
+    def whence(self) -> str:
+        """Where the interpreter was created."""
+        return self._whence
+
+    def is_running(self) -> bool:
+        """Whether the interpreter is running code right now (in any thread)."""
+        return bool(_backend.is_running(self._id))
+
+    def close(self) -> None:
+        """Finalize and destroy the interpreter.
+
+        Raises:
+            InterpreterError: it is running code, or it is the current interpreter.
+            InterpreterNotFoundError: it was already closed.
+        """
+        try:
+            _backend.destroy(self._id)
+        except InterpreterError as exc:
+            if type(exc) is InterpreterError and "running" in str(exc):
+                raise InterpreterError(
+                    f"cannot close interpreter {self._id}: it is running; "
+                    "wait for the running call to return first"
+                ) from None
+            raise
+        with _owned_lock:
+            _owned.discard(self._id)
+        _booted.discard(self._id)
+
+    def prepare_main(self, ns: dict[str, object] | None = None, /, **kwargs: object) -> None:
+        """Bind the given values into the interpreter's ``__main__``.
+
+        Shareable values cross as they are, others by pickle.
+
+        Raises:
+            NotShareableError: a value is neither shareable nor picklable.
+        """
+        values = dict(ns, **kwargs) if ns is not None else kwargs
+        shared: dict[str, object] = {}
+        pickled: dict[str, object] = {}
+        for name, value in values.items():
+            if _backend.is_shareable(value):
+                shared[name] = value
+            else:
+                pickled[name] = value
+        if pickled:
+            tag, data = dumps(pickled)
+            shared["_mg_ns"] = data
+        self._ensure_ready()
+        source = "globals().update(_mg_worker.loads(0, _mg_ns))\ndel _mg_ns\n" if pickled else ""
+        _run(self._id, source, shared)
+
+    def _ensure_ready(self) -> None:
+        if self._id == _backend.get_current()[0]:
+            raise InterpreterError(f"interpreter {self._id} is the current interpreter; call the code directly")
+        _ensure_booted(self._id)
+
+    def exec(self, code: str | types.FunctionType | types.CodeType, /) -> None:
+        """Run source code (or a function's body) in the interpreter's ``__main__``.
+
+        Raises:
+            ExecutionFailed: the code raised; ``excinfo`` carries its type, message and
+                traceback text.
+        """
+        if isinstance(code, str):
+            src: str | bytes = code
+        elif isinstance(code, types.FunctionType):
+            if code.__code__.co_argcount or code.__code__.co_kwonlyargcount or code.__closure__:
+                raise ValueError(
+                    f"cannot exec {describe(code)}: it takes arguments or is a closure; "
+                    "use Interpreter.call() instead"
+                )
+            src = marshal.dumps(code.__code__)
+        elif isinstance(code, types.CodeType):
+            src = marshal.dumps(code)
+        else:
+            raise TypeError(f"exec() takes source code or a function, got {describe(code)}")
+        self._ensure_ready()
+        reply = _native.chan_create(0)
+        try:
+            _run(self._id, _EXEC, {"_mg_src": src, "_mg_reply": reply})
+            item = _native.chan_get(reply, 0)
+        finally:
+            _native.release(reply)
+        if item is not None:
+            raise ExecutionFailed(pickle.loads(item[1]))
+
+    def call(self, callable: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:  # noqa: A002
+        """Call ``callable(*args, **kwargs)`` in the interpreter and return its result.
+
+        The callable, arguments and result cross by pickle (functions by reference).
+
+        Raises:
+            NotShareableError: the callable, an argument or the result cannot cross.
+            ExecutionFailed: the call raised.
+        """
+        tag, data = dumps((callable, args, kwargs))
+        self._ensure_ready()
+        inbox = _native.chan_create(0)
+        reply = _native.chan_create(0)
+        try:
+            _native.chan_put(inbox, data, tag, 0)
+            _run(self._id, _CALL, {"_mg_in": inbox, "_mg_reply": reply})
+            item = _native.chan_get(reply, 0)
+        finally:
+            _native.release(inbox)
+            _native.release(reply)
+        if item is None:
+            raise InterpreterError(f"interpreter {self._id} returned no result")
+        answer = pickle.loads(item[1])
+        if answer[0]:
+            return loads(answer[1], answer[2])
+        raise ExecutionFailed(answer[1])
+
+    def call_in_thread(self, callable: Callable[..., Any], /, *args: Any, **kwargs: Any) -> threading.Thread:  # noqa: A002
+        """Start a thread that calls ``callable(*args, **kwargs)`` in the interpreter.
+
+        The result is discarded; an exception is reported by ``threading.excepthook``.
+        """
+        thread = threading.Thread(target=self.call, args=(callable, *args), kwargs=kwargs)
+        thread.start()
+        return thread
+
+
+def create() -> Interpreter:
+    """Create a new interpreter with its own GIL, ready to run code."""
+    interp_id = _backend.create()
+    with _owned_lock:
+        _owned.add(interp_id)
+    try:
+        bootstrap(interp_id)
+    except BaseException:
+        _close_quietly(interp_id)
+        raise
+    return Interpreter(interp_id, "_interpreters module")
+
+
+def _close_quietly(interp_id: int) -> None:
+    try:
+        _backend.destroy(interp_id)
+    except InterpreterError:
+        pass
+    with _owned_lock:
+        _owned.discard(interp_id)
+    _booted.discard(interp_id)
+
+
+@atexit.register
+def _close_owned() -> None:
+    # Interpreters left open would be finalized by the runtime in any order; close
+    # them here, while the modules they use are all still alive.
+    for interp_id in sorted(_owned):
+        _close_quietly(interp_id)
+
+
+def list_all() -> list[Interpreter]:
+    """All interpreters that exist in this process."""
+    return [Interpreter(i, w) for i, w in _backend.list_all()]
+
+
+def get_current() -> Interpreter:
+    """The interpreter this code runs in."""
+    i, w = _backend.get_current()
+    return Interpreter(i, w)
+
+
+def get_main() -> Interpreter:
+    """The main interpreter."""
+    i, w = _backend.get_main()
+    return Interpreter(i, w)
+
+
+# ---------------------------------------------------------------------- queues
+
+
+class _Unbound:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+UNBOUND = _Unbound("UNBOUND")
+UNBOUND_ERROR = _Unbound("UNBOUND_ERROR")
+UNBOUND_REMOVE = _Unbound("UNBOUND_REMOVE")
+_UNBOUND_CHOICES = (UNBOUND, UNBOUND_ERROR, UNBOUND_REMOVE)
+
+
+def _check_unbound(unbounditems: object) -> None:
+    if unbounditems is not None and unbounditems not in _UNBOUND_CHOICES:
+        raise ValueError(
+            f"unbounditems must be UNBOUND, UNBOUND_ERROR or UNBOUND_REMOVE, got {unbounditems!r}"
+        )
+
+
+def _check_timeout(timeout: float | None) -> None:
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be a non-negative number, got {timeout!r}")
+
+
+class Queue:
+    """A FIFO that is the same queue in every interpreter it is passed to.
+
+    Items are copied in: bytes and str as they are, anything else by pickle.
+    Blocking ``put``/``get`` wait on a condition variable with the GIL released.
+    """
+
+    _known: weakref.WeakValueDictionary[int, Queue] = weakref.WeakValueDictionary()
+    _id: int
+
+    def __new__(cls, id: int, /) -> Queue:  # noqa: A002
+        """The handle of an existing queue (taking a new reference to it)."""
+        if not isinstance(id, int) or isinstance(id, bool):
+            raise TypeError(f"queue id must be an int, got {id!r}")
+        try:
+            return cls._known[id]
+        except KeyError:
+            pass
+        try:
+            _native.chan_info(id)
+            _native.retain(id)
+        except LookupError:
+            raise QueueError(f"queue {id} not found (it was never created or all handles were released)") from None
+        return cls._adopt(id)
+
+    @classmethod
+    def _adopt(cls, qid: int) -> Queue:
+        self = super().__new__(cls)
+        self._id = qid
+        cls._known[qid] = self
+        weakref.finalize(self, _native.release, qid)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        _native.retain(self._id)  # owned by the pickle until it is loaded
+        return (_queue_from_transit, (self._id,))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._id})"
+
+    def __hash__(self) -> int:
+        return hash(self._id)
+
+    @property
+    def id(self) -> int:
+        """The queue's process-wide id."""
+        return self._id
+
+    @property
+    def maxsize(self) -> int:
+        """The most items the queue holds (0: no limit)."""
+        return int(_native.chan_info(self._id)[1])
+
+    def qsize(self) -> int:
+        """The number of items in the queue now."""
+        return int(_native.chan_info(self._id)[0])
+
+    def empty(self) -> bool:
+        """Whether the queue is empty now."""
+        return self.qsize() == 0
+
+    def full(self) -> bool:
+        """Whether the queue is full now."""
+        count, maxsize = _native.chan_info(self._id)
+        return bool(maxsize) and count >= maxsize
+
+    def put(
+        self, obj: object, block: bool = True, timeout: float | None = None, *, unbounditems: object = None
+    ) -> None:
+        """Add an item, waiting for room if the queue is full.
+
+        Raises:
+            QueueFull: no room before the timeout (or at once when ``block`` is false).
+            NotShareableError: the item can neither be shared nor pickled.
+        """
+        _check_timeout(timeout)
+        _check_unbound(unbounditems)
+        tag, data = dumps(obj)
+        if not _native.chan_put(self._id, data, tag, timeout if block else 0):
+            raise QueueFull(f"queue {self._id} is full")
+
+    def put_nowait(self, obj: object, *, unbounditems: object = None) -> None:
+        """Add an item or raise ``QueueFull`` at once."""
+        self.put(obj, block=False, unbounditems=unbounditems)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return the oldest item, waiting for one if the queue is empty.
+
+        Raises:
+            QueueEmpty: nothing arrived before the timeout (or at once when ``block`` is false).
+        """
+        _check_timeout(timeout)
+        item = _native.chan_get(self._id, timeout if block else 0)
+        if item is None:
+            raise QueueEmpty(f"queue {self._id} is empty")
+        return loads(*item)
+
+    def get_nowait(self) -> Any:
+        """Remove and return the oldest item or raise ``QueueEmpty`` at once."""
+        return self.get(block=False)
+
+
+def _queue_from_transit(qid: int) -> Queue:
+    known = Queue._known.get(qid)
+    if known is not None:
+        _native.release(qid)  # this interpreter already holds a reference
+        return known
+    return Queue._adopt(qid)
+
+
+def create_queue(maxsize: int = 0, *, unbounditems: object = UNBOUND) -> Queue:
+    """Create a cross-interpreter queue holding at most ``maxsize`` items (0: no limit)."""
+    if not isinstance(maxsize, int) or isinstance(maxsize, bool):
+        raise TypeError(f"maxsize must be an int, got {maxsize!r}")
+    _check_unbound(unbounditems)
+    return Queue._adopt(_native.chan_create(maxsize))
+
+
+def is_shareable(obj: object) -> bool:
+    """Whether the object crosses to another interpreter without pickling."""
+    return bool(_backend.is_shareable(obj)) or isinstance(obj, Queue)
+
+

@@ -1,0 +1,1063 @@
+/*
+ * manygil._native: process-wide objects that every interpreter can reach.
+ *
+ * Each interpreter that imports this module gets its own module object (multi-phase
+ * init, per-interpreter GIL supported), but all of them talk to ONE registry that
+ * lives in static C memory and is guarded by a pthread mutex.  An entry is named by
+ * an int64 id, which is shareable between interpreters as is, and is reference
+ * counted: it is freed when the last reference, in any interpreter, is released.
+ *
+ *   kind      what it holds                         used by
+ *   CHAN      a FIFO of byte strings, maxsize       interpreters.Queue, the pool's hot path
+ *   BLOCK     a zeroed block of memory              shared.SharedBuffer / SharedArray
+ *   SYNC      two int64 counters + a flag           sync.Lock/Semaphore/Event/Condition/Barrier,
+ *                                                   shared.SharedValue
+ *
+ * Locking rule: the GIL is never requested while an entry's mutex (or the registry
+ * mutex) is held, so a thread waiting for a mutex never blocks a thread that holds
+ * the GIL of another interpreter.  Every wait releases the caller's GIL and wakes on a
+ * condition variable (no polling); waits without a deadline wake every 100 ms only to
+ * let the main thread see signals such as Ctrl-C.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+enum kind { KIND_CHAN = 1, KIND_BLOCK = 2, KIND_SYNC = 3 };
+
+typedef struct item {
+    struct item *next;
+    char *data;
+    Py_ssize_t len;
+    int tag;
+} item;
+
+typedef struct entry {
+    struct entry *next;
+    int64_t id;
+    int64_t refs;
+    int kind;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;      /* CHAN: not empty; SYNC: any change */
+    pthread_cond_t cond2;     /* CHAN: not full */
+    /* CHAN */
+    item *head, *tail;
+    Py_ssize_t count, maxsize;
+    /* BLOCK */
+    char *mem;
+    Py_ssize_t size;
+    /* SYNC */
+    int64_t value, aux, limit;
+    int broken;
+} entry;
+
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static entry *registry = NULL;
+static int64_t next_id = 1;
+static int64_t live[4] = {0, 0, 0, 0};
+
+static void
+init_cond(pthread_cond_t *c)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+#if defined(__linux__)
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+#endif
+    pthread_cond_init(c, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+static void
+now(struct timespec *ts)
+{
+#if defined(__linux__)
+    clock_gettime(CLOCK_MONOTONIC, ts);
+#else
+    clock_gettime(CLOCK_REALTIME, ts);
+#endif
+}
+
+static void
+add_seconds(struct timespec *ts, double secs)
+{
+    time_t whole = (time_t)secs;
+    long nsec = (long)((secs - (double)whole) * 1e9);
+    ts->tv_sec += whole;
+    ts->tv_nsec += nsec;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec += 1;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static int
+before(const struct timespec *a, const struct timespec *b)
+{
+    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+static entry *
+new_entry(int kind)
+{
+    entry *e = PyMem_RawCalloc(1, sizeof(entry));
+    if (e == NULL) {
+        return NULL;
+    }
+    e->kind = kind;
+    e->refs = 1;
+    pthread_mutex_init(&e->mu, NULL);
+    init_cond(&e->cond);
+    init_cond(&e->cond2);
+    pthread_mutex_lock(&reg_mu);
+    e->id = next_id++;
+    e->next = registry;
+    registry = e;
+    live[kind]++;
+    pthread_mutex_unlock(&reg_mu);
+    return e;
+}
+
+static void
+free_entry(entry *e)
+{
+    item *it = e->head;
+    while (it != NULL) {
+        item *next = it->next;
+        PyMem_RawFree(it->data);
+        PyMem_RawFree(it);
+        it = next;
+    }
+    if (e->mem != NULL) {
+        PyMem_RawFree(e->mem);
+    }
+    pthread_cond_destroy(&e->cond);
+    pthread_cond_destroy(&e->cond2);
+    pthread_mutex_destroy(&e->mu);
+    PyMem_RawFree(e);
+}
+
+/* Find an entry and take a reference for the duration of an operation. */
+static entry *
+acquire_entry(int64_t id, int kind)
+{
+    pthread_mutex_lock(&reg_mu);
+    entry *e = registry;
+    while (e != NULL && e->id != id) {
+        e = e->next;
+    }
+    if (e != NULL && (kind == 0 || e->kind == kind)) {
+        e->refs++;
+    }
+    else {
+        e = NULL;
+    }
+    pthread_mutex_unlock(&reg_mu);
+    if (e == NULL) {
+        PyErr_Format(PyExc_LookupError, "no live manygil object with id %lld", (long long)id);
+    }
+    return e;
+}
+
+static void
+release_entry(entry *e)
+{
+    int dead = 0;
+    pthread_mutex_lock(&reg_mu);
+    if (--e->refs == 0) {
+        entry **p = &registry;
+        while (*p != e) {
+            p = &(*p)->next;
+        }
+        *p = e->next;
+        live[e->kind]--;
+        dead = 1;
+    }
+    pthread_mutex_unlock(&reg_mu);
+    if (dead) {
+        free_entry(e);
+    }
+}
+
+
+/*
+ * Wait until ready(e) holds, then run act(e) under the entry's mutex.
+ * Called with the GIL held.  timeout < 0 waits forever, 0 does not wait.
+ * Returns 1 when done, 0 on timeout, -1 with an exception set (a signal such as
+ * Ctrl-C arrived while the main thread waited).
+ */
+typedef int (*ready_fn)(entry *e, void *arg);
+typedef void (*act_fn)(entry *e, void *arg);
+
+static int
+block_until(entry *e, pthread_cond_t *c, ready_fn ready, act_fn act, void *arg,
+            double timeout)
+{
+    /* Fast path with the GIL held: the mutex is only ever held for short C work. */
+    pthread_mutex_lock(&e->mu);
+    if (ready(e, arg)) {
+        act(e, arg);
+        pthread_mutex_unlock(&e->mu);
+        return 1;
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (timeout == 0) {
+        return 0;
+    }
+    int has_deadline = timeout > 0;
+    struct timespec deadline;
+    if (has_deadline) {
+        now(&deadline);
+        add_seconds(&deadline, timeout);
+    }
+    for (;;) {
+        int result = -1;
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&e->mu);
+        struct timespec slice;
+        now(&slice);
+        add_seconds(&slice, 0.1);
+        const struct timespec *until =
+            (has_deadline && before(&deadline, &slice)) ? &deadline : &slice;
+        for (;;) {
+            if (ready(e, arg)) {
+                act(e, arg);
+                result = 1;
+                break;
+            }
+            if (pthread_cond_timedwait(c, &e->mu, until) == ETIMEDOUT) {
+                if (ready(e, arg)) {
+                    act(e, arg);
+                    result = 1;
+                }
+                else if (until == &deadline) {
+                    result = 0;
+                }
+                break;
+            }
+        }
+        pthread_mutex_unlock(&e->mu);
+        Py_END_ALLOW_THREADS
+        if (result >= 0) {
+            return result;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+}
+
+static int
+parse_timeout(PyObject *obj, double *out)
+{
+    if (obj == Py_None) {
+        *out = -1.0;
+        return 0;
+    }
+    double t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (t < 0) {
+        t = 0;
+    }
+    *out = t;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ generic */
+
+static PyObject *
+native_retain(PyObject *mod, PyObject *arg)
+{
+    int64_t id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, 0);  /* the reference taken here is kept */
+    if (e == NULL) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+native_release(PyObject *mod, PyObject *arg)
+{
+    int64_t id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, 0);
+    if (e == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&reg_mu);
+    e->refs--;                        /* the caller's reference */
+    pthread_mutex_unlock(&reg_mu);
+    release_entry(e);                 /* ours; frees at zero */
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+native_refcount(PyObject *mod, PyObject *arg)
+{
+    int64_t id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int64_t refs = 0;
+    pthread_mutex_lock(&reg_mu);
+    for (entry *e = registry; e != NULL; e = e->next) {
+        if (e->id == id) {
+            refs = e->refs;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&reg_mu);
+    return PyLong_FromLongLong(refs);
+}
+
+static PyObject *
+native_live(PyObject *mod, PyObject *unused)
+{
+    int64_t c, b, s;
+    pthread_mutex_lock(&reg_mu);
+    c = live[KIND_CHAN];
+    b = live[KIND_BLOCK];
+    s = live[KIND_SYNC];
+    pthread_mutex_unlock(&reg_mu);
+    return Py_BuildValue("{s:L,s:L,s:L}", "channels", (long long)c, "blocks",
+                         (long long)b, "syncs", (long long)s);
+}
+
+/* ------------------------------------------------------------------ channels */
+
+static PyObject *
+chan_create(PyObject *mod, PyObject *arg)
+{
+    Py_ssize_t maxsize = PyLong_AsSsize_t(arg);
+    if (maxsize == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    entry *e = new_entry(KIND_CHAN);
+    if (e == NULL) {
+        return PyErr_NoMemory();
+    }
+    e->maxsize = maxsize > 0 ? maxsize : 0;
+    return PyLong_FromLongLong(e->id);
+}
+
+static int
+chan_has_room(entry *e, void *arg)
+{
+    return e->maxsize == 0 || e->count < e->maxsize;
+}
+
+static void
+chan_append(entry *e, void *arg)
+{
+    item *it = (item *)arg;
+    if (e->tail == NULL) {
+        e->head = e->tail = it;
+    }
+    else {
+        e->tail->next = it;
+        e->tail = it;
+    }
+    e->count++;
+    pthread_cond_signal(&e->cond);
+}
+
+static int
+chan_has_item(entry *e, void *arg)
+{
+    return e->head != NULL;
+}
+
+static void
+chan_pop(entry *e, void *arg)
+{
+    item *it = e->head;
+    e->head = it->next;
+    if (e->head == NULL) {
+        e->tail = NULL;
+    }
+    e->count--;
+    *(item **)arg = it;
+    pthread_cond_signal(&e->cond2);
+}
+
+/* chan_put(id, data, tag, timeout) -> bool (False: still full at the deadline) */
+static PyObject *
+chan_put(PyObject *mod, PyObject *args)
+{
+    long long id;
+    Py_buffer buf;
+    int tag;
+    PyObject *timeout_obj;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "Ly*iO:chan_put", &id, &buf, &tag, &timeout_obj)) {
+        return NULL;
+    }
+    if (parse_timeout(timeout_obj, &timeout) < 0) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    item *it = PyMem_RawCalloc(1, sizeof(item));
+    char *data = PyMem_RawMalloc(buf.len > 0 ? buf.len : 1);
+    if (it == NULL || data == NULL) {
+        PyMem_RawFree(it);
+        PyMem_RawFree(data);
+        PyBuffer_Release(&buf);
+        return PyErr_NoMemory();
+    }
+    memcpy(data, buf.buf, buf.len);
+    it->data = data;
+    it->len = buf.len;
+    it->tag = tag;
+    PyBuffer_Release(&buf);
+    entry *e = acquire_entry(id, KIND_CHAN);
+    if (e == NULL) {
+        PyMem_RawFree(data);
+        PyMem_RawFree(it);
+        return NULL;
+    }
+    int rc = block_until(e, &e->cond2, chan_has_room, chan_append, it, timeout);
+    release_entry(e);
+    if (rc != 1) {
+        PyMem_RawFree(data);
+        PyMem_RawFree(it);
+        if (rc < 0) {
+            return NULL;
+        }
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+/* chan_get(id, timeout) -> (tag, bytes) or None at the deadline */
+static PyObject *
+chan_get(PyObject *mod, PyObject *args)
+{
+    long long id;
+    PyObject *timeout_obj;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "LO:chan_get", &id, &timeout_obj)) {
+        return NULL;
+    }
+    if (parse_timeout(timeout_obj, &timeout) < 0) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_CHAN);
+    if (e == NULL) {
+        return NULL;
+    }
+    item *it = NULL;
+    int rc = block_until(e, &e->cond, chan_has_item, chan_pop, &it, timeout);
+    release_entry(e);
+    if (rc < 0) {
+        return NULL;
+    }
+    if (rc == 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *data = PyBytes_FromStringAndSize(it->data, it->len);
+    int tag = it->tag;
+    PyMem_RawFree(it->data);
+    PyMem_RawFree(it);
+    if (data == NULL) {
+        return NULL;
+    }
+    PyObject *res = Py_BuildValue("(iN)", tag, data);
+    return res;
+}
+
+static PyObject *
+chan_info(PyObject *mod, PyObject *arg)
+{
+    int64_t id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_CHAN);
+    if (e == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&e->mu);
+    Py_ssize_t count = e->count, maxsize = e->maxsize;
+    pthread_mutex_unlock(&e->mu);
+    release_entry(e);
+    return Py_BuildValue("(nn)", count, maxsize);
+}
+
+/* ------------------------------------------------------------------ sync */
+
+static PyObject *
+sync_create(PyObject *mod, PyObject *args)
+{
+    long long value, limit;
+    if (!PyArg_ParseTuple(args, "LL:sync_create", &value, &limit)) {
+        return NULL;
+    }
+    entry *e = new_entry(KIND_SYNC);
+    if (e == NULL) {
+        return PyErr_NoMemory();
+    }
+    e->value = value;
+    e->limit = limit;
+    return PyLong_FromLongLong(e->id);
+}
+
+static int
+sync_positive(entry *e, void *arg)
+{
+    return e->value > 0;
+}
+
+static void
+sync_take(entry *e, void *arg)
+{
+    e->value--;
+}
+
+/* acquire(id, timeout) -> bool: wait until value > 0, then decrement it */
+static PyObject *
+sync_acquire(PyObject *mod, PyObject *args)
+{
+    long long id;
+    PyObject *timeout_obj;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "LO:sync_acquire", &id, &timeout_obj)) {
+        return NULL;
+    }
+    if (parse_timeout(timeout_obj, &timeout) < 0) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return NULL;
+    }
+    int rc = block_until(e, &e->cond, sync_positive, sync_take, NULL, timeout);
+    release_entry(e);
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
+/* release(id, n) -> bool: add n to value; False (and no change) if limit would pass */
+static PyObject *
+sync_release(PyObject *mod, PyObject *args)
+{
+    long long id, n;
+    if (!PyArg_ParseTuple(args, "LL:sync_release", &id, &n)) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return NULL;
+    }
+    int ok = 1;
+    pthread_mutex_lock(&e->mu);
+    if (e->limit >= 0 && e->value + n > e->limit) {
+        ok = 0;
+    }
+    else {
+        e->value += n;
+        if (n == 1) {
+            pthread_cond_signal(&e->cond);
+        }
+        else {
+            pthread_cond_broadcast(&e->cond);
+        }
+    }
+    pthread_mutex_unlock(&e->mu);
+    release_entry(e);
+    return PyBool_FromLong(ok);
+}
+
+/* add(id, delta) -> new value (atomic), wakes waiters */
+static PyObject *
+sync_add(PyObject *mod, PyObject *args)
+{
+    long long id, delta;
+    if (!PyArg_ParseTuple(args, "LL:sync_add", &id, &delta)) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&e->mu);
+    e->value += delta;
+    int64_t v = e->value;
+    pthread_cond_broadcast(&e->cond);
+    pthread_mutex_unlock(&e->mu);
+    release_entry(e);
+    return PyLong_FromLongLong(v);
+}
+
+/* cas(id, expected, new) -> bool */
+static PyObject *
+sync_cas(PyObject *mod, PyObject *args)
+{
+    long long id, expected, value;
+    if (!PyArg_ParseTuple(args, "LLL:sync_cas", &id, &expected, &value)) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return NULL;
+    }
+    int ok = 0;
+    pthread_mutex_lock(&e->mu);
+    if (e->value == expected) {
+        e->value = value;
+        ok = 1;
+        pthread_cond_broadcast(&e->cond);
+    }
+    pthread_mutex_unlock(&e->mu);
+    release_entry(e);
+    return PyBool_FromLong(ok);
+}
+
+/* get(id) -> (value, aux, broken) */
+static PyObject *
+sync_get(PyObject *mod, PyObject *arg)
+{
+    int64_t id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&e->mu);
+    int64_t v = e->value, a = e->aux;
+    int b = e->broken;
+    pthread_mutex_unlock(&e->mu);
+    release_entry(e);
+    return Py_BuildValue("(LLi)", (long long)v, (long long)a, b);
+}
+
+static int
+sync_nonzero(entry *e, void *arg)
+{
+    return e->value != 0;
+}
+
+static void
+nothing(entry *e, void *arg)
+{
+}
+
+/* wait_nonzero(id, timeout) -> bool (Event.wait) */
+static PyObject *
+sync_wait_nonzero(PyObject *mod, PyObject *args)
+{
+    long long id;
+    PyObject *timeout_obj;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "LO:sync_wait_nonzero", &id, &timeout_obj)) {
+        return NULL;
+    }
+    if (parse_timeout(timeout_obj, &timeout) < 0) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return NULL;
+    }
+    int rc = block_until(e, &e->cond, sync_nonzero, nothing, NULL, timeout);
+    release_entry(e);
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
+/*
+ * Condition variables: value = pending notifications, aux = waiters.
+ * cond_enter(id) registers a waiter before the caller releases its lock, so a
+ * notify that comes in between is not lost.  cond_wait(id, timeout) then takes one
+ * notification or, at the deadline, unregisters.
+ */
+static PyObject *
+cond_enter(PyObject *mod, PyObject *arg)
+{
+    int64_t id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&e->mu);
+    e->aux++;
+    pthread_mutex_unlock(&e->mu);
+    release_entry(e);
+    Py_RETURN_NONE;
+}
+
+static void
+cond_take(entry *e, void *arg)
+{
+    e->value--;
+    e->aux--;
+}
+
+static PyObject *
+cond_wait(PyObject *mod, PyObject *args)
+{
+    long long id;
+    PyObject *timeout_obj;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "LO:cond_wait", &id, &timeout_obj)) {
+        return NULL;
+    }
+    if (parse_timeout(timeout_obj, &timeout) < 0) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return NULL;
+    }
+    int rc = block_until(e, &e->cond, sync_positive, cond_take, NULL, timeout);
+    if (rc != 1) {
+        pthread_mutex_lock(&e->mu);
+        if (e->value > 0) {       /* notified right at the deadline: take it */
+            cond_take(e, NULL);
+            rc = rc < 0 ? rc : 1;
+        }
+        else {
+            e->aux--;
+        }
+        pthread_mutex_unlock(&e->mu);
+    }
+    release_entry(e);
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
+/* cond_notify(id, n) -> how many waiters were woken */
+static PyObject *
+cond_notify(PyObject *mod, PyObject *args)
+{
+    long long id, n;
+    if (!PyArg_ParseTuple(args, "LL:cond_notify", &id, &n)) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&e->mu);
+    int64_t unwoken = e->aux - e->value;
+    if (n < 0 || n > unwoken) {
+        n = unwoken;
+    }
+    if (n > 0) {
+        e->value += n;
+        pthread_cond_broadcast(&e->cond);
+    }
+    pthread_mutex_unlock(&e->mu);
+    release_entry(e);
+    return PyLong_FromLongLong(n > 0 ? n : 0);
+}
+
+/*
+ * Barriers: value = threads waiting in this generation, aux = generation,
+ * broken = the barrier was aborted or a wait timed out.
+ */
+typedef struct {
+    int64_t generation;
+} barrier_arg;
+
+static int
+barrier_done(entry *e, void *arg)
+{
+    return e->broken || e->aux != ((barrier_arg *)arg)->generation;
+}
+
+/* barrier_wait(id, parties, timeout) -> index, or -1 when the barrier is broken */
+static PyObject *
+barrier_wait(PyObject *mod, PyObject *args)
+{
+    long long id, parties;
+    PyObject *timeout_obj;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "LLO:barrier_wait", &id, &parties, &timeout_obj)) {
+        return NULL;
+    }
+    if (parse_timeout(timeout_obj, &timeout) < 0) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return NULL;
+    }
+    barrier_arg ba;
+    int64_t index;
+    pthread_mutex_lock(&e->mu);
+    if (e->broken) {
+        pthread_mutex_unlock(&e->mu);
+        release_entry(e);
+        return PyLong_FromLong(-1);
+    }
+    ba.generation = e->aux;
+    index = e->value++;
+    if (e->value == parties) {
+        e->value = 0;
+        e->aux++;
+        pthread_cond_broadcast(&e->cond);
+        pthread_mutex_unlock(&e->mu);
+        release_entry(e);
+        return PyLong_FromLongLong(parties - 1 - index);
+    }
+    pthread_mutex_unlock(&e->mu);
+    int rc = block_until(e, &e->cond, barrier_done, nothing, &ba, timeout);
+    pthread_mutex_lock(&e->mu);
+    int ok = rc == 1 && e->aux != ba.generation;
+    if (!ok && !e->broken) {
+        e->broken = 1;            /* a timeout or an interrupt breaks the barrier */
+        pthread_cond_broadcast(&e->cond);
+    }
+    pthread_mutex_unlock(&e->mu);
+    release_entry(e);
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyLong_FromLongLong(ok ? parties - 1 - index : -1);
+}
+
+/* barrier_set(id, broken): abort (1) or reset (0) */
+static PyObject *
+barrier_set(PyObject *mod, PyObject *args)
+{
+    long long id;
+    int broken;
+    if (!PyArg_ParseTuple(args, "Lp:barrier_set", &id, &broken)) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&e->mu);
+    if (broken) {
+        e->broken = 1;
+    }
+    else {
+        /* waiters of the current generation see broken, then a fresh generation */
+        if (e->value > 0) {
+            e->broken = 1;
+            pthread_cond_broadcast(&e->cond);
+        }
+        e->aux++;
+        e->value = 0;
+        e->broken = 0;
+    }
+    pthread_cond_broadcast(&e->cond);
+    pthread_mutex_unlock(&e->mu);
+    release_entry(e);
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------ blocks */
+
+static PyObject *
+block_create(PyObject *mod, PyObject *arg)
+{
+    Py_ssize_t size = PyLong_AsSsize_t(arg);
+    if (size == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "nbytes must be >= 0");
+        return NULL;
+    }
+    char *mem = PyMem_RawCalloc(size > 0 ? size : 1, 1);
+    if (mem == NULL) {
+        return PyErr_NoMemory();
+    }
+    entry *e = new_entry(KIND_BLOCK);
+    if (e == NULL) {
+        PyMem_RawFree(mem);
+        return PyErr_NoMemory();
+    }
+    e->mem = mem;
+    e->size = size;
+    return PyLong_FromLongLong(e->id);
+}
+
+typedef struct {
+    PyObject_HEAD
+    entry *e;
+    int readonly;
+} BlockView;
+
+static int
+blockview_init(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    BlockView *self = (BlockView *)op;
+    static char *kwlist[] = {"id", "readonly", NULL};
+    long long id;
+    int readonly = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "L|p:BlockView", kwlist, &id, &readonly)) {
+        return -1;
+    }
+    entry *e = acquire_entry(id, KIND_BLOCK);
+    if (e == NULL) {
+        return -1;
+    }
+    if (self->e != NULL) {
+        release_entry(self->e);
+    }
+    self->e = e;
+    self->readonly = readonly;
+    return 0;
+}
+
+static void
+blockview_dealloc(PyObject *op)
+{
+    BlockView *self = (BlockView *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    if (self->e != NULL) {
+        release_entry(self->e);
+        self->e = NULL;
+    }
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static int
+blockview_getbuffer(PyObject *op, Py_buffer *view, int flags)
+{
+    BlockView *self = (BlockView *)op;
+    if (self->e == NULL) {
+        PyErr_SetString(PyExc_ValueError, "BlockView is not initialised");
+        return -1;
+    }
+    return PyBuffer_FillInfo(view, op, self->e->mem, self->e->size, self->readonly, flags);
+}
+
+static PyObject *
+blockview_get_id(PyObject *op, void *closure)
+{
+    BlockView *self = (BlockView *)op;
+    return PyLong_FromLongLong(self->e ? self->e->id : 0);
+}
+
+static PyGetSetDef blockview_getset[] = {
+    {"id", blockview_get_id, NULL, "the registry id of the block", NULL},
+    {NULL},
+};
+
+static PyType_Slot blockview_slots[] = {
+    {Py_tp_doc, "A view of a process-wide memory block; holds one reference to it."},
+    {Py_tp_init, blockview_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, blockview_dealloc},
+    {Py_tp_getset, blockview_getset},
+    {Py_bf_getbuffer, blockview_getbuffer},
+    {0, NULL},
+};
+
+static PyType_Spec blockview_spec = {
+    .name = "manygil._native.BlockView",
+    .basicsize = sizeof(BlockView),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .slots = blockview_slots,
+};
+
+/* ------------------------------------------------------------------ threads */
+
+/* set_async_exc(thread_id, exc_type) -> number of thread states changed.
+ * Acts on the thread states of the CURRENT interpreter only, so it is called from a
+ * helper thread inside the interpreter whose task is to be interrupted. */
+static PyObject *
+native_set_async_exc(PyObject *mod, PyObject *args)
+{
+    unsigned long tid;
+    PyObject *exc;
+    if (!PyArg_ParseTuple(args, "kO:set_async_exc", &tid, &exc)) {
+        return NULL;
+    }
+    if (exc == Py_None) {
+        exc = NULL;
+    }
+    return PyLong_FromLong(PyThreadState_SetAsyncExc(tid, exc));
+}
+
+/* ------------------------------------------------------------------ module */
+
+static PyMethodDef native_methods[] = {
+    {"retain", native_retain, METH_O, "retain(id): take one more reference."},
+    {"release", native_release, METH_O, "release(id): drop one reference; frees at zero."},
+    {"refcount", native_refcount, METH_O, "refcount(id) -> int (0 once freed)."},
+    {"live", native_live, METH_NOARGS, "live() -> counts of live objects by kind."},
+    {"chan_create", chan_create, METH_O, "chan_create(maxsize) -> id"},
+    {"chan_put", chan_put, METH_VARARGS, "chan_put(id, data, tag, timeout) -> bool"},
+    {"chan_get", chan_get, METH_VARARGS, "chan_get(id, timeout) -> (tag, bytes) | None"},
+    {"chan_info", chan_info, METH_O, "chan_info(id) -> (count, maxsize)"},
+    {"sync_create", sync_create, METH_VARARGS, "sync_create(value, limit) -> id"},
+    {"sync_acquire", sync_acquire, METH_VARARGS, "sync_acquire(id, timeout) -> bool"},
+    {"sync_release", sync_release, METH_VARARGS, "sync_release(id, n) -> bool"},
+    {"sync_add", sync_add, METH_VARARGS, "sync_add(id, delta) -> int"},
+    {"sync_cas", sync_cas, METH_VARARGS, "sync_cas(id, expected, new) -> bool"},
+    {"sync_get", sync_get, METH_O, "sync_get(id) -> (value, aux, broken)"},
+    {"sync_wait_nonzero", sync_wait_nonzero, METH_VARARGS, "sync_wait_nonzero(id, timeout) -> bool"},
+    {"cond_enter", cond_enter, METH_O, "cond_enter(id)"},
+    {"cond_wait", cond_wait, METH_VARARGS, "cond_wait(id, timeout) -> bool"},
+    {"cond_notify", cond_notify, METH_VARARGS, "cond_notify(id, n) -> int"},
+    {"barrier_wait", barrier_wait, METH_VARARGS, "barrier_wait(id, parties, timeout) -> int"},
+    {"barrier_set", barrier_set, METH_VARARGS, "barrier_set(id, broken)"},
+    {"block_create", block_create, METH_O, "block_create(nbytes) -> id"},
+    {"set_async_exc", native_set_async_exc, METH_VARARGS, "set_async_exc(tid, exc) -> int"},
+    {NULL, NULL, 0, NULL},
+};
+
+static int
+native_exec(PyObject *mod)
+{
+    PyObject *tp = PyType_FromModuleAndSpec(mod, &blockview_spec, NULL);
+    if (tp == NULL) {
+        return -1;
+    }
+    if (PyModule_AddObject(mod, "BlockView", tp) < 0) {
+        Py_DECREF(tp);
+        return -1;
+    }
+    return 0;
+}
+
+static PyModuleDef_Slot native_slots[] = {
+    {Py_mod_exec, native_exec},
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+    {0, NULL},
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "manygil._native",
+    .m_doc = "Process-wide channels, memory blocks and sync objects shared by all interpreters.",
+    .m_size = 0,
+    .m_methods = native_methods,
+    .m_slots = native_slots,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    return PyModuleDef_Init(&native_module);
+}

@@ -1,0 +1,161 @@
+"""How a value crosses from one interpreter to another.
+
+Every value travels as ``(tag, bytes)`` through a native channel:
+
+    bytes  ──────────────► TAG_BYTES   as is (one copy into the channel)
+    str    ──────────────► TAG_STR     UTF-8
+    anything else ───────► TAG_PICKLE  pickle protocol 5; functions and classes by
+                                       reference (module + qualified name)
+
+Objects defined in the caller's ``__main__`` are found again in the other interpreter
+the way ``multiprocessing``'s spawn finds them: the main script (or ``-m`` module) is
+imported there under another name, so its ``if __name__ == "__main__":`` block does
+not run.  Lambdas, closures and functions of an interactive session cross by value
+when cloudpickle is installed; plain functions of an interactive session cross as
+their code object when it is not.
+"""
+
+from __future__ import annotations
+
+import marshal
+import pickle
+import sys
+import types
+from typing import Any
+
+from ._exceptions import NotShareableError
+
+TAG_PICKLE = 0
+TAG_BYTES = 1
+TAG_STR = 2
+
+__all__ = ("TAG_BYTES", "TAG_PICKLE", "TAG_STR", "describe", "dumps", "loads", "main_hint")
+
+try:  # optional: by-value pickling of lambdas, closures, interactive functions
+    import cloudpickle as _cloudpickle
+except ImportError:  # pragma: no cover - depends on the environment
+    _cloudpickle = None
+
+
+def describe(obj: object) -> str:
+    """A short name for an object in an error message."""
+    name = getattr(obj, "__qualname__", None)
+    if isinstance(name, str) and callable(obj):
+        return f"{name} ({type(obj).__name__})"
+    return f"{type(obj).__qualname__} object"
+
+
+def main_hint() -> tuple[str, str]:
+    """Where the caller's ``__main__`` came from: ``(spec name, file)``, each may be ""."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", "") or ""
+    file = getattr(main, "__file__", "") or ""
+    if name == "__main__":
+        name = ""
+    return name, file
+
+
+def _interactive_main() -> bool:
+    return main_hint() == ("", "")
+
+
+def _rebuild_function(
+    code: bytes, name: str, qualname: str, defaults: Any, kwdefaults: Any
+) -> types.FunctionType:
+    main = sys.modules["__main__"]
+    fn = types.FunctionType(marshal.loads(code), vars(main), name, defaults)
+    fn.__qualname__ = qualname
+    fn.__kwdefaults__ = kwdefaults
+    return fn
+
+
+class _CodePickler(pickle.Pickler):
+    """Pickles plain functions of an interactive ``__main__`` as their code object."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if (
+            isinstance(obj, types.FunctionType)
+            and obj.__module__ == "__main__"
+            and obj.__closure__ is None
+        ):
+            return _rebuild_function, (
+                marshal.dumps(obj.__code__),
+                obj.__name__,
+                obj.__qualname__,
+                obj.__defaults__,
+                obj.__kwdefaults__,
+            )
+        return NotImplemented
+
+
+def _pickle_fallback(obj: object, error: Exception) -> bytes:
+    if _cloudpickle is not None:
+        try:
+            return bytes(_cloudpickle.dumps(obj, protocol=5))
+        except Exception as exc:
+            error = exc
+    elif _interactive_main():
+        import io
+
+        buf = io.BytesIO()
+        try:
+            _CodePickler(buf, protocol=5).dump(obj)
+            return buf.getvalue()
+        except Exception as exc:
+            error = exc
+    raise NotShareableError(_not_picklable(obj, error)) from error
+
+
+def _culprit(obj: object) -> object:
+    """The part of a call payload that failed to pickle, for the message."""
+    if isinstance(obj, tuple):
+        for part in obj:
+            for item in part.values() if isinstance(part, dict) else (part if isinstance(part, tuple) else (part,)):
+                try:
+                    pickle.dumps(item, protocol=5)
+                except Exception:
+                    return item
+    return obj
+
+
+def _not_picklable(obj: object, error: Exception) -> str:
+    bad = _culprit(obj)
+    what = describe(bad)
+    fix = "define it at module level"
+    if _cloudpickle is None:
+        fix += " or install cloudpickle (pip install 'manygil[cloudpickle]')"
+    return (
+        f"cannot send {what} to another interpreter: it is not shareable and pickle "
+        f"failed ({type(error).__name__}: {error}); {fix}"
+    )
+
+
+def dumps(obj: object) -> tuple[int, bytes]:
+    """Encode a value for another interpreter.
+
+    Raises:
+        NotShareableError: the value cannot be pickled; the message says how to fix it.
+    """
+    tp = type(obj)
+    if tp is bytes:
+        return TAG_BYTES, obj  # type: ignore[return-value]
+    if tp is str:
+        return TAG_STR, obj.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
+    try:
+        data = pickle.dumps(obj, protocol=5)
+    except Exception as exc:
+        return TAG_PICKLE, _pickle_fallback(obj, exc)
+    if _interactive_main() and b"__main__" in data:
+        # A reference into an interactive __main__ cannot be found again elsewhere.
+        return TAG_PICKLE, _pickle_fallback(obj, pickle.PicklingError("defined in an interactive __main__"))
+    return TAG_PICKLE, data
+
+
+def loads(tag: int, data: bytes) -> Any:
+    """Decode a value made by :func:`dumps`."""
+    if tag == TAG_BYTES:
+        return data
+    if tag == TAG_STR:
+        return data.decode("utf-8", "surrogatepass")
+    return pickle.loads(data)

@@ -1,0 +1,220 @@
+"""Code that runs *inside* an interpreter that manygil created.
+
+Imported once per interpreter by :func:`bootstrap`; everything else here is called
+from small source strings that the main interpreter runs there.  Messages travel on
+native channels (see ``_native.c``); the pool's protocol is:
+
+    inbox   (main → worker)   [8-byte task id][pickle (fn, args, kwargs)]   id 0 = stop
+    outbox  (worker → main)   [8-byte task id][1-byte status][payload]      shared by a pool
+    control (main → worker)   [8-byte task id]  interrupt that task if it still runs; 0 = stop
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import threading
+import types
+from typing import Any
+
+from . import _native
+from ._exceptions import ExcInfo
+from ._transport import TAG_PICKLE, dumps, loads
+
+# result statuses
+OK = 0
+RAISED = 1          # payload: pickle (exception, traceback text)
+RAISED_INFO = 2     # payload: pickle ExcInfo (the exception itself did not pickle)
+INTERRUPTED = 3     # the task was interrupted by a time limit or cancel()
+READY = 4           # the worker is up (task id 0)
+INIT_FAILED = 5     # the initializer raised (task id 0); payload as RAISED
+EXITED = 6          # sent by the worker's thread after the interpreter is gone
+
+_user_main: types.ModuleType | None = None
+_main_hint: tuple[str, str] = ("", "")
+
+
+class TaskInterrupted(BaseException):
+    """Raised inside a task by a time limit or by cancelling its future."""
+
+
+def _load_user_main() -> types.ModuleType:
+    """Import the caller's main script here under another name (as spawn does)."""
+    global _user_main
+    if _user_main is None:
+        name, file = _main_hint
+        if name:
+            import importlib
+
+            _user_main = importlib.import_module(name)
+        elif file:
+            import runpy
+
+            module = types.ModuleType("__mg_main__")
+            module.__dict__.update(runpy.run_path(file, run_name="__mg_main__"))
+            _user_main = module
+        else:
+            raise AttributeError("the caller's __main__ is interactive")
+    return _user_main
+
+
+def _main_getattr(name: str) -> Any:
+    if name.startswith("__"):
+        raise AttributeError(name)
+    try:
+        return getattr(_load_user_main(), name)
+    except AttributeError:
+        raise AttributeError(f"module '__main__' has no attribute {name!r}") from None
+
+
+def bootstrap(path: str, main_name: str, main_file: str) -> None:
+    """Make this interpreter see the caller's import path and its ``__main__``."""
+    global _main_hint
+    sys.path[:] = path.split("\0")
+    _main_hint = (main_name, main_file)
+    main = sys.modules["__main__"]
+    main.__getattr__ = _main_getattr  # type: ignore[attr-defined]
+
+
+def _excinfo(exc: BaseException, skip: int) -> ExcInfo:
+    return ExcInfo.from_exception(exc, skip=skip)
+
+
+def exec_source(source: str | bytes, reply: int) -> None:
+    """Run source (or marshalled code) in ``__main__``; report an uncaught exception."""
+    main = sys.modules["__main__"]
+    try:
+        if isinstance(source, bytes):
+            import marshal
+
+            code = marshal.loads(source)
+        else:
+            code = compile(source, "<string>", "exec")
+        exec(code, main.__dict__)
+    except BaseException as exc:
+        _native.chan_put(reply, pickle.dumps(_excinfo(exc, 1)), TAG_PICKLE, None)
+
+
+def call_once(inbox: int, reply: int) -> None:
+    """Run one pickled call from ``inbox``; reply ``(True, value)`` or ``(False, ExcInfo)``."""
+    item = _native.chan_get(inbox, 0)
+    assert item is not None
+    try:
+        fn, args, kwargs = loads(*item)
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        info = _excinfo(exc, 1)
+        _native.chan_put(reply, pickle.dumps((False, info)), TAG_PICKLE, None)
+        return
+    try:
+        tag, data = dumps(result)
+    except BaseException as exc:
+        info = _excinfo(exc, 0)
+        _native.chan_put(reply, pickle.dumps((False, info)), TAG_PICKLE, None)
+        return
+    _native.chan_put(reply, pickle.dumps((True, tag, data)), TAG_PICKLE, None)
+
+
+# ---------------------------------------------------------------------- the pool loop
+
+
+def _pack_error(exc: BaseException) -> tuple[int, bytes]:
+    info = _excinfo(exc, 1)
+    exc.__traceback__ = None
+    try:
+        return RAISED, pickle.dumps((exc, info.errdisplay), protocol=5)
+    except Exception:
+        return RAISED_INFO, pickle.dumps(info, protocol=5)
+
+
+def _send(outbox: int, tid: int, status: int, payload: bytes = b"") -> None:
+    _native.chan_put(outbox, tid.to_bytes(8, "little") + bytes((status,)) + payload, 0, None)
+
+
+class _Current:
+    __slots__ = ("lock", "tid")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.tid = 0
+
+
+def _controller(control: int, current: _Current, worker_thread: int) -> None:
+    while True:
+        item = _native.chan_get(control, None)
+        assert item is not None
+        tid = int.from_bytes(item[1], "little")
+        if tid == 0:
+            return
+        with current.lock:
+            if current.tid == tid:
+                _native.set_async_exc(worker_thread, TaskInterrupted)
+
+
+def serve(inbox: int, outbox: int, control: int, index: int, init: bytes) -> None:
+    """The worker loop: run tasks from ``inbox`` until told to stop."""
+    get = _native.chan_get
+    put = _native.chan_put
+    current = _Current()
+    ctl = threading.Thread(
+        target=_controller, args=(control, current, threading.get_ident()), name=f"manygil-control-{index}"
+    )
+    ctl.start()
+    try:
+        if init:
+            try:
+                fn, args = pickle.loads(init)
+                fn(*args)
+            except BaseException as exc:
+                status, payload = _pack_error(exc)
+                _send(outbox, 0, INIT_FAILED, payload)
+                return
+        _send(outbox, 0, READY)
+        header = b""
+        while True:
+            item = get(inbox, None)
+            data = item[1]  # type: ignore[index]
+            header = data[:8]
+            tid = int.from_bytes(header, "little")
+            if tid == 0:
+                return
+            try:
+                try:
+                    current.tid = tid
+                    fn, args, kwargs = pickle.loads(data[8:])
+                    result = fn(*args, **kwargs)
+                    fn = args = kwargs = None
+                    with current.lock:
+                        current.tid = 0
+                        _native.set_async_exc(current_thread_id(), None)
+                    try:
+                        out = header + b"\x00" + pickle.dumps(result, protocol=5)
+                    except BaseException as exc:
+                        status, payload = _pack_error(exc)
+                        out = header + bytes((status,)) + payload
+                    result = None
+                    put(outbox, out, 0, None)
+                except TaskInterrupted:
+                    with current.lock:
+                        current.tid = 0
+                        _native.set_async_exc(current_thread_id(), None)
+                    put(outbox, header + bytes((INTERRUPTED,)), 0, None)
+                except BaseException as exc:
+                    fn = args = kwargs = None
+                    with current.lock:
+                        current.tid = 0
+                        _native.set_async_exc(current_thread_id(), None)
+                    status, payload = _pack_error(exc)
+                    put(outbox, header + bytes((status,)) + payload, 0, None)
+            except TaskInterrupted:
+                # Arrived between the task's end and the lock: the task had finished.
+                with current.lock:
+                    current.tid = 0
+                    _native.set_async_exc(current_thread_id(), None)
+                put(outbox, header + bytes((INTERRUPTED,)), 0, None)
+    finally:
+        put(control, (0).to_bytes(8, "little"), 0, None)
+        ctl.join()
+
+
+current_thread_id = threading.get_ident

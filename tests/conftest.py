@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import pytest
+
+from manygil import _native, interpreters
+
+
+def _snapshot() -> tuple[set[int], set[threading.Thread], dict[str, int]]:
+    return (
+        {i.id for i in interpreters.list_all()},
+        set(threading.enumerate()),
+        dict(_native.live()),
+    )
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest):
+    """After each test: no interpreter, thread or native object left behind."""
+    before_interps, before_threads, before_live = _snapshot()
+    yield
+    if request.node.get_closest_marker("allow_leaks"):
+        return
+    deadline = time.monotonic() + 5
+    while True:
+        gc.collect()
+        interps, threads, live = _snapshot()
+        leaked_threads = {t for t in threads - before_threads if t.is_alive()}
+        ok = interps <= before_interps and not leaked_threads and live == before_live
+        if ok or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # threads that were told to stop may take a moment to end
+    assert interps <= before_interps, f"leaked interpreters: {sorted(interps - before_interps)}"
+    assert not leaked_threads, f"leaked threads: {leaked_threads}"
+    assert live == before_live, f"leaked native objects: before {before_live}, after {live}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "allow_leaks: the test leaves objects on purpose")

@@ -1,0 +1,47 @@
+"""Module-level functions that tests send to other interpreters (no pytest import here)."""
+
+from __future__ import annotations
+
+import time
+
+
+def add(a, b=0):
+    return a + b
+
+
+def boom(message="boom"):
+    raise ValueError(message)
+
+
+def cpu(n):
+    s = 0
+    for i in range(n):
+        s += i * i
+    return s
+
+
+def timed_cpu(n):
+    """Run a CPU loop; return (thread CPU seconds, wall start, wall end)."""
+    start = time.monotonic()
+    t0 = time.thread_time()
+    cpu(n)
+    return time.thread_time() - t0, start, time.monotonic()
+
+
+def wait_on(q, timeout=10):
+    return q.get(timeout=timeout)
+
+
+def echo_queue(inq, outq, count):
+    for _ in range(count):
+        outq.put(inq.get(timeout=10))
+    return count
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise TypeError("Unpicklable objects refuse to be pickled")
+
+
+def make_unpicklable():
+    return Unpicklable()

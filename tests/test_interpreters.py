@@ -1,0 +1,310 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from manygil import _transport
+from manygil import interpreters as I
+
+from . import helpers
+
+
+@pytest.fixture
+def interp():
+    it = I.create()
+    yield it
+    try:
+        it.close()
+    except I.InterpreterNotFoundError:
+        pass
+
+
+def test_create_list_current_main(interp):
+    ids = [i.id for i in I.list_all()]
+    assert interp.id in ids and I.get_main().id in ids
+    assert I.get_current() is I.get_main()
+    assert interp.whence == "_interpreters module"
+    assert I.get_main().whence == "runtime init"
+    assert I.Interpreter(interp.id) is interp
+    assert repr(interp) == f"Interpreter({interp.id})"
+    assert interp.call(helpers.add, 1) == 1
+    current = interp.call(_current_id)
+    assert current == interp.id
+
+
+def _current_id():
+    from manygil import interpreters
+
+    return interpreters.get_current().id
+
+
+def test_exec_source_runs_in_its_own_main(interp):
+    interp.exec("x = 6 * 7")
+    interp.exec("import sys; y = sys.modules['__main__'].x")
+    q = I.create_queue()
+    interp.prepare_main(q=q)
+    interp.exec("q.put(x + y)")
+    assert q.get(timeout=5) == 84
+
+
+def test_exec_function_and_code_object(interp):
+    q = I.create_queue()
+    interp.prepare_main(main_q=q)
+
+    def body():
+        main_q.put("from a function body")  # noqa: F821 - main_q lives in the interpreter's __main__
+
+    interp.exec(body)
+    interp.exec(compile("main_q.put('from code')", "<test>", "exec"))
+    assert q.get(timeout=5) == "from a function body"
+    assert q.get(timeout=5) == "from code"
+
+
+def test_exec_refuses_closures_and_functions_with_arguments(interp):
+    def takes(a):
+        return a
+
+    with pytest.raises(ValueError, match="takes arguments or is a closure"):
+        interp.exec(takes)
+    with pytest.raises(TypeError, match="source code or a function"):
+        interp.exec(42)  # type: ignore[arg-type]
+
+
+def test_exec_failure_carries_type_message_and_traceback(interp):
+    with pytest.raises(I.ExecutionFailed) as info:
+        interp.exec("def inner():\n    raise KeyError('missing')\ninner()\n")
+    exc = info.value
+    assert exc.excinfo.type.__name__ == "KeyError"
+    assert exc.excinfo.msg == "'missing'"
+    assert "in inner" in exc.excinfo.errdisplay
+    assert "Uncaught in the interpreter" in str(exc)
+    assert "KeyError: 'missing'" in str(exc)
+    # the interpreter survives the error
+    interp.exec("ok = True")
+
+
+def test_call_returns_results_and_takes_args_and_kwargs(interp):
+    assert interp.call(helpers.add, 2, b=40) == 42
+    assert interp.call(os.getpid) == os.getpid()
+    assert interp.call(pow, 2, 10) == 1024
+    assert interp.call(helpers.add, [1], [2]) == [1, 2]
+    assert interp.call(helpers.add, b"ab", b"cd") == b"abcd"
+
+
+def test_call_failure_is_execution_failed_with_traceback(interp):
+    with pytest.raises(I.ExecutionFailed) as info:
+        interp.call(helpers.boom, "bad value")
+    assert info.value.excinfo.type.__name__ == "ValueError"
+    assert info.value.excinfo.msg == "bad value"
+    assert "in boom" in info.value.excinfo.errdisplay
+
+
+def test_call_lambda_with_cloudpickle(interp):
+    pytest.importorskip("cloudpickle")
+    k = 5
+    assert interp.call(lambda x: x * k, 3) == 15
+
+
+def test_call_lambda_without_cloudpickle_says_how_to_fix(interp, monkeypatch):
+    monkeypatch.setattr(_transport, "_cloudpickle", None)
+    with pytest.raises(I.NotShareableError, match="install cloudpickle"):
+        interp.call(lambda: 1)
+
+
+def test_unpicklable_argument_and_result(interp):
+    with pytest.raises(I.NotShareableError, match="Unpicklable object"):
+        interp.call(helpers.add, helpers.Unpicklable())
+    with pytest.raises(I.ExecutionFailed, match="refuse to be pickled"):
+        interp.call(helpers.make_unpicklable)
+
+
+def test_prepare_main_shares_and_pickles(interp):
+    q = I.create_queue()
+    interp.prepare_main({"a": 1, "s": "text"}, q=q, d={"k": [1, 2]})
+    interp.exec("q.put((a, s, d))")
+    assert q.get(timeout=5) == (1, "text", {"k": [1, 2]})
+    lock = threading.Lock()
+    with pytest.raises(I.NotShareableError, match="lock"):
+        interp.prepare_main(lock=lock)
+
+
+def test_is_running_while_a_call_is_in_progress(interp):
+    q = I.create_queue()
+    assert not interp.is_running()
+    thread = interp.call_in_thread(helpers.wait_on, q)
+    deadline = time.monotonic() + 10
+    while not interp.is_running():
+        assert time.monotonic() < deadline, "the call never started"
+        time.sleep(0.01)
+    with pytest.raises(I.InterpreterError, match="running"):
+        interp.close()
+    q.put("go")
+    thread.join(10)
+    assert not thread.is_alive()
+    assert not interp.is_running()
+
+
+def test_closed_interpreter_raises_not_found_with_its_id(interp):
+    interp.close()
+    with pytest.raises(I.InterpreterNotFoundError, match=str(interp.id)):
+        interp.exec("pass")
+    with pytest.raises(I.InterpreterNotFoundError, match=str(interp.id)):
+        interp.close()
+    with pytest.raises(I.InterpreterNotFoundError):
+        interp.is_running()
+
+
+def test_cannot_close_or_exec_the_current_interpreter():
+    main = I.get_main()
+    with pytest.raises(I.InterpreterError):
+        main.close()
+    with pytest.raises(I.InterpreterError, match="current interpreter"):
+        main.exec("pass")
+
+
+# ---------------------------------------------------------------------- queues
+
+
+def test_queue_basic_api():
+    q = I.create_queue(maxsize=2)
+    assert isinstance(q.id, int) and q.maxsize == 2
+    assert q.empty() and not q.full() and q.qsize() == 0
+    q.put(1)
+    q.put_nowait({"two": 2})
+    assert q.full() and q.qsize() == 2
+    with pytest.raises(I.QueueFull):
+        q.put_nowait(3)
+    with pytest.raises(I.QueueFull):
+        q.put(3, timeout=0.05)
+    assert q.get() == 1
+    assert q.get_nowait() == {"two": 2}
+    with pytest.raises(I.QueueEmpty):
+        q.get_nowait()
+    start = time.monotonic()
+    with pytest.raises(I.QueueEmpty):
+        q.get(timeout=0.1)
+    assert time.monotonic() - start >= 0.09
+    import queue
+
+    assert issubclass(I.QueueEmpty, queue.Empty) and issubclass(I.QueueFull, queue.Full)
+    assert I.Queue(q.id) is q
+
+
+def test_queue_bad_input():
+    q = I.create_queue()
+    with pytest.raises(ValueError, match="non-negative"):
+        q.get(timeout=-1)
+    with pytest.raises(ValueError, match="unbounditems"):
+        q.put(1, unbounditems="nope")
+    with pytest.raises(TypeError, match="maxsize"):
+        I.create_queue("3")  # type: ignore[arg-type]
+    with pytest.raises(I.NotShareableError, match="lock"):
+        q.put(threading.Lock())
+    with pytest.raises(I.QueueError, match="not found"):
+        I.Queue(10**9)
+    q.put(1, unbounditems=I.UNBOUND_REMOVE)
+    assert q.get() == 1
+
+
+def test_queue_both_directions(interp):
+    to_sub = I.create_queue()
+    to_main = I.create_queue()
+    interp.prepare_main(inq=to_sub, outq=to_main)
+    items = [None, True, 7, 2.5, "text", b"bytes", (1, "a"), {"k": [1, 2]}]
+    thread = interp.call_in_thread(helpers.echo_queue, to_sub, to_main, len(items))
+    for item in items:
+        to_sub.put(item)
+    got = [to_main.get(timeout=10) for _ in items]
+    thread.join(10)
+    assert got == items
+
+
+def test_queue_is_the_same_queue_everywhere(interp):
+    q = I.create_queue()
+    carrier = I.create_queue()
+    carrier.put(q)  # a queue can travel inside another queue
+    interp.prepare_main(carrier=carrier)
+    interp.exec("inner = carrier.get(timeout=5)\ninner.put(inner.id)")
+    assert q.get(timeout=5) == q.id
+    interp.exec("del inner, carrier")
+
+
+def test_blocking_get_wakes_when_another_interpreter_puts(interp):
+    q = I.create_queue()
+    results = []
+    waiter = threading.Thread(target=lambda: results.append(q.get(timeout=10)))
+    waiter.start()
+    interp.prepare_main(q=q)
+    interp.exec("q.put('woken')")
+    waiter.join(10)
+    assert results == ["woken"]
+
+
+def test_queue_outlives_the_interpreter_that_made_it():
+    other = I.create()
+    q = other.call(I.create_queue)  # the creating interpreter drops its handle at once
+    other.exec("import manygil.interpreters as I")
+    other.close()
+    q.put("still here")
+    assert q.get() == "still here"
+
+
+def test_is_shareable():
+    assert I.is_shareable(b"x") and I.is_shareable("x") and I.is_shareable(1) and I.is_shareable(None)
+    assert I.is_shareable(I.create_queue())
+    assert not I.is_shareable([1, 2])
+    assert not I.is_shareable(threading.Lock())
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores")
+def test_two_interpreters_run_python_in_parallel():
+    """Thread CPU time adds up to more than the wall time only if both ran at once."""
+    a, b = I.create(), I.create()
+    try:
+        n = 2_000_000
+        a.call(helpers.cpu, 1000)
+        b.call(helpers.cpu, 1000)
+        best = 0.0
+        for _ in range(3):  # the machine is shared: another load may steal a core
+            out: list = []
+            threads = [threading.Thread(target=lambda i=i: out.append(i.call(helpers.timed_cpu, n))) for i in (a, b)]
+            start = time.monotonic()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            wall = time.monotonic() - start
+            cpu = sum(r[0] for r in out)
+            best = max(best, cpu / wall)
+            if best > 1.4:
+                break
+        assert best > 1.4, f"thread CPU / wall = {best:.2f}: the two loops did not overlap"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_import_on_old_python_gives_one_clear_line():
+    old = None
+    for name in ("python3.11", "python3.10"):
+        from shutil import which
+
+        path = which(name)
+        if path:
+            old = path
+            break
+    if old is None:
+        pytest.skip("no CPython < 3.12 on PATH")
+    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    proc = subprocess.run(
+        [old, "-c", f"import sys; sys.path.insert(0, {src!r}); import manygil"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: manygil needs CPython 3.12 or newer for per-interpreter GILs; this is 3.1")
