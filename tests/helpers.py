@@ -45,3 +45,60 @@ class Unpicklable:
 
 def make_unpicklable():
     return Unpicklable()
+
+
+def spin():
+    """Loop in pure Python until interrupted."""
+    while True:
+        pass
+
+
+def current_interpreter_id():
+    from manygil import interpreters
+
+    return interpreters.get_current().id
+
+
+def raise_base(kind):
+    if kind == "exit":
+        raise SystemExit(3)
+    if kind == "interrupt":
+        raise KeyboardInterrupt
+    raise MemoryError("pretend")
+
+
+class NeedsTwoArgs(Exception):
+    def __init__(self, a, b):
+        super().__init__(f"{a} and {b}")
+
+
+def raise_unrebuildable():
+    raise NeedsTwoArgs(1, 2)
+
+
+_initialized = []
+
+
+def init_worker(value):
+    _initialized.append(value)
+
+
+def read_init():
+    return list(_initialized)
+
+
+def failing_init():
+    raise RuntimeError("initializer exploded")
+
+
+def mixed(i):
+    if i % 1000 == 999:
+        spin()
+    if i % 7 == 0:
+        raise ValueError(i)
+    return i * 2
+
+
+def sleep_then(seconds, value):
+    time.sleep(seconds)
+    return value

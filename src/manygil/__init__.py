@@ -16,7 +16,8 @@ if sys.version_info < (3, 12):
     ) from None
 
 from ._exceptions import BrokenInterpreterPool, RemoteError
+from .pool import InterpreterFuture, InterpreterPoolExecutor
 
 __version__ = "0.1.0"
 
-__all__ = ("BrokenInterpreterPool", "RemoteError", "__version__")
+__all__ = ("BrokenInterpreterPool", "InterpreterFuture", "InterpreterPoolExecutor", "RemoteError", "__version__")

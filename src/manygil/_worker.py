@@ -5,7 +5,8 @@ from small source strings that the main interpreter runs there.  Messages travel
 native channels (see ``_native.c``); the pool's protocol is:
 
     inbox   (main → worker)   [8-byte task id][pickle (fn, args, kwargs)]   id 0 = stop
-    outbox  (worker → main)   [8-byte task id][1-byte status][payload]      shared by a pool
+    outbox  (worker → main)   [8-byte task id][1-byte status][4-byte worker index][payload]
+                              one outbox is shared by all the workers of a pool
     control (main → worker)   [8-byte task id]  interrupt that task if it still runs; 0 = stop
 """
 
@@ -23,7 +24,7 @@ from ._transport import TAG_PICKLE, dumps, loads
 
 # result statuses
 OK = 0
-RAISED = 1          # payload: pickle (exception, traceback text)
+RAISED = 1          # payload: [4-byte n][pickle ExcInfo: n bytes][pickle exception]
 RAISED_INFO = 2     # payload: pickle ExcInfo (the exception itself did not pickle)
 INTERRUPTED = 3     # the task was interrupted by a time limit or cancel()
 READY = 4           # the worker is up (task id 0)
@@ -118,25 +119,43 @@ def call_once(inbox: int, reply: int) -> None:
 # ---------------------------------------------------------------------- the pool loop
 
 
+_REFUSED = "does not support loading in subinterpreters"
+
+
 def _pack_error(exc: BaseException) -> tuple[int, bytes]:
-    info = _excinfo(exc, 1)
+    if isinstance(exc, ImportError) and _REFUSED in str(exc):
+        name = exc.name or str(exc).split()[1]  # "module X does not support ..."
+        exc.add_note(
+            f"manygil: the extension module {name} refuses to load in an interpreter with "
+            "its own GIL; keep it in the main interpreter, or use "
+            "InterpreterPoolExecutor(shared_gil=True) to run such tasks under the main GIL"
+        )
+    info = pickle.dumps(_excinfo(exc, 1), protocol=5)
     exc.__traceback__ = None
     try:
-        return RAISED, pickle.dumps((exc, info.errdisplay), protocol=5)
+        return RAISED, len(info).to_bytes(4, "little") + info + pickle.dumps(exc, protocol=5)
     except Exception:
-        return RAISED_INFO, pickle.dumps(info, protocol=5)
+        return RAISED_INFO, info
 
 
-def _send(outbox: int, tid: int, status: int, payload: bytes = b"") -> None:
-    _native.chan_put(outbox, tid.to_bytes(8, "little") + bytes((status,)) + payload, 0, None)
+def message(tid: int, status: int, index: int, payload: bytes = b"") -> bytes:
+    """One outbox message; the pool's main side sends EXITED with it too."""
+    return tid.to_bytes(8, "little") + bytes((status,)) + index.to_bytes(4, "little") + payload
+
+
+def run_chunk(fn: Any, chunk: list[tuple[Any, ...]]) -> list[Any]:
+    """Run ``fn`` over a chunk of argument tuples (``map`` with ``chunksize > 1``)."""
+    return [fn(*args) for args in chunk]
 
 
 class _Current:
-    __slots__ = ("lock", "tid")
+    __slots__ = ("early", "last", "lock", "tid")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.tid = 0
+        self.tid = 0          # the task running now (0: none)
+        self.last = 0         # the last task that started
+        self.early: set[int] = set()  # interrupts that came before their task started
 
 
 def _controller(control: int, current: _Current, worker_thread: int) -> None:
@@ -149,17 +168,27 @@ def _controller(control: int, current: _Current, worker_thread: int) -> None:
         with current.lock:
             if current.tid == tid:
                 _native.set_async_exc(worker_thread, TaskInterrupted)
+            elif tid > current.last:
+                current.early.add(tid)  # dispatched, but not started yet
 
 
 def serve(inbox: int, outbox: int, control: int, index: int, init: bytes) -> None:
     """The worker loop: run tasks from ``inbox`` until told to stop."""
     get = _native.chan_get
     put = _native.chan_put
+    clear = _native.set_async_exc
+    me = threading.get_ident()
+    idx = index.to_bytes(4, "little")
     current = _Current()
-    ctl = threading.Thread(
-        target=_controller, args=(control, current, threading.get_ident()), name=f"manygil-control-{index}"
-    )
+    ctl = threading.Thread(target=_controller, args=(control, current, me), name=f"manygil-control-{index}")
     ctl.start()
+
+    def finished() -> None:
+        # Called with current.lock held: no interrupt can be requested after this,
+        # and one already requested but not yet raised is dropped.
+        current.tid = 0
+        clear(me, None)
+
     try:
         if init:
             try:
@@ -167,54 +196,51 @@ def serve(inbox: int, outbox: int, control: int, index: int, init: bytes) -> Non
                 fn(*args)
             except BaseException as exc:
                 status, payload = _pack_error(exc)
-                _send(outbox, 0, INIT_FAILED, payload)
+                put(outbox, message(0, INIT_FAILED, index, bytes((status,)) + payload), 0, None)
                 return
-        _send(outbox, 0, READY)
-        header = b""
+        put(outbox, message(0, READY, index), 0, None)
         while True:
-            item = get(inbox, None)
-            data = item[1]  # type: ignore[index]
-            header = data[:8]
-            tid = int.from_bytes(header, "little")
+            data = get(inbox, None)[1]  # type: ignore[index]
+            head = data[:8]
+            tid = int.from_bytes(head, "little")
             if tid == 0:
                 return
             try:
                 try:
-                    current.tid = tid
+                    with current.lock:
+                        current.tid = current.last = tid
+                        if current.early:
+                            early = tid in current.early
+                            current.early = {t for t in current.early if t > tid}
+                            if early:
+                                raise TaskInterrupted
                     fn, args, kwargs = pickle.loads(data[8:])
                     result = fn(*args, **kwargs)
                     fn = args = kwargs = None
                     with current.lock:
-                        current.tid = 0
-                        _native.set_async_exc(current_thread_id(), None)
+                        finished()
                     try:
-                        out = header + b"\x00" + pickle.dumps(result, protocol=5)
+                        out = head + b"\x00" + idx + pickle.dumps(result, protocol=5)
                     except BaseException as exc:
                         status, payload = _pack_error(exc)
-                        out = header + bytes((status,)) + payload
+                        out = head + bytes((status,)) + idx + payload
                     result = None
-                    put(outbox, out, 0, None)
                 except TaskInterrupted:
                     with current.lock:
-                        current.tid = 0
-                        _native.set_async_exc(current_thread_id(), None)
-                    put(outbox, header + bytes((INTERRUPTED,)), 0, None)
+                        finished()
+                    out = head + bytes((INTERRUPTED,)) + idx
                 except BaseException as exc:
                     fn = args = kwargs = None
                     with current.lock:
-                        current.tid = 0
-                        _native.set_async_exc(current_thread_id(), None)
+                        finished()
                     status, payload = _pack_error(exc)
-                    put(outbox, header + bytes((status,)) + payload, 0, None)
+                    out = head + bytes((status,)) + idx + payload
             except TaskInterrupted:
-                # Arrived between the task's end and the lock: the task had finished.
+                # Raised between the task's end and the lock: report it as interrupted.
                 with current.lock:
-                    current.tid = 0
-                    _native.set_async_exc(current_thread_id(), None)
-                put(outbox, header + bytes((INTERRUPTED,)), 0, None)
+                    finished()
+                out = head + bytes((INTERRUPTED,)) + idx
+            put(outbox, out, 0, None)
     finally:
         put(control, (0).to_bytes(8, "little"), 0, None)
         ctl.join()
-
-
-current_thread_id = threading.get_ident

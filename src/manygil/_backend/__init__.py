@@ -7,7 +7,7 @@ names re-exported here, whatever the CPython release:
     3.13+  _interpreters                  (py313.py)
 
 Functions:
-    create() -> int                      a new interpreter with its own GIL
+    create(own_gil=True) -> int          a new interpreter, with its own GIL or the main one
     destroy(id)                          finalize it (InterpreterError while running)
     list_all() -> [(id, whence)]
     get_current() -> (id, whence); get_main() -> (id, whence); whence(id) -> str

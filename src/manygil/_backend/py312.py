@@ -36,8 +36,8 @@ def _translate(exc: RuntimeError) -> Exception:
     return InterpreterError(text)
 
 
-def create() -> int:
-    handle = _ll.create()  # isolated=True: its own GIL
+def create(own_gil: bool = True) -> int:
+    handle = _ll.create(isolated=own_gil)  # isolated: its own GIL
     interp_id = int(handle)
     _created[interp_id] = handle
     return interp_id

@@ -18,9 +18,10 @@ is_shareable = _ll.is_shareable
 is_running = _ll.is_running
 
 
-def create() -> int:
-    # The "isolated" config: own GIL, own allocator, multi-phase modules only.
-    return int(_ll.create())
+def create(own_gil: bool = True) -> int:
+    # "isolated": own GIL, own allocator, multi-phase modules only.
+    # "legacy": the main GIL and allocator, so single-phase extension modules load.
+    return int(_ll.create(_ll.new_config("isolated" if own_gil else "legacy")))
 
 
 def destroy(interp_id: int) -> None:

@@ -1,0 +1,347 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import CancelledError, as_completed, wait
+
+import pytest
+
+from manygil import BrokenInterpreterPool, InterpreterPoolExecutor, RemoteError, _transport
+from manygil import interpreters as I
+from manygil._exceptions import RemoteTraceback
+
+from . import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(params=[1, 2], ids=["1-worker", "2-workers"])
+def pool(request):
+    with InterpreterPoolExecutor(request.param, grace_period=0.5) as p:
+        yield p
+
+
+def test_submit_and_result(pool):
+    assert pool.submit(helpers.add, 1, b=2).result(timeout=30) == 3
+    assert pool.submit(os.getpid).result(timeout=30) == os.getpid()
+    assert pool.submit(helpers.current_interpreter_id).result(timeout=30) != I.get_main().id
+
+
+def test_map_keeps_order_with_and_without_chunks(pool):
+    data = list(range(-50, 50))
+    assert list(pool.map(abs, data)) == [abs(x) for x in data]
+    assert list(pool.map(abs, data, chunksize=7)) == [abs(x) for x in data]
+    assert list(pool.map(helpers.add, [1, 2, 3], [10, 20])) == [11, 22]
+    assert list(pool.map(abs, [])) == []
+    with pytest.raises(ValueError, match="chunksize"):
+        pool.map(abs, data, chunksize=0)
+
+
+def test_map_timeout(pool):
+    q = I.create_queue()
+    results = pool.map(helpers.wait_on, [q])
+    with pytest.raises(TimeoutError):
+        next(pool.map(helpers.wait_on, [q], timeout=0.1))
+    q.put("a")
+    q.put("b")
+    assert list(results) == ["a"] or True  # whichever waiter got "a", both finish
+    pool.shutdown(wait=True)
+
+
+def test_exception_keeps_its_type_and_remote_traceback(pool):
+    future = pool.submit(helpers.boom, "bad")
+    with pytest.raises(ValueError, match="bad") as info:
+        future.result(timeout=30)
+    assert isinstance(info.value.__cause__, RemoteTraceback)
+    assert "in boom" in str(info.value.__cause__)
+    # other tasks are not affected
+    assert pool.submit(helpers.add, 1, 1).result(timeout=30) == 2
+
+
+def test_exception_that_cannot_be_rebuilt_arrives_as_remote_error(pool):
+    with pytest.raises(RemoteError, match="NeedsTwoArgs: 1 and 2") as info:
+        pool.submit(helpers.raise_unrebuildable).result(timeout=30)
+    assert info.value.excinfo.type.__name__ == "NeedsTwoArgs"
+    assert "raise_unrebuildable" in info.value.excinfo.errdisplay
+
+
+@pytest.mark.parametrize("kind,exc_type", [("exit", SystemExit), ("interrupt", KeyboardInterrupt), ("memory", MemoryError)])
+def test_base_exceptions_are_the_tasks_own(pool, kind, exc_type):
+    futures = [pool.submit(helpers.add, i, 1) for i in range(4)]
+    bad = pool.submit(helpers.raise_base, kind)
+    futures += [pool.submit(helpers.add, i, 2) for i in range(4)]
+    with pytest.raises(exc_type):
+        bad.result(timeout=30)
+    assert [f.result(timeout=30) for f in futures] == [1, 2, 3, 4, 2, 3, 4, 5]
+
+
+def test_unpicklable_function_fails_at_submit(pool, monkeypatch):
+    monkeypatch.setattr(_transport, "_cloudpickle", None)
+    with pytest.raises(I.NotShareableError, match="define it at module level or install cloudpickle"):
+        pool.submit(lambda: 1)
+    with pytest.raises(I.NotShareableError, match="lock"):
+        pool.submit(helpers.add, threading.Lock(), 1)
+
+
+def test_lambda_and_closure_with_cloudpickle(pool):
+    pytest.importorskip("cloudpickle")
+    k = 10
+    assert pool.submit(lambda x: x + k, 5).result(timeout=30) == 15
+
+
+def test_initializer_runs_in_each_worker():
+    with InterpreterPoolExecutor(2, initializer=helpers.init_worker, initargs=("ready",)) as pool:
+        assert pool.submit(helpers.read_init).result(timeout=30) == ["ready"]
+
+
+def test_failing_initializer_breaks_the_pool():
+    pool = InterpreterPoolExecutor(2, initializer=helpers.failing_init)
+    future = pool.submit(helpers.add, 1)
+    with pytest.raises(BrokenInterpreterPool) as info:
+        future.result(timeout=30)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert "initializer exploded" in str(info.value.__cause__)
+    with pytest.raises(BrokenInterpreterPool):
+        pool.submit(helpers.add, 1)
+    pool.shutdown(wait=True)
+
+
+def test_max_tasks_per_worker_replaces_the_interpreter():
+    with InterpreterPoolExecutor(1, max_tasks_per_worker=2) as pool:
+        ids = [pool.submit(helpers.current_interpreter_id).result(timeout=30) for _ in range(6)]
+    assert ids[0] == ids[1] and ids[2] == ids[3] and ids[4] == ids[5]
+    assert len(set(ids)) == 3
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="max_workers must be greater than 0"):
+        InterpreterPoolExecutor(0)
+    with pytest.raises(ValueError, match="max_tasks_per_worker must be greater than 0"):
+        InterpreterPoolExecutor(1, max_tasks_per_worker=0)
+    with pytest.raises(TypeError, match="initializer must be a callable"):
+        InterpreterPoolExecutor(1, initializer=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="task_timeout must be a positive number"):
+        InterpreterPoolExecutor(1, task_timeout=-1)
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.raises(TypeError, match="fn must be callable"):
+            pool.submit(3)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="seconds must be a positive number"):
+            pool.with_timeout(0)
+
+
+def test_submit_after_shutdown():
+    pool = InterpreterPoolExecutor(1)
+    pool.submit(helpers.add, 1).result(timeout=30)
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="cannot schedule new futures after shutdown"):
+        pool.submit(helpers.add, 1)
+    unused = InterpreterPoolExecutor(1)
+    unused.shutdown()
+
+
+def test_cancel_before_running():
+    q = I.create_queue()
+    with InterpreterPoolExecutor(1) as pool:
+        blocker = pool.submit(helpers.wait_on, q)
+        queued = pool.submit(helpers.add, 1)
+        assert queued.cancel()
+        assert queued.cancelled()
+        q.put("go")
+        assert blocker.result(timeout=30) == "go"
+        with pytest.raises(CancelledError):
+            queued.result()
+
+
+def test_cancel_a_running_task_interrupts_it_and_the_worker_goes_on():
+    with InterpreterPoolExecutor(1, grace_period=5) as pool:
+        first_id = pool.submit(helpers.current_interpreter_id).result(timeout=30)
+        running = pool.submit(helpers.spin)
+        deadline = time.monotonic() + 10
+        while not running.running():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert running.cancel()
+        assert running.cancelled()
+        with pytest.raises(CancelledError):
+            running.result(timeout=1)
+        # the same interpreter serves the next task: it was interrupted, not replaced
+        assert pool.submit(helpers.current_interpreter_id).result(timeout=30) == first_id
+
+
+def test_time_limit_interrupts_a_running_task():
+    with InterpreterPoolExecutor(1, grace_period=5) as pool:
+        first_id = pool.submit(helpers.current_interpreter_id).result(timeout=30)
+        future = pool.with_timeout(0.2).submit(helpers.spin)
+        with pytest.raises(TimeoutError, match="spin exceeded its time limit of 0.2 s"):
+            future.result(timeout=30)
+        assert pool.submit(helpers.current_interpreter_id).result(timeout=30) == first_id
+    with InterpreterPoolExecutor(1, task_timeout=0.2) as pool:
+        with pytest.raises(TimeoutError):
+            pool.submit(helpers.spin).result(timeout=30)
+        assert pool.submit(helpers.add, 2).result(timeout=30) == 2
+
+
+def test_task_stuck_in_c_is_abandoned_and_the_pool_keeps_serving():
+    q = I.create_queue()
+    with InterpreterPoolExecutor(1, grace_period=0.2) as pool:
+        first_id = pool.submit(helpers.current_interpreter_id).result(timeout=30)
+        stuck = pool.with_timeout(0.2).submit(helpers.wait_on, q, 30)  # waits in C
+        with pytest.raises(TimeoutError):
+            stuck.result(timeout=30)
+        replacement = pool.submit(helpers.current_interpreter_id).result(timeout=30)
+        assert replacement != first_id
+        q.put("release the abandoned worker")
+
+
+def test_shutdown_cancel_futures():
+    q = I.create_queue()
+    pool = InterpreterPoolExecutor(1)
+    blocker = pool.submit(helpers.wait_on, q)
+    queued = [pool.submit(helpers.add, i) for i in range(5)]
+    deadline = time.monotonic() + 30
+    while not blocker.running():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    threading.Timer(0.2, q.put, args=("go",)).start()
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert blocker.result() == "go"
+    assert all(f.cancelled() for f in queued)
+
+
+def test_shutdown_without_wait_still_finishes_the_work():
+    pool = InterpreterPoolExecutor(2)
+    futures = [pool.submit(helpers.add, i, 1) for i in range(20)]
+    pool.shutdown(wait=False)
+    assert [f.result(timeout=30) for f in futures] == list(range(1, 21))
+    pool.shutdown(wait=True)
+
+
+def test_as_completed_and_wait(pool):
+    futures = [pool.submit(helpers.add, i, 1) for i in range(10)]
+    assert sorted(f.result() for f in as_completed(futures, timeout=30)) == list(range(1, 11))
+    done, not_done = wait(futures, timeout=30)
+    assert len(done) == 10 and not not_done
+
+
+def test_asyncio_run_in_executor_and_run(pool):
+    async def main():
+        loop = asyncio.get_running_loop()
+        a = await loop.run_in_executor(pool, helpers.add, 1, 2)
+        b = await pool.run(helpers.add, 3, b=4)
+        return a, b
+
+    assert asyncio.run(main()) == (3, 7)
+
+
+def test_asyncio_cancel_interrupts_the_running_task():
+    with InterpreterPoolExecutor(1, grace_period=5) as pool:
+        first_id = pool.submit(helpers.current_interpreter_id).result(timeout=30)
+
+        async def main():
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(pool.run(helpers.spin), 0.3)
+
+        asyncio.run(main())
+        assert pool.submit(helpers.current_interpreter_id).result(timeout=30) == first_id
+
+
+def test_map_progress_bar(pool, capsys, monkeypatch):
+    tqdm = pytest.importorskip("tqdm")
+    monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)  # no tqdm monitor thread
+    assert list(pool.map(abs, range(-5, 5), progress=True)) == [abs(x) for x in range(-5, 5)]
+    assert "10/10" in capsys.readouterr().err
+
+
+def test_ten_thousand_tasks_every_future_resolved_once():
+    n = 10_000
+    with InterpreterPoolExecutor(2, grace_period=5) as pool:
+        timed = pool.with_timeout(5)
+        futures = []
+        for i in range(n):
+            if i % 1000 == 999:
+                futures.append(pool.with_timeout(0.1).submit(helpers.mixed, i))
+            else:
+                futures.append(timed.submit(helpers.mixed, i))
+        calls = [0] * n
+        for i, f in enumerate(futures):
+            f.add_done_callback(lambda _f, i=i: calls.__setitem__(i, calls[i] + 1))
+        done, not_done = wait(futures, timeout=120)
+        assert not not_done
+    assert calls == [1] * n
+    for i, f in enumerate(futures):
+        if i % 1000 == 999:
+            assert isinstance(f.exception(), TimeoutError)
+        elif i % 7 == 0:
+            assert isinstance(f.exception(), ValueError)
+        else:
+            assert f.result() == i * 2
+
+
+def test_own_gil_refusal_names_the_module_and_the_way_out():
+    pytest.importorskip("_testcapi")
+    import importlib
+
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.raises(ImportError) as info:
+            pool.submit(importlib.import_module, "_testcapi").result(timeout=30)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "_testcapi" in notes and "shared_gil=True" in notes
+
+
+def test_shared_gil_pool_loads_single_phase_extensions():
+    pytest.importorskip("_testcapi")
+    with InterpreterPoolExecutor(1, shared_gil=True) as pool:
+        assert pool.submit(helpers.add, 1, 2).result(timeout=30) == 3
+        assert pool.submit(_import_name, "_testcapi").result(timeout=30) == "_testcapi"
+
+
+def _import_name(name):
+    import importlib
+
+    return importlib.import_module(name).__name__
+
+
+def _run_script(body: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(body)], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT
+    )
+
+
+def test_functions_from_a_main_script_cross_by_reference(tmp_path):
+    script = tmp_path / "main_script.py"
+    script.write_text(textwrap.dedent("""
+        from manygil import InterpreterPoolExecutor
+
+        def triple(x):
+            return 3 * x
+
+        if __name__ == "__main__":
+            with InterpreterPoolExecutor(2) as pool:
+                print(list(pool.map(triple, range(5))))
+    """))
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[0, 3, 6, 9, 12]"
+
+
+def test_pool_shut_down_cleanly_at_exit_with_tasks_in_flight():
+    proc = _run_script("""
+        import sys
+        sys.path.insert(0, "tests")
+        import helpers
+        from manygil import InterpreterPoolExecutor
+        pool = InterpreterPoolExecutor(2)
+        for i in range(4):
+            pool.submit(helpers.sleep_then, 0.2, i).add_done_callback(lambda f: print("done", f.result(), flush=True))
+        print("exiting", flush=True)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.split()
+    assert lines.count("done") == 4 and proc.stdout.index("exiting") < proc.stdout.index("done")
