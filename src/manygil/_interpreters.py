@@ -175,7 +175,7 @@ class Interpreter:
             tag, data = dumps(pickled)
             shared["_mg_ns"] = data
         self._ensure_ready()
-        source = "globals().update(_mg_worker.loads(0, _mg_ns))\ndel _mg_ns\n" if pickled else ""
+        source = "globals().update(_mg_worker.loads(0, _mg_ns))\ndel _mg_ns\n" if pickled else "pass"
         _run(self._id, source, shared)
 
     def _ensure_ready(self) -> None:

@@ -23,6 +23,7 @@
 #include <Python.h>
 #include <errno.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -44,9 +45,12 @@ typedef struct entry {
     pthread_mutex_t mu;
     pthread_cond_t cond;      /* CHAN: not empty; SYNC: any change */
     pthread_cond_t cond2;     /* CHAN: not full */
-    /* CHAN */
+    /* CHAN: a semaphore counts the items (and one the free places when bounded), so
+     * a hand-off is one futex wake, not a condition variable plus a mutex. */
     item *head, *tail;
     Py_ssize_t count, maxsize;
+    sem_t items, space;
+    int has_sems;
     /* BLOCK */
     char *mem;
     Py_ssize_t size;
@@ -128,12 +132,15 @@ free_entry(entry *e)
     item *it = e->head;
     while (it != NULL) {
         item *next = it->next;
-        PyMem_RawFree(it->data);
-        PyMem_RawFree(it);
+        PyMem_RawFree(it);   /* the item and its bytes are one allocation */
         it = next;
     }
     if (e->mem != NULL) {
         PyMem_RawFree(e->mem);
+    }
+    if (e->has_sems) {
+        sem_destroy(&e->items);
+        sem_destroy(&e->space);
     }
     pthread_cond_destroy(&e->cond);
     pthread_cond_destroy(&e->cond2);
@@ -191,17 +198,24 @@ release_entry(entry *e)
  * Ctrl-C arrived while the main thread waited).
  */
 typedef int (*ready_fn)(entry *e, void *arg);
-typedef void (*act_fn)(entry *e, void *arg);
+/* Runs under the entry's mutex once ready; returns a condition to signal after the
+ * mutex is released (signalling while holding it would wake a thread only to block
+ * it again on the mutex), or NULL. */
+typedef pthread_cond_t *(*act_fn)(entry *e, void *arg);
 
 static int
 block_until(entry *e, pthread_cond_t *c, ready_fn ready, act_fn act, void *arg,
             double timeout)
 {
     /* Fast path with the GIL held: the mutex is only ever held for short C work. */
+    pthread_cond_t *wake = NULL;
     pthread_mutex_lock(&e->mu);
     if (ready(e, arg)) {
-        act(e, arg);
+        wake = act(e, arg);
         pthread_mutex_unlock(&e->mu);
+        if (wake != NULL) {
+            pthread_cond_signal(wake);
+        }
         return 1;
     }
     pthread_mutex_unlock(&e->mu);
@@ -225,13 +239,13 @@ block_until(entry *e, pthread_cond_t *c, ready_fn ready, act_fn act, void *arg,
             (has_deadline && before(&deadline, &slice)) ? &deadline : &slice;
         for (;;) {
             if (ready(e, arg)) {
-                act(e, arg);
+                wake = act(e, arg);
                 result = 1;
                 break;
             }
             if (pthread_cond_timedwait(c, &e->mu, until) == ETIMEDOUT) {
                 if (ready(e, arg)) {
-                    act(e, arg);
+                    wake = act(e, arg);
                     result = 1;
                 }
                 else if (until == &deadline) {
@@ -241,6 +255,9 @@ block_until(entry *e, pthread_cond_t *c, ready_fn ready, act_fn act, void *arg,
             }
         }
         pthread_mutex_unlock(&e->mu);
+        if (wake != NULL) {
+            pthread_cond_signal(wake);
+        }
         Py_END_ALLOW_THREADS
         if (result >= 0) {
             return result;
@@ -337,6 +354,56 @@ native_live(PyObject *mod, PyObject *unused)
 
 /* ------------------------------------------------------------------ channels */
 
+/*
+ * Take one unit of a semaphore, waiting up to timeout (< 0: forever, 0: not at all)
+ * with the GIL released.  Returns 1, 0 on timeout, -1 with an exception set.
+ */
+static int
+sem_take(sem_t *sem, double timeout)
+{
+    if (sem_trywait(sem) == 0) {
+        return 1;
+    }
+    if (timeout == 0) {
+        return 0;
+    }
+    int has_deadline = timeout > 0;
+    struct timespec deadline;
+    if (has_deadline) {
+        now(&deadline);
+        add_seconds(&deadline, timeout);
+    }
+    for (;;) {
+        int rc, err = 0, last_slice = 0;
+        Py_BEGIN_ALLOW_THREADS
+        struct timespec until;
+        now(&until);
+        add_seconds(&until, 0.1);
+        if (has_deadline && before(&deadline, &until)) {
+            until = deadline;
+            last_slice = 1;
+        }
+        do {
+#if defined(__linux__)
+            rc = sem_clockwait(sem, CLOCK_MONOTONIC, &until);
+#else
+            rc = sem_timedwait(sem, &until);
+#endif
+            err = rc == 0 ? 0 : errno;
+        } while (rc != 0 && err == EINTR);
+        Py_END_ALLOW_THREADS
+        if (rc == 0) {
+            return 1;
+        }
+        if (last_slice) {
+            return 0;
+        }
+        if (PyErr_CheckSignals() < 0) {
+            return -1;
+        }
+    }
+}
+
 static PyObject *
 chan_create(PyObject *mod, PyObject *arg)
 {
@@ -349,47 +416,13 @@ chan_create(PyObject *mod, PyObject *arg)
         return PyErr_NoMemory();
     }
     e->maxsize = maxsize > 0 ? maxsize : 0;
+    sem_init(&e->items, 0, 0);
+    sem_init(&e->space, 0, e->maxsize > 0 && e->maxsize < SEM_VALUE_MAX ? (unsigned)e->maxsize : 0);
+    if (e->maxsize >= SEM_VALUE_MAX) {
+        e->maxsize = 0;
+    }
+    e->has_sems = 1;
     return PyLong_FromLongLong(e->id);
-}
-
-static int
-chan_has_room(entry *e, void *arg)
-{
-    return e->maxsize == 0 || e->count < e->maxsize;
-}
-
-static void
-chan_append(entry *e, void *arg)
-{
-    item *it = (item *)arg;
-    if (e->tail == NULL) {
-        e->head = e->tail = it;
-    }
-    else {
-        e->tail->next = it;
-        e->tail = it;
-    }
-    e->count++;
-    pthread_cond_signal(&e->cond);
-}
-
-static int
-chan_has_item(entry *e, void *arg)
-{
-    return e->head != NULL;
-}
-
-static void
-chan_pop(entry *e, void *arg)
-{
-    item *it = e->head;
-    e->head = it->next;
-    if (e->head == NULL) {
-        e->tail = NULL;
-    }
-    e->count--;
-    *(item **)arg = it;
-    pthread_cond_signal(&e->cond2);
 }
 
 /* chan_put(id, data, tag, timeout) -> bool (False: still full at the deadline) */
@@ -408,35 +441,45 @@ chan_put(PyObject *mod, PyObject *args)
         PyBuffer_Release(&buf);
         return NULL;
     }
-    item *it = PyMem_RawCalloc(1, sizeof(item));
-    char *data = PyMem_RawMalloc(buf.len > 0 ? buf.len : 1);
-    if (it == NULL || data == NULL) {
-        PyMem_RawFree(it);
-        PyMem_RawFree(data);
+    item *it = PyMem_RawMalloc(sizeof(item) + (buf.len > 0 ? buf.len : 1));
+    if (it == NULL) {
         PyBuffer_Release(&buf);
         return PyErr_NoMemory();
     }
-    memcpy(data, buf.buf, buf.len);
-    it->data = data;
+    it->next = NULL;
+    it->data = (char *)(it + 1);   /* one allocation for the item and its bytes */
+    memcpy(it->data, buf.buf, buf.len);
     it->len = buf.len;
     it->tag = tag;
     PyBuffer_Release(&buf);
     entry *e = acquire_entry(id, KIND_CHAN);
     if (e == NULL) {
-        PyMem_RawFree(data);
         PyMem_RawFree(it);
         return NULL;
     }
-    int rc = block_until(e, &e->cond2, chan_has_room, chan_append, it, timeout);
-    release_entry(e);
-    if (rc != 1) {
-        PyMem_RawFree(data);
-        PyMem_RawFree(it);
-        if (rc < 0) {
-            return NULL;
+    if (e->maxsize > 0) {
+        int rc = sem_take(&e->space, timeout);
+        if (rc != 1) {
+            release_entry(e);
+            PyMem_RawFree(it);
+            if (rc < 0) {
+                return NULL;
+            }
+            Py_RETURN_FALSE;
         }
-        Py_RETURN_FALSE;
     }
+    pthread_mutex_lock(&e->mu);
+    if (e->tail == NULL) {
+        e->head = e->tail = it;
+    }
+    else {
+        e->tail->next = it;
+        e->tail = it;
+    }
+    e->count++;
+    pthread_mutex_unlock(&e->mu);
+    sem_post(&e->items);
+    release_entry(e);
     Py_RETURN_TRUE;
 }
 
@@ -457,24 +500,33 @@ chan_get(PyObject *mod, PyObject *args)
     if (e == NULL) {
         return NULL;
     }
-    item *it = NULL;
-    int rc = block_until(e, &e->cond, chan_has_item, chan_pop, &it, timeout);
-    release_entry(e);
-    if (rc < 0) {
-        return NULL;
-    }
-    if (rc == 0) {
+    int rc = sem_take(&e->items, timeout);
+    if (rc != 1) {
+        release_entry(e);
+        if (rc < 0) {
+            return NULL;
+        }
         Py_RETURN_NONE;
     }
+    pthread_mutex_lock(&e->mu);
+    item *it = e->head;
+    e->head = it->next;
+    if (e->head == NULL) {
+        e->tail = NULL;
+    }
+    e->count--;
+    pthread_mutex_unlock(&e->mu);
+    if (e->maxsize > 0) {
+        sem_post(&e->space);
+    }
+    release_entry(e);
     PyObject *data = PyBytes_FromStringAndSize(it->data, it->len);
     int tag = it->tag;
-    PyMem_RawFree(it->data);
     PyMem_RawFree(it);
     if (data == NULL) {
         return NULL;
     }
-    PyObject *res = Py_BuildValue("(iN)", tag, data);
-    return res;
+    return Py_BuildValue("(iN)", tag, data);
 }
 
 static PyObject *
@@ -519,10 +571,11 @@ sync_positive(entry *e, void *arg)
     return e->value > 0;
 }
 
-static void
+static pthread_cond_t *
 sync_take(entry *e, void *arg)
 {
     e->value--;
+    return NULL;
 }
 
 /* acquire(id, timeout) -> bool: wait until value > 0, then decrement it */
@@ -602,6 +655,26 @@ sync_add(PyObject *mod, PyObject *args)
     return PyLong_FromLongLong(v);
 }
 
+/* set(id, value): store a value, wake waiters */
+static PyObject *
+sync_set(PyObject *mod, PyObject *args)
+{
+    long long id, value;
+    if (!PyArg_ParseTuple(args, "LL:sync_set", &id, &value)) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&e->mu);
+    e->value = value;
+    pthread_cond_broadcast(&e->cond);
+    pthread_mutex_unlock(&e->mu);
+    release_entry(e);
+    Py_RETURN_NONE;
+}
+
 /* cas(id, expected, new) -> bool */
 static PyObject *
 sync_cas(PyObject *mod, PyObject *args)
@@ -652,9 +725,10 @@ sync_nonzero(entry *e, void *arg)
     return e->value != 0;
 }
 
-static void
+static pthread_cond_t *
 nothing(entry *e, void *arg)
 {
+    return NULL;
 }
 
 /* wait_nonzero(id, timeout) -> bool (Event.wait) */
@@ -706,11 +780,12 @@ cond_enter(PyObject *mod, PyObject *arg)
     Py_RETURN_NONE;
 }
 
-static void
+static pthread_cond_t *
 cond_take(entry *e, void *arg)
 {
     e->value--;
     e->aux--;
+    return NULL;
 }
 
 static PyObject *
@@ -999,6 +1074,104 @@ native_set_async_exc(PyObject *mod, PyObject *args)
     return PyLong_FromLong(PyThreadState_SetAsyncExc(tid, exc));
 }
 
+/* ------------------------------------------------------------------ home calls */
+
+/*
+ * A pool worker is a thread of the main interpreter that stays inside its own
+ * interpreter.  Before it enters, it calls set_home(callback) in the main
+ * interpreter: this thread's main-interpreter thread state and the callback are kept
+ * in thread-local storage.  From inside the worker interpreter, call_home(data)
+ * detaches the worker's thread state (releasing its GIL), re-attaches the home one
+ * (taking the main GIL), calls callback(bytes) there and switches back, carrying bytes
+ * both ways.  So a finished task's result is delivered and the next task fetched on
+ * the same OS thread, with no hand-off to another thread.
+ */
+static _Thread_local PyThreadState *home_tstate = NULL;
+static _Thread_local PyObject *home_callback = NULL;
+
+static PyObject *
+native_set_home(PyObject *mod, PyObject *callback)
+{
+    if (callback == Py_None) {
+        Py_CLEAR(home_callback);
+        home_tstate = NULL;
+        Py_RETURN_NONE;
+    }
+    if (!PyCallable_Check(callback)) {
+        PyErr_SetString(PyExc_TypeError, "set_home() needs a callable or None");
+        return NULL;
+    }
+    Py_XSETREF(home_callback, Py_NewRef(callback));
+    home_tstate = PyThreadState_Get();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+native_call_home(PyObject *mod, PyObject *arg)
+{
+    PyThreadState *here = PyThreadState_Get();
+    if (home_tstate == NULL || home_callback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "call_home(): this thread has no home (set_home was not called)");
+        return NULL;
+    }
+    if (home_tstate == here) {
+        PyErr_SetString(PyExc_RuntimeError, "call_home(): already in the home interpreter");
+        return NULL;
+    }
+    Py_buffer in;
+    if (PyObject_GetBuffer(arg, &in, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    char *inbuf = PyMem_RawMalloc(in.len > 0 ? in.len : 1);
+    if (inbuf == NULL) {
+        PyBuffer_Release(&in);
+        return PyErr_NoMemory();
+    }
+    memcpy(inbuf, in.buf, in.len);
+    Py_ssize_t inlen = in.len;
+    PyBuffer_Release(&in);
+
+    char *outbuf = NULL;
+    Py_ssize_t outlen = -1;   /* -1: None */
+    int nomem = 0;
+
+    PyThreadState *sub = PyEval_SaveThread();
+    PyEval_RestoreThread(home_tstate);
+    {
+        PyObject *data = PyBytes_FromStringAndSize(inbuf, inlen);
+        PyObject *res = data ? PyObject_CallOneArg(home_callback, data) : NULL;
+        Py_XDECREF(data);
+        if (res == NULL) {
+            PyErr_WriteUnraisable(home_callback);
+        }
+        else if (PyBytes_Check(res)) {
+            outlen = PyBytes_GET_SIZE(res);
+            outbuf = PyMem_RawMalloc(outlen > 0 ? outlen : 1);
+            if (outbuf == NULL) {
+                nomem = 1;
+                outlen = -1;
+            }
+            else {
+                memcpy(outbuf, PyBytes_AS_STRING(res), outlen);
+            }
+        }
+        Py_XDECREF(res);
+    }
+    PyEval_SaveThread();
+    PyEval_RestoreThread(sub);
+
+    PyMem_RawFree(inbuf);
+    if (nomem) {
+        return PyErr_NoMemory();
+    }
+    if (outlen < 0) {
+        Py_RETURN_NONE;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(outbuf, outlen);
+    PyMem_RawFree(outbuf);
+    return out;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef native_methods[] = {
@@ -1015,6 +1188,7 @@ static PyMethodDef native_methods[] = {
     {"sync_release", sync_release, METH_VARARGS, "sync_release(id, n) -> bool"},
     {"sync_add", sync_add, METH_VARARGS, "sync_add(id, delta) -> int"},
     {"sync_cas", sync_cas, METH_VARARGS, "sync_cas(id, expected, new) -> bool"},
+    {"sync_set", sync_set, METH_VARARGS, "sync_set(id, value)"},
     {"sync_get", sync_get, METH_O, "sync_get(id) -> (value, aux, broken)"},
     {"sync_wait_nonzero", sync_wait_nonzero, METH_VARARGS, "sync_wait_nonzero(id, timeout) -> bool"},
     {"cond_enter", cond_enter, METH_O, "cond_enter(id)"},
@@ -1024,6 +1198,8 @@ static PyMethodDef native_methods[] = {
     {"barrier_set", barrier_set, METH_VARARGS, "barrier_set(id, broken)"},
     {"block_create", block_create, METH_O, "block_create(nbytes) -> id"},
     {"set_async_exc", native_set_async_exc, METH_VARARGS, "set_async_exc(tid, exc) -> int"},
+    {"set_home", native_set_home, METH_O, "set_home(callback | None): this thread's home callback."},
+    {"call_home", native_call_home, METH_O, "call_home(data) -> bytes | None, run in the home interpreter."},
     {NULL, NULL, 0, NULL},
 };
 

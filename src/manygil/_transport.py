@@ -146,7 +146,7 @@ def dumps(obj: object) -> tuple[int, bytes]:
         data = pickle.dumps(obj, protocol=5)
     except Exception as exc:
         return TAG_PICKLE, _pickle_fallback(obj, exc)
-    if _interactive_main() and b"__main__" in data:
+    if b"__main__" in data and _interactive_main():
         # A reference into an interactive __main__ cannot be found again elsewhere.
         return TAG_PICKLE, _pickle_fallback(obj, pickle.PicklingError("defined in an interactive __main__"))
     return TAG_PICKLE, data

@@ -4,10 +4,16 @@ Imported once per interpreter by :func:`bootstrap`; everything else here is call
 from small source strings that the main interpreter runs there.  Messages travel on
 native channels (see ``_native.c``); the pool's protocol is:
 
-    inbox   (main → worker)   [8-byte task id][pickle (fn, args, kwargs)]   id 0 = stop
-    outbox  (worker → main)   [8-byte task id][1-byte status][4-byte worker index][payload]
-                              one outbox is shared by all the workers of a pool
-    control (main → worker)   [8-byte task id]  interrupt that task if it still runs; 0 = stop
+    batch    (main → worker)  one or more [8-byte task id][4-byte n][n bytes: pickle (fn, args,
+             kwargs)]; task id 0 = stop.  The answer of call_home(), or from the inbox
+             channel when the worker was idle.
+    result   (worker → main)  [8-byte task id][1-byte status][payload], one per task: the
+             batch's last one as the argument of call_home(), earlier ones in the worker's
+             results channel
+    event    (worker → main)  call_home([8 zero bytes][READY]) or
+             call_home([8 zero bytes][INIT_FAILED][status][payload])
+    control  (main → worker)  [8-byte task id]  interrupt that task if it still runs or
+             has not started yet; 0 = stop
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ RAISED_INFO = 2     # payload: pickle ExcInfo (the exception itself did not pick
 INTERRUPTED = 3     # the task was interrupted by a time limit or cancel()
 READY = 4           # the worker is up (task id 0)
 INIT_FAILED = 5     # the initializer raised (task id 0); payload as RAISED
-EXITED = 6          # sent by the worker's thread after the interpreter is gone
+_EVENT = bytes(8)   # the task id of events: results always have a task id > 0
 
 _user_main: types.ModuleType | None = None
 _main_hint: tuple[str, str] = ("", "")
@@ -138,11 +144,6 @@ def _pack_error(exc: BaseException) -> tuple[int, bytes]:
         return RAISED_INFO, info
 
 
-def message(tid: int, status: int, index: int, payload: bytes = b"") -> bytes:
-    """One outbox message; the pool's main side sends EXITED with it too."""
-    return tid.to_bytes(8, "little") + bytes((status,)) + index.to_bytes(4, "little") + payload
-
-
 def run_chunk(fn: Any, chunk: list[tuple[Any, ...]]) -> list[Any]:
     """Run ``fn`` over a chunk of argument tuples (``map`` with ``chunksize > 1``)."""
     return [fn(*args) for args in chunk]
@@ -172,13 +173,22 @@ def _controller(control: int, current: _Current, worker_thread: int) -> None:
                 current.early.add(tid)  # dispatched, but not started yet
 
 
-def serve(inbox: int, outbox: int, control: int, index: int, init: bytes) -> None:
-    """The worker loop: run tasks from ``inbox`` until told to stop."""
+def serve(inbox: int, results: int, control: int, started: int, index: int, init: bytes) -> None:
+    """The worker loop: run batches of tasks until told to stop.
+
+    A batch is one or more task records.  Each task's result record goes into the
+    ``results`` channel as soon as it is known; after the batch, ``call_home`` tells the
+    pool (in the main interpreter, on this same thread) to collect them, and answers
+    with the next batch, or ``None``: wait on ``inbox``.  ``started`` (a sync value)
+    holds the id of the task running now, so the pool can tell a task stuck in C from
+    one that has not started yet.
+    """
     get = _native.chan_get
     put = _native.chan_put
+    home = _native.call_home
     clear = _native.set_async_exc
+    mark = _native.sync_set
     me = threading.get_ident()
-    idx = index.to_bytes(4, "little")
     current = _Current()
     ctl = threading.Thread(target=_controller, args=(control, current, me), name=f"manygil-control-{index}")
     ctl.start()
@@ -187,6 +197,7 @@ def serve(inbox: int, outbox: int, control: int, index: int, init: bytes) -> Non
         # Called with current.lock held: no interrupt can be requested after this,
         # and one already requested but not yet raised is dropped.
         current.tid = 0
+        mark(started, 0)
         clear(me, None)
 
     try:
@@ -196,51 +207,67 @@ def serve(inbox: int, outbox: int, control: int, index: int, init: bytes) -> Non
                 fn(*args)
             except BaseException as exc:
                 status, payload = _pack_error(exc)
-                put(outbox, message(0, INIT_FAILED, index, bytes((status,)) + payload), 0, None)
+                home(_EVENT + bytes((INIT_FAILED, status)) + payload)
                 return
-        put(outbox, message(0, READY, index), 0, None)
+        batch = home(_EVENT + bytes((READY,)))
         while True:
-            data = get(inbox, None)[1]  # type: ignore[index]
-            head = data[:8]
-            tid = int.from_bytes(head, "little")
-            if tid == 0:
-                return
-            try:
+            if batch is None:
+                batch = get(inbox, None)[1]  # type: ignore[index]
+            view = memoryview(batch)
+            pos = 0
+            end = len(batch)
+            while pos < end:
+                head = batch[pos : pos + 8]
+                tid = int.from_bytes(head, "little")
+                size = int.from_bytes(batch[pos + 8 : pos + 12], "little")
+                task = view[pos + 12 : pos + 12 + size]
+                pos += 12 + size
+                if tid == 0:
+                    return
                 try:
-                    with current.lock:
-                        current.tid = current.last = tid
-                        if current.early:
-                            early = tid in current.early
-                            current.early = {t for t in current.early if t > tid}
-                            if early:
-                                raise TaskInterrupted
-                    fn, args, kwargs = pickle.loads(data[8:])
-                    result = fn(*args, **kwargs)
-                    fn = args = kwargs = None
-                    with current.lock:
-                        finished()
                     try:
-                        out = head + b"\x00" + idx + pickle.dumps(result, protocol=5)
+                        with current.lock:
+                            current.tid = current.last = tid
+                            mark(started, tid)
+                            if current.early:
+                                early = tid in current.early
+                                current.early = {t for t in current.early if t > tid}
+                                if early:
+                                    raise TaskInterrupted
+                        fn, args, kwargs = pickle.loads(task)
+                        task = None
+                        result = fn(*args, **kwargs)
+                        fn = args = kwargs = None
+                        with current.lock:
+                            finished()
+                        try:
+                            out = head + b"\x00" + pickle.dumps(result, protocol=5)
+                        except BaseException as exc:
+                            status, payload = _pack_error(exc)
+                            out = head + bytes((status,)) + payload
+                        result = None
+                    except TaskInterrupted:
+                        with current.lock:
+                            finished()
+                        out = head + bytes((INTERRUPTED,))
                     except BaseException as exc:
+                        fn = args = kwargs = task = None
+                        with current.lock:
+                            finished()
                         status, payload = _pack_error(exc)
-                        out = head + bytes((status,)) + idx + payload
-                    result = None
+                        out = head + bytes((status,)) + payload
                 except TaskInterrupted:
+                    # Raised between the task's end and the lock: report it as interrupted.
                     with current.lock:
                         finished()
-                    out = head + bytes((INTERRUPTED,)) + idx
-                except BaseException as exc:
-                    fn = args = kwargs = None
-                    with current.lock:
-                        finished()
-                    status, payload = _pack_error(exc)
-                    out = head + bytes((status,)) + idx + payload
-            except TaskInterrupted:
-                # Raised between the task's end and the lock: report it as interrupted.
-                with current.lock:
-                    finished()
-                out = head + bytes((INTERRUPTED,)) + idx
-            put(outbox, out, 0, None)
+                    out = head + bytes((INTERRUPTED,))
+                if pos < end:
+                    put(results, out, 0, None)
+            view.release()
+            # The last record goes straight home; earlier ones of a batch wait in
+            # the results channel, where the pool finds them even if this worker is
+            # abandoned later in the batch.
+            batch = home(out)
     finally:
-        put(control, (0).to_bytes(8, "little"), 0, None)
+        _native.chan_put(control, (0).to_bytes(8, "little"), 0, None)
         ctl.join()
