@@ -15,9 +15,31 @@ if sys.version_info < (3, 12):
         f"manygil needs CPython 3.12 or newer for per-interpreter GILs; this is {_found}"
     ) from None
 
-from ._exceptions import BrokenInterpreterPool, RemoteError
-from .pool import InterpreterFuture, InterpreterPoolExecutor
-
 __version__ = "0.1.0"
 
 __all__ = ("BrokenInterpreterPool", "InterpreterFuture", "InterpreterPoolExecutor", "RemoteError", "__version__")
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs every worker 8 ms
+if TYPE_CHECKING:
+    from ._exceptions import BrokenInterpreterPool, RemoteError
+    from .pool import InterpreterFuture, InterpreterPoolExecutor
+
+# Every worker interpreter imports manygil._worker, and so this file: the names
+# below are imported on first use, so that a worker does not pay for the pool's imports.
+_LAZY = {
+    "BrokenInterpreterPool": "._exceptions",
+    "RemoteError": "._exceptions",
+    "InterpreterFuture": ".pool",
+    "InterpreterPoolExecutor": ".pool",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'manygil' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import queue
 from concurrent.futures import BrokenExecutor
-from dataclasses import dataclass, field
-
 from ._backend import InterpreterError, InterpreterNotFoundError, NotShareableError
+from ._excinfo import ExcInfo, ExcTypeInfo
 
 __all__ = (
     "BrokenInterpreterPool",
     "ExcInfo",
+    "ExcTypeInfo",
     "ExecutionFailed",
     "InterpreterError",
     "InterpreterNotFoundError",
@@ -40,46 +40,6 @@ __all__ = (
     "RemoteError",
     "RemoteTraceback",
 )
-
-
-@dataclass(frozen=True)
-class ExcTypeInfo:
-    """The identity of an exception type that stayed in another interpreter."""
-
-    __name__: str
-    __qualname__: str
-    __module__: str
-
-
-@dataclass(frozen=True)
-class ExcInfo:
-    """A summary of an exception raised in another interpreter.
-
-    Attributes:
-        type: the exception type's ``__name__``, ``__qualname__`` and ``__module__``.
-        msg: ``str()`` of the exception.
-        formatted: ``"TypeName: msg"``, as the last line of a traceback shows it.
-        errdisplay: the whole traceback, as it would have been printed there.
-    """
-
-    type: ExcTypeInfo
-    msg: str
-    formatted: str
-    errdisplay: str = field(default="")
-
-    @classmethod
-    def from_exception(cls, exc: BaseException, *, skip: int = 0) -> ExcInfo:
-        import traceback
-
-        tb = exc.__traceback__
-        for _ in range(skip):
-            if tb is not None and tb.tb_next is not None:
-                tb = tb.tb_next
-        tp = type(exc)
-        msg = str(exc)
-        formatted = f"{tp.__name__}: {msg}" if msg else tp.__name__
-        display = "".join(traceback.format_exception(tp, exc, tb))
-        return cls(ExcTypeInfo(tp.__name__, tp.__qualname__, tp.__module__), msg, formatted, display)
 
 
 class ExecutionFailed(InterpreterError):

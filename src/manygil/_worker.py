@@ -18,15 +18,19 @@ native channels (see ``_native.c``); the pool's protocol is:
 
 from __future__ import annotations
 
-import pickle
+import _pickle as pickle  # the C module: pickle.py would cost 10 ms more per worker
 import sys
 import threading
 import types
-from typing import Any
 
 from . import _native
-from ._exceptions import ExcInfo
-from ._transport import TAG_PICKLE, dumps, loads
+from ._excinfo import ExcInfo
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+TAG_PICKLE = 0  # as in _transport, which only the interpreters API needs here
 
 # result statuses
 OK = 0
@@ -102,8 +106,17 @@ def exec_source(source: str | bytes, reply: int) -> None:
         _native.chan_put(reply, pickle.dumps(_excinfo(exc, 1)), TAG_PICKLE, None)
 
 
+def loads(tag: int, data: bytes) -> Any:
+    """``_transport.loads``, imported only when the interpreters API needs it."""
+    from ._transport import loads as transport_loads
+
+    return transport_loads(tag, data)
+
+
 def call_once(inbox: int, reply: int) -> None:
     """Run one pickled call from ``inbox``; reply ``(True, value)`` or ``(False, ExcInfo)``."""
+    from ._transport import dumps
+
     item = _native.chan_get(inbox, 0)
     assert item is not None
     try:
