@@ -102,3 +102,73 @@ def mixed(i):
 def sleep_then(seconds, value):
     time.sleep(seconds)
     return value
+
+
+def fill_slice(arr, start, stop, value):
+    for i in range(start, stop):
+        arr[i] = value
+    return stop - start
+
+
+def locked_increments(buf, lock, n):
+    """Read-modify-write a counter in shared memory n times under a cross-interpreter lock."""
+    import struct
+
+    for _ in range(n):
+        with lock:
+            (v,) = struct.unpack_from("q", buf, 0)
+            struct.pack_into("q", buf, 0, v + 1)
+    return n
+
+
+def value_increments(value, n):
+    for _ in range(n):
+        value.add(1)
+    return n
+
+
+def wait_event(event, timeout):
+    return event.wait(timeout)
+
+
+def set_event_at(event, stamp_value):
+    import time
+
+    stamp_value.value = time.perf_counter_ns()
+    event.set()
+
+
+def acquire_and_hold(lock, started, release):
+    with lock:
+        started.set()
+        release.wait(10)
+    return True
+
+
+def sem_worker(sem, inside, peak, n):
+    for _ in range(n):
+        with sem:
+            now = inside.add(1)
+            while True:
+                seen = peak.value
+                if now <= seen or peak.compare_and_set(seen, now):
+                    break
+            inside.add(-1)
+    return n
+
+
+def barrier_wait(barrier, timeout=10):
+    return barrier.wait(timeout)
+
+
+def cond_waiter(cond, flag, timeout):
+    with cond:
+        return cond.wait_for(lambda: flag.value == 1, timeout)
+
+
+def make_buffer(n, fill):
+    from manygil.shared import SharedBuffer
+
+    buf = SharedBuffer(n)
+    buf[:] = bytes([fill]) * n
+    return buf

@@ -339,7 +339,9 @@ def test_pool_shut_down_cleanly_at_exit_with_tasks_in_flight():
         from manygil import InterpreterPoolExecutor
         pool = InterpreterPoolExecutor(2)
         for i in range(4):
-            pool.submit(helpers.sleep_then, 0.2, i).add_done_callback(lambda f: print("done", f.result(), flush=True))
+            # one write per line: callbacks run on two worker threads at once
+            pool.submit(helpers.sleep_then, 0.2, i).add_done_callback(
+                lambda f: sys.stdout.write(f"done {f.result()}\\n"))
         print("exiting", flush=True)
     """)
     assert proc.returncode == 0, proc.stderr

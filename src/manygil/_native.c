@@ -60,7 +60,9 @@ typedef struct entry {
 } entry;
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
-static entry *registry = NULL;
+#define BUCKETS 4096   /* the registry: a hash table of entries by id */
+static entry *registry[BUCKETS];
+#define BUCKET(id) (&registry[(uint64_t)(id) & (BUCKETS - 1)])
 static int64_t next_id = 1;
 static int64_t live[4] = {0, 0, 0, 0};
 
@@ -119,8 +121,8 @@ new_entry(int kind)
     init_cond(&e->cond2);
     pthread_mutex_lock(&reg_mu);
     e->id = next_id++;
-    e->next = registry;
-    registry = e;
+    e->next = *BUCKET(e->id);
+    *BUCKET(e->id) = e;
     live[kind]++;
     pthread_mutex_unlock(&reg_mu);
     return e;
@@ -153,7 +155,7 @@ static entry *
 acquire_entry(int64_t id, int kind)
 {
     pthread_mutex_lock(&reg_mu);
-    entry *e = registry;
+    entry *e = *BUCKET(id);
     while (e != NULL && e->id != id) {
         e = e->next;
     }
@@ -176,7 +178,7 @@ release_entry(entry *e)
     int dead = 0;
     pthread_mutex_lock(&reg_mu);
     if (--e->refs == 0) {
-        entry **p = &registry;
+        entry **p = BUCKET(e->id);
         while (*p != e) {
             p = &(*p)->next;
         }
@@ -329,7 +331,7 @@ native_refcount(PyObject *mod, PyObject *arg)
     }
     int64_t refs = 0;
     pthread_mutex_lock(&reg_mu);
-    for (entry *e = registry; e != NULL; e = e->next) {
+    for (entry *e = *BUCKET(id); e != NULL; e = e->next) {
         if (e->id == id) {
             refs = e->refs;
             break;
@@ -851,16 +853,18 @@ cond_notify(PyObject *mod, PyObject *args)
 
 /*
  * Barriers: value = threads waiting in this generation, aux = generation,
- * broken = the barrier was aborted or a wait timed out.
+ * limit = reset epoch, broken = the barrier was aborted or a wait timed out.
  */
 typedef struct {
     int64_t generation;
+    int64_t epoch;
 } barrier_arg;
 
 static int
 barrier_done(entry *e, void *arg)
 {
-    return e->broken || e->aux != ((barrier_arg *)arg)->generation;
+    barrier_arg *ba = (barrier_arg *)arg;
+    return e->broken || e->aux != ba->generation || e->limit != ba->epoch;
 }
 
 /* barrier_wait(id, parties, timeout) -> index, or -1 when the barrier is broken */
@@ -889,6 +893,7 @@ barrier_wait(PyObject *mod, PyObject *args)
         return PyLong_FromLong(-1);
     }
     ba.generation = e->aux;
+    ba.epoch = e->limit;
     index = e->value++;
     if (e->value == parties) {
         e->value = 0;
@@ -901,8 +906,8 @@ barrier_wait(PyObject *mod, PyObject *args)
     pthread_mutex_unlock(&e->mu);
     int rc = block_until(e, &e->cond, barrier_done, nothing, &ba, timeout);
     pthread_mutex_lock(&e->mu);
-    int ok = rc == 1 && e->aux != ba.generation;
-    if (!ok && !e->broken) {
+    int ok = rc == 1 && !e->broken && e->aux != ba.generation && e->limit == ba.epoch;
+    if (!ok && !e->broken && e->limit == ba.epoch) {
         e->broken = 1;            /* a timeout or an interrupt breaks the barrier */
         pthread_cond_broadcast(&e->cond);
     }
@@ -932,12 +937,8 @@ barrier_set(PyObject *mod, PyObject *args)
         e->broken = 1;
     }
     else {
-        /* waiters of the current generation see broken, then a fresh generation */
-        if (e->value > 0) {
-            e->broken = 1;
-            pthread_cond_broadcast(&e->cond);
-        }
-        e->aux++;
+        /* a new epoch: waiters of the old one see the barrier as broken */
+        e->limit++;
         e->value = 0;
         e->broken = 0;
     }
@@ -978,6 +979,7 @@ typedef struct {
     PyObject_HEAD
     entry *e;
     int readonly;
+    Py_ssize_t exports;   /* buffers handed out and not released yet */
 } BlockView;
 
 static int
@@ -992,6 +994,11 @@ blockview_init(PyObject *op, PyObject *args, PyObject *kwds)
     }
     entry *e = acquire_entry(id, KIND_BLOCK);
     if (e == NULL) {
+        return -1;
+    }
+    if (self->exports > 0) {
+        release_entry(e);
+        PyErr_SetString(PyExc_BufferError, "cannot re-initialise a BlockView that is in use");
         return -1;
     }
     if (self->e != NULL) {
@@ -1020,11 +1027,64 @@ blockview_getbuffer(PyObject *op, Py_buffer *view, int flags)
 {
     BlockView *self = (BlockView *)op;
     if (self->e == NULL) {
-        PyErr_SetString(PyExc_ValueError, "BlockView is not initialised");
+        PyErr_Format(PyExc_ValueError, "cannot use %s: it was released", Py_TYPE(op)->tp_name);
         return -1;
     }
-    return PyBuffer_FillInfo(view, op, self->e->mem, self->e->size, self->readonly, flags);
+    if (PyBuffer_FillInfo(view, op, self->e->mem, self->e->size, self->readonly, flags) < 0) {
+        return -1;
+    }
+    self->exports++;
+    return 0;
 }
+
+static void
+blockview_releasebuffer(PyObject *op, Py_buffer *view)
+{
+    ((BlockView *)op)->exports--;
+}
+
+static PyObject *
+blockview_release(PyObject *op, PyObject *unused)
+{
+    BlockView *self = (BlockView *)op;
+    if (self->exports > 0) {
+        PyErr_Format(PyExc_BufferError,
+                     "cannot release %s: %zd memoryview(s) of it are still in use; "
+                     "release them first (memoryview.release() or del)",
+                     Py_TYPE(op)->tp_name, self->exports);
+        return NULL;
+    }
+    if (self->e != NULL) {
+        release_entry(self->e);
+        self->e = NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+blockview_get_nbytes(PyObject *op, void *closure)
+{
+    BlockView *self = (BlockView *)op;
+    return PyLong_FromSsize_t(self->e ? self->e->size : 0);
+}
+
+static PyObject *
+blockview_get_readonly(PyObject *op, void *closure)
+{
+    return PyBool_FromLong(((BlockView *)op)->readonly);
+}
+
+static PyObject *
+blockview_get_released(PyObject *op, void *closure)
+{
+    return PyBool_FromLong(((BlockView *)op)->e == NULL);
+}
+
+static PyMethodDef blockview_methods[] = {
+    {"release", blockview_release, METH_NOARGS,
+     "Drop this handle's reference now (the memory is freed when no handle is left)."},
+    {NULL},
+};
 
 static PyObject *
 blockview_get_id(PyObject *op, void *closure)
@@ -1035,6 +1095,9 @@ blockview_get_id(PyObject *op, void *closure)
 
 static PyGetSetDef blockview_getset[] = {
     {"id", blockview_get_id, NULL, "the registry id of the block", NULL},
+    {"nbytes", blockview_get_nbytes, NULL, "the size of the block in bytes (0 once released)", NULL},
+    {"readonly", blockview_get_readonly, NULL, "whether buffers of this handle are read-only", NULL},
+    {"released", blockview_get_released, NULL, "whether this handle was released", NULL},
     {NULL},
 };
 
@@ -1044,14 +1107,16 @@ static PyType_Slot blockview_slots[] = {
     {Py_tp_new, PyType_GenericNew},
     {Py_tp_dealloc, blockview_dealloc},
     {Py_tp_getset, blockview_getset},
+    {Py_tp_methods, blockview_methods},
     {Py_bf_getbuffer, blockview_getbuffer},
+    {Py_bf_releasebuffer, blockview_releasebuffer},
     {0, NULL},
 };
 
 static PyType_Spec blockview_spec = {
     .name = "manygil._native.BlockView",
     .basicsize = sizeof(BlockView),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .slots = blockview_slots,
 };
 

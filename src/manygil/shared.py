@@ -1,0 +1,271 @@
+"""Zero-copy memory that every interpreter of the process can use.
+
+A ``SharedBuffer`` is a block of process memory with a reference count kept by
+manygil's native layer.  Sending it to another interpreter (a pool task's argument or
+result, ``Queue.put``, ``prepare_main``) sends its id, not its bytes: O(1) whatever its
+size.  Every interpreter sees the same bytes through the buffer protocol
+(``memoryview(buf)``, ``numpy.frombuffer(buf)``, ``bytes(buf[a:b])``), every access is
+bounds-checked, and the memory is freed when the last handle in any interpreter is
+gone, never earlier.  No API takes a raw address.
+
+    >>> from manygil.shared import SharedArray
+    >>> a = SharedArray((2, 3), "d")
+    >>> a[1, 2] = 7.5
+    >>> a.tolist()
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 7.5]]
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+from . import _native
+from ._handles import Handle
+
+__all__ = ("SharedArray", "SharedBuffer", "SharedValue")
+
+
+class SharedBuffer(_native.BlockView):  # type: ignore[misc, name-defined]
+    """``nbytes`` zeroed bytes of process memory, shared with every interpreter it is sent to.
+
+    Args:
+        nbytes: the size in bytes.
+
+    Raises:
+        ValueError: ``nbytes`` is negative or not an int.
+    """
+
+    def __init__(self, nbytes: int) -> None:
+        if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
+            raise ValueError(f"SharedBuffer size must be a non-negative int, got {nbytes!r}")
+        block = _native.block_create(nbytes)
+        try:
+            super().__init__(block)
+        finally:
+            _native.release(block)  # the handle holds its own reference now
+
+    @classmethod
+    def from_bytes(cls, data: bytes | bytearray | memoryview) -> SharedBuffer:
+        """A new buffer holding a copy of ``data``."""
+        view = memoryview(data).cast("B")
+        buf = cls(view.nbytes)
+        with memoryview(buf) as target:
+            target[:] = view
+        return buf
+
+    def readonly_view(self) -> SharedBuffer:
+        """Another handle on the same memory whose buffers are read-only."""
+        return _adopt_block(self._live_id(), True, retain=True)
+
+    def _live_id(self) -> int:
+        if self.released:
+            raise ValueError("cannot use this SharedBuffer: it was released")
+        return int(self.id)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        block = self._live_id()
+        _native.retain(block)  # owned by the pickle until it is loaded
+        return (_adopt_block, (block, bool(self.readonly)))
+
+    def __len__(self) -> int:
+        return int(self.nbytes)
+
+    def __getitem__(self, key: int | slice) -> Any:
+        """``buf[i]`` is an int; ``buf[a:b]`` is a memoryview of the same memory."""
+        with memoryview(self) as view:
+            if isinstance(key, slice):
+                return view[key]  # a view: keeps an export until it is released
+            return view[key]
+
+    def __setitem__(self, key: int | slice, value: Any) -> None:
+        with memoryview(self) as view:
+            view[key] = value
+
+    def read(self, offset: int, size: int) -> bytes:
+        """A copy of ``size`` bytes from ``offset``.
+
+        Raises:
+            IndexError: the range is not inside the buffer.
+        """
+        self._check_range(offset, size)
+        with memoryview(self) as view:
+            return bytes(view[offset : offset + size])
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` in at ``offset``.
+
+        Raises:
+            IndexError: the data would not fit inside the buffer.
+            TypeError: this handle is read-only.
+        """
+        src = memoryview(data).cast("B")
+        self._check_range(offset, src.nbytes)
+        with memoryview(self) as view:
+            view[offset : offset + src.nbytes] = src
+
+    def _check_range(self, offset: int, size: int) -> None:
+        n = len(self)
+        if offset < 0 or size < 0 or offset + size > n:
+            raise IndexError(
+                f"range [{offset}, {offset + size}) is outside this SharedBuffer of {n} bytes"
+            )
+
+    def __repr__(self) -> str:
+        if self.released:
+            return "<SharedBuffer released>"
+        ro = " read-only" if self.readonly else ""
+        return f"<SharedBuffer id={self.id} nbytes={self.nbytes}{ro}>"
+
+
+def _adopt_block(block: int, readonly: bool, retain: bool = False) -> SharedBuffer:
+    buf = SharedBuffer.__new__(SharedBuffer)
+    _native.BlockView.__init__(buf, block, readonly)  # takes a reference
+    if not retain:
+        _native.release(block)  # the one the pickle carried
+    return buf
+
+
+_DTYPES = {
+    "int8": "b", "uint8": "B", "int16": "h", "uint16": "H", "int32": "i", "uint32": "I",
+    "int64": "q", "uint64": "Q", "float32": "f", "float64": "d", "bool": "?",
+    "b": "b", "B": "B", "h": "h", "H": "H", "i": "i", "I": "I", "l": "q", "L": "Q",
+    "q": "q", "Q": "Q", "f": "f", "d": "d", "?": "?",
+}
+_NUMPY = {"b": "int8", "B": "uint8", "h": "int16", "H": "uint16", "i": "int32", "I": "uint32",
+          "q": "int64", "Q": "uint64", "f": "float32", "d": "float64", "?": "bool"}
+
+
+def _typecode(dtype: object) -> str:
+    name = getattr(dtype, "name", dtype)  # a numpy dtype, or a numpy scalar type
+    if isinstance(dtype, type):
+        name = dtype.__name__
+    code = _DTYPES.get(str(name))
+    if code is None:
+        raise TypeError(
+            f"unsupported dtype {dtype!r}: use one of {', '.join(sorted(k for k in _DTYPES if len(k) > 1))} "
+            "or an array typecode"
+        )
+    return code
+
+
+class SharedArray:
+    """A typed, shaped array over a ``SharedBuffer``; crosses interpreters without copying.
+
+    Args:
+        shape: an int or a tuple of ints.
+        dtype: an array typecode ("d", "q", ...) or a numpy dtype name ("float64", ...).
+        buffer: an existing buffer to view (default: a new zeroed one).
+        offset: where the array starts in ``buffer``, in bytes.
+
+    Raises:
+        TypeError: unsupported dtype.
+        ValueError: bad shape, or the array does not fit in ``buffer``.
+    """
+
+    __slots__ = ("_view", "buffer", "dtype", "offset", "shape")
+
+    def __init__(
+        self, shape: int | Iterable[int], dtype: object = "d", *, buffer: SharedBuffer | None = None, offset: int = 0
+    ) -> None:
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if not shape or any(not isinstance(n, int) or n < 0 for n in shape):
+            raise ValueError(f"shape must be non-negative ints, got {shape!r}")
+        code = _typecode(dtype)
+        count = 1
+        for n in shape:
+            count *= n
+        nbytes = count * struct.calcsize(code)
+        if buffer is None:
+            buffer = SharedBuffer(nbytes)
+        if offset < 0 or offset + nbytes > len(buffer):
+            raise ValueError(
+                f"an array of shape {shape} and dtype {_NUMPY[code]} needs {nbytes} bytes at offset {offset}; "
+                f"the buffer has {len(buffer)}"
+            )
+        self.buffer = buffer
+        self.shape = shape
+        self.dtype = _NUMPY[code]
+        self.offset = offset
+        self._view = memoryview(buffer)[offset : offset + nbytes].cast("B").cast(code, shape)
+
+    @property
+    def nbytes(self) -> int:
+        """The size of the array in bytes."""
+        return int(self._view.nbytes)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> Any:
+        """An element (``a[i]``, ``a[i, j]``) or, for a 1-D array, a view (``a[i:j]``)."""
+        if isinstance(key, slice):
+            if len(self.shape) != 1:
+                raise TypeError("slicing is supported on 1-D arrays; index with a[i, j] or use .numpy()")
+            start, stop, step = key.indices(self.shape[0])
+            if step != 1:
+                raise ValueError("slices of a SharedArray must have step 1 (they are views)")
+            itemsize = self._view.itemsize
+            return SharedArray(max(0, stop - start), self.dtype, buffer=self.buffer, offset=self.offset + start * itemsize)
+        return self._view[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        if isinstance(key, slice):
+            target = self[key]
+            values = list(value)
+            if len(values) != len(target):
+                raise ValueError(f"cannot assign {len(values)} values to a slice of {len(target)}")
+            for i, v in enumerate(values):
+                target._view[i] = v
+            return
+        self._view[key] = value
+
+    def tolist(self) -> list[Any]:
+        """The values as (nested) lists."""
+        return self._view.tolist()  # type: ignore[no-any-return]
+
+    def numpy(self) -> Any:
+        """A numpy array on the same memory (no copy); only where numpy imports."""
+        import numpy
+
+        return numpy.frombuffer(self.buffer, dtype=self.dtype, count=self._view.nbytes // self._view.itemsize,
+                                offset=self.offset).reshape(self.shape)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (SharedArray, (self.shape, self.dtype), {"buffer": self.buffer, "offset": self.offset})
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        SharedArray.__init__(self, self.shape, self.dtype, **state)
+
+    def __repr__(self) -> str:
+        return f"<SharedArray shape={self.shape} dtype={self.dtype} buffer id={self.buffer.id}>"
+
+
+class SharedValue(Handle):
+    """A 64-bit integer that every interpreter can read and update atomically."""
+
+    __slots__ = ()
+
+    def __init__(self, value: int = 0) -> None:
+        self._own(_native.sync_create(int(value), -1))
+
+    @property
+    def value(self) -> int:
+        """The current value."""
+        return int(_native.sync_get(self._ids[0])[0])
+
+    @value.setter
+    def value(self, new: int) -> None:
+        _native.sync_set(self._ids[0], int(new))
+
+    def add(self, delta: int = 1) -> int:
+        """Add ``delta`` atomically; returns the new value."""
+        return int(_native.sync_add(self._ids[0], int(delta)))
+
+    def compare_and_set(self, expected: int, new: int) -> bool:
+        """Set to ``new`` only if the value is ``expected``; whether it was set."""
+        return bool(_native.sync_cas(self._ids[0], int(expected), int(new)))
+
+    def __repr__(self) -> str:
+        return f"<SharedValue {self.value}>"
