@@ -948,6 +948,224 @@ barrier_set(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ Sync objects */
+
+/*
+ * Sync: a handle that holds one reference to a SYNC entry and keeps its pointer, so
+ * that acquire()/release() skip the registry: an uncontended acquire+release is two
+ * mutex operations and two C calls.  manygil.sync.Lock and Semaphore subclass it.
+ */
+typedef struct {
+    PyObject_HEAD
+    entry *e;
+} Sync;
+
+static int
+sync_init(PyObject *op, PyObject *args, PyObject *kwds)
+{
+    long long id;
+    if (!PyArg_ParseTuple(args, "L:Sync", &id)) {
+        return -1;
+    }
+    entry *e = acquire_entry(id, KIND_SYNC);
+    if (e == NULL) {
+        return -1;
+    }
+    Sync *self = (Sync *)op;
+    if (self->e != NULL) {
+        release_entry(self->e);
+    }
+    self->e = e;
+    return 0;
+}
+
+static void
+sync_dealloc(PyObject *op)
+{
+    Sync *self = (Sync *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    if (self->e != NULL) {
+        release_entry(self->e);
+        self->e = NULL;
+    }
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static entry *
+sync_entry(PyObject *op)
+{
+    entry *e = ((Sync *)op)->e;
+    if (e == NULL) {
+        PyErr_SetString(PyExc_ValueError, "this sync object is not initialised");
+    }
+    return e;
+}
+
+/* acquire(blocking=True, timeout=-1 or None) -> bool, as threading.Lock.acquire */
+static PyObject *
+syncobj_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    entry *e = sync_entry(op);
+    if (e == NULL) {
+        return NULL;
+    }
+    int blocking = 1;
+    PyObject *timeout_obj = NULL;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "acquire() takes at most 2 arguments");
+        return NULL;
+    }
+    if (nargs >= 1 && (blocking = PyObject_IsTrue(args[0])) < 0) {
+        return NULL;
+    }
+    if (nargs == 2) {
+        timeout_obj = args[1];
+    }
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        PyObject *value = args[nargs + i];
+        if (PyUnicode_CompareWithASCIIString(name, "blocking") == 0) {
+            if ((blocking = PyObject_IsTrue(value)) < 0) {
+                return NULL;
+            }
+        }
+        else if (PyUnicode_CompareWithASCIIString(name, "timeout") == 0) {
+            timeout_obj = value;
+        }
+        else {
+            PyErr_Format(PyExc_TypeError, "acquire() got an unexpected keyword argument '%U'", name);
+            return NULL;
+        }
+    }
+    double timeout = -1.0;
+    if (timeout_obj != NULL && timeout_obj != Py_None) {
+        timeout = PyFloat_AsDouble(timeout_obj);
+        if (timeout == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if (!blocking && timeout != -1.0) {
+            PyErr_SetString(PyExc_ValueError, "can't specify a timeout for a non-blocking call");
+            return NULL;
+        }
+        if (timeout < 0 && timeout != -1.0) {
+            PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
+            return NULL;
+        }
+    }
+    if (!blocking) {
+        timeout = 0;
+    }
+    /* uncontended fast path */
+    pthread_mutex_lock(&e->mu);
+    if (e->value > 0) {
+        e->value--;
+        pthread_mutex_unlock(&e->mu);
+        Py_RETURN_TRUE;
+    }
+    pthread_mutex_unlock(&e->mu);
+    int rc = block_until(e, &e->cond, sync_positive, sync_take, NULL, timeout);
+    if (rc < 0) {
+        return NULL;
+    }
+    return PyBool_FromLong(rc);
+}
+
+/* release(): add one; RuntimeError if that would pass the limit (an unlocked lock) */
+static PyObject *
+syncobj_release(PyObject *op, PyObject *unused)
+{
+    entry *e = sync_entry(op);
+    if (e == NULL) {
+        return NULL;
+    }
+    int ok = 1;
+    pthread_mutex_lock(&e->mu);
+    if (e->limit >= 0 && e->value + 1 > e->limit) {
+        ok = 0;
+    }
+    else {
+        e->value++;
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (!ok) {
+        PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+        return NULL;
+    }
+    pthread_cond_signal(&e->cond);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+syncobj_enter(PyObject *op, PyObject *unused)
+{
+    return syncobj_acquire(op, NULL, 0, NULL);
+}
+
+static PyObject *
+syncobj_exit(PyObject *op, PyObject *args)
+{
+    PyObject *res = syncobj_release(op, NULL);
+    if (res == NULL) {
+        return NULL;
+    }
+    Py_DECREF(res);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+syncobj_get_id(PyObject *op, void *closure)
+{
+    entry *e = ((Sync *)op)->e;
+    return PyLong_FromLongLong(e ? e->id : 0);
+}
+
+static PyObject *
+syncobj_get_count(PyObject *op, void *closure)
+{
+    entry *e = sync_entry(op);
+    if (e == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&e->mu);
+    int64_t v = e->value;
+    pthread_mutex_unlock(&e->mu);
+    return PyLong_FromLongLong(v);
+}
+
+static PyMethodDef syncobj_methods[] = {
+    {"acquire", (PyCFunction)(void (*)(void))syncobj_acquire, METH_FASTCALL | METH_KEYWORDS,
+     "acquire(blocking=True, timeout=-1) -> bool"},
+    {"release", syncobj_release, METH_NOARGS, "release(): add one to the count"},
+    {"__enter__", syncobj_enter, METH_NOARGS, "acquire()"},
+    {"__exit__", syncobj_exit, METH_VARARGS, "release()"},
+    {NULL},
+};
+
+static PyGetSetDef syncobj_getset[] = {
+    {"id", syncobj_get_id, NULL, "the registry id", NULL},
+    {"_count", syncobj_get_count, NULL, "the count now (free places)", NULL},
+    {NULL},
+};
+
+static PyType_Slot syncobj_slots[] = {
+    {Py_tp_doc, "A handle on a process-wide counting lock; holds one reference to it."},
+    {Py_tp_init, sync_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_dealloc, sync_dealloc},
+    {Py_tp_methods, syncobj_methods},
+    {Py_tp_getset, syncobj_getset},
+    {0, NULL},
+};
+
+static PyType_Spec syncobj_spec = {
+    .name = "manygil._native.Sync",
+    .basicsize = sizeof(Sync),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .slots = syncobj_slots,
+};
+
 /* ------------------------------------------------------------------ blocks */
 
 static PyObject *
@@ -1276,6 +1494,14 @@ native_exec(PyObject *mod)
         return -1;
     }
     if (PyModule_AddObject(mod, "BlockView", tp) < 0) {
+        Py_DECREF(tp);
+        return -1;
+    }
+    tp = PyType_FromModuleAndSpec(mod, &syncobj_spec, NULL);
+    if (tp == NULL) {
+        return -1;
+    }
+    if (PyModule_AddObject(mod, "Sync", tp) < 0) {
         Py_DECREF(tp);
         return -1;
     }

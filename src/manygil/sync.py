@@ -64,30 +64,48 @@ class _Context:
         self.release()
 
 
-class Lock(Handle, _Context):
-    """A mutual-exclusion lock shared by every interpreter it is passed to."""
+def _adopt_sync(cls: type[_native.Sync], sid: int, state: tuple[object, ...]) -> _native.Sync:  # type: ignore[name-defined]
+    obj = cls.__new__(cls)
+    _native.Sync.__init__(obj, sid)  # takes a reference
+    _native.release(sid)  # the one the pickle carried
+    obj._restore(state)
+    return obj
 
-    __slots__ = ()
+
+class _SyncBase(_native.Sync):  # type: ignore[misc, name-defined]
+    """A C handle (fast acquire/release) that crosses interpreters by id."""
+
+    def _create(self, value: int, limit: int) -> None:
+        sid = _native.sync_create(value, limit)
+        try:
+            _native.Sync.__init__(self, sid)
+        finally:
+            _native.release(sid)  # the handle holds its own reference now
+
+    def _state(self) -> tuple[object, ...]:
+        return ()
+
+    def _restore(self, state: tuple[object, ...]) -> None:
+        pass
+
+    def __reduce__(self) -> tuple[object, ...]:
+        _native.retain(self.id)  # owned by the pickle until it is loaded
+        return (_adopt_sync, (type(self), self.id, self._state()))
+
+
+class Lock(_SyncBase):
+    """A mutual-exclusion lock shared by every interpreter it is passed to.
+
+    ``acquire(blocking=True, timeout=-1)``, ``release()`` and ``with`` are those of
+    ``threading.Lock``; ``release()`` of an unlocked lock raises ``RuntimeError``.
+    """
 
     def __init__(self) -> None:
-        self._own(_native.sync_create(1, 1))
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        """Take the lock; ``False`` if it was not free in time."""
-        return bool(_native.sync_acquire(self._ids[0], _timeout(blocking, timeout)))
-
-    def release(self) -> None:
-        """Free the lock.
-
-        Raises:
-            RuntimeError: the lock is not held.
-        """
-        if not _native.sync_release(self._ids[0], 1):
-            raise RuntimeError("release unlocked lock")
+        self._create(1, 1)
 
     def locked(self) -> bool:
         """Whether some thread, in any interpreter, holds the lock."""
-        return _native.sync_get(self._ids[0])[0] == 0
+        return bool(self._count == 0)
 
     def __repr__(self) -> str:
         return f"<manygil.sync.Lock {'locked' if self.locked() else 'unlocked'}>"
@@ -154,47 +172,46 @@ class RLock(Handle, _Context):
         return f"<manygil.sync.RLock owner={owner} count={count}>"
 
 
-class Semaphore(Handle, _Context):
+class Semaphore(_SyncBase):
     """A counter of free places, shared by every interpreter it is passed to."""
 
-    __slots__ = ()
-
-    _limit = -1
+    _bounded = False
 
     def __init__(self, value: int = 1) -> None:
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
-        self._own(_native.sync_create(value, value if self._limit != -1 else -1))
+        self._create(value, value if self._bounded else -1)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """Take a place; ``False`` if none was free in time."""
         if not blocking and timeout is not None:
             raise ValueError("can't specify timeout for non-blocking acquire")
-        wait = 0 if not blocking else _wait_timeout(timeout)
-        return bool(_native.sync_acquire(self._ids[0], wait))
+        return bool(super().acquire(blocking, _wait_timeout(timeout)))
 
     def release(self, n: int = 1) -> None:
-        """Give back ``n`` places."""
+        """Give back ``n`` places.
+
+        Raises:
+            ValueError: a ``BoundedSemaphore`` would go above its initial value.
+        """
         if n < 1:
             raise ValueError("n must be one or more")
-        if not _native.sync_release(self._ids[0], n):
+        if not _native.sync_release(self.id, n):
             raise ValueError("Semaphore released too many times")
 
-    def __enter__(self) -> bool:
-        return self.acquire()
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
     @property
     def value(self) -> int:
         """The number of free places now."""
-        return int(_native.sync_get(self._ids[0])[0])
+        return int(self._count)
 
 
 class BoundedSemaphore(Semaphore):
     """A semaphore that refuses to be released above its initial value."""
 
-    __slots__ = ()
-
-    _limit = 0
+    _bounded = True
 
 
 class Event(Handle):
