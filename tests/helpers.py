@@ -172,3 +172,18 @@ def make_buffer(n, fill):
     buf = SharedBuffer(n)
     buf[:] = bytes([fill]) * n
     return buf
+
+
+def busy_alpha(event):
+    """A pure-Python loop with a name to find in a traceback dump."""
+    n = 0
+    while not event.is_set():
+        n += 1
+    return n
+
+
+def busy_beta(event):
+    n = 0
+    while not event.is_set():
+        n += 1
+    return n

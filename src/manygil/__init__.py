@@ -17,11 +17,21 @@ if sys.version_info < (3, 12):
 
 __version__ = "0.1.0"
 
-__all__ = ("BrokenInterpreterPool", "InterpreterFuture", "InterpreterPoolExecutor", "RemoteError", "__version__")
+__all__ = (
+    "BrokenInterpreterPool",
+    "InterpreterFuture",
+    "InterpreterPoolExecutor",
+    "RemoteError",
+    "__version__",
+    "cancel_dump_tracebacks_later",
+    "dump_tracebacks",
+    "dump_tracebacks_later",
+)
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs every worker 8 ms
 if TYPE_CHECKING:
     from ._exceptions import BrokenInterpreterPool, RemoteError
+    from ._tracebacks import cancel_dump_tracebacks_later, dump_tracebacks, dump_tracebacks_later
     from .pool import InterpreterFuture, InterpreterPoolExecutor
 
 # Every worker interpreter imports manygil._worker, and so this file: the names
@@ -31,6 +41,9 @@ _LAZY = {
     "RemoteError": "._exceptions",
     "InterpreterFuture": ".pool",
     "InterpreterPoolExecutor": ".pool",
+    "dump_tracebacks": "._tracebacks",
+    "dump_tracebacks_later": "._tracebacks",
+    "cancel_dump_tracebacks_later": "._tracebacks",
 }
 
 

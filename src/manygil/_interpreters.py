@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from . import _backend, _native
+from . import _backend, _native, _tracebacks
 from ._exceptions import (
     ExcInfo,
     ExcTypeInfo,
@@ -55,6 +55,11 @@ _BOOT = (
     "_mg_worker.bootstrap(_mg_path, _mg_main_name, _mg_main_file)\n"
     "del _mg_path, _mg_main_name, _mg_main_file\n"
 )
+_START_AGENT = "_mg_worker.start_agent(_mg_control)\ndel _mg_control\n"
+_STOP_AGENT = "_mg_worker.stop_agent(_mg_control)\ndel _mg_control\n"
+
+# interpreter id -> its agent's control channel (interpreters made by create())
+_agent_channels: dict[int, int] = {}
 _EXEC = "_mg_worker.exec_source(_mg_src, _mg_reply)\ndel _mg_src, _mg_reply\n"
 _CALL = "_mg_worker.call_once(_mg_in, _mg_reply)\ndel _mg_in, _mg_reply\n"
 
@@ -142,6 +147,8 @@ class Interpreter:
             InterpreterError: it is running code, or it is the current interpreter.
             InterpreterNotFoundError: it was already closed.
         """
+        if self._id in _agent_channels and not _backend.is_running(self._id):
+            _stop_agent(self._id)
         try:
             _backend.destroy(self._id)
         except InterpreterError as exc:
@@ -151,9 +158,7 @@ class Interpreter:
                     "wait for the running call to return first"
                 ) from None
             raise
-        with _owned_lock:
-            _owned.discard(self._id)
-        _booted.discard(self._id)
+        _forget(self._id)
 
     def prepare_main(self, ns: dict[str, object] | None = None, /, **kwargs: object) -> None:
         """Bind the given values into the interpreter's ``__main__``.
@@ -257,20 +262,40 @@ def create() -> Interpreter:
         _owned.add(interp_id)
     try:
         bootstrap(interp_id)
+        control = _native.chan_create(0)
+        _agent_channels[interp_id] = control
+        _run(interp_id, _START_AGENT, {"_mg_control": control})
+        _tracebacks.register(interp_id, control, "interpreters.create()")
     except BaseException:
         _close_quietly(interp_id)
         raise
     return Interpreter(interp_id, "_interpreters module")
 
 
-def _close_quietly(interp_id: int) -> None:
-    try:
-        _backend.destroy(interp_id)
-    except InterpreterError:
-        pass
+def _stop_agent(interp_id: int) -> None:
+    control = _agent_channels.get(interp_id)
+    if control is not None:
+        _run(interp_id, _STOP_AGENT, {"_mg_control": control})
+
+
+def _forget(interp_id: int) -> None:
     with _owned_lock:
         _owned.discard(interp_id)
     _booted.discard(interp_id)
+    _tracebacks.unregister(interp_id)
+    control = _agent_channels.pop(interp_id, None)
+    if control is not None:
+        _native.release(control)
+
+
+def _close_quietly(interp_id: int) -> None:
+    try:
+        if not _backend.is_running(interp_id):
+            _stop_agent(interp_id)
+        _backend.destroy(interp_id)
+    except InterpreterError:
+        pass
+    _forget(interp_id)
 
 
 @atexit.register

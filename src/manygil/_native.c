@@ -1357,6 +1357,35 @@ native_set_async_exc(PyObject *mod, PyObject *args)
     return PyLong_FromLong(PyThreadState_SetAsyncExc(tid, exc));
 }
 
+/* current_frames() -> {thread id: frame} for the threads of THIS interpreter only.
+ * sys._current_frames() walks every interpreter and builds frame objects for
+ * threads of interpreters whose GIL the caller does not hold, which crashes. */
+static PyObject *
+native_current_frames(PyObject *mod, PyObject *unused)
+{
+    PyThreadState *me = PyThreadState_Get();
+    PyInterpreterState *interp = PyThreadState_GetInterpreter(me);
+    PyObject *result = PyDict_New();
+    if (result == NULL) {
+        return NULL;
+    }
+    for (PyThreadState *t = PyInterpreterState_ThreadHead(interp); t != NULL; t = PyThreadState_Next(t)) {
+        PyFrameObject *frame = PyThreadState_GetFrame(t);
+        if (frame == NULL) {
+            continue;
+        }
+        PyObject *key = PyLong_FromUnsignedLong(t->thread_id);
+        int rc = key == NULL ? -1 : PyDict_SetItem(result, key, (PyObject *)frame);
+        Py_XDECREF(key);
+        Py_DECREF(frame);
+        if (rc < 0) {
+            Py_DECREF(result);
+            return NULL;
+        }
+    }
+    return result;
+}
+
 /* ------------------------------------------------------------------ home calls */
 
 /*
@@ -1481,6 +1510,8 @@ static PyMethodDef native_methods[] = {
     {"barrier_set", barrier_set, METH_VARARGS, "barrier_set(id, broken)"},
     {"block_create", block_create, METH_O, "block_create(nbytes) -> id"},
     {"set_async_exc", native_set_async_exc, METH_VARARGS, "set_async_exc(tid, exc) -> int"},
+    {"current_frames", native_current_frames, METH_NOARGS,
+     "current_frames() -> {thread id: frame} of this interpreter's threads."},
     {"set_home", native_set_home, METH_O, "set_home(callback | None): this thread's home callback."},
     {"call_home", native_call_home, METH_O, "call_home(data) -> bytes | None, run in the home interpreter."},
     {NULL, NULL, 0, NULL},

@@ -26,6 +26,7 @@ import heapq
 import itertools
 import os
 import pickle
+import sys
 import threading
 import time
 import weakref
@@ -33,9 +34,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures._base import RUNNING, CANCELLED_AND_NOTIFIED
-from typing import Any
+from typing import Any, TextIO
 
-from . import _backend, _native, _worker
+from . import _backend, _native, _tracebacks, _worker
 from ._exceptions import BrokenInterpreterPool, RemoteError, RemoteTraceback
 from ._interpreters import bootstrap
 from ._transport import describe, dumps
@@ -108,7 +109,9 @@ class _Item:
 
 
 class _WorkerHandle:
-    __slots__ = ("control", "done", "inbox", "index", "results", "sent_at", "started", "state", "thread", "tids")
+    __slots__ = (
+        "control", "done", "inbox", "index", "interp_id", "results", "sent_at", "started", "state", "thread", "tids",
+    )
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -120,6 +123,7 @@ class _WorkerHandle:
         self.tids: deque[int] = deque()  # handed to the worker, results not collected yet
         self.done = 0
         self.sent_at = 0.0  # when its current batch was handed over
+        self.interp_id = -1
         self.state = "starting"  # starting | idle | busy | retiring | abandoned
 
     def wake(self, batch: bytes) -> None:
@@ -193,7 +197,9 @@ class _PoolState:
         own_gil: bool,
         grace_period: float,
         name: str,
+        dump_on_timeout: object = False,
     ) -> None:
+        self.dump_on_timeout = dump_on_timeout
         self.max_workers = max_workers
         self.init = init
         self.max_tasks = max_tasks_per_worker
@@ -324,7 +330,9 @@ class _PoolState:
         interp_id = None
         try:
             interp_id = _backend.create(self.own_gil)
+            worker.interp_id = interp_id
             bootstrap(interp_id)
+            _tracebacks.register(interp_id, worker.control, f"{self.name}worker-{worker.index}")
             shared = {
                 "_mg_inbox": worker.inbox,
                 "_mg_results": worker.results,
@@ -344,6 +352,7 @@ class _PoolState:
             error = f"{type(exc).__name__}: {exc}"
         finally:
             if interp_id is not None:
+                _tracebacks.unregister(interp_id)
                 try:
                     _backend.destroy(interp_id)
                 except Exception as exc:  # noqa: BLE001
@@ -486,12 +495,17 @@ class _PoolState:
     def _expire(self, tid: int, item: _Item) -> None:
         future = item.future
         if not future.done():
-            err = TimeoutError(f"task {item.label} exceeded its time limit of {item.timeout:g} s")
-            # set_exception runs callbacks: do it without holding the pool lock.
+            message = f"task {item.label} exceeded its time limit of {item.timeout:g} s"
+            # set_exception runs callbacks, and the stacks take a moment: do both
+            # without holding the pool lock.
             self.lock.release()
             try:
+                if self.dump_on_timeout and item.worker is not None:
+                    stacks = _tracebacks.format_tracebacks(interp_ids=[item.worker.interp_id])
+                    stream = self.dump_on_timeout if hasattr(self.dump_on_timeout, "write") else sys.stderr
+                    stream.write(f"manygil: {message}; its interpreter's stacks:\n{stacks}")
                 try:
-                    future.set_exception(err)
+                    future.set_exception(TimeoutError(message))
                 except Exception:  # noqa: BLE001 - it finished in between
                     pass
             finally:
@@ -593,6 +607,8 @@ class InterpreterPoolExecutor(Executor):
         grace_period: seconds a task has to stop after its time limit or ``cancel()``
             before its worker is abandoned and replaced.
         thread_name_prefix: prefix for the names of the pool's threads.
+        dump_on_timeout: when a task hits its time limit, write its interpreter's
+            stacks (see ``manygil.dump_tracebacks``) to ``sys.stderr``, or to this file.
 
     Raises:
         ValueError: ``max_workers`` or ``max_tasks_per_worker`` is not positive.
@@ -610,6 +626,7 @@ class InterpreterPoolExecutor(Executor):
         shared_gil: bool = False,
         grace_period: float = 2.0,
         thread_name_prefix: str = "",
+        dump_on_timeout: bool | TextIO = False,
     ) -> None:
         if max_workers is None:
             max_workers = os.cpu_count() or 1
@@ -631,6 +648,7 @@ class InterpreterPoolExecutor(Executor):
             not shared_gil,
             grace_period,
             thread_name_prefix or f"manygil-pool-{id(self):x}-",
+            dump_on_timeout,
         )
         self._max_workers = max_workers
         self._state_ref = weakref.ref(self._state)

@@ -172,18 +172,70 @@ class _Current:
         self.early: set[int] = set()  # interrupts that came before their task started
 
 
-def _controller(control: int, current: _Current, worker_thread: int) -> None:
+DUMP = (1 << 63) - 1  # control message: [DUMP][8-byte reply channel] -> stack text
+
+
+def format_stacks() -> str:
+    """The Python stack of every thread of this interpreter but the caller."""
+    import traceback
+
+    me = threading.get_ident()
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = []
+    for ident, frame in _native.current_frames().items():
+        if ident == me:
+            continue
+        out.append(f"  thread {ident} ({names.get(ident, 'not started by threading')}), most recent call last:\n")
+        out.extend("    " + line for line in "".join(traceback.format_stack(frame)).splitlines(True))
+    return "".join(out) or "  (no other thread)\n"
+
+
+def agent(control: int, current: _Current | None, worker_thread: int) -> None:
+    """A helper thread inside an interpreter: interrupts tasks, reports stacks."""
     while True:
         item = _native.chan_get(control, None)
         assert item is not None
-        tid = int.from_bytes(item[1], "little")
+        data = item[1]
+        tid = int.from_bytes(data[:8], "little")
         if tid == 0:
             return
+        if tid == DUMP:
+            reply = int.from_bytes(data[8:16], "little")
+            try:
+                text = format_stacks()
+            except BaseException as exc:  # noqa: BLE001 - report, never die
+                text = f"  (could not format the stacks: {exc!r})\n"
+            try:
+                _native.chan_put(reply, text.encode(), 2, None)
+            except LookupError:
+                pass  # the asker gave up and released the channel
+            continue
+        if current is None:
+            continue
         with current.lock:
             if current.tid == tid:
                 _native.set_async_exc(worker_thread, TaskInterrupted)
             elif tid > current.last:
                 current.early.add(tid)  # dispatched, but not started yet
+
+
+_agent_thread: threading.Thread | None = None
+
+
+def start_agent(control: int) -> None:
+    """Start the helper thread of an interpreter made by ``interpreters.create()``."""
+    global _agent_thread
+    _agent_thread = threading.Thread(target=agent, args=(control, None, 0), name="manygil-agent")
+    _agent_thread.start()
+
+
+def stop_agent(control: int) -> None:
+    """Stop and join it (an interpreter cannot be closed while it has threads)."""
+    global _agent_thread
+    if _agent_thread is not None:
+        _native.chan_put(control, bytes(8), 0, None)
+        _agent_thread.join()
+        _agent_thread = None
 
 
 def serve(inbox: int, results: int, control: int, started: int, index: int, init: bytes) -> None:
@@ -203,7 +255,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
     mark = _native.sync_set
     me = threading.get_ident()
     current = _Current()
-    ctl = threading.Thread(target=_controller, args=(control, current, me), name=f"manygil-control-{index}")
+    ctl = threading.Thread(target=agent, args=(control, current, me), name=f"manygil-control-{index}")
     ctl.start()
 
     def finished() -> None:
