@@ -187,3 +187,27 @@ def busy_beta(event):
     while not event.is_set():
         n += 1
     return n
+
+
+def chatty(n, tag="line"):
+    import sys
+
+    for i in range(n):
+        print(f"{tag} {i}")
+    print(f"{tag} to stderr", file=sys.stderr)
+    return n
+
+
+def logs(name, message):
+    import logging
+
+    logging.getLogger(name).warning("%s from a worker", message)
+    logging.getLogger(name).debug("debug is below the level")
+    return True
+
+
+def warns():
+    import warnings
+
+    warnings.warn("careful from a worker", UserWarning, stacklevel=1)
+    return True

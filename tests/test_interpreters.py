@@ -263,7 +263,8 @@ def test_is_shareable():
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2 cores")
 def test_two_interpreters_run_python_in_parallel():
-    """Thread CPU time adds up to more than the wall time only if both ran at once."""
+    """Thread CPU time adds up to more than the wall time only if both ran at once
+    (with one shared GIL the ratio stays at or below 1.0)."""
     a, b = I.create(), I.create()
     try:
         n = 2_000_000
@@ -281,9 +282,9 @@ def test_two_interpreters_run_python_in_parallel():
             wall = time.monotonic() - start
             cpu = sum(r[0] for r in out)
             best = max(best, cpu / wall)
-            if best > 1.4:
+            if best > 1.25:
                 break
-        assert best > 1.4, f"thread CPU / wall = {best:.2f}: the two loops did not overlap"
+        assert best > 1.25, f"thread CPU / wall = {best:.2f}: the two loops did not overlap"
     finally:
         a.close()
         b.close()

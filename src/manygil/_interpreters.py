@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from . import _backend, _native, _tracebacks
+from . import _backend, _native, _output, _tracebacks
 from ._exceptions import (
     ExcInfo,
     ExcTypeInfo,
@@ -52,8 +52,8 @@ _BOOT = (
     "import sys\n"
     "sys.path[:] = _mg_path.split('\\0')\n"
     "import manygil._worker as _mg_worker\n"
-    "_mg_worker.bootstrap(_mg_path, _mg_main_name, _mg_main_file)\n"
-    "del _mg_path, _mg_main_name, _mg_main_file\n"
+    "_mg_worker.bootstrap(_mg_path, _mg_main_name, _mg_main_file, _mg_forward, _mg_log)\n"
+    "del _mg_path, _mg_main_name, _mg_main_file, _mg_forward, _mg_log\n"
 )
 _START_AGENT = "_mg_worker.start_agent(_mg_control)\ndel _mg_control\n"
 _STOP_AGENT = "_mg_worker.stop_agent(_mg_control)\ndel _mg_control\n"
@@ -70,17 +70,30 @@ _owned_lock = threading.Lock()
 
 
 def _run(interp_id: int, source: str, shared: dict[str, object]) -> None:
-    failed = _backend.run(interp_id, source, shared)
+    # What the code prints comes back on this thread (call_home) to our sys.stdout.
+    _native.set_home(_output.home_callback)
+    try:
+        failed = _backend.run(interp_id, source, shared)
+    finally:
+        _native.set_home(None)
     if failed is not None:
         name, msg = failed
         formatted = f"{name}: {msg}" if msg else name
         raise ExecutionFailed(ExcInfo(ExcTypeInfo(name, name, "builtins"), msg, formatted))
 
 
-def bootstrap(interp_id: int) -> None:
-    """Give an interpreter this one's import path and ``__main__`` (done by ``create``)."""
+def bootstrap(interp_id: int, forward_output: bool = True) -> None:
+    """Give an interpreter this one's import path and ``__main__`` (done by ``create``);
+    with ``forward_output``, what it prints and logs comes to this interpreter."""
     name, file = main_hint()
-    _run(interp_id, _BOOT, {"_mg_path": "\0".join(sys.path), "_mg_main_name": name, "_mg_main_file": file})
+    shared = {
+        "_mg_path": "\0".join(sys.path),
+        "_mg_main_name": name,
+        "_mg_main_file": file,
+        "_mg_forward": int(forward_output),
+        "_mg_log": _output.log_level() if forward_output else -1,
+    }
+    _run(interp_id, _BOOT, shared)
     _booted.add(interp_id)
 
 

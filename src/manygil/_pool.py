@@ -36,7 +36,7 @@ from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures._base import RUNNING, CANCELLED_AND_NOTIFIED
 from typing import Any, TextIO
 
-from . import _backend, _native, _tracebacks, _worker
+from . import _backend, _native, _output, _tracebacks, _worker
 from ._exceptions import BrokenInterpreterPool, RemoteError, RemoteTraceback
 from ._interpreters import bootstrap
 from ._transport import describe, dumps
@@ -198,8 +198,10 @@ class _PoolState:
         grace_period: float,
         name: str,
         dump_on_timeout: object = False,
+        forward_output: bool = True,
     ) -> None:
         self.dump_on_timeout = dump_on_timeout
+        self.forward_output = forward_output
         self.max_workers = max_workers
         self.init = init
         self.max_tasks = max_tasks_per_worker
@@ -331,7 +333,7 @@ class _PoolState:
         try:
             interp_id = _backend.create(self.own_gil)
             worker.interp_id = interp_id
-            bootstrap(interp_id)
+            bootstrap(interp_id, self.forward_output)
             _tracebacks.register(interp_id, worker.control, f"{self.name}worker-{worker.index}")
             shared = {
                 "_mg_inbox": worker.inbox,
@@ -402,6 +404,9 @@ class _PoolState:
         return batch
 
     def _worker_event(self, worker: _WorkerHandle, event: bytes) -> bytes | None:
+        if event[0] == _worker.OUTPUT:
+            _output.handle_event(event[1:])
+            return None
         if event[0] == _worker.READY:
             with self.lock:
                 return self._next_for(worker)
@@ -609,6 +614,9 @@ class InterpreterPoolExecutor(Executor):
         thread_name_prefix: prefix for the names of the pool's threads.
         dump_on_timeout: when a task hits its time limit, write its interpreter's
             stacks (see ``manygil.dump_tracebacks``) to ``sys.stderr``, or to this file.
+        forward_output: send what tasks print to the caller's ``sys.stdout`` and
+            ``sys.stderr``, and their logging records to the caller's handlers (on by
+            default); off, workers write straight to the process's file descriptors.
 
     Raises:
         ValueError: ``max_workers`` or ``max_tasks_per_worker`` is not positive.
@@ -627,6 +635,7 @@ class InterpreterPoolExecutor(Executor):
         grace_period: float = 2.0,
         thread_name_prefix: str = "",
         dump_on_timeout: bool | TextIO = False,
+        forward_output: bool = True,
     ) -> None:
         if max_workers is None:
             max_workers = os.cpu_count() or 1
@@ -649,6 +658,7 @@ class InterpreterPoolExecutor(Executor):
             grace_period,
             thread_name_prefix or f"manygil-pool-{id(self):x}-",
             dump_on_timeout,
+            forward_output,
         )
         self._max_workers = max_workers
         self._state_ref = weakref.ref(self._state)

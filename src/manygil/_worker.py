@@ -39,6 +39,8 @@ RAISED_INFO = 2     # payload: pickle ExcInfo (the exception itself did not pick
 INTERRUPTED = 3     # the task was interrupted by a time limit or cancel()
 READY = 4           # the worker is up (task id 0)
 INIT_FAILED = 5     # the initializer raised (task id 0); payload as RAISED
+OUTPUT = 6          # event: [kind][payload]: what a task wrote, for the caller's streams
+OUT_STDOUT, OUT_STDERR, OUT_LOG = 1, 2, 3
 _EVENT = bytes(8)   # the task id of events: results always have a task id > 0
 
 _user_main: types.ModuleType | None = None
@@ -78,13 +80,129 @@ def _main_getattr(name: str) -> Any:
         raise AttributeError(f"module '__main__' has no attribute {name!r}") from None
 
 
-def bootstrap(path: str, main_name: str, main_file: str) -> None:
-    """Make this interpreter see the caller's import path and its ``__main__``."""
+def bootstrap(path: str, main_name: str, main_file: str, forward: int = 1, log_level: int = -1) -> None:
+    """Make this interpreter see the caller's import path and its ``__main__``, and
+    (``forward``) send what it prints to the caller's ``sys.stdout``/``sys.stderr`` and,
+    with ``log_level`` >= 0, its logging records to the caller's handlers."""
     global _main_hint
     sys.path[:] = path.split("\0")
     _main_hint = (main_name, main_file)
     main = sys.modules["__main__"]
     main.__getattr__ = _main_getattr  # type: ignore[attr-defined]
+    if forward:
+        sys.stdout = _Forward(OUT_STDOUT, sys.stdout)
+        sys.stderr = _Forward(OUT_STDERR, sys.stderr)
+        if log_level >= 0:
+            _forward_logging(log_level)
+
+
+class _Forward:
+    """A text stream that sends what is written to the caller's stream.
+
+    Text is sent home (``call_home``, on this same thread, in order) when the task ends,
+    on ``flush()``, at a newline at most every 0.2 s, or past 64 KiB.  A thread with no
+    home (one the task started itself) writes to the interpreter's own stream.
+    """
+
+    encoding = "utf-8"
+    errors = "surrogatepass"
+
+    def __init__(self, kind: int, fallback: Any) -> None:
+        self.kind = kind
+        self.fallback = fallback
+        self.parts: list[str] = []
+        self.size = 0
+        self.last = 0.0
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self.parts.append(text)
+        self.size += len(text)
+        if self.size > 65536 or ("\n" in text and _clock() - self.last > 0.2):
+            self.flush()
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if not self.parts:
+            return
+        text = "".join(self.parts)
+        self.parts.clear()
+        self.size = 0
+        self.last = _clock()
+        send_output(self.kind, text.encode("utf-8", "surrogatepass"), self.fallback, text)
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return int(self.fallback.fileno())
+
+    def readable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return True
+
+
+def _clock() -> float:
+    import time
+
+    return time.monotonic()
+
+
+def send_output(kind: int, payload: bytes, fallback: Any = None, text: str = "") -> None:
+    try:
+        _native.call_home(_EVENT + bytes((OUTPUT, kind)) + payload)
+    except RuntimeError:  # a thread with no home: write here
+        if fallback is not None:
+            fallback.write(text)
+            fallback.flush()
+
+
+def flush_output() -> None:
+    """Send what the current task wrote (called at the end of every task)."""
+    out, err = sys.stdout, sys.stderr
+    if isinstance(out, _Forward):
+        out.flush()
+    if isinstance(err, _Forward):
+        err.flush()
+
+
+def _forward_logging(level: int) -> None:
+    import logging
+
+    class _Home(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                data = dict(record.__dict__)
+                data["msg"] = record.getMessage()
+                data["args"] = None
+                if record.exc_info:
+                    data["exc_text"] = data.get("exc_text") or logging.Formatter().formatException(record.exc_info)
+                data["exc_info"] = None
+                data["interpreter"] = _interp_id()
+                send_output(OUT_LOG, pickle.dumps({k: v for k, v in data.items() if _plain(v)}))
+            except Exception:  # noqa: BLE001 - logging must never break the task
+                self.handleError(record)
+
+    root = logging.getLogger()
+    root.addHandler(_Home())
+    root.setLevel(level)
+
+
+def _plain(value: object) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool, tuple))
+
+
+def _interp_id() -> int:
+    from . import _backend
+
+    return _backend.get_current()[0]
 
 
 def _excinfo(exc: BaseException, skip: int) -> ExcInfo:
@@ -103,7 +221,10 @@ def exec_source(source: str | bytes, reply: int) -> None:
             code = compile(source, "<string>", "exec")
         exec(code, main.__dict__)
     except BaseException as exc:
+        flush_output()
         _native.chan_put(reply, pickle.dumps(_excinfo(exc, 1)), TAG_PICKLE, None)
+    else:
+        flush_output()
 
 
 def loads(tag: int, data: bytes) -> Any:
@@ -121,7 +242,10 @@ def call_once(inbox: int, reply: int) -> None:
     assert item is not None
     try:
         fn, args, kwargs = loads(*item)
-        result = fn(*args, **kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            flush_output()
     except BaseException as exc:
         info = _excinfo(exc, 1)
         _native.chan_put(reply, pickle.dumps((False, info)), TAG_PICKLE, None)
@@ -255,6 +379,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
     mark = _native.sync_set
     me = threading.get_ident()
     current = _Current()
+    forwarding = isinstance(sys.stdout, _Forward) or isinstance(sys.stderr, _Forward)
     ctl = threading.Thread(target=agent, args=(control, current, me), name=f"manygil-control-{index}")
     ctl.start()
 
@@ -326,6 +451,8 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                     with current.lock:
                         finished()
                     out = head + bytes((INTERRUPTED,))
+                if forwarding:
+                    flush_output()
                 if pos < end:
                     put(results, out, 0, None)
             view.release()
