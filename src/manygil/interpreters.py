@@ -9,6 +9,9 @@ manygil's native channels, which give queues that block without polling::
                                               └──► _worker.call_once: fn(*a)
     result ◄── unpickle ◄── reply channel ◄──────── pickle(result) | ExcInfo
 
+On 3.13 ``InterpreterError``, ``InterpreterNotFoundError`` and ``NotShareableError`` are
+the classes of CPython's ``_interpreters`` module, so its own errors are caught too.
+
 Differences from 3.14 worth knowing:
 
 * ``Queue`` items are copies (bytes, str, or a pickle); an item never becomes

@@ -2,7 +2,8 @@
 
 Each object is process-wide: pass it to another interpreter (a pool task's argument,
 ``Queue.put``, ``prepare_main``) and both sides use the same lock.  The API is the
-``threading`` one.  Waiting releases the waiting interpreter's GIL and sleeps on a
+``threading`` one, and a broken ``Barrier`` raises ``threading``'s own
+``BrokenBarrierError``.  Waiting releases the waiting interpreter's GIL and sleeps on a
 POSIX condition variable or semaphore; nothing polls.
 
     >>> from manygil.sync import Lock

@@ -1,0 +1,18 @@
+"""The work the benchmark sends to every executor: a small module, as a user's would be,
+so that each worker imports only this and not the benchmark's driver."""
+
+from __future__ import annotations
+
+
+def count_primes(limit: int) -> int:
+    """Pure-Python CPU work: count the primes below ``limit`` by trial division."""
+    count = 0
+    for n in range(2, limit):
+        d = 2
+        while d * d <= n:
+            if n % d == 0:
+                break
+            d += 1
+        else:
+            count += 1
+    return count

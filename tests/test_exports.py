@@ -1,0 +1,29 @@
+"""Every public name exists and is documented."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+MODULES = ["manygil", "manygil.interpreters", "manygil.pool", "manygil.shared", "manygil.sync",
+           "manygil.check", "manygil.doctor"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_all_names_exist_and_have_docstrings(name):
+    module = importlib.import_module(name)
+    assert module.__doc__, f"{name} has no module docstring"
+    assert isinstance(module.__all__, tuple), f"{name}.__all__ must be a tuple"
+    for attr in module.__all__:
+        obj = getattr(module, attr)
+        if attr.startswith("__") or isinstance(obj, (int, str)):
+            continue
+        if type(obj).__name__ == "_Unbound":
+            continue
+        if not getattr(obj, "__module__", "manygil").startswith("manygil"):
+            # re-exported from CPython (some of its classes have no docstring):
+            # the module's own docstring must say what it is
+            assert attr in module.__doc__, f"{name}.{attr} is re-exported but not described"
+            continue
+        assert getattr(obj, "__doc__", None), f"{name}.{attr} has no docstring"
