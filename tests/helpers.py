@@ -211,3 +211,39 @@ def warns():
 
     warnings.warn("careful from a worker", UserWarning, stacklevel=1)
     return True
+
+
+def collatz_steps(n):
+    """A CPU-heavy pure-Python scalar function for UDF tests and benchmarks."""
+    steps = 0
+    n = abs(int(n)) + 1
+    while n != 1:
+        n = n // 2 if n % 2 == 0 else 3 * n + 1
+        steps += 1
+    return steps
+
+
+def shout(s):
+    return s.upper() + "!"
+
+
+def half(x):
+    return x / 2
+
+
+def is_even(x):
+    return x % 2 == 0
+
+
+def none_aware(x):
+    return -1 if x is None else x * 10
+
+
+def fails_on_seven(x):
+    if x % 7 == 0:
+        raise ValueError(f"seven divides {x}")
+    return x
+
+
+def negate(b):
+    return not b
