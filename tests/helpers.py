@@ -247,3 +247,9 @@ def fails_on_seven(x):
 
 def negate(b):
     return not b
+
+
+def interpreter_id_of(_item):
+    from manygil import interpreters
+
+    return interpreters.get_current().id
