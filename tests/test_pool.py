@@ -347,3 +347,23 @@ def test_pool_shut_down_cleanly_at_exit_with_tasks_in_flight():
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.split()
     assert lines.count("done") == 4 and proc.stdout.index("exiting") < proc.stdout.index("done")
+
+
+def test_main_script_that_imports_a_refusing_module_gets_a_note(tmp_path):
+    pytest.importorskip("_testcapi")
+    script = tmp_path / "uses_testcapi.py"
+    script.write_text(textwrap.dedent("""
+        import _testcapi  # refuses an own GIL: the worker cannot import this script
+        from manygil import InterpreterPoolExecutor
+
+        def twice(x):
+            return 2 * x
+
+        if __name__ == "__main__":
+            with InterpreterPoolExecutor(1) as pool:
+                pool.submit(twice, 1).result()
+    """))
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    assert "the worker imported" in proc.stderr and "if __name__" in proc.stderr

@@ -64,7 +64,16 @@ def _load_user_main() -> types.ModuleType:
             import runpy
 
             module = types.ModuleType("__mg_main__")
-            module.__dict__.update(runpy.run_path(file, run_name="__mg_main__"))
+            try:
+                module.__dict__.update(runpy.run_path(file, run_name="__mg_main__"))
+            except ImportError as exc:
+                exc.add_note(
+                    f"manygil: to find a function of your main script here, the worker imported "
+                    f"{file} (as multiprocessing's spawn does), and that import failed; move imports "
+                    "that only the main interpreter needs under `if __name__ == \"__main__\":`, or "
+                    "define the function in a module of its own"
+                )
+                raise
             _user_main = module
         else:
             raise AttributeError("the caller's __main__ is interactive")
