@@ -24,39 +24,26 @@ if sys.version_info < (3, 12):  # pragma: no cover - guarded in manygil/__init__
     raise ImportError("manygil needs CPython 3.12 or newer")
 
 if sys.version_info >= (3, 13):
-    from .py313 import (
-        InterpreterError,
-        InterpreterNotFoundError,
-        NotShareableError,
-        create,
-        destroy,
-        get_current,
-        get_main,
-        is_running,
-        is_shareable,
-        list_all,
-        run,
-        whence,
-    )
+    from . import py313 as _impl
 
     PY_VERSION = "3.13+"
 else:
-    from .py312 import (
-        InterpreterError,
-        InterpreterNotFoundError,
-        NotShareableError,
-        create,
-        destroy,
-        get_current,
-        get_main,
-        is_running,
-        is_shareable,
-        list_all,
-        run,
-        whence,
-    )
+    from . import py312 as _impl
 
     PY_VERSION = "3.12"
+
+InterpreterError = _impl.InterpreterError
+InterpreterNotFoundError = _impl.InterpreterNotFoundError
+NotShareableError = _impl.NotShareableError
+create = _impl.create
+destroy = _impl.destroy
+get_current = _impl.get_current
+get_main = _impl.get_main
+is_running = _impl.is_running
+is_shareable = _impl.is_shareable
+list_all = _impl.list_all
+run = _impl.run
+whence = _impl.whence
 
 STDLIB_INTERPRETERS = sys.version_info >= (3, 14)
 
