@@ -172,6 +172,17 @@ acquire_entry(int64_t id, int kind)
     return e;
 }
 
+/* acquire_entry() for a METH_O function whose argument is the id */
+static entry *
+entry_from_arg(PyObject *arg, int kind)
+{
+    int64_t id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    return acquire_entry(id, kind);
+}
+
 static void
 release_entry(entry *e)
 {
@@ -293,11 +304,7 @@ parse_timeout(PyObject *obj, double *out)
 static PyObject *
 native_retain(PyObject *mod, PyObject *arg)
 {
-    int64_t id = PyLong_AsLongLong(arg);
-    if (id == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    entry *e = acquire_entry(id, 0);  /* the reference taken here is kept */
+    entry *e = entry_from_arg(arg, 0);  /* the reference taken here is kept */
     if (e == NULL) {
         return NULL;
     }
@@ -307,11 +314,7 @@ native_retain(PyObject *mod, PyObject *arg)
 static PyObject *
 native_release(PyObject *mod, PyObject *arg)
 {
-    int64_t id = PyLong_AsLongLong(arg);
-    if (id == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    entry *e = acquire_entry(id, 0);
+    entry *e = entry_from_arg(arg, 0);
     if (e == NULL) {
         return NULL;
     }
@@ -534,11 +537,7 @@ chan_get(PyObject *mod, PyObject *args)
 static PyObject *
 chan_info(PyObject *mod, PyObject *arg)
 {
-    int64_t id = PyLong_AsLongLong(arg);
-    if (id == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    entry *e = acquire_entry(id, KIND_CHAN);
+    entry *e = entry_from_arg(arg, KIND_CHAN);
     if (e == NULL) {
         return NULL;
     }
@@ -705,11 +704,7 @@ sync_cas(PyObject *mod, PyObject *args)
 static PyObject *
 sync_get(PyObject *mod, PyObject *arg)
 {
-    int64_t id = PyLong_AsLongLong(arg);
-    if (id == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    entry *e = acquire_entry(id, KIND_SYNC);
+    entry *e = entry_from_arg(arg, KIND_SYNC);
     if (e == NULL) {
         return NULL;
     }
@@ -767,11 +762,7 @@ sync_wait_nonzero(PyObject *mod, PyObject *args)
 static PyObject *
 cond_enter(PyObject *mod, PyObject *arg)
 {
-    int64_t id = PyLong_AsLongLong(arg);
-    if (id == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    entry *e = acquire_entry(id, KIND_SYNC);
+    entry *e = entry_from_arg(arg, KIND_SYNC);
     if (e == NULL) {
         return NULL;
     }
