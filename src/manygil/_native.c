@@ -1381,7 +1381,7 @@ native_current_frames(PyObject *mod, PyObject *unused)
 
 /*
  * A pool worker is a thread of the main interpreter that stays inside its own
- * interpreter.  Before it enters, it calls set_home(callback) in the main
+ * interpreter.  Before it enters, it calls push_home(callback) in the main
  * interpreter: this thread's main-interpreter thread state and the callback are kept
  * in thread-local storage.  From inside the worker interpreter, call_home(data)
  * detaches the worker's thread state (releasing its GIL), re-attaches the home one
@@ -1391,21 +1391,48 @@ native_current_frames(PyObject *mod, PyObject *unused)
  */
 static _Thread_local PyThreadState *home_tstate = NULL;
 static _Thread_local PyObject *home_callback = NULL;
+/* Homes nest (an interpreter called from inside a pool worker): push saves the
+ * current one, pop restores it. */
+#define HOME_DEPTH 16
+static _Thread_local PyThreadState *home_tstates[HOME_DEPTH];
+static _Thread_local PyObject *home_callbacks[HOME_DEPTH];
+static _Thread_local int home_depth = 0;
 
 static PyObject *
-native_set_home(PyObject *mod, PyObject *callback)
+native_push_home(PyObject *mod, PyObject *callback)
 {
-    if (callback == Py_None) {
-        Py_CLEAR(home_callback);
-        home_tstate = NULL;
-        Py_RETURN_NONE;
-    }
     if (!PyCallable_Check(callback)) {
-        PyErr_SetString(PyExc_TypeError, "set_home() needs a callable or None");
+        PyErr_SetString(PyExc_TypeError, "push_home() needs a callable");
         return NULL;
     }
-    Py_XSETREF(home_callback, Py_NewRef(callback));
+    if (home_depth >= HOME_DEPTH) {
+        PyErr_SetString(PyExc_RecursionError, "push_home(): interpreters nested too deeply");
+        return NULL;
+    }
+    home_tstates[home_depth] = home_tstate;
+    home_callbacks[home_depth] = home_callback;  /* the reference moves to the stack */
+    home_depth++;
+    home_callback = Py_NewRef(callback);
     home_tstate = PyThreadState_Get();
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+native_pop_home(PyObject *mod, PyObject *unused)
+{
+    if (home_depth == 0) {
+        PyErr_SetString(PyExc_RuntimeError, "pop_home() without push_home()");
+        return NULL;
+    }
+    if (home_tstate != PyThreadState_Get()) {
+        /* the callback belongs to another interpreter: it can only be released there */
+        PyErr_SetString(PyExc_RuntimeError, "pop_home() must be called where push_home() was");
+        return NULL;
+    }
+    Py_CLEAR(home_callback);
+    home_depth--;
+    home_callback = home_callbacks[home_depth];
+    home_tstate = home_tstates[home_depth];
     Py_RETURN_NONE;
 }
 
@@ -1503,7 +1530,8 @@ static PyMethodDef native_methods[] = {
     {"set_async_exc", native_set_async_exc, METH_VARARGS, "set_async_exc(tid, exc) -> int"},
     {"current_frames", native_current_frames, METH_NOARGS,
      "current_frames() -> {thread id: frame} of this interpreter's threads."},
-    {"set_home", native_set_home, METH_O, "set_home(callback | None): this thread's home callback."},
+    {"push_home", native_push_home, METH_O, "push_home(callback): this thread's home, until pop_home()."},
+    {"pop_home", native_pop_home, METH_NOARGS, "pop_home(): back to the previous home."},
     {"call_home", native_call_home, METH_O, "call_home(data) -> bytes | None, run in the home interpreter."},
     {NULL, NULL, 0, NULL},
 };

@@ -343,11 +343,11 @@ class _PoolState:
                 "_mg_index": worker.index,
                 "_mg_init": self.init,
             }
-            _native.set_home(lambda data: self._deliver(worker, data))
+            _native.push_home(lambda data: self._deliver(worker, data))
             try:
                 failed = _backend.run(interp_id, _SERVE, shared)
             finally:
-                _native.set_home(None)
+                _native.pop_home()
             if failed is not None:
                 error = "%s: %s" % failed
         except BaseException as exc:  # noqa: BLE001 - reported through _worker_exited
