@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import _interpreters as _ll
-from _interpreters import InterpreterError, InterpreterNotFoundError, NotShareableError
+from _interpreters import InterpreterError, InterpreterNotFoundError, NotShareableError  # noqa: F401 - re-exported
 
 _WHENCE = {
     _ll.WHENCE_UNKNOWN: "unknown",
