@@ -374,3 +374,20 @@ def test_a_task_can_run_its_own_interpreter_and_the_worker_goes_on():
         assert pool.submit(helpers.call_in_a_new_interpreter, 41).result(timeout=60) == 42
         assert pool.submit(helpers.add, 1, 2).result(timeout=30) == 3
         assert pool.submit(helpers.call_in_a_new_interpreter, 1).result(timeout=60) == 2
+
+
+@pytest.mark.parametrize("cloudpickle", [True, False], ids=["cloudpickle", "code-object"])
+def test_functions_of_an_interactive_main_cross(cloudpickle):
+    if cloudpickle:
+        pytest.importorskip("cloudpickle")
+    proc = _run_script(f"""
+        from manygil import InterpreterPoolExecutor, _transport
+        if not {cloudpickle}:
+            _transport._cloudpickle = None   # plain functions then cross as code objects
+        def double(x):
+            return 2 * x
+        with InterpreterPoolExecutor(1) as pool:
+            print(pool.submit(double, 21).result(timeout=30))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "42"

@@ -10,8 +10,9 @@ native channels (see ``_native.c``); the pool's protocol is:
     result   (worker → main)  [8-byte task id][1-byte status][payload], one per task: the
              batch's last one as the argument of call_home(), earlier ones in the worker's
              results channel
-    event    (worker → main)  call_home([8 zero bytes][READY]) or
-             call_home([8 zero bytes][INIT_FAILED][status][payload])
+    event    (worker → main)  call_home([8 zero bytes][READY]),
+             call_home([8 zero bytes][INIT_FAILED][status][payload]) or
+             call_home([8 zero bytes][OUTPUT][kind][payload]) for what a task printed
     control  (main → worker)  [8-byte task id]  interrupt that task if it still runs or
              has not started yet; 0 = stop
 """
