@@ -160,10 +160,8 @@ class Interpreter:
             InterpreterError: it is running code, or it is the current interpreter.
             InterpreterNotFoundError: it was already closed.
         """
-        if self._id in _agent_channels and not _backend.is_running(self._id):
-            _stop_agent(self._id)
         try:
-            _backend.destroy(self._id)
+            _destroy(self._id)
         except InterpreterError as exc:
             if type(exc) is InterpreterError and "running" in str(exc):
                 raise InterpreterError(
@@ -171,7 +169,6 @@ class Interpreter:
                     "wait for the running call to return first"
                 ) from None
             raise
-        _forget(self._id)
 
     def prepare_main(self, ns: dict[str, object] | None = None, /, **kwargs: object) -> None:
         """Bind the given values into the interpreter's ``__main__``.
@@ -301,14 +298,20 @@ def _forget(interp_id: int) -> None:
         _native.release(control)
 
 
+def _destroy(interp_id: int) -> None:
+    """Stop the agent thread (an interpreter with threads cannot be closed), destroy
+    the interpreter and forget it; a running interpreter raises and is kept."""
+    if interp_id in _agent_channels and not _backend.is_running(interp_id):
+        _stop_agent(interp_id)
+    _backend.destroy(interp_id)
+    _forget(interp_id)
+
+
 def _close_quietly(interp_id: int) -> None:
     try:
-        if not _backend.is_running(interp_id):
-            _stop_agent(interp_id)
-        _backend.destroy(interp_id)
+        _destroy(interp_id)
     except InterpreterError:
-        pass
-    _forget(interp_id)
+        _forget(interp_id)
 
 
 @atexit.register

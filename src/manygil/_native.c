@@ -946,10 +946,27 @@ barrier_set(PyObject *mod, PyObject *args)
  * that acquire()/release() skip the registry: an uncontended acquire+release is two
  * mutex operations and two C calls.  manygil.sync.Lock and Semaphore subclass it.
  */
+/* The layout every handle type starts with: one reference to one registry entry. */
 typedef struct {
     PyObject_HEAD
     entry *e;
-} Sync;
+} Handle;
+
+/* tp_dealloc of every handle type: drop the entry's reference, then the object. */
+static void
+handle_dealloc(PyObject *op)
+{
+    Handle *self = (Handle *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    if (self->e != NULL) {
+        release_entry(self->e);
+        self->e = NULL;
+    }
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+typedef Handle Sync;
 
 static int
 sync_init(PyObject *op, PyObject *args, PyObject *kwds)
@@ -968,19 +985,6 @@ sync_init(PyObject *op, PyObject *args, PyObject *kwds)
     }
     self->e = e;
     return 0;
-}
-
-static void
-sync_dealloc(PyObject *op)
-{
-    Sync *self = (Sync *)op;
-    PyTypeObject *tp = Py_TYPE(op);
-    if (self->e != NULL) {
-        release_entry(self->e);
-        self->e = NULL;
-    }
-    tp->tp_free(op);
-    Py_DECREF(tp);
 }
 
 static entry *
@@ -1144,7 +1148,7 @@ static PyType_Slot syncobj_slots[] = {
     {Py_tp_doc, "A handle on a process-wide counting lock; holds one reference to it."},
     {Py_tp_init, sync_init},
     {Py_tp_new, PyType_GenericNew},
-    {Py_tp_dealloc, sync_dealloc},
+    {Py_tp_dealloc, handle_dealloc},
     {Py_tp_methods, syncobj_methods},
     {Py_tp_getset, syncobj_getset},
     {0, NULL},
@@ -1186,7 +1190,7 @@ block_create(PyObject *mod, PyObject *arg)
 
 typedef struct {
     PyObject_HEAD
-    entry *e;
+    entry *e;             /* the Handle layout: handle_dealloc() frees it */
     int readonly;
     Py_ssize_t exports;   /* buffers handed out and not released yet */
 } BlockView;
@@ -1216,19 +1220,6 @@ blockview_init(PyObject *op, PyObject *args, PyObject *kwds)
     self->e = e;
     self->readonly = readonly;
     return 0;
-}
-
-static void
-blockview_dealloc(PyObject *op)
-{
-    BlockView *self = (BlockView *)op;
-    PyTypeObject *tp = Py_TYPE(op);
-    if (self->e != NULL) {
-        release_entry(self->e);
-        self->e = NULL;
-    }
-    tp->tp_free(op);
-    Py_DECREF(tp);
 }
 
 static int
@@ -1314,7 +1305,7 @@ static PyType_Slot blockview_slots[] = {
     {Py_tp_doc, "A view of a process-wide memory block; holds one reference to it."},
     {Py_tp_init, blockview_init},
     {Py_tp_new, PyType_GenericNew},
-    {Py_tp_dealloc, blockview_dealloc},
+    {Py_tp_dealloc, handle_dealloc},
     {Py_tp_getset, blockview_getset},
     {Py_tp_methods, blockview_methods},
     {Py_bf_getbuffer, blockview_getbuffer},
