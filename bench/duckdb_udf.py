@@ -16,7 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from udf_tasks import collatz_steps  # noqa: E402 - workers find it by module name
+from tasks import collatz_steps  # noqa: E402 - workers find it by module name
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The work the benchmark sends to every executor: a small module, as a user's would be,
+"""The work the benchmarks send to every executor: a small module, as a user's would be,
 so that each worker imports only this and not the benchmark's driver."""
 
 from __future__ import annotations
@@ -16,3 +16,13 @@ def count_primes(limit: int) -> int:
         else:
             count += 1
     return count
+
+
+def collatz_steps(n: int) -> int:
+    """CPU-heavy pure Python for the UDF benchmark: the Collatz steps of n + 1."""
+    steps = 0
+    n = abs(int(n)) + 1
+    while n != 1:
+        n = n // 2 if n % 2 == 0 else 3 * n + 1
+        steps += 1
+    return steps
