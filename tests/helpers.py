@@ -264,3 +264,32 @@ def call_in_a_new_interpreter(x):
         return inner.call(add, x, 1)
     finally:
         inner.close()
+
+
+def returns_a_buffer_even_if_interrupted(started):
+    """Catch the interrupt of cancel() and return a shared buffer regardless."""
+    try:
+        started.put("running")
+        spin()
+    except BaseException:
+        return make_buffer(1 << 20, 1)
+
+
+class Bomb:
+    """Pickles fine; loading it raises raise_base(kind) (SystemExit, KeyboardInterrupt...)."""
+
+    def __init__(self, kind):
+        self.kind = kind
+
+    def __reduce__(self):
+        return (raise_base, (self.kind,))
+
+
+def make_bomb(kind):
+    return Bomb(kind)
+
+
+def signal_then_wait(started, q, timeout=30):
+    """Say (on a queue) that the task runs, then wait in C for an item."""
+    started.put("running")
+    return q.get(timeout=timeout)

@@ -1,19 +1,80 @@
 """Objects made of native registry entries, which cross interpreters by their ids.
 
 Each handle owns one reference to each of its entries and releases it when it is
-garbage collected.  Pickling a handle (which is how it crosses to another interpreter:
-pool arguments and results, ``Queue.put``, ``prepare_main``) takes one more reference
-for the journey, which the unpickled handle adopts; so an object lives exactly as long
-as a handle to it exists in any interpreter.
+garbage collected.  Crossing is by pickle, and every pickle that manygil makes for a
+transport is a *payload* that owns its references ("pins")::
+
+    dumps(obj) ─ collect() ─► (bytes, pins)   each handle inside: retain(id), pins += id
+    loads(bytes)            ─► handle          takes a reference of its own: the same
+                                               payload may be loaded many times (initargs)
+    release_pins(pins)                         by whoever drops the payload: after its last
+                                               load, or unloaded (cancelled, dropped, failed)
+
+A channel item carries its pins natively: the getter receives them with the item, and
+a channel freed with items still in it releases theirs.  A handle pickled outside a
+manygil transport (``pickle.dumps`` by the user, ``copy.deepcopy``) falls back to the
+one-shot rule: the pickle owns one reference that its single load adopts.
 """
 
 from __future__ import annotations
 
-import weakref
+import threading
 
 from . import _native
 
-__all__ = ("Handle",)
+TYPE_CHECKING = False  # typing is not imported at run time: workers import this module
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+
+__all__ = ("Handle", "carry", "collect", "landed", "release_pins")
+
+_local = threading.local()
+
+
+def carry(ids: tuple[int, ...]) -> bool:
+    """Take one reference per id for a pickle that is being made.
+
+    Returns True when a payload collects them (each load then takes its own
+    reference), False when the pickle itself owns them (its one load adopts them).
+    """
+    for i in ids:
+        _native.retain(i)
+    pins = getattr(_local, "pins", None)
+    if pins is None:
+        return False
+    pins.extend(ids)
+    return True
+
+
+def landed(ids: tuple[int, ...], pinned: bool) -> None:
+    """Called by a loader after the new handle took its own references."""
+    if not pinned:
+        for i in ids:
+            _native.release(i)  # the one the one-shot pickle carried
+
+
+def collect(dump: Callable[[Any], T], obj: Any) -> tuple[T, tuple[int, ...]]:
+    """``dump(obj)`` and the pins the result owns (see the module docstring)."""
+    outer = getattr(_local, "pins", None)
+    pins: list[int] = []
+    _local.pins = pins
+    try:
+        out = dump(obj)
+    except BaseException:
+        release_pins(pins)
+        raise
+    finally:
+        _local.pins = outer
+    return out, tuple(pins)
+
+
+def release_pins(pins: tuple[int, ...] | list[int]) -> None:
+    """Drop a payload's references (after its last load, or instead of any)."""
+    for i in pins:
+        _native.release(i)
 
 
 class Handle:
@@ -25,6 +86,8 @@ class Handle:
 
     def _own(self, *ids: int) -> None:
         """Take ownership of one reference to each id (already counted for us)."""
+        import weakref
+
         self._ids = ids
         weakref.finalize(self, _release_all, ids)
 
@@ -36,9 +99,7 @@ class Handle:
         """Set the extra state on an unpickled handle (override)."""
 
     def __reduce__(self) -> tuple[object, ...]:
-        for i in self._ids:
-            _native.retain(i)  # owned by the pickle until it is loaded
-        return (_adopt, (type(self), self._ids, self._state()))
+        return (_load, (type(self), self._ids, self._state(), carry(self._ids)))
 
 
 def _release_all(ids: tuple[int, ...]) -> None:
@@ -46,8 +107,11 @@ def _release_all(ids: tuple[int, ...]) -> None:
         _native.release(i)
 
 
-def _adopt(cls: type[Handle], ids: tuple[int, ...], state: tuple[object, ...]) -> Handle:
+def _load(cls: type[Handle], ids: tuple[int, ...], state: tuple[object, ...], pinned: bool) -> Handle:
     self = cls.__new__(cls)
+    for i in ids:
+        _native.retain(i)
+    landed(ids, pinned)
     self._own(*ids)
     self._restore(state)
     return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import marshal
+import os
 import pickle
 import sys
 import threading
@@ -24,6 +25,7 @@ from ._exceptions import (
     QueueError,
     QueueFull,
 )
+from ._handles import carry, landed, release_pins
 from ._transport import describe, dumps, loads, main_hint
 
 __all__ = (
@@ -186,12 +188,16 @@ class Interpreter:
                 shared[name] = value
             else:
                 pickled[name] = value
+        pins: tuple[int, ...] = ()
         if pickled:
-            tag, data = dumps(pickled)
+            tag, data, pins = dumps(pickled)
             shared["_mg_ns"] = data
-        self._ensure_ready()
-        source = "globals().update(_mg_worker.loads(0, _mg_ns))\ndel _mg_ns\n" if pickled else "pass"
-        _run(self._id, source, shared)
+        try:
+            self._ensure_ready()
+            source = "globals().update(_mg_worker.loads(0, _mg_ns))\ndel _mg_ns\n" if pickled else "pass"
+            _run(self._id, source, shared)
+        finally:
+            release_pins(pins)  # loaded there by now, or never will be
 
     def _ensure_ready(self) -> None:
         if self._id == _backend.get_current()[0]:
@@ -237,12 +243,16 @@ class Interpreter:
             NotShareableError: the callable, an argument or the result cannot cross.
             ExecutionFailed: the call raised.
         """
-        tag, data = dumps((callable, args, kwargs))
-        self._ensure_ready()
+        tag, data, pins = dumps((callable, args, kwargs))
+        try:
+            self._ensure_ready()
+        except BaseException:
+            release_pins(pins)
+            raise
         inbox = _native.chan_create(0)
         reply = _native.chan_create(0)
         try:
-            _native.chan_put(inbox, data, tag, 0)
+            _native.chan_put(inbox, data, tag, 0, pins)  # the item owns the pins now
             _run(self._id, _CALL, {"_mg_in": inbox, "_mg_reply": reply})
             item = _native.chan_get(reply, 0)
         finally:
@@ -250,10 +260,13 @@ class Interpreter:
             _native.release(reply)
         if item is None:
             raise InterpreterError(f"interpreter {self._id} returned no result")
-        answer = pickle.loads(item[1])
-        if answer[0]:
-            return loads(answer[1], answer[2])
-        raise ExecutionFailed(answer[1])
+        try:
+            answer = pickle.loads(item[1])
+            if answer[0]:
+                return loads(answer[1], answer[2])
+            raise ExecutionFailed(answer[1])
+        finally:
+            release_pins(item[2])
 
     def call_in_thread(self, callable: Callable[..., Any], /, *args: Any, **kwargs: Any) -> threading.Thread:  # noqa: A002
         """Start a thread that calls ``callable(*args, **kwargs)`` in the interpreter.
@@ -312,6 +325,26 @@ def _close_quietly(interp_id: int) -> None:
         _destroy(interp_id)
     except InterpreterError:
         _forget(interp_id)
+
+
+def _warn_before_fork() -> None:
+    count = len(_backend.list_all()) - 1
+    if count > 0:
+        import warnings
+
+        warnings.warn(
+            f"manygil: os.fork() while this process runs {count} interpreter{'s' * (count > 1)} "
+            "besides the main one: the child process will die at once (Fatal Python error: "
+            "PyThreadState_Get), because CPython cannot fork a process that has subinterpreters; "
+            "fork before creating interpreters, or use multiprocessing's 'forkserver' or 'spawn' "
+            "start method (ProcessPoolExecutor(mp_context=multiprocessing.get_context('forkserver')))",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_warn_before_fork)
 
 
 @atexit.register
@@ -402,8 +435,7 @@ class Queue:
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
-        _native.retain(self._id)  # owned by the pickle until it is loaded
-        return (_queue_from_transit, (self._id,))
+        return (_queue_from_transit, (self._id, carry((self._id,))))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._id})"
@@ -445,8 +477,14 @@ class Queue:
         """
         _check_timeout(timeout)
         _check_unbound(unbounditems)
-        tag, data = dumps(obj)
-        if not _native.chan_put(self._id, data, tag, timeout if block else 0):
+        tag, data, pins = dumps(obj)
+        try:
+            put = _native.chan_put(self._id, data, tag, timeout if block else 0, pins)
+        except BaseException:
+            release_pins(pins)
+            raise
+        if not put:
+            release_pins(pins)
             raise QueueFull(f"queue {self._id} is full")
 
     def put_nowait(self, obj: object, *, unbounditems: object = None) -> None:
@@ -463,19 +501,24 @@ class Queue:
         item = _native.chan_get(self._id, timeout if block else 0)
         if item is None:
             raise QueueEmpty(f"queue {self._id} is empty")
-        return loads(*item)
+        tag, data, pins = item
+        try:
+            return loads(tag, data)
+        finally:
+            release_pins(pins)
 
     def get_nowait(self) -> Any:
         """Remove and return the oldest item or raise ``QueueEmpty`` at once."""
         return self.get(block=False)
 
 
-def _queue_from_transit(qid: int) -> Queue:
+def _queue_from_transit(qid: int, pinned: bool = False) -> Queue:
     known = Queue._known.get(qid)
-    if known is not None:
-        _native.release(qid)  # this interpreter already holds a reference
-        return known
-    return Queue._adopt(qid)
+    if known is None:
+        _native.retain(qid)
+        known = Queue._adopt(qid)
+    landed((qid,), pinned)
+    return known
 
 
 def create_queue(maxsize: int = 0, *, unbounditems: object = UNBOUND) -> Queue:

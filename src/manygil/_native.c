@@ -35,6 +35,10 @@ typedef struct item {
     char *data;
     Py_ssize_t len;
     int tag;
+    /* Registry references the item owns (objects pickled inside it): handed to the
+     * getter with the item, released here if the item is never taken. */
+    int64_t *pins;
+    Py_ssize_t npins;
 } item;
 
 typedef struct entry {
@@ -128,13 +132,24 @@ new_entry(int kind)
     return e;
 }
 
+static void release_id(int64_t id);
+
+static void
+free_item(item *it)
+{
+    for (Py_ssize_t i = 0; i < it->npins; i++) {
+        release_id(it->pins[i]);
+    }
+    PyMem_RawFree(it);   /* the item, its pins and its bytes are one allocation */
+}
+
 static void
 free_entry(entry *e)
 {
     item *it = e->head;
     while (it != NULL) {
         item *next = it->next;
-        PyMem_RawFree(it);   /* the item and its bytes are one allocation */
+        free_item(it);       /* never taken: its pins go with it */
         it = next;
     }
     if (e->mem != NULL) {
@@ -200,6 +215,21 @@ release_entry(entry *e)
     pthread_mutex_unlock(&reg_mu);
     if (dead) {
         free_entry(e);
+    }
+}
+
+/* Drop one reference to an id, if it is still live (no exception either way). */
+static void
+release_id(int64_t id)
+{
+    pthread_mutex_lock(&reg_mu);
+    entry *e = *BUCKET(id);
+    while (e != NULL && e->id != id) {
+        e = e->next;
+    }
+    pthread_mutex_unlock(&reg_mu);
+    if (e != NULL) {
+        release_entry(e);
     }
 }
 
@@ -430,36 +460,51 @@ chan_create(PyObject *mod, PyObject *arg)
     return PyLong_FromLongLong(e->id);
 }
 
-/* chan_put(id, data, tag, timeout) -> bool (False: still full at the deadline) */
+/* chan_put(id, data, tag, timeout, pins=()) -> bool (False: still full at the deadline).
+ * pins: ids whose references the caller hands over to the item (see item). */
 static PyObject *
 chan_put(PyObject *mod, PyObject *args)
 {
     long long id;
     Py_buffer buf;
     int tag;
-    PyObject *timeout_obj;
+    PyObject *timeout_obj, *pins_obj = NULL;
     double timeout;
-    if (!PyArg_ParseTuple(args, "Ly*iO:chan_put", &id, &buf, &tag, &timeout_obj)) {
+    if (!PyArg_ParseTuple(args, "Ly*iO|O!:chan_put", &id, &buf, &tag, &timeout_obj,
+                          &PyTuple_Type, &pins_obj)) {
         return NULL;
     }
     if (parse_timeout(timeout_obj, &timeout) < 0) {
         PyBuffer_Release(&buf);
         return NULL;
     }
-    item *it = PyMem_RawMalloc(sizeof(item) + (buf.len > 0 ? buf.len : 1));
+    Py_ssize_t npins = pins_obj != NULL ? PyTuple_GET_SIZE(pins_obj) : 0;
+    size_t head = sizeof(item) + (size_t)npins * sizeof(int64_t);
+    item *it = PyMem_RawMalloc(head + (buf.len > 0 ? buf.len : 1));
     if (it == NULL) {
         PyBuffer_Release(&buf);
         return PyErr_NoMemory();
     }
     it->next = NULL;
-    it->data = (char *)(it + 1);   /* one allocation for the item and its bytes */
+    it->pins = (int64_t *)(it + 1);
+    it->npins = 0;
+    for (Py_ssize_t i = 0; i < npins; i++) {
+        long long pin = PyLong_AsLongLong(PyTuple_GET_ITEM(pins_obj, i));
+        if (pin == -1 && PyErr_Occurred()) {
+            PyBuffer_Release(&buf);
+            PyMem_RawFree(it);
+            return NULL;
+        }
+        it->pins[i] = pin;
+    }
+    it->data = (char *)it + head;   /* one allocation for the item, its pins and bytes */
     memcpy(it->data, buf.buf, buf.len);
     it->len = buf.len;
     it->tag = tag;
     PyBuffer_Release(&buf);
     entry *e = acquire_entry(id, KIND_CHAN);
     if (e == NULL) {
-        PyMem_RawFree(it);
+        PyMem_RawFree(it);   /* the caller still owns the pins */
         return NULL;
     }
     if (e->maxsize > 0) {
@@ -473,6 +518,7 @@ chan_put(PyObject *mod, PyObject *args)
             Py_RETURN_FALSE;
         }
     }
+    it->npins = npins;   /* from here on the item owns them */
     pthread_mutex_lock(&e->mu);
     if (e->tail == NULL) {
         e->head = e->tail = it;
@@ -488,7 +534,8 @@ chan_put(PyObject *mod, PyObject *args)
     Py_RETURN_TRUE;
 }
 
-/* chan_get(id, timeout) -> (tag, bytes) or None at the deadline */
+/* chan_get(id, timeout) -> (tag, bytes, pins) or None at the deadline; the caller
+ * owns the pins (a tuple of ids) and releases them once it has loaded the bytes. */
 static PyObject *
 chan_get(PyObject *mod, PyObject *args)
 {
@@ -526,12 +573,26 @@ chan_get(PyObject *mod, PyObject *args)
     }
     release_entry(e);
     PyObject *data = PyBytes_FromStringAndSize(it->data, it->len);
-    int tag = it->tag;
-    PyMem_RawFree(it);
-    if (data == NULL) {
+    PyObject *pins = PyTuple_New(it->npins);
+    if (data == NULL || pins == NULL) {
+        Py_XDECREF(data);
+        Py_XDECREF(pins);
+        free_item(it);
         return NULL;
     }
-    return Py_BuildValue("(iN)", tag, data);
+    for (Py_ssize_t i = 0; i < it->npins; i++) {
+        PyObject *pin = PyLong_FromLongLong(it->pins[i]);
+        if (pin == NULL) {
+            Py_DECREF(data);
+            Py_DECREF(pins);
+            free_item(it);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pins, i, pin);
+    }
+    int tag = it->tag;
+    PyMem_RawFree(it);   /* the pins now belong to the caller */
+    return Py_BuildValue("(iNN)", tag, data, pins);
 }
 
 static PyObject *
@@ -1501,8 +1562,8 @@ static PyMethodDef native_methods[] = {
     {"refcount", native_refcount, METH_O, "refcount(id) -> int (0 once freed)."},
     {"live", native_live, METH_NOARGS, "live() -> counts of live objects by kind."},
     {"chan_create", chan_create, METH_O, "chan_create(maxsize) -> id"},
-    {"chan_put", chan_put, METH_VARARGS, "chan_put(id, data, tag, timeout) -> bool"},
-    {"chan_get", chan_get, METH_VARARGS, "chan_get(id, timeout) -> (tag, bytes) | None"},
+    {"chan_put", chan_put, METH_VARARGS, "chan_put(id, data, tag, timeout, pins=()) -> bool"},
+    {"chan_get", chan_get, METH_VARARGS, "chan_get(id, timeout) -> (tag, bytes, pins) | None"},
     {"chan_info", chan_info, METH_O, "chan_info(id) -> (count, maxsize)"},
     {"sync_create", sync_create, METH_VARARGS, "sync_create(value, limit) -> id"},
     {"sync_acquire", sync_acquire, METH_VARARGS, "sync_acquire(id, timeout) -> bool"},

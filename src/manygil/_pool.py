@@ -38,6 +38,7 @@ from typing import Any, TextIO
 
 from . import _backend, _native, _output, _tracebacks, _worker
 from ._exceptions import BrokenInterpreterPool, RemoteError, RemoteTraceback
+from ._handles import release_pins
 from ._interpreters import bootstrap
 from ._transport import describe, dumps
 
@@ -57,8 +58,34 @@ def _python_exit() -> None:
     global _global_shutdown
     with _global_lock:
         _global_shutdown = True
-    for state in list(_pools):
+    states = list(_pools)
+    for state in states:
         state.shutdown(wait=True, cancel_futures=False)
+    # A worker abandoned in C still runs inside its interpreter, and CPython cannot
+    # finalize an interpreter with a running thread (3.13 waits forever, 3.12 aborts).
+    # Give each one its pool's grace period once more, then leave without finalizing.
+    stuck = [line for state in states for line in state.join_abandoned(state.grace)]
+    if stuck:
+        _exit_without_finalizing(stuck)
+
+
+def _exit_without_finalizing(stuck: list[str]) -> None:
+    import atexit
+
+    sys.stderr.write(
+        "manygil: exiting with status 1 without finalizing the interpreter: "
+        + "; ".join(stuck)
+        + ". CPython cannot finalize an interpreter while one of its threads still runs; "
+        "atexit handlers ran and the standard streams were flushed. Give such tasks a way "
+        "to return (a timeout on the blocking call) to exit normally.\n"
+    )
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream: nothing left to save
+            pass
+    os._exit(1)
 
 
 # Like ThreadPoolExecutor: finish the work in flight before non-daemon threads are
@@ -93,15 +120,29 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
 
 
 class _Item:
-    __slots__ = ("fn", "future", "payload", "started", "timeout", "worker")
+    """A submitted task.  It owns its payload's pins (see ``_handles``): they are
+    released when the item is dropped, which happens only once no worker can load the
+    payload any more (its result arrived, its worker is gone, or it never started)."""
 
-    def __init__(self, future: InterpreterFuture, payload: bytes, timeout: float | None, fn: object) -> None:
+    __slots__ = ("fn", "future", "payload", "pins", "started", "timeout", "worker")
+
+    def __init__(
+        self, future: InterpreterFuture, payload: bytes, pins: tuple[int, ...], timeout: float | None, fn: object
+    ) -> None:
         self.future = future
         self.payload = payload
+        self.pins = pins
         self.timeout = timeout
         self.worker: _WorkerHandle | None = None
         self.fn = fn
         self.started = False
+
+    def drop(self, release_pins: Callable[[tuple[int, ...]], None] = release_pins) -> None:
+        """Release the payload's pins now (no worker will load it)."""
+        pins, self.pins = self.pins, ()
+        release_pins(pins)
+
+    __del__ = drop
 
     @property
     def label(self) -> str:
@@ -124,7 +165,7 @@ class _WorkerHandle:
         self.done = 0
         self.sent_at = 0.0  # when its current batch was handed over
         self.interp_id = -1
-        self.state = "starting"  # starting | idle | busy | retiring | abandoned
+        self.state = "starting"  # starting | idle | busy | renewing | retiring | abandoned
 
     def wake(self, batch: bytes) -> None:
         """Hand a batch (or the stop message) to a worker that waits on its inbox."""
@@ -139,8 +180,12 @@ class _WorkerHandle:
         return out
 
     def running_now(self) -> int:
-        """The id of the task the worker is running (or ran last)."""
-        return int(_native.sync_get(self.started)[0])
+        """The id of the task the worker is running now, or 0."""
+        return max(0, int(_native.sync_get(self.started)[0]))
+
+    def last_started(self) -> int:
+        """The id of the last task the worker started (running or finished)."""
+        return abs(int(_native.sync_get(self.started)[0]))
 
     def release(self) -> None:
         for obj in (self.inbox, self.results, self.control, self.started):
@@ -163,23 +208,29 @@ def _rebuild_exception(status: int, payload: bytes) -> BaseException:
     return exc  # type: ignore[no-any-return]
 
 
-def _resolve(item: _Item, status: int, payload: bytes) -> None:
-    future = item.future
-    if future.done():
-        return  # timed out or cancelled while it ran
+def _resolve(item: _Item | None, record: bytes) -> None:
+    """Settle a task's future from its result record (``_worker.pack`` after the task
+    id); the record's pins are released whether or not it is loaded."""
+    status, payload, pins = _worker.unpack(record, 8)
     try:
-        if status == _worker.OK:
-            future.set_result(pickle.loads(payload))
-        elif status == _worker.INTERRUPTED:
-            future.set_exception(CancelledError(f"task {item.label} was interrupted"))
-        else:
-            future.set_exception(_rebuild_exception(status, payload))
-    except Exception as exc:  # noqa: BLE001 - e.g. the result does not unpickle here
-        if not future.done():
-            try:
-                future.set_exception(exc)
-            except Exception:  # noqa: BLE001 - cancelled in between
-                pass
+        if item is None or item.future.done():
+            return  # timed out or cancelled while it ran: nobody wants the result
+        future = item.future
+        try:
+            if status == _worker.OK:
+                future.set_result(pickle.loads(payload))
+            elif status == _worker.INTERRUPTED:
+                future.set_exception(CancelledError(f"task {item.label} was interrupted"))
+            else:
+                future.set_exception(_rebuild_exception(status, payload))
+        except BaseException as exc:  # noqa: BLE001 - the result does not load here (even SystemExit)
+            if not future.done():
+                try:
+                    future.set_exception(exc)
+                except Exception:  # noqa: BLE001 - cancelled in between
+                    pass
+    finally:
+        release_pins(pins)
 
 
 class _PoolState:
@@ -193,6 +244,7 @@ class _PoolState:
         self,
         max_workers: int,
         init: bytes,
+        init_pins: tuple[int, ...],
         max_tasks_per_worker: int | None,
         own_gil: bool,
         grace_period: float,
@@ -204,6 +256,7 @@ class _PoolState:
         self.forward_output = forward_output
         self.max_workers = max_workers
         self.init = init
+        self.init_pins = init_pins  # every worker loads init; released with the pool state
         self.max_tasks = max_tasks_per_worker
         self.own_gil = own_gil
         self.grace = grace_period
@@ -222,8 +275,18 @@ class _PoolState:
         self.leaving = 0  # workers in self.workers that are retiring or abandoned
         self.task_time: float | None = None  # running average of one task's time, seconds
         self.deadlines: list[tuple[float, int, int]] = []
-        self.watch = threading.Condition(self.lock)
+        self.watch = threading.Condition(self.lock)  # the watchdog waits on it
+        self.changed = threading.Condition(self.lock)  # a worker exited or was abandoned
+        self.exited: list[threading.Thread] = []
         _pools.add(self)
+
+    def drop_init(self, release_pins: Callable[[tuple[int, ...]], None] = release_pins) -> None:
+        """Release the initargs' pins: no worker will start again (lock held or unshared)."""
+        pins, self.init_pins = self.init_pins, ()
+        release_pins(pins)
+
+    # Worker threads hold the state while they run: none can load init any more.
+    __del__ = drop_init
 
     # ------------------------------------------------------------ submitting
 
@@ -328,6 +391,26 @@ class _PoolState:
     # ------------------------------------------------------------ worker threads
 
     def _run_worker(self, worker: _WorkerHandle) -> None:
+        """A worker thread: one interpreter after another (``max_tasks_per_worker``
+        renews it on the same thread: 3.12 cannot start threads at exit), then gone."""
+        while True:
+            error = self._run_interpreter(worker)
+            with self.lock:
+                renew = worker.state == "renewing" and not error and self.broken is None
+                if renew and self.shutting_down and not self.pending:
+                    renew = False
+                    self._leave(worker, "retiring")
+                if renew:
+                    worker.state = "starting"
+                    worker.done = 0
+                    _native.sync_set(worker.started, 0)
+            if not renew:
+                break
+        self._worker_exited(worker, error)
+        worker.release()
+
+    def _run_interpreter(self, worker: _WorkerHandle) -> str:
+        """Create the worker's interpreter, serve in it, destroy it; what went wrong."""
         error = ""
         interp_id = None
         try:
@@ -359,11 +442,11 @@ class _PoolState:
                     _backend.destroy(interp_id)
                 except Exception as exc:  # noqa: BLE001
                     error = error or f"cannot close interpreter {interp_id}: {exc}"
-            self._worker_exited(worker, error)
-            worker.release()
+        return error
 
-    def _take(self, worker: _WorkerHandle, records: list[bytes]) -> list[tuple[_Item, int, bytes]]:
-        """Match result records with their items (lock held)."""
+    def _take(self, worker: _WorkerHandle, records: list[bytes]) -> list[tuple[_Item | None, bytes]]:
+        """Match result records with their items (lock held); give each to ``_resolve``
+        (without the lock), which also releases what an orphan record holds."""
         done = []
         for record in records:
             tid = int.from_bytes(record[:8], "little")
@@ -373,8 +456,7 @@ class _PoolState:
             elif tid in worker.tids:
                 worker.tids.remove(tid)
             worker.done += 1
-            if item is not None:
-                done.append((item, record[8], record[9:]))
+            done.append((item, record))
         return done
 
     def _deliver(self, worker: _WorkerHandle, last: bytes) -> bytes | None:
@@ -393,14 +475,12 @@ class _PoolState:
             if worker.state == "abandoned":
                 batch: bytes | None = _STOP
             elif self.max_tasks is not None and worker.done >= self.max_tasks:
-                self._leave(worker, "retiring")
+                worker.state = "renewing"  # a fresh interpreter on the same thread
                 batch = _STOP
-                if self.pending:
-                    self._maybe_start_worker()
             else:
                 batch = self._next_for(worker)
-        for item, status, payload in done:
-            _resolve(item, status, payload)
+        for item, record in done:
+            _resolve(item, record)
         return batch
 
     def _worker_event(self, worker: _WorkerHandle, event: bytes) -> bytes | None:
@@ -411,7 +491,11 @@ class _PoolState:
             with self.lock:
                 return self._next_for(worker)
         # INIT_FAILED: the worker returns by itself; the pool is broken.
-        cause = _rebuild_exception(event[1], event[2:])
+        status, payload, pins = _worker.unpack(event, 1)
+        try:
+            cause = _rebuild_exception(status, payload)
+        finally:
+            release_pins(pins)
         with self.lock:
             self._leave(worker, "retiring")
             failed = self._break("a worker's initializer raised; the pool is broken", cause)
@@ -446,6 +530,8 @@ class _PoolState:
         with self.lock:
             done = self._take(worker, records)
             del self.workers[worker.index]
+            if worker.thread is not None:
+                self.exited.append(worker.thread)  # for shutdown(wait=True) to join
             if worker.state in ("retiring", "abandoned"):
                 self.leaving -= 1
             if worker in self.idle:
@@ -458,11 +544,15 @@ class _PoolState:
             if worker.state == "starting" and error:
                 # The interpreter could not even start: trying again would loop.
                 failed += self._break(f"a worker interpreter could not start: {error}", RuntimeError(error))
-            elif self.pending and not self.shutting_down and self.broken is None:
+            elif self.pending and self.broken is None:
+                # Also while shutting down: pending tasks still run unless cancelled.
                 self._maybe_start_worker()
+            if self.shutting_down and not self.workers:
+                self.drop_init()  # no worker will start again
             self.watch.notify_all()
-        for item, status, payload in done:
-            _resolve(item, status, payload)
+            self.changed.notify_all()
+        for item, record in done:
+            _resolve(item, record)
         self._fail(failed)
 
     # ------------------------------------------------------------ time limits
@@ -550,14 +640,15 @@ class _PoolState:
                 new = next(self.tids)
                 moved.future._tid = new
                 self.pending.appendleft((new, moved))
-        if self.pending and not self.shutting_down:
-            self._maybe_start_worker()
+        if self.pending and self.broken is None:
+            self._maybe_start_worker()  # also while shutting down: pending tasks still run
         self.watch.notify_all()
+        self.changed.notify_all()
         if done:
             self.lock.release()
             try:
-                for finished, status, payload in done:
-                    _resolve(finished, status, payload)
+                for finished, record in done:
+                    _resolve(finished, record)
             finally:
                 self.lock.acquire()
 
@@ -572,8 +663,8 @@ class _PoolState:
                 self.pending.clear()
                 for worker in self.workers.values():
                     # Tasks handed over in a batch but not started yet are revoked too.
-                    now_running = worker.running_now()
-                    cancelled += [self.running[t].future for t in worker.tids if t != now_running and t in self.running]
+                    last = worker.last_started()
+                    cancelled += [self.running[t].future for t in worker.tids if t > last and t in self.running]
             if not self.pending:
                 for worker in self.idle:
                     self._leave(worker, "retiring")
@@ -581,15 +672,40 @@ class _PoolState:
                 self.idle.clear()
             # Busy and starting workers get the stop message when they next ask for work.
             self.watch.notify_all()
-            threads = [w.thread for w in self.workers.values() if w.state != "abandoned"]
-            threads.append(self.watchdog)
         for future in cancelled:
             future.cancel()
         if wait:
+            # Until no worker is left but abandoned ones: a worker that retires
+            # (max_tasks_per_worker) or is abandoned may start a replacement meanwhile.
             me = threading.current_thread()
+            with self.lock:
+                while any(w.state != "abandoned" and w.thread is not me for w in self.workers.values()):
+                    self.changed.wait()
+                threads = [self.watchdog, *self.exited]
+                self.exited.clear()
             for thread in threads:
                 if thread is not None and thread is not me:
-                    thread.join()
+                    thread.join()  # each has left its loop: this is only its last steps
+
+    def join_abandoned(self, timeout: float) -> list[str]:
+        """Wait up to ``timeout`` for abandoned workers to come back from C; what still runs."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            left = [w for w in self.workers.values() if w.state == "abandoned"]
+        stuck = []
+        for worker in left:
+            if worker.thread is not None:
+                worker.thread.join(max(0.0, deadline - time.monotonic()))
+                if worker.thread.is_alive():
+                    stuck.append(f"{worker.thread.name} is still stuck in a task it was abandoned in")
+        return stuck
+
+    def cancel_all(self) -> None:
+        """Cancel every task, pending or running (leaving a ``with`` block by Ctrl-C)."""
+        with self.lock:
+            futures = [item.future for _, item in self.pending] + [item.future for item in self.running.values()]
+        for future in futures:
+            future.cancel()
 
 
 def _chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[list[tuple[Any, ...]]]:
@@ -646,13 +762,14 @@ class InterpreterPoolExecutor(Executor):
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         _check_timeout("task_timeout", task_timeout)
-        init = b""
+        init, init_pins = b"", ()
         if initializer is not None:
-            init = dumps((initializer, tuple(initargs)))[1]
+            _, init, init_pins = dumps((initializer, tuple(initargs)))
         self._timeout = task_timeout
         self._state = _PoolState(
             max_workers,
             init,
+            init_pins,
             max_tasks_per_worker,
             not shared_gil,
             grace_period,
@@ -679,10 +796,15 @@ class InterpreterPoolExecutor(Executor):
     ) -> InterpreterFuture:
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {describe(fn)}")
-        payload = dumps((fn, args, kwargs))[1]  # a tuple: always a pickle
+        _, payload, pins = dumps((fn, args, kwargs))  # a tuple: always a pickle
         future = InterpreterFuture()
         future._state_ref = self._state_ref
-        self._state.submit(_Item(future, payload, timeout, fn))
+        item = _Item(future, payload, pins, timeout, fn)
+        try:
+            self._state.submit(item)
+        except BaseException:
+            item.drop()  # now, not when the traceback that holds it is collected
+            raise
         return future
 
     def with_timeout(self, seconds: float | None) -> _TimedSubmitter:
@@ -752,6 +874,15 @@ class InterpreterPoolExecutor(Executor):
         """Stop the pool: pending tasks still run unless ``cancel_futures``; with ``wait``
         return once every worker interpreter is closed."""
         self._state.shutdown(wait, cancel_futures)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        """Leaving the block waits for the tasks; leaving it by Ctrl-C (``KeyboardInterrupt``)
+        cancels them all, running ones included, so that the program stops promptly."""
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self._state.cancel_all()
+            self._state.shutdown(True, True)
+        else:
+            self._state.shutdown(True, False)
 
 
 class _TimedSubmitter:

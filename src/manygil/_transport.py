@@ -24,6 +24,7 @@ import types
 from typing import Any
 
 from ._exceptions import NotShareableError
+from ._handles import collect
 
 TAG_PICKLE = 0
 TAG_BYTES = 1
@@ -131,17 +132,29 @@ def _not_picklable(obj: object, error: Exception) -> str:
     )
 
 
-def dumps(obj: object) -> tuple[int, bytes]:
-    """Encode a value for another interpreter.
+_NO_PINS: tuple[int, ...] = ()
+
+
+def dumps(obj: object) -> tuple[int, bytes, tuple[int, ...]]:
+    """Encode a value for another interpreter: ``(tag, data, pins)``.
+
+    ``pins`` are the references that manygil objects inside the value hold for the
+    trip (see ``_handles``); the caller owns them and releases them (or hands them to
+    a channel item) once the data has been loaded, or will never be.
 
     Raises:
         NotShareableError: the value cannot be pickled; the message says how to fix it.
     """
     tp = type(obj)
     if tp is bytes:
-        return TAG_BYTES, obj  # type: ignore[return-value]
+        return TAG_BYTES, obj, _NO_PINS  # type: ignore[return-value]
     if tp is str:
-        return TAG_STR, obj.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
+        return TAG_STR, obj.encode("utf-8", "surrogatepass"), _NO_PINS  # type: ignore[attr-defined]
+    (tag, data), pins = collect(_encode, obj)
+    return tag, data, pins
+
+
+def _encode(obj: object) -> tuple[int, bytes]:
     try:
         data = pickle.dumps(obj, protocol=5)
     except Exception as exc:

@@ -26,6 +26,7 @@ import types
 
 from . import _native
 from ._excinfo import ExcInfo
+from ._handles import collect
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ READY = 4           # the worker is up (task id 0)
 INIT_FAILED = 5     # the initializer raised (task id 0); payload as RAISED
 OUTPUT = 6          # event: [kind][payload]: what a task wrote, for the caller's streams
 OUT_STDOUT, OUT_STDERR, OUT_LOG = 1, 2, 3
+PINNED = 0x80       # status flag: [2-byte n][n 8-byte ids] precede the payload: the
+                    # references the payload's manygil objects hold (see _handles)
 _EVENT = bytes(8)   # the task id of events: results always have a task id > 0
 
 _user_main: types.ModuleType | None = None
@@ -246,12 +249,16 @@ def loads(tag: int, data: bytes) -> Any:
 
 def call_once(inbox: int, reply: int) -> None:
     """Run one pickled call from ``inbox``; reply ``(True, value)`` or ``(False, ExcInfo)``."""
+    from ._handles import release_pins
     from ._transport import dumps
 
     item = _native.chan_get(inbox, 0)
     assert item is not None
     try:
-        fn, args, kwargs = loads(*item)
+        try:
+            fn, args, kwargs = loads(item[0], item[1])
+        finally:
+            release_pins(item[2])
         try:
             result = fn(*args, **kwargs)
         finally:
@@ -261,12 +268,12 @@ def call_once(inbox: int, reply: int) -> None:
         _native.chan_put(reply, pickle.dumps((False, info)), TAG_PICKLE, None)
         return
     try:
-        tag, data = dumps(result)
+        tag, data, pins = dumps(result)
     except BaseException as exc:
         info = _excinfo(exc, 0)
         _native.chan_put(reply, pickle.dumps((False, info)), TAG_PICKLE, None)
         return
-    _native.chan_put(reply, pickle.dumps((True, tag, data)), TAG_PICKLE, None)
+    _native.chan_put(reply, pickle.dumps((True, tag, data)), TAG_PICKLE, None, pins)
 
 
 # ---------------------------------------------------------------------- the pool loop
@@ -275,7 +282,26 @@ def call_once(inbox: int, reply: int) -> None:
 _REFUSED = "does not support loading in subinterpreters"
 
 
-def _pack_error(exc: BaseException) -> tuple[int, bytes]:
+def pack(status: int, data: bytes, pins: tuple[int, ...]) -> bytes:
+    """A status byte and its payload, with the payload's pins when it has any."""
+    if not pins:
+        return bytes((status,)) + data
+    ids = b"".join(i.to_bytes(8, "little") for i in pins)
+    return bytes((status | PINNED,)) + len(pins).to_bytes(2, "little") + ids + data
+
+
+def unpack(record: bytes | memoryview, at: int = 0) -> tuple[int, bytes | memoryview, tuple[int, ...]]:
+    """``(status, payload, pins)`` of a record made by :func:`pack` from offset ``at``."""
+    status = record[at]
+    if not status & PINNED:
+        return status, record[at + 1 :], ()
+    n = int.from_bytes(record[at + 1 : at + 3], "little")
+    start = at + 3
+    pins = tuple(int.from_bytes(record[start + 8 * k : start + 8 * k + 8], "little") for k in range(n))
+    return status & ~PINNED, record[start + 8 * n :], pins
+
+
+def _pack_error(exc: BaseException) -> bytes:
     if isinstance(exc, ImportError) and _REFUSED in str(exc):
         name = exc.name or str(exc).split()[1]  # "module X does not support ..."
         exc.add_note(
@@ -286,9 +312,14 @@ def _pack_error(exc: BaseException) -> tuple[int, bytes]:
     info = pickle.dumps(_excinfo(exc, 1), protocol=5)
     exc.__traceback__ = None
     try:
-        return RAISED, len(info).to_bytes(4, "little") + info + pickle.dumps(exc, protocol=5)
+        data, pins = collect(_dump5, exc)
     except Exception:
-        return RAISED_INFO, info
+        return bytes((RAISED_INFO,)) + info
+    return pack(RAISED, len(info).to_bytes(4, "little") + info + data, pins)
+
+
+def _dump5(obj: object) -> bytes:
+    return pickle.dumps(obj, protocol=5)
 
 
 def run_chunk(fn: Any, chunk: list[tuple[Any, ...]]) -> list[Any]:
@@ -379,8 +410,8 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
     ``results`` channel as soon as it is known; after the batch, ``call_home`` tells the
     pool (in the main interpreter, on this same thread) to collect them, and answers
     with the next batch, or ``None``: wait on ``inbox``.  ``started`` (a sync value)
-    holds the id of the task running now, so the pool can tell a task stuck in C from
-    one that has not started yet.
+    holds the id of the task running now, or minus the last one once it finished, so
+    the pool can tell a task stuck in C from one that has finished or not started yet.
     """
     get = _native.chan_get
     put = _native.chan_put
@@ -397,7 +428,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
         # Called with current.lock held: no interrupt can be requested after this,
         # and one already requested but not yet raised is dropped.
         current.tid = 0
-        mark(started, 0)
+        mark(started, -current.last)  # finished: not running, but started
         clear(me, None)
 
     try:
@@ -406,8 +437,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                 fn, args = pickle.loads(init)
                 fn(*args)
             except BaseException as exc:
-                status, payload = _pack_error(exc)
-                home(_EVENT + bytes((INIT_FAILED, status)) + payload)
+                home(_EVENT + bytes((INIT_FAILED,)) + _pack_error(exc))
                 return
         batch = home(_EVENT + bytes((READY,)))
         while True:
@@ -441,11 +471,11 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         with current.lock:
                             finished()
                         try:
-                            out = head + b"\x00" + pickle.dumps(result, protocol=5)
+                            data, pins = collect(_dump5, result)
+                            out = head + (b"\x00" + data if not pins else pack(OK, data, pins))
                         except BaseException as exc:
-                            status, payload = _pack_error(exc)
-                            out = head + bytes((status,)) + payload
-                        result = None
+                            out = head + _pack_error(exc)
+                        result = data = None
                     except TaskInterrupted:
                         with current.lock:
                             finished()
@@ -454,8 +484,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         fn = args = kwargs = task = None
                         with current.lock:
                             finished()
-                        status, payload = _pack_error(exc)
-                        out = head + bytes((status,)) + payload
+                        out = head + _pack_error(exc)
                 except TaskInterrupted:
                     # Raised between the task's end and the lock: report it as interrupted.
                     with current.lock:

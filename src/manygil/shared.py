@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import _native
-from ._handles import Handle
+from ._handles import Handle, carry, landed
 
 __all__ = ("SharedArray", "SharedBuffer", "SharedValue")
 
@@ -57,7 +57,7 @@ class SharedBuffer(_native.BlockView):  # type: ignore[misc, name-defined]
 
     def readonly_view(self) -> SharedBuffer:
         """Another handle on the same memory whose buffers are read-only."""
-        return _adopt_block(self._live_id(), True, retain=True)
+        return _load_block(self._live_id(), True, True)
 
     def _live_id(self) -> int:
         if self.released:
@@ -66,20 +66,21 @@ class SharedBuffer(_native.BlockView):  # type: ignore[misc, name-defined]
 
     def __reduce__(self) -> tuple[Any, ...]:
         block = self._live_id()
-        _native.retain(block)  # owned by the pickle until it is loaded
-        return (_adopt_block, (block, bool(self.readonly)))
+        return (_load_block, (block, bool(self.readonly), carry((block,))))
 
     def __len__(self) -> int:
         return int(self.nbytes)
 
     def __getitem__(self, key: int | slice) -> Any:
         """``buf[i]`` is an int; ``buf[a:b]`` is a memoryview of the same memory."""
+        self._live_id()
         with memoryview(self) as view:
             if isinstance(key, slice):
                 return view[key]  # a view: keeps an export until it is released
             return view[key]
 
     def __setitem__(self, key: int | slice, value: Any) -> None:
+        self._live_id()
         with memoryview(self) as view:
             view[key] = value
 
@@ -106,6 +107,7 @@ class SharedBuffer(_native.BlockView):  # type: ignore[misc, name-defined]
             view[offset : offset + src.nbytes] = src
 
     def _check_range(self, offset: int, size: int) -> None:
+        self._live_id()
         n = len(self)
         if offset < 0 or size < 0 or offset + size > n:
             raise IndexError(
@@ -119,11 +121,10 @@ class SharedBuffer(_native.BlockView):  # type: ignore[misc, name-defined]
         return f"<SharedBuffer id={self.id} nbytes={self.nbytes}{ro}>"
 
 
-def _adopt_block(block: int, readonly: bool, retain: bool = False) -> SharedBuffer:
+def _load_block(block: int, readonly: bool, pinned: bool) -> SharedBuffer:
     buf = SharedBuffer.__new__(SharedBuffer)
     _native.BlockView.__init__(buf, block, readonly)  # takes a reference
-    if not retain:
-        _native.release(block)  # the one the pickle carried
+    landed((block,), pinned)
     return buf
 
 

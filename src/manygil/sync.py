@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _native
-from ._handles import Handle
+from ._handles import Handle, carry, landed
 
 __all__ = ("Barrier", "BoundedSemaphore", "BrokenBarrierError", "Condition", "Event", "Lock", "RLock", "Semaphore")
 
@@ -65,10 +65,12 @@ class _Context:
         self.release()
 
 
-def _adopt_sync(cls: type[_native.Sync], sid: int, state: tuple[object, ...]) -> _native.Sync:  # type: ignore[name-defined]
+def _load_sync(
+    cls: type[_native.Sync], sid: int, state: tuple[object, ...], pinned: bool  # type: ignore[name-defined]
+) -> _native.Sync:  # type: ignore[name-defined]
     obj = cls.__new__(cls)
     _native.Sync.__init__(obj, sid)  # takes a reference
-    _native.release(sid)  # the one the pickle carried
+    landed((sid,), pinned)
     obj._restore(state)
     return obj
 
@@ -90,8 +92,7 @@ class _SyncBase(_native.Sync):  # type: ignore[misc, name-defined]
         pass
 
     def __reduce__(self) -> tuple[object, ...]:
-        _native.retain(self.id)  # owned by the pickle until it is loaded
-        return (_adopt_sync, (type(self), self.id, self._state()))
+        return (_load_sync, (type(self), self.id, self._state(), carry((self.id,))))
 
 
 class Lock(_SyncBase):

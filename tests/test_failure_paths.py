@@ -1,0 +1,297 @@
+"""The paths a user hits when something goes wrong (issue 11), one test per failure.
+
+Every test here failed before its fix.  Nothing waits on the clock: a task that must
+be "running" or "stuck" waits on a queue or an event that the test controls.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from manygil import InterpreterPoolExecutor, _native
+from manygil import interpreters as I
+from manygil.interpreters import NotShareableError
+from manygil.shared import SharedBuffer, SharedValue
+from manygil.sync import Barrier, Lock
+
+from . import helpers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_script(source: str, timeout: float = 60, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source)],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kwargs,
+    )
+
+
+def refs(obj) -> int:
+    return _native.refcount(obj.id if hasattr(obj, "id") else obj._ids[0])
+
+
+# ------------------------------------------------------------ 1. shared objects in initargs
+
+
+@pytest.mark.parametrize("workers, per_worker", [(2, None), (1, 1)], ids=["2-workers", "replaced-workers"])
+def test_shared_objects_in_initargs_outlive_every_worker(workers, per_worker):
+    buf = SharedBuffer.from_bytes(b"A" * 1024)
+    value = SharedValue(7)
+    lock = Lock()
+    barrier = Barrier(workers)
+    with InterpreterPoolExecutor(
+        workers, initializer=helpers.init_worker, initargs=((buf, value, lock),), max_tasks_per_worker=per_worker
+    ) as pool:
+        # Every worker runs (and so loads initargs): they meet at the barrier.
+        assert sorted(pool.map(helpers.barrier_wait, [barrier] * workers)) == list(range(workers))
+        assert list(pool.map(helpers.add, range(4))) == [0, 1, 2, 3]  # more workers when replaced
+    assert bytes(buf[:4]) == b"AAAA"
+    assert value.value == 7 and value.add(1) == 8
+    assert lock.acquire(timeout=5)
+    lock.release()
+    assert refs(buf) == 1 and refs(value) == 1  # only ours are left
+
+
+# ------------------------------------------------------------ 2. payloads never loaded
+
+
+def test_a_task_cancelled_before_it_ran_frees_its_shared_arguments():
+    start = dict(_native.live())
+    q = I.create_queue()
+    with InterpreterPoolExecutor(1) as pool:
+        blocker = pool.submit(helpers.wait_on, q)
+        queued = [pool.submit(len, SharedBuffer(1 << 20)) for _ in range(5)]
+        assert all(f.cancel() for f in queued)
+        q.put("go")
+        assert blocker.result(timeout=30) == "go"
+    del q
+    assert _native.live() == start
+
+
+def test_shutdown_cancel_futures_frees_the_pending_tasks_shared_arguments():
+    start = dict(_native.live())
+    q, started = I.create_queue(), I.create_queue()
+    pool = InterpreterPoolExecutor(1)
+    blocker = pool.submit(helpers.signal_then_wait, started, q)
+    queued = [pool.submit(len, SharedBuffer(1 << 20)) for _ in range(5)]
+    started.get(timeout=30)
+    threading.Thread(target=q.put, args=("go",)).start()
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert blocker.result() == "go" and all(f.cancelled() for f in queued)
+    del q, started
+    assert _native.live() == start
+
+
+def test_a_result_nobody_wants_any_more_is_freed():
+    start = dict(_native.live())
+    started = I.create_queue()
+    with InterpreterPoolExecutor(1, grace_period=30) as pool:
+        future = pool.submit(helpers.returns_a_buffer_even_if_interrupted, started)
+        started.get(timeout=30)
+        assert future.cancel()  # the task catches the interrupt and returns a buffer anyway
+        assert pool.submit(helpers.add, 1).result(timeout=30) == 1  # after that result
+    del started
+    assert _native.live() == start
+
+
+def test_a_submit_that_fails_frees_what_it_had_pinned():
+    start = dict(_native.live())
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.raises(NotShareableError):
+            pool.submit(helpers.add, SharedBuffer(16), threading.Lock())
+        pool.shutdown()
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            pool.submit(len, SharedBuffer(16))
+    gc.collect()  # the tracebacks hold our own handles (the arguments), not the pins
+    assert _native.live() == start
+
+
+def test_queue_items_left_in_a_queue_free_their_shared_objects():
+    start = dict(_native.live())
+    q = I.create_queue()
+    q.put(SharedBuffer(1 << 20))
+    q.put([SharedValue(1), Lock()])
+    assert _native.live()["blocks"] == start["blocks"] + 1  # the queue holds the buffer
+    del q
+    assert _native.live() == start
+
+
+def test_a_shared_object_put_in_a_queue_several_times_lives_until_the_last_get():
+    buf = SharedBuffer.from_bytes(b"xyz")
+    q = I.create_queue()
+    for _ in range(3):
+        q.put(buf)
+    assert refs(buf) == 4
+    first = q.get(timeout=5)
+    assert first is not buf and bytes(first) == b"xyz"
+    del first, buf
+    rest = [q.get(timeout=5), q.get(timeout=5)]
+    assert [bytes(b) for b in rest] == [b"xyz", b"xyz"] and refs(rest[0]) == 2
+
+
+# ------------------------------------------------------------ 3, 4. no lost task
+
+
+def test_max_tasks_per_worker_runs_every_task_before_shutdown_returns():
+    pool = InterpreterPoolExecutor(1, max_tasks_per_worker=1)
+    futures = [pool.submit(helpers.current_interpreter_id) for _ in range(5)]
+    pool.shutdown(wait=True)
+    assert all(f.done() for f in futures)
+    assert len({f.result() for f in futures}) == 5  # one interpreter each
+
+
+def test_max_tasks_per_worker_runs_every_task_at_exit_without_shutdown():
+    proc = run_script("""
+        import sys
+        sys.path.insert(0, "tests")
+        import helpers
+        from manygil import InterpreterPoolExecutor
+        pool = InterpreterPoolExecutor(1, max_tasks_per_worker=1)
+        for i in range(5):
+            pool.submit(helpers.add, i).add_done_callback(lambda f: print("done", f.result(), flush=True))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.split()[1::2]) == ["0", "1", "2", "3", "4"]
+    assert proc.stderr == ""
+
+
+def test_pending_tasks_still_run_when_a_worker_is_abandoned_during_shutdown():
+    q = I.create_queue()
+    pool = InterpreterPoolExecutor(1, grace_period=0.1)
+    stuck = pool.with_timeout(0.1).submit(helpers.wait_on, q, 60)  # waits in C: abandoned
+    queued = [pool.submit(helpers.add, i) for i in range(3)]
+    pool.shutdown(wait=True)
+    assert isinstance(stuck.exception(), TimeoutError)
+    assert [f.result() for f in queued] == [0, 1, 2]
+    q.put("let the abandoned worker go")
+
+
+# ------------------------------------------------------------ 5. exit
+
+
+def test_exit_after_a_worker_was_abandoned_waits_for_it_to_come_back():
+    proc = run_script("""
+        import sys
+        sys.path.insert(0, "tests")
+        import helpers
+        from manygil import InterpreterPoolExecutor, interpreters
+        q = interpreters.create_queue()
+        pool = InterpreterPoolExecutor(1, grace_period=5)
+        try:
+            pool.with_timeout(0.2).submit(helpers.wait_on, q, 60).result()
+        except TimeoutError:
+            print("timed out", flush=True)
+        # The worker is stuck in C until the queue has an item: give it one as the
+        # program ends, after the pool gave up on the task.
+        import threading
+        threading._register_atexit(q.put, "bye")
+        pool.shutdown()
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "timed out\n" and "Fatal" not in proc.stderr
+
+
+def test_exit_with_a_worker_stuck_in_c_forever_says_so_and_exits():
+    proc = run_script("""
+        import atexit, sys
+        sys.path.insert(0, "tests")
+        import helpers
+        from manygil import InterpreterPoolExecutor, interpreters
+        atexit.register(print, "atexit ran")
+        q = interpreters.create_queue()
+        pool = InterpreterPoolExecutor(1, grace_period=0.2)
+        try:
+            pool.with_timeout(0.2).submit(helpers.wait_on, q, None).result()
+        except TimeoutError:
+            print("timed out", flush=True)
+        pool.shutdown()
+    """)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == "timed out\natexit ran\n"
+    assert "manygil: exiting with status 1 without finalizing" in proc.stderr
+    assert "still stuck" in proc.stderr and "Fatal" not in proc.stderr
+
+
+# ------------------------------------------------------------ 6. a result that raises as it loads
+
+
+@pytest.mark.parametrize("kind, exc_type", [("exit", SystemExit), ("interrupt", KeyboardInterrupt)])
+def test_a_result_that_raises_a_base_exception_while_loading_resolves_the_future(kind, exc_type):
+    with InterpreterPoolExecutor(1) as pool:
+        future = pool.submit(helpers.make_bomb, kind)
+        with pytest.raises(exc_type):
+            future.result(timeout=30)
+        assert pool.submit(helpers.add, 2).result(timeout=30) == 2
+
+
+# ------------------------------------------------------------ 7. fork
+
+
+def test_fork_while_a_pool_is_alive_warns_before_the_child_breaks():
+    proc = run_script("""
+        import os, signal, sys, warnings
+        sys.path.insert(0, "tests")
+        import helpers
+        from manygil import InterpreterPoolExecutor
+        with InterpreterPoolExecutor(1) as pool:
+            pool.submit(helpers.add, 1).result()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(0)
+                # The child dies (3.13) or hangs (3.12) inside CPython's fork handling.
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            print([str(w.message) for w in caught if "manygil" in str(w.message)])
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "os.fork() while this process runs 1 interpreter" in proc.stdout
+    assert "forkserver" in proc.stdout
+
+
+# ------------------------------------------------------------ 8. smaller
+
+
+def test_a_released_buffer_says_released():
+    buf = SharedBuffer(8)
+    buf.release()
+    for attempt in (lambda: buf.read(0, 1), lambda: buf.write(0, b"x"), lambda: buf[0]):
+        with pytest.raises(ValueError, match="released"):
+            attempt()
+
+
+def test_ctrl_c_in_a_with_block_cancels_pending_and_running_tasks():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys
+            sys.path.insert(0, "tests")
+            import helpers
+            from manygil import InterpreterPoolExecutor
+            futures = []
+            try:
+                with InterpreterPoolExecutor(1) as pool:
+                    futures = [pool.submit(helpers.spin) for _ in range(3)]
+                    print("submitted", flush=True)
+                    futures[0].result()
+            except KeyboardInterrupt:
+                print("interrupted", [f.cancelled() for f in futures], flush=True)
+        """)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout.readline() == "submitted\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out == "interrupted [True, True, True]\n"
