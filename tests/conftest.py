@@ -8,6 +8,9 @@ import pytest
 
 from manygil import _native, interpreters
 
+# A test past its time limit fails with the stacks of every interpreter (see there).
+from ._timeout_plugin import pytest_timeout_cancel_timer, pytest_timeout_set_timer  # noqa: F401
+
 
 def _snapshot() -> tuple[set[int], set[threading.Thread], dict[str, int]]:
     return (

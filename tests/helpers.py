@@ -293,3 +293,12 @@ def signal_then_wait(started, q, timeout=30):
     """Say (on a queue) that the task runs, then wait in C for an item."""
     started.put("running")
     return q.get(timeout=timeout)
+
+
+def spin_named_for_the_dump():
+    """Loop in pure Python forever, ignoring interrupts (a name to find in a dump)."""
+    while True:
+        try:
+            spin()
+        except BaseException:
+            pass

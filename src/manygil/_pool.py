@@ -876,9 +876,10 @@ class InterpreterPoolExecutor(Executor):
         self._state.shutdown(wait, cancel_futures)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
-        """Leaving the block waits for the tasks; leaving it by Ctrl-C (``KeyboardInterrupt``)
-        cancels them all, running ones included, so that the program stops promptly."""
-        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+        """Leaving the block waits for the tasks; leaving it by Ctrl-C (``KeyboardInterrupt``),
+        ``SystemExit`` or another ``BaseException`` that is not an ``Exception`` cancels them
+        all, running ones included, so that the program stops promptly."""
+        if exc_type is not None and not issubclass(exc_type, Exception):
             self._state.cancel_all()
             self._state.shutdown(True, True)
         else:
