@@ -302,3 +302,13 @@ def spin_named_for_the_dump():
             spin()
         except BaseException:
             pass
+
+
+def wait_on_or_none(q, timeout):
+    """Wait in C (a native channel) up to ``timeout``; None when nothing came."""
+    from manygil.interpreters import QueueEmpty
+
+    try:
+        return q.get(timeout=timeout)
+    except QueueEmpty:
+        return None
