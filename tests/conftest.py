@@ -41,5 +41,26 @@ def no_leaks(request: pytest.FixtureRequest):
     assert live == before_live, f"leaked native objects: before {before_live}, after {live}"
 
 
+@pytest.fixture(scope="session")
+def single_phase_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A folder holding ``mg_single_phase``, a single-phase-init extension module built
+    here: it refuses an interpreter with its own GIL on every CPython version."""
+    import os
+    import subprocess
+    import sys
+    import sysconfig
+
+    out = tmp_path_factory.mktemp("ext")
+    source = os.path.join(os.path.dirname(__file__), "fixtures", "mg_single_phase.c")
+    target = out / ("mg_single_phase" + sysconfig.get_config_var("EXT_SUFFIX"))
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-I", sysconfig.get_paths()["include"], source, "-o", str(target)],
+        check=True, capture_output=True, timeout=120,
+    )
+    assert sys.version_info >= (3, 12)
+    return str(out)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_leaks: the test leaves objects on purpose")

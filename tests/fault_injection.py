@@ -113,7 +113,6 @@ def scenario(rng: random.Random, number: int, leave_open: bool) -> list[Op]:
     if init_objects is not None:
         kwargs.update(initializer=helpers.init_worker, initargs=(init_objects,))
     pool = InterpreterPoolExecutor(workers, **kwargs)
-    blocker = I.create_queue()  # never filled: "stuck in C" tasks wait on it
     ops: list[Op] = []
     may_cancel: set[int] = set()
     for _ in range(rng.randint(5, 30)):
@@ -144,7 +143,7 @@ def scenario(rng: random.Random, number: int, leave_open: bool) -> list[Op]:
         elif kind == "spin_limit":
             ops.append(Op(kind, pool.with_timeout(0.05).submit(helpers.spin), expect_error((TimeoutError,), True)))
         elif kind == "stuck_in_c":
-            fut = pool.with_timeout(0.05).submit(helpers.wait_on_or_none, blocker, STUCK_SECONDS)
+            fut = pool.with_timeout(0.05).submit(helpers.block_in_c_for, STUCK_SECONDS)
             ops.append(Op(kind, fut, expect_error((TimeoutError,), True)))
         elif kind == "unpicklable":
             try:

@@ -304,11 +304,22 @@ def spin_named_for_the_dump():
             pass
 
 
-def wait_on_or_none(q, timeout):
-    """Wait in C (a native channel) up to ``timeout``; None when nothing came."""
-    from manygil.interpreters import QueueEmpty
 
-    try:
-        return q.get(timeout=timeout)
-    except QueueEmpty:
-        return None
+def block_in_c(fd):
+    """Block in C, deaf to interrupts (on 3.15 even native waits take them), until a
+    byte arrives on the pipe ``fd``: a task "stuck in C" that the test can release."""
+    import os
+
+    return os.read(fd, 1)
+
+
+def block_in_c_for(seconds):
+    """Block in C, deaf to interrupts, for ``seconds``."""
+    import select
+
+    select.select([], [], [], seconds)
+
+
+def put_into(q, value):
+    q.put(value)
+    return True

@@ -39,9 +39,8 @@ def test_survey_gives_each_module_its_row_and_finishes(modules):
 
 
 @pytest.mark.timeout(120)
-def test_a_module_that_refuses_an_own_gil(modules):
-    pytest.importorskip("_testcapi")
-    (report,) = check_modules(["_testcapi"], timeout=30)
+def test_a_module_that_refuses_an_own_gil(single_phase_dir):
+    (report,) = check_modules(["mg_single_phase"], timeout=30, path=[single_phase_dir], use_cache=False)
     assert report.own.status == "refuses"
     assert "does not support loading in subinterpreters" in report.own.detail
     assert report.shared.status == "ok"

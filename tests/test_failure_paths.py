@@ -83,10 +83,11 @@ def test_shutdown_cancel_futures_frees_the_pending_tasks_shared_arguments():
     blocker = pool.submit(helpers.signal_then_wait, started, q)
     queued = [pool.submit(len, SharedBuffer(1 << 20)) for _ in range(5)]
     started.get(timeout=30)
-    threading.Thread(target=q.put, args=("go",)).start()
+    # The blocker ends only once shutdown has cancelled the queued tasks.
+    queued[-1].add_done_callback(lambda _: q.put("go"))
     pool.shutdown(wait=True, cancel_futures=True)
     assert blocker.result() == "go" and all(f.cancelled() for f in queued)
-    del q, started
+    q = started = None  # the callback's closure shares them
     assert _native.live() == start
 
 
@@ -164,14 +165,15 @@ def test_max_tasks_per_worker_runs_every_task_at_exit_without_shutdown():
 
 
 def test_pending_tasks_still_run_when_a_worker_is_abandoned_during_shutdown():
-    q = I.create_queue()
+    r, w = os.pipe()
     pool = InterpreterPoolExecutor(1, grace_period=0.1)
-    stuck = pool.with_timeout(0.1).submit(helpers.wait_on, q, 60)  # waits in C: abandoned
+    stuck = pool.with_timeout(0.1).submit(helpers.block_in_c, r)  # deaf to interrupts: abandoned
     queued = [pool.submit(helpers.add, i) for i in range(3)]
     pool.shutdown(wait=True)
     assert isinstance(stuck.exception(), TimeoutError)
     assert [f.result() for f in queued] == [0, 1, 2]
-    q.put("let the abandoned worker go")
+    os.write(w, b"x")  # let the abandoned worker go
+    os.close(w)
 
 
 # ------------------------------------------------------------ 5. exit
@@ -182,17 +184,17 @@ def test_exit_after_a_worker_was_abandoned_waits_for_it_to_come_back():
         import sys
         sys.path.insert(0, "tests")
         import helpers
-        from manygil import InterpreterPoolExecutor, interpreters
-        q = interpreters.create_queue()
+        import os, threading
+        from manygil import InterpreterPoolExecutor
+        r, w = os.pipe()
         pool = InterpreterPoolExecutor(1, grace_period=5)
         try:
-            pool.with_timeout(0.2).submit(helpers.wait_on, q, 60).result()
+            pool.with_timeout(0.2).submit(helpers.block_in_c, r).result()
         except TimeoutError:
             print("timed out", flush=True)
-        # The worker is stuck in C until the queue has an item: give it one as the
+        # The worker is stuck in C until the pipe has a byte: write one as the
         # program ends, after the pool gave up on the task.
-        import threading
-        threading._register_atexit(q.put, "bye")
+        threading._register_atexit(os.write, w, b"x")
         pool.shutdown()
     """)
     assert proc.returncode == 0, proc.stderr
@@ -204,12 +206,13 @@ def test_exit_with_a_worker_stuck_in_c_forever_says_so_and_exits():
         import atexit, sys
         sys.path.insert(0, "tests")
         import helpers
-        from manygil import InterpreterPoolExecutor, interpreters
+        import os
+        from manygil import InterpreterPoolExecutor
         atexit.register(print, "atexit ran")
-        q = interpreters.create_queue()
+        r, w = os.pipe()
         pool = InterpreterPoolExecutor(1, grace_period=0.2)
         try:
-            pool.with_timeout(0.2).submit(helpers.wait_on, q, None).result()
+            pool.with_timeout(0.2).submit(helpers.block_in_c, r).result()
         except TimeoutError:
             print("timed out", flush=True)
         pool.shutdown()

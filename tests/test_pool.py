@@ -187,27 +187,26 @@ def test_time_limit_interrupts_a_running_task():
 
 
 def test_task_stuck_in_c_is_abandoned_and_the_pool_keeps_serving():
-    q = I.create_queue()
+    r, w = os.pipe()
     with InterpreterPoolExecutor(1, grace_period=0.2) as pool:
         first_id = pool.submit(helpers.current_interpreter_id).result(timeout=30)
-        stuck = pool.with_timeout(0.2).submit(helpers.wait_on, q, 30)  # waits in C
+        stuck = pool.with_timeout(0.2).submit(helpers.block_in_c, r)  # deaf to interrupts
         with pytest.raises(TimeoutError):
             stuck.result(timeout=30)
         replacement = pool.submit(helpers.current_interpreter_id).result(timeout=30)
         assert replacement != first_id
-        q.put("release the abandoned worker")
+        os.write(w, b"x")  # release the abandoned worker
+    os.close(r)
+    os.close(w)
 
 
 def test_shutdown_cancel_futures():
-    q = I.create_queue()
+    q, started = I.create_queue(), I.create_queue()
     pool = InterpreterPoolExecutor(1)
-    blocker = pool.submit(helpers.wait_on, q)
+    blocker = pool.submit(helpers.signal_then_wait, started, q)
     queued = [pool.submit(helpers.add, i) for i in range(5)]
-    deadline = time.monotonic() + 30
-    while not blocker.running():
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    threading.Timer(0.2, q.put, args=("go",)).start()
+    started.get(timeout=30)
+    queued[-1].add_done_callback(lambda _: q.put("go"))  # released by the cancellation
     pool.shutdown(wait=True, cancel_futures=True)
     assert blocker.result() == "go"
     assert all(f.cancelled() for f in queued)
@@ -282,22 +281,22 @@ def test_ten_thousand_tasks_every_future_resolved_once():
             assert f.result() == i * 2
 
 
-def test_own_gil_refusal_names_the_module_and_the_way_out():
-    pytest.importorskip("_testcapi")
+def test_own_gil_refusal_names_the_module_and_the_way_out(single_phase_dir, monkeypatch):
     import importlib
 
+    monkeypatch.syspath_prepend(single_phase_dir)  # workers take the caller's sys.path
     with InterpreterPoolExecutor(1) as pool:
         with pytest.raises(ImportError) as info:
-            pool.submit(importlib.import_module, "_testcapi").result(timeout=30)
+            pool.submit(importlib.import_module, "mg_single_phase").result(timeout=30)
     notes = "\n".join(getattr(info.value, "__notes__", []))
-    assert "_testcapi" in notes and "shared_gil=True" in notes
+    assert "mg_single_phase" in notes and "shared_gil=True" in notes
 
 
-def test_shared_gil_pool_loads_single_phase_extensions():
-    pytest.importorskip("_testcapi")
+def test_shared_gil_pool_loads_single_phase_extensions(single_phase_dir, monkeypatch):
+    monkeypatch.syspath_prepend(single_phase_dir)
     with InterpreterPoolExecutor(1, shared_gil=True) as pool:
         assert pool.submit(helpers.add, 1, 2).result(timeout=30) == 3
-        assert pool.submit(_import_name, "_testcapi").result(timeout=30) == "_testcapi"
+        assert pool.submit(_import_name, "mg_single_phase").result(timeout=30) == "mg_single_phase"
 
 
 def _import_name(name):
@@ -349,11 +348,10 @@ def test_pool_shut_down_cleanly_at_exit_with_tasks_in_flight():
     assert lines.count("done") == 4 and proc.stdout.index("exiting") < proc.stdout.index("done")
 
 
-def test_main_script_that_imports_a_refusing_module_gets_a_note(tmp_path):
-    pytest.importorskip("_testcapi")
-    script = tmp_path / "uses_testcapi.py"
+def test_main_script_that_imports_a_refusing_module_gets_a_note(tmp_path, single_phase_dir):
+    script = tmp_path / "uses_single_phase.py"
     script.write_text(textwrap.dedent("""
-        import _testcapi  # refuses an own GIL: the worker cannot import this script
+        import mg_single_phase  # refuses an own GIL: the worker cannot import this script
         from manygil import InterpreterPoolExecutor
 
         def twice(x):
@@ -363,7 +361,7 @@ def test_main_script_that_imports_a_refusing_module_gets_a_note(tmp_path):
             with InterpreterPoolExecutor(1) as pool:
                 pool.submit(twice, 1).result()
     """))
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), single_phase_dir]))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode != 0
     assert "the worker imported" in proc.stderr and "if __name__" in proc.stderr

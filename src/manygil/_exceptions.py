@@ -7,22 +7,25 @@
      │    └── QueueError
      │         ├── QueueEmpty             (also a queue.Empty)
      │         └── QueueFull              (also a queue.Full)
-     ├── ValueError
+     ├── TypeError
      │    └── NotShareableError           an object cannot cross to another interpreter
      ├── concurrent.futures.BrokenExecutor
      │    └── BrokenInterpreterPool       a pool can no longer run tasks (e.g. initializer failed)
      └── RemoteError                      a task's exception that could not be pickled,
                                           rebuilt from its type name, message and traceback
 
-On 3.13+ ``InterpreterError``, ``InterpreterNotFoundError`` and ``NotShareableError``
-are the interpreter module's own classes, so errors raised by CPython itself are
-caught by the same ``except`` clauses.
+On 3.13 ``InterpreterError`` and ``InterpreterNotFoundError`` are the interpreter
+module's own classes (and ``NotShareableError`` a subclass of its own), so errors raised
+by CPython itself are caught by the same ``except`` clauses.  On 3.14+ every class here
+that ``concurrent.interpreters`` also has *is* the standard library's (there
+``QueueError`` is a ``RuntimeError``, as CPython made it).
 """
 
 from __future__ import annotations
 
 import queue
 from concurrent.futures import BrokenExecutor
+from . import _backend
 from ._backend import InterpreterError, InterpreterNotFoundError, NotShareableError
 from ._excinfo import ExcInfo, ExcTypeInfo
 
@@ -42,36 +45,37 @@ __all__ = (
 )
 
 
-class ExecutionFailed(InterpreterError):
-    """An unhandled exception happened inside an interpreter.
+if _backend.STDLIB_EXCEPTIONS is not None:
+    ExecutionFailed, QueueError, QueueEmpty, QueueFull = _backend.STDLIB_EXCEPTIONS
+else:
 
-    Raised by ``Interpreter.exec()`` and ``Interpreter.call()``; ``excinfo`` holds the
-    type name, message and traceback text of the original exception.
-    """
+    class ExecutionFailed(InterpreterError):
+        """An unhandled exception happened inside an interpreter.
 
-    def __init__(self, excinfo: ExcInfo) -> None:
-        super().__init__(excinfo.formatted)
-        self.excinfo = excinfo
+        Raised by ``Interpreter.exec()`` and ``Interpreter.call()``; ``excinfo`` holds the
+        type name, message and traceback text of the original exception.
+        """
 
-    def __str__(self) -> str:
-        if not self.excinfo.errdisplay:
-            return self.excinfo.formatted
-        return f"{self.excinfo.formatted}\n\nUncaught in the interpreter:\n\n{self.excinfo.errdisplay}"
+        def __init__(self, excinfo: ExcInfo) -> None:
+            super().__init__(excinfo.formatted)
+            self.excinfo = excinfo
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.excinfo,))
+        def __str__(self) -> str:
+            if not self.excinfo.errdisplay:
+                return self.excinfo.formatted
+            return f"{self.excinfo.formatted}\n\nUncaught in the interpreter:\n\n{self.excinfo.errdisplay}"
 
+        def __reduce__(self) -> tuple[object, ...]:
+            return (type(self), (self.excinfo,))
 
-class QueueError(InterpreterError):
-    """A cross-interpreter queue operation failed."""
+    class QueueError(InterpreterError):
+        """A cross-interpreter queue operation failed."""
 
+    class QueueEmpty(QueueError, queue.Empty):
+        """Raised by ``get_nowait()``, and by ``get()`` when it times out."""
 
-class QueueEmpty(QueueError, queue.Empty):
-    """Raised by ``get_nowait()``, and by ``get()`` when it times out."""
-
-
-class QueueFull(QueueError, queue.Full):
-    """Raised by ``put_nowait()``, and by ``put()`` when it times out."""
+    class QueueFull(QueueError, queue.Full):
+        """Raised by ``put_nowait()``, and by ``put()`` when it times out."""
 
 
 class BrokenInterpreterPool(BrokenExecutor):

@@ -300,14 +300,17 @@ class _PoolState:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             tid = next(self.tids)
             item.future._tid = tid
-            if not self.idle:
+            failed: list[InterpreterFuture] = []
+            worker = self.idle.pop() if self.idle else None
+            if worker is not None:
+                task = self._start(worker, tid, item)  # a fresh future is not cancelled
+            else:
                 self.pending.append((tid, item))
                 if self._active() < len(self.pending) + len(self.running):
-                    self._maybe_start_worker()
-                return
-            worker = self.idle.pop()
-            task = self._start(worker, tid, item)  # a fresh future is not cancelled
-        worker.wake(task)  # outside the lock: the woken worker may need it at once
+                    failed = self._maybe_start_worker()
+        if worker is not None:
+            worker.wake(task)  # outside the lock: the woken worker may need it at once
+        self._fail(failed)
 
     def _start(self, worker: _WorkerHandle, tid: int, item: _Item) -> bytes:
         """Mark an item running on a worker (lock held); its task record, or b"" if it
@@ -375,9 +378,12 @@ class _PoolState:
             self.leaving += 1
         worker.state = state
 
-    def _maybe_start_worker(self) -> None:
+    def _maybe_start_worker(self) -> list[InterpreterFuture]:
+        """Start a worker if the pool has room (lock held); the futures that must fail
+        because no thread can start (only at exit on 3.12, which starts no threads
+        once it finalizes) and no other worker is left to run them."""
         if self._active() >= self.max_workers:
-            return
+            return []
         worker = _WorkerHandle(next(self.indexes))
         self.workers[worker.index] = worker
         # Daemon, so that an abandoned worker stuck in C cannot block interpreter exit;
@@ -386,7 +392,21 @@ class _PoolState:
             target=self._run_worker, args=(worker,), name=f"{self.name}worker-{worker.index}", daemon=True
         )
         worker.thread = thread
-        thread.start()
+        try:
+            self._start_watchdog()  # now: a time limit may come when threads cannot start
+            thread.start()
+        except RuntimeError as exc:  # "can't create new thread at interpreter shutdown"
+            del self.workers[worker.index]
+            worker.release()
+            if self._active():
+                return []  # the other workers take the pending tasks
+            return self._break(f"no worker is left and none can start now ({exc})", exc)
+        return []
+
+    def _start_watchdog(self) -> None:
+        if self.watchdog is None:
+            self.watchdog = threading.Thread(target=self._watch, name=f"{self.name}watchdog", daemon=True)
+            self.watchdog.start()
 
     # ------------------------------------------------------------ worker threads
 
@@ -546,7 +566,7 @@ class _PoolState:
                 failed += self._break(f"a worker interpreter could not start: {error}", RuntimeError(error))
             elif self.pending and self.broken is None:
                 # Also while shutting down: pending tasks still run unless cancelled.
-                self._maybe_start_worker()
+                failed += self._maybe_start_worker()
             if self.shutting_down and not self.workers:
                 self.drop_init()  # no worker will start again
             self.watch.notify_all()
@@ -559,11 +579,7 @@ class _PoolState:
 
     def _add_deadline(self, when: float, tid: int, stage: int) -> None:
         heapq.heappush(self.deadlines, (when, tid, stage))
-        if self.watchdog is None:
-            self.watchdog = threading.Thread(target=self._watch, name=f"{self.name}watchdog", daemon=True)
-            self.watchdog.start()
-        else:
-            self.watch.notify()
+        self.watch.notify()  # the watchdog started with the first worker
 
     def _watch(self) -> None:
         with self.lock:
@@ -640,15 +656,17 @@ class _PoolState:
                 new = next(self.tids)
                 moved.future._tid = new
                 self.pending.appendleft((new, moved))
+        failed = []
         if self.pending and self.broken is None:
-            self._maybe_start_worker()  # also while shutting down: pending tasks still run
+            failed = self._maybe_start_worker()  # also while shutting down: pending tasks still run
         self.watch.notify_all()
         self.changed.notify_all()
-        if done:
+        if done or failed:
             self.lock.release()
             try:
                 for finished, record in done:
                     _resolve(finished, record)
+                self._fail(failed)
             finally:
                 self.lock.acquire()
 

@@ -1,18 +1,25 @@
-"""PEP 734's ``concurrent.interpreters``, name for name, on CPython 3.12 and 3.13.
+"""PEP 734's ``concurrent.interpreters``, name for name, on CPython 3.12 to 3.15.
 
-On 3.14+ this module is the standard library's ``concurrent.interpreters``.  On 3.12
-and 3.13 it is built on the private low-level modules (see ``_backend``) and on
-manygil's native channels, which give queues that block without polling::
+The same implementation on every version, built on the private low-level module
+(see ``_backend``) and on manygil's native channels, which give queues that block
+without polling, so that what manygil adds is there on 3.14+ too: callables and
+results that cross by pickle (closures and lambdas with cloudpickle), what the code
+prints and logs forwarded to the caller, stacks in ``manygil.dump_tracebacks()``, and
+errors that say how to fix them::
 
     main interpreter                               interpreter N (own GIL)
     interp.call(fn, *a) ─► pickle ─► channel ─┐
                                               └──► _worker.call_once: fn(*a)
     result ◄── unpickle ◄── reply channel ◄──────── pickle(result) | ExcInfo
 
-On 3.13 ``InterpreterError``, ``InterpreterNotFoundError`` and ``NotShareableError`` are
-the classes of CPython's ``_interpreters`` module, so its own errors are caught too.
+The exceptions are those CPython raises: on 3.13 ``InterpreterError`` and
+``InterpreterNotFoundError`` are the classes of its ``_interpreters`` module; on 3.14+
+``ExecutionFailed``, ``InterpreterError``, ``InterpreterNotFoundError``,
+``NotShareableError``, ``QueueError``, ``QueueEmpty`` and ``QueueFull`` are ``concurrent.interpreters``'
+own, so an ``except`` written for the standard library catches manygil's errors.
+``NotShareableError`` is a ``TypeError`` on every version, as on 3.14.
 
-Differences from 3.14 worth knowing:
+Differences from 3.14's module are listed in the docs (interpreters page), e.g.:
 
 * ``Queue`` items are copies (bytes, str, or a pickle); an item never becomes
   "unbound" when the interpreter that put it is closed, so ``unbounditems`` is accepted
@@ -23,52 +30,44 @@ Differences from 3.14 worth knowing:
 
 from __future__ import annotations
 
-import sys
+from ._interpreters import (
+    UNBOUND,
+    UNBOUND_ERROR,
+    UNBOUND_REMOVE,
+    ExecutionFailed,
+    Interpreter,
+    InterpreterError,
+    InterpreterNotFoundError,
+    NotShareableError,
+    Queue,
+    QueueEmpty,
+    QueueError,
+    QueueFull,
+    create,
+    create_queue,
+    get_current,
+    get_main,
+    is_shareable,
+    list_all,
+)
 
-if sys.version_info >= (3, 14):  # pragma: no cover - not testable on 3.12/3.13
-    from concurrent.interpreters import *  # noqa: F403
-    from concurrent.interpreters import __all__ as _stdlib_all
-
-    __all__ = tuple(_stdlib_all)
-else:
-    from ._interpreters import (
-        UNBOUND,
-        UNBOUND_ERROR,
-        UNBOUND_REMOVE,
-        ExecutionFailed,
-        Interpreter,
-        InterpreterError,
-        InterpreterNotFoundError,
-        NotShareableError,
-        Queue,
-        QueueEmpty,
-        QueueError,
-        QueueFull,
-        create,
-        create_queue,
-        get_current,
-        get_main,
-        is_shareable,
-        list_all,
-    )
-
-    __all__ = (
-        "UNBOUND",
-        "UNBOUND_ERROR",
-        "UNBOUND_REMOVE",
-        "ExecutionFailed",
-        "Interpreter",
-        "InterpreterError",
-        "InterpreterNotFoundError",
-        "NotShareableError",
-        "Queue",
-        "QueueEmpty",
-        "QueueError",
-        "QueueFull",
-        "create",
-        "create_queue",
-        "get_current",
-        "get_main",
-        "is_shareable",
-        "list_all",
-    )
+__all__ = (
+    "UNBOUND",
+    "UNBOUND_ERROR",
+    "UNBOUND_REMOVE",
+    "ExecutionFailed",
+    "Interpreter",
+    "InterpreterError",
+    "InterpreterNotFoundError",
+    "NotShareableError",
+    "Queue",
+    "QueueEmpty",
+    "QueueError",
+    "QueueFull",
+    "create",
+    "create_queue",
+    "get_current",
+    "get_main",
+    "is_shareable",
+    "list_all",
+)

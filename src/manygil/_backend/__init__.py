@@ -4,7 +4,8 @@ Every module above this one talks to the low-level interpreter API through the
 names re-exported here, whatever the CPython release:
 
     3.12   _xxsubinterpreters             (py312.py)
-    3.13+  _interpreters                  (py313.py)
+    3.13   _interpreters                  (py313.py)
+    3.14+  _interpreters, and the exception classes of concurrent.interpreters (py314.py)
 
 Functions:
     create(own_gil=True) -> int          a new interpreter, with its own GIL or the main one
@@ -23,10 +24,14 @@ import sys
 if sys.version_info < (3, 12):  # pragma: no cover - guarded in manygil/__init__.py
     raise ImportError("manygil needs CPython 3.12 or newer")
 
-if sys.version_info >= (3, 13):
+if sys.version_info >= (3, 14):
+    from . import py314 as _impl
+
+    PY_VERSION = "3.14+"
+elif sys.version_info >= (3, 13):
     from . import py313 as _impl
 
-    PY_VERSION = "3.13+"
+    PY_VERSION = "3.13"
 else:
     from . import py312 as _impl
 
@@ -45,14 +50,15 @@ list_all = _impl.list_all
 run = _impl.run
 whence = _impl.whence
 
-STDLIB_INTERPRETERS = sys.version_info >= (3, 14)
+# (ExecutionFailed, QueueError, QueueEmpty, QueueFull) of the standard library, or None
+STDLIB_EXCEPTIONS = getattr(_impl, "STDLIB_EXCEPTIONS", None)
 
 __all__ = (
     "InterpreterError",
     "InterpreterNotFoundError",
     "NotShareableError",
     "PY_VERSION",
-    "STDLIB_INTERPRETERS",
+    "STDLIB_EXCEPTIONS",
     "create",
     "destroy",
     "get_current",

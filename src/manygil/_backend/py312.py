@@ -19,8 +19,8 @@ class InterpreterNotFoundError(InterpreterError):
     """An interpreter was not found."""
 
 
-class NotShareableError(ValueError):
-    """An object cannot be shared between interpreters."""
+class NotShareableError(TypeError):
+    """An object cannot be shared between interpreters (a ``TypeError``, as on 3.14)."""
 
 
 # 3.12 finalizes an interpreter as soon as the last InterpreterID object made by

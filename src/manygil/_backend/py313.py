@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import _interpreters as _ll
-from _interpreters import InterpreterError, InterpreterNotFoundError, NotShareableError  # noqa: F401 - re-exported
+from _interpreters import InterpreterError, InterpreterNotFoundError  # noqa: F401 - re-exported
+
+
+class NotShareableError(_ll.NotShareableError, TypeError):  # type: ignore[misc]
+    """An object cannot be shared between interpreters: a ``TypeError`` as on 3.14, and
+    still the ``ValueError`` that 3.13's own module raises."""
 
 _WHENCE = {
     _ll.WHENCE_UNKNOWN: "unknown",
