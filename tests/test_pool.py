@@ -11,7 +11,7 @@ from concurrent.futures import CancelledError, as_completed, wait
 
 import pytest
 
-from manygil import BrokenInterpreterPool, InterpreterPoolExecutor, RemoteError, _transport
+from manygil import BrokenInterpreterPool, InterpreterPoolExecutor, RemoteError, _native, _transport
 from manygil import interpreters as I
 from manygil._exceptions import RemoteTraceback
 
@@ -389,3 +389,34 @@ def test_functions_of_an_interactive_main_cross(cloudpickle):
     """)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "42"
+
+
+@pytest.mark.parametrize("size", [10, 1 << 20])
+def test_bytes_bytearray_and_memoryview_cross_both_ways(pool, size):
+    data = bytes(range(256)) * (size // 256 + 1)
+    for value, kind in [(data, bytes), (bytearray(data), bytearray)]:
+        back = pool.submit(helpers.same, value).result(timeout=30)
+        assert type(back) is kind and back == value
+    view = pool.submit(helpers.same, memoryview(data)).result(timeout=30)
+    assert type(view) is memoryview and view == memoryview(data)
+    assert pool.submit(len, memoryview(data)[::2]).result(timeout=30) == len(data[::2])  # not contiguous
+    assert pool.submit(helpers.add, b"", b=data).result(timeout=30) == data  # a keyword argument
+    interp = I.create()
+    try:
+        assert interp.call(helpers.same, data) == data
+    finally:
+        interp.close()
+
+
+def test_a_large_argument_of_a_cancelled_task_is_freed():
+    start = dict(_native.live())
+    q = I.create_queue()
+    with InterpreterPoolExecutor(1) as pool:
+        blocker = pool.submit(helpers.wait_on, q)
+        queued = pool.submit(len, b"x" * (1 << 20))
+        assert _native.live()["blocks"] == start["blocks"] + 1  # the argument, in a block
+        assert queued.cancel()
+        q.put("go")
+        blocker.result(timeout=30)
+    del q
+    assert _native.live() == start

@@ -115,3 +115,54 @@ def _load(cls: type[Handle], ids: tuple[int, ...], state: tuple[object, ...], pi
     self._own(*ids)
     self._restore(state)
     return self
+
+
+# ---------------------------------------------------------------------- large buffers
+
+BIG = 1 << 16  # bytes and bytearrays this large cross as a native block
+_KINDS = {bytes: 0, bytearray: 1, memoryview: 2}
+
+
+class _OutOfBand:
+    """A large ``bytes``/``bytearray`` (or any ``memoryview``) on its way to another
+    interpreter: a copy in a native block, which the payload owns as one of its pins,
+    so the value is copied once each way instead of through pickle, the task record
+    and the channel."""
+
+    __slots__ = ("block", "kind")
+
+    def __init__(self, value: bytes | bytearray | memoryview, kind: int) -> None:
+        if kind == 2 and not value.c_contiguous:
+            value = value.tobytes()
+        self.block = _native.block_from(value)
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[object, ...]:
+        carry((self.block,))  # one reference for the payload, per pickle made
+        return (_load_out_of_band, (self.block, self.kind))
+
+    def __del__(self, release: Callable[[int], None] = _native.release) -> None:
+        release(self.block)
+
+
+def _load_out_of_band(block: int, kind: int) -> bytes | bytearray | memoryview:
+    if kind == 0:
+        return _native.block_bytes(block)  # type: ignore[no-any-return]
+    data = _native.block_bytes(block, True)
+    return data if kind == 1 else memoryview(data)
+
+
+def _big(value: object) -> object:
+    kind = _KINDS.get(type(value))
+    if kind is None or (kind < 2 and len(value) < BIG):  # type: ignore[arg-type]
+        return value
+    return _OutOfBand(value, kind)  # type: ignore[arg-type]
+
+
+def out_of_band(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``args`` with each large bytes-like value (and any memoryview) replaced by a
+    stand-in that crosses as a native block; ``args`` itself when there is none."""
+    for value in args:
+        if type(value) in _KINDS:
+            return tuple(_big(v) for v in args)
+    return args

@@ -25,7 +25,7 @@ from ._exceptions import (
     QueueError,
     QueueFull,
 )
-from ._handles import carry, landed, release_pins
+from ._handles import carry, landed, out_of_band, release_pins
 from ._transport import describe, dumps, loads, main_hint
 
 __all__ = (
@@ -243,7 +243,7 @@ class Interpreter:
             NotShareableError: the callable, an argument or the result cannot cross.
             ExecutionFailed: the call raised.
         """
-        tag, data, pins = dumps((callable, args, kwargs))
+        tag, data, pins = dumps((callable, out_of_band(args), kwargs))
         try:
             self._ensure_ready()
         except BaseException:

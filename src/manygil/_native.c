@@ -1249,6 +1249,70 @@ block_create(PyObject *mod, PyObject *arg)
     return PyLong_FromLongLong(e->id);
 }
 
+/* block_from(buffer) -> id: a new block holding a copy of a contiguous buffer (one
+ * memcpy, without the GIL for large ones): how large bytes cross a payload. */
+static PyObject *
+block_from(PyObject *mod, PyObject *arg)
+{
+    Py_buffer buf;
+    if (PyObject_GetBuffer(arg, &buf, PyBUF_C_CONTIGUOUS) < 0) {
+        return NULL;
+    }
+    char *mem = PyMem_RawMalloc(buf.len > 0 ? buf.len : 1);
+    if (mem == NULL) {
+        PyBuffer_Release(&buf);
+        return PyErr_NoMemory();
+    }
+    if (buf.len >= (1 << 20)) {
+        Py_BEGIN_ALLOW_THREADS
+        memcpy(mem, buf.buf, buf.len);
+        Py_END_ALLOW_THREADS
+    }
+    else {
+        memcpy(mem, buf.buf, buf.len);
+    }
+    Py_ssize_t size = buf.len;
+    PyBuffer_Release(&buf);
+    entry *e = new_entry(KIND_BLOCK);
+    if (e == NULL) {
+        PyMem_RawFree(mem);
+        return PyErr_NoMemory();
+    }
+    e->mem = mem;
+    e->size = size;
+    return PyLong_FromLongLong(e->id);
+}
+
+/* block_bytes(id, bytearray=False) -> a bytes (or bytearray) copy of a block. */
+static PyObject *
+block_bytes(PyObject *mod, PyObject *args)
+{
+    long long id;
+    int as_bytearray = 0;
+    if (!PyArg_ParseTuple(args, "L|p:block_bytes", &id, &as_bytearray)) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_BLOCK);
+    if (e == NULL) {
+        return NULL;
+    }
+    PyObject *out = as_bytearray ? PyByteArray_FromStringAndSize(NULL, e->size)
+                                 : PyBytes_FromStringAndSize(NULL, e->size);
+    if (out != NULL) {
+        char *dst = as_bytearray ? PyByteArray_AS_STRING(out) : PyBytes_AS_STRING(out);
+        if (e->size >= (1 << 20)) {
+            Py_BEGIN_ALLOW_THREADS
+            memcpy(dst, e->mem, e->size);
+            Py_END_ALLOW_THREADS
+        }
+        else {
+            memcpy(dst, e->mem, e->size);
+        }
+    }
+    release_entry(e);
+    return out;
+}
+
 typedef struct {
     PyObject_HEAD
     entry *e;             /* the Handle layout: handle_dealloc() frees it */
@@ -1562,6 +1626,8 @@ static PyMethodDef native_methods[] = {
     {"refcount", native_refcount, METH_O, "refcount(id) -> int (0 once freed)."},
     {"live", native_live, METH_NOARGS, "live() -> counts of live objects by kind."},
     {"chan_create", chan_create, METH_O, "chan_create(maxsize) -> id"},
+    {"block_from", block_from, METH_O, "block_from(buffer) -> id: a block holding a copy"},
+    {"block_bytes", block_bytes, METH_VARARGS, "block_bytes(id, bytearray=False) -> a copy"},
     {"chan_put", chan_put, METH_VARARGS, "chan_put(id, data, tag, timeout, pins=()) -> bool"},
     {"chan_get", chan_get, METH_VARARGS, "chan_get(id, timeout) -> (tag, bytes, pins) | None"},
     {"chan_info", chan_info, METH_O, "chan_info(id) -> (count, maxsize)"},

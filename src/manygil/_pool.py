@@ -38,7 +38,7 @@ from typing import Any, TextIO
 
 from . import _backend, _native, _output, _tracebacks, _worker
 from ._exceptions import BrokenInterpreterPool, RemoteError, RemoteTraceback
-from ._handles import release_pins
+from ._handles import out_of_band, release_pins
 from ._interpreters import bootstrap
 from ._transport import describe, dumps
 
@@ -814,7 +814,11 @@ class InterpreterPoolExecutor(Executor):
     ) -> InterpreterFuture:
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {describe(fn)}")
-        _, payload, pins = dumps((fn, args, kwargs))  # a tuple: always a pickle
+        if kwargs:
+            values = tuple(kwargs.values())
+            if (moved := out_of_band(values)) is not values:
+                kwargs = dict(zip(kwargs, moved))
+        _, payload, pins = dumps((fn, out_of_band(args), kwargs))  # a tuple: always a pickle
         future = InterpreterFuture()
         future._state_ref = self._state_ref
         item = _Item(future, payload, pins, timeout, fn)

@@ -26,7 +26,9 @@ import types
 
 from . import _native
 from ._excinfo import ExcInfo
-from ._handles import collect
+from ._handles import collect, out_of_band
+
+_BIG_TYPES = (bytes, bytearray, memoryview)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -268,7 +270,7 @@ def call_once(inbox: int, reply: int) -> None:
         _native.chan_put(reply, pickle.dumps((False, info)), TAG_PICKLE, None)
         return
     try:
-        tag, data, pins = dumps(result)
+        tag, data, pins = dumps(out_of_band((result,))[0])
     except BaseException as exc:
         info = _excinfo(exc, 0)
         _native.chan_put(reply, pickle.dumps((False, info)), TAG_PICKLE, None)
@@ -471,6 +473,8 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         with current.lock:
                             finished()
                         try:
+                            if type(result) in _BIG_TYPES:
+                                result = out_of_band((result,))[0]
                             data, pins = collect(_dump5, result)
                             out = head + (b"\x00" + data if not pins else pack(OK, data, pins))
                         except BaseException as exc:
