@@ -1224,6 +1224,20 @@ static PyType_Spec syncobj_spec = {
 
 /* ------------------------------------------------------------------ blocks */
 
+/* A BLOCK entry that takes over mem (freed with it); its id, or NULL (mem freed). */
+static PyObject *
+new_block(char *mem, Py_ssize_t size)
+{
+    entry *e = new_entry(KIND_BLOCK);
+    if (e == NULL) {
+        PyMem_RawFree(mem);
+        return PyErr_NoMemory();
+    }
+    e->mem = mem;
+    e->size = size;
+    return PyLong_FromLongLong(e->id);
+}
+
 static PyObject *
 block_create(PyObject *mod, PyObject *arg)
 {
@@ -1239,14 +1253,7 @@ block_create(PyObject *mod, PyObject *arg)
     if (mem == NULL) {
         return PyErr_NoMemory();
     }
-    entry *e = new_entry(KIND_BLOCK);
-    if (e == NULL) {
-        PyMem_RawFree(mem);
-        return PyErr_NoMemory();
-    }
-    e->mem = mem;
-    e->size = size;
-    return PyLong_FromLongLong(e->id);
+    return new_block(mem, size);
 }
 
 /* block_from(buffer) -> id: a new block holding a copy of a contiguous buffer (one
@@ -1273,14 +1280,7 @@ block_from(PyObject *mod, PyObject *arg)
     }
     Py_ssize_t size = buf.len;
     PyBuffer_Release(&buf);
-    entry *e = new_entry(KIND_BLOCK);
-    if (e == NULL) {
-        PyMem_RawFree(mem);
-        return PyErr_NoMemory();
-    }
-    e->mem = mem;
-    e->size = size;
-    return PyLong_FromLongLong(e->id);
+    return new_block(mem, size);
 }
 
 /* block_bytes(id, bytearray=False) -> a bytes (or bytearray) copy of a block. */
