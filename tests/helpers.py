@@ -327,3 +327,30 @@ def put_into(q, value):
 
 def same(value):
     return value
+
+
+def hold_gil_until(flag, spinning, limit=200_000_000):
+    """Spin in pure Python, never letting this interpreter's GIL go (a 1000 s switch
+    interval), until ``flag`` is set; False if it gave up after ``limit`` rounds."""
+    import sys
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1000.0)
+    try:
+        spinning.value = 1
+        n = 0
+        while not flag.value:
+            n += 1
+            if n > limit:
+                return False
+        return True
+    finally:
+        sys.setswitchinterval(old)
+
+
+def set_when(flag, spinning):
+    """Wait (spinning in Python) until the other task spins, then set its flag."""
+    while not spinning.value:
+        pass
+    flag.value = 1
+    return True

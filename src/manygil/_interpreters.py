@@ -181,6 +181,8 @@ class Interpreter:
             NotShareableError: a value is neither shareable nor picklable.
         """
         values = dict(ns, **kwargs) if ns is not None else kwargs
+        if not values:
+            raise ValueError("prepare_main() needs at least one name to bind, e.g. prepare_main(x=1)")
         shared: dict[str, object] = {}
         pickled: dict[str, object] = {}
         for name, value in values.items():
@@ -264,6 +266,11 @@ class Interpreter:
             answer = pickle.loads(item[1])
             if answer[0]:
                 return loads(answer[1], answer[2])
+            if answer[0] is None:
+                raise NotShareableError(
+                    f"the result of {describe(callable)} cannot come back from interpreter "
+                    f"{self._id}: {answer[1].msg}"
+                )
             raise ExecutionFailed(answer[1])
         finally:
             release_pins(item[2])
@@ -450,7 +457,7 @@ class Queue:
 
     @property
     def maxsize(self) -> int:
-        """The most items the queue holds (0: no limit)."""
+        """The most items the queue holds (0 or less: no limit)."""
         return int(_native.chan_info(self._id)[1])
 
     def qsize(self) -> int:
@@ -464,7 +471,7 @@ class Queue:
     def full(self) -> bool:
         """Whether the queue is full now."""
         count, maxsize = _native.chan_info(self._id)
-        return bool(maxsize) and count >= maxsize
+        return maxsize > 0 and count >= maxsize
 
     def put(
         self, obj: object, block: bool = True, timeout: float | None = None, *, unbounditems: object = None
@@ -477,7 +484,7 @@ class Queue:
         """
         _check_timeout(timeout)
         _check_unbound(unbounditems)
-        tag, data, pins = dumps(obj)
+        tag, data, pins = dumps(out_of_band((obj,))[0])  # a memoryview crosses too
         try:
             put = _native.chan_put(self._id, data, tag, timeout if block else 0, pins)
         except BaseException:

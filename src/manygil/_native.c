@@ -450,6 +450,7 @@ chan_create(PyObject *mod, PyObject *arg)
     if (e == NULL) {
         return PyErr_NoMemory();
     }
+    e->limit = maxsize;   /* as given (chan_info reports it, as 3.14's Queue.maxsize does) */
     e->maxsize = maxsize > 0 ? maxsize : 0;
     sem_init(&e->items, 0, 0);
     sem_init(&e->space, 0, e->maxsize > 0 && e->maxsize < SEM_VALUE_MAX ? (unsigned)e->maxsize : 0);
@@ -603,7 +604,7 @@ chan_info(PyObject *mod, PyObject *arg)
         return NULL;
     }
     pthread_mutex_lock(&e->mu);
-    Py_ssize_t count = e->count, maxsize = e->maxsize;
+    Py_ssize_t count = e->count, maxsize = (Py_ssize_t)e->limit;
     pthread_mutex_unlock(&e->mu);
     release_entry(e);
     return Py_BuildValue("(nn)", count, maxsize);
@@ -1630,7 +1631,7 @@ static PyMethodDef native_methods[] = {
     {"block_bytes", block_bytes, METH_VARARGS, "block_bytes(id, bytearray=False) -> a copy"},
     {"chan_put", chan_put, METH_VARARGS, "chan_put(id, data, tag, timeout, pins=()) -> bool"},
     {"chan_get", chan_get, METH_VARARGS, "chan_get(id, timeout) -> (tag, bytes, pins) | None"},
-    {"chan_info", chan_info, METH_O, "chan_info(id) -> (count, maxsize)"},
+    {"chan_info", chan_info, METH_O, "chan_info(id) -> (count, maxsize as given; <= 0: unbounded)"},
     {"sync_create", sync_create, METH_VARARGS, "sync_create(value, limit) -> id"},
     {"sync_acquire", sync_acquire, METH_VARARGS, "sync_acquire(id, timeout) -> bool"},
     {"sync_release", sync_release, METH_VARARGS, "sync_release(id, n) -> bool"},

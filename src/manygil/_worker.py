@@ -249,8 +249,21 @@ def loads(tag: int, data: bytes) -> Any:
     return transport_loads(tag, data)
 
 
+_in_main: Any = None
+
+
+def _call_in_main(fn: Any, args: Any, kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` from a frame whose globals are ``__main__``'s, as 3.14's
+    ``Interpreter.call`` does: ``call(eval, "x")`` and ``call(globals)`` see ``__main__``."""
+    global _in_main
+    if _in_main is None:
+        _in_main = eval("lambda f, a, k: f(*a, **k)", sys.modules["__main__"].__dict__)
+    return _in_main(fn, args, kwargs)
+
+
 def call_once(inbox: int, reply: int) -> None:
-    """Run one pickled call from ``inbox``; reply ``(True, value)`` or ``(False, ExcInfo)``."""
+    """Run one pickled call from ``inbox``; reply ``(True, tag, data)``, ``(False, ExcInfo)``
+    when it raised, or ``(None, ExcInfo)`` when its result cannot be sent back."""
     from ._handles import release_pins
     from ._transport import dumps
 
@@ -262,18 +275,18 @@ def call_once(inbox: int, reply: int) -> None:
         finally:
             release_pins(item[2])
         try:
-            result = fn(*args, **kwargs)
+            result = _call_in_main(fn, args, kwargs)
         finally:
             flush_output()
     except BaseException as exc:
-        info = _excinfo(exc, 1)
+        info = _excinfo(exc, 2)  # call_once's frame and the __main__ lambda's
         _native.chan_put(reply, pickle.dumps((False, info)), TAG_PICKLE, None)
         return
     try:
         tag, data, pins = dumps(out_of_band((result,))[0])
     except BaseException as exc:
         info = _excinfo(exc, 0)
-        _native.chan_put(reply, pickle.dumps((False, info)), TAG_PICKLE, None)
+        _native.chan_put(reply, pickle.dumps((None, info)), TAG_PICKLE, None)
         return
     _native.chan_put(reply, pickle.dumps((True, tag, data)), TAG_PICKLE, None, pins)
 

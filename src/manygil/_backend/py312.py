@@ -56,8 +56,13 @@ def list_all() -> list[tuple[int, str]]:
 
 
 def whence(interp_id: int) -> str:
+    # 3.13's module checks the id here; 3.12's does not.
+    if interp_id < 0:
+        raise ValueError(f"interpreter ID must be a non-negative int, got {interp_id}")
     if interp_id == _MAIN:
         return "runtime init"
+    if interp_id not in {int(i) for i in _ll.list_all()}:
+        raise InterpreterNotFoundError(f"unrecognized interpreter ID {interp_id}")
     return "_interpreters module" if interp_id in _created else "unknown"
 
 
