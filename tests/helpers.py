@@ -354,3 +354,12 @@ def set_when(flag, spinning):
         pass
     flag.value = 1
     return True
+
+
+class FalsyError(Exception):
+    def __bool__(self):
+        return False
+
+
+def raise_falsy():
+    raise FalsyError("false, and still an error")

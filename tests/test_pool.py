@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -420,3 +421,29 @@ def test_a_large_argument_of_a_cancelled_task_is_freed():
         blocker.result(timeout=30)
     del q
     assert _native.live() == start
+
+
+def test_map_buffersize_reads_the_input_as_results_are_taken(pool):
+    fed = []
+
+    def endless():
+        for i in itertools.count():
+            fed.append(i)
+            yield i
+
+    results = pool.map(abs, endless(), buffersize=3)
+    assert len(fed) == 3  # submitted at once, no more
+    assert [next(results) for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert len(fed) <= 5 + 3
+    results.close()
+    chunked = pool.map(abs, range(-10, 0), chunksize=3, buffersize=2)
+    assert list(chunked) == list(range(10, 0, -1))
+    with pytest.raises(ValueError, match="buffersize"):
+        pool.map(abs, [1], buffersize=0)
+    with pytest.raises(TypeError, match="buffersize"):
+        pool.map(abs, [1], buffersize=1.5)
+
+
+def test_an_exception_that_is_false_still_raises(pool):
+    with pytest.raises(helpers.FalsyError):
+        pool.submit(helpers.raise_falsy).result(timeout=30)

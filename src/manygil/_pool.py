@@ -103,6 +103,16 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
     _state_ref: weakref.ref[_PoolState] | None = None
     _tid: int = 0
 
+    def _Future__get_result(self) -> Any:
+        # 3.12/3.13's Future tests "if self._exception:", so an exception whose
+        # __bool__ is false came back as a result of None (gh-132063).
+        if self._exception is not None:
+            try:
+                raise self._exception
+            finally:
+                self = None  # type: ignore[assignment]  # no cycle through the frame
+        return self._result
+
     def cancel(self) -> bool:
         """Cancel the task, even while it runs; ``False`` only once it has finished."""
         with self._condition:
@@ -844,14 +854,18 @@ class InterpreterPoolExecutor(Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
+        buffersize: int | None = None,
         progress: bool = False,
     ) -> Iterator[Any]:
         """Like ``Executor.map``; ``chunksize > 1`` sends tasks in batches.
 
         Args:
+            buffersize: at most this many tasks (chunks) submitted and not yet yielded,
+                as in 3.14's ``Executor.map``: the iterables are read as results are
+                consumed, so they may be endless.
             progress: show a tqdm progress bar (needs tqdm installed).
         """
-        return self._map(fn, iterables, timeout, chunksize, progress, self._timeout)
+        return self._map(fn, iterables, timeout, chunksize, progress, self._timeout, buffersize)
 
     def _map(
         self,
@@ -861,9 +875,14 @@ class InterpreterPoolExecutor(Executor):
         chunksize: int,
         progress: bool,
         task_timeout: float | None,
+        buffersize: int | None = None,
     ) -> Iterator[Any]:
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None and (not isinstance(buffersize, int) or isinstance(buffersize, bool)):
+            raise TypeError("buffersize must be an integer or None")
+        if buffersize is not None and buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
         total = None
         if progress:
             try:
@@ -875,14 +894,17 @@ class InterpreterPoolExecutor(Executor):
             except TypeError:
                 total = None
         end = None if timeout is None else time.monotonic() + timeout
-        if chunksize == 1:
-            futures = [self._submit(fn, args, {}, task_timeout) for args in zip(*iterables)]
-        else:
-            futures = [
-                self._submit(_worker.run_chunk, (fn, chunk), {}, task_timeout)
-                for chunk in _chunks(iterables, chunksize)
-            ]
-        results = _results(futures, end, chunksize > 1)
+        calls: Iterator[Any] = zip(*iterables) if chunksize == 1 else _chunks(iterables, chunksize)
+
+        def submit(call: Any) -> InterpreterFuture:
+            if chunksize == 1:
+                return self._submit(fn, call, {}, task_timeout)
+            return self._submit(_worker.run_chunk, (fn, call), {}, task_timeout)
+
+        window = itertools.islice(calls, buffersize) if buffersize is not None else calls
+        futures = deque(submit(call) for call in window)
+        more = (calls, submit) if buffersize is not None else None
+        results = _results(futures, end, chunksize > 1, more)
         if progress:
             return _with_progress(results, total)
         return results
@@ -925,10 +947,11 @@ class _TimedSubmitter:
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int = 1,
+        buffersize: int | None = None,
         progress: bool = False,
     ) -> Iterator[Any]:
         """``map`` with this view's time limit for each task (each chunk)."""
-        return self._pool._map(fn, iterables, timeout, chunksize, progress, self._seconds)
+        return self._pool._map(fn, iterables, timeout, chunksize, progress, self._seconds, buffersize)
 
     async def run(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """``run`` with this view's time limit."""
@@ -943,11 +966,21 @@ async def _await(future: InterpreterFuture) -> Any:
     return await asyncio.wrap_future(future)
 
 
-def _results(futures: list[InterpreterFuture], end: float | None, chunked: bool) -> Iterator[Any]:
-    futures.reverse()
+def _results(
+    futures: deque[InterpreterFuture],
+    end: float | None,
+    chunked: bool,
+    more: tuple[Iterator[Any], Callable[[Any], InterpreterFuture]] | None = None,
+) -> Iterator[Any]:
+    """Yield the results in order; with ``more`` (buffersize), submit the next call as
+    each result is taken, so at most the window's size is in flight."""
     try:
         while futures:
-            future = futures.pop()
+            future = futures.popleft()
+            if more is not None:
+                call = next(more[0], _DONE)
+                if call is not _DONE:
+                    futures.append(more[1](call))
             remaining = None if end is None else end - time.monotonic()
             if chunked:
                 yield from future.result(remaining)
@@ -956,6 +989,9 @@ def _results(futures: list[InterpreterFuture], end: float | None, chunked: bool)
     finally:
         for future in futures:
             future.cancel()
+
+
+_DONE = object()
 
 
 def _with_progress(results: Iterator[Any], total: int | None) -> Iterator[Any]:
