@@ -225,10 +225,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=90, help="seconds for one metric of one executor")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument("--chart", type=Path, default=HERE / "chart.png")
+    parser.add_argument("--markdown", type=Path, help="print the table of a results file as markdown, and stop")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.markdown:
+        print(markdown_table(json.loads(args.markdown.read_text())))
+        return
     if args.child:
         name, metric = args.child.split(":")
         print(json.dumps({metric: measure(name, metric, args.workers, args.quick)}))
@@ -290,6 +294,27 @@ def main() -> None:
 
             shutil.copy(args.chart, docs / "chart.png")  # the guide page shows it
             print(f"copied it to {docs / 'chart.png'}")
+
+
+def markdown_table(report: dict[str, object]) -> str:
+    """The README's table: one column per executor, (ratio to manygil) in brackets."""
+    results: dict[str, dict[str, float]] = report["results"]  # type: ignore[assignment]
+    measured = [n for n, r in results.items() if any(k in r for k, *_ in METRICS)]
+    base = results.get("manygil", {})
+    lines = ["| metric | " + " | ".join(measured) + " |", "|---" * (len(measured) + 1) + "|"]
+    for key, label, unit, _ in METRICS:
+        cells = []
+        for name in measured:
+            value = results[name].get(key)
+            if value is None:
+                cells.append("—")
+                continue
+            text = f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.1f}"
+            if name != "manygil" and base.get(key):
+                text += f" ({value / base[key]:.2f})"
+            cells.append(text)
+        lines.append(f"| {label} ({unit}) | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def print_table(report: dict[str, object]) -> None:
