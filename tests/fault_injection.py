@@ -211,6 +211,9 @@ def settle(start: dict[str, int], main_threads: set[threading.Thread]) -> None:
 
 
 def main() -> int:
+    import faulthandler
+
+    faulthandler.enable()  # a crash prints the stacks of this (main) interpreter's threads
     parser = argparse.ArgumentParser()
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--scenarios", type=int, default=10)

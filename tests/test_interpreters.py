@@ -320,3 +320,28 @@ def test_semantics_follow_314():
         assert bytes(q.get(timeout=5)) == b"abc"
     finally:
         interp.close()
+
+
+@pytest.mark.skipif(__import__("sys").version_info[:2] != (3, 12), reason="the 3.12 adapter's retry")
+def test_312_create_tries_again_when_cpython_fails_to_create(monkeypatch):
+    from manygil._backend import py312
+
+    real, calls = py312._ll.create, []
+
+    def flaky(isolated=True):
+        calls.append(isolated)
+        if len(calls) < 3:
+            raise RuntimeError("interpreter creation failed")
+        return real(isolated=isolated)
+
+    monkeypatch.setattr(py312._ll, "create", flaky)
+    interp_id = py312.create()
+    py312.destroy(interp_id)
+    assert len(calls) == 3
+    calls.clear()
+    def broken(isolated=True):
+        raise RuntimeError("interpreter creation failed")
+
+    monkeypatch.setattr(py312._ll, "create", broken)
+    with pytest.raises(RuntimeError, match="3 attempts"):
+        py312.create()

@@ -152,7 +152,9 @@ def _load_out_of_band(block: int, kind: int) -> bytes | bytearray | memoryview:
     return data if kind == 1 else memoryview(data)
 
 
-def _big(value: object) -> object:
+def out_of_band_value(value: object) -> object:
+    """A stand-in that crosses as a native block for a large bytes-like value (or any
+    memoryview); anything else as it is."""
     kind = _KINDS.get(type(value))
     if kind is None or (kind < 2 and len(value) < BIG):  # type: ignore[arg-type]
         return value
@@ -160,9 +162,9 @@ def _big(value: object) -> object:
 
 
 def out_of_band(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``args`` with each large bytes-like value (and any memoryview) replaced by a
-    stand-in that crosses as a native block; ``args`` itself when there is none."""
+    """``args`` with :func:`out_of_band_value` applied to each; ``args`` itself when
+    there is nothing to replace."""
     for value in args:
         if type(value) in _KINDS:
-            return tuple(_big(v) for v in args)
+            return tuple(out_of_band_value(v) for v in args)
     return args

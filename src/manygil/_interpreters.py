@@ -25,7 +25,7 @@ from ._exceptions import (
     QueueError,
     QueueFull,
 )
-from ._handles import carry, landed, out_of_band, release_pins
+from ._handles import carry, landed, out_of_band, out_of_band_value, release_pins
 from ._transport import describe, dumps, loads, main_hint
 
 __all__ = (
@@ -484,7 +484,7 @@ class Queue:
         """
         _check_timeout(timeout)
         _check_unbound(unbounditems)
-        tag, data, pins = dumps(out_of_band((obj,))[0])  # a memoryview crosses too
+        tag, data, pins = dumps(out_of_band_value(obj))  # a memoryview crosses too
         try:
             put = _native.chan_put(self._id, data, tag, timeout if block else 0, pins)
         except BaseException:

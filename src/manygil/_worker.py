@@ -26,9 +26,7 @@ import types
 
 from . import _native
 from ._excinfo import ExcInfo
-from ._handles import collect, out_of_band
-
-_BIG_TYPES = (bytes, bytearray, memoryview)
+from ._handles import collect, out_of_band_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -283,7 +281,7 @@ def call_once(inbox: int, reply: int) -> None:
         _native.chan_put(reply, pickle.dumps((False, info)), TAG_PICKLE, None)
         return
     try:
-        tag, data, pins = dumps(out_of_band((result,))[0])
+        tag, data, pins = dumps(out_of_band_value(result))
     except BaseException as exc:
         info = _excinfo(exc, 0)
         _native.chan_put(reply, pickle.dumps((None, info)), TAG_PICKLE, None)
@@ -486,10 +484,8 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         with current.lock:
                             finished()
                         try:
-                            if type(result) in _BIG_TYPES:
-                                result = out_of_band((result,))[0]
-                            data, pins = collect(_dump5, result)
-                            out = head + (b"\x00" + data if not pins else pack(OK, data, pins))
+                            data, pins = collect(_dump5, out_of_band_value(result))
+                            out = head + pack(OK, data, pins)
                         except BaseException as exc:
                             out = head + _pack_error(exc)
                         result = data = None
