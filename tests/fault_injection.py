@@ -4,7 +4,8 @@
 
 Each scenario builds a pool (1-3 workers, maybe ``max_tasks_per_worker``, maybe shared
 objects in ``initargs``), runs 5-30 random operations on it -- submit, map with chunks,
-tasks that raise, return shared buffers, take shared arguments, spin in Python past a
+tasks that raise, return shared buffers, take shared arguments, send large bytes both
+ways (native blocks), spin in Python past a
 time limit, wait in C past a time limit (abandoned workers), unpicklable arguments,
 cancel of pending and running tasks -- and ends it one of four ways (shutdown with and
 without wait, with ``cancel_futures``, or, for the last scenario with
@@ -118,7 +119,7 @@ def scenario(rng: random.Random, number: int, leave_open: bool) -> list[Op]:
     for _ in range(rng.randint(5, 30)):
         kind = rng.choice(
             ["add", "add", "add", "boom", "buffer_arg", "buffer_result", "map", "spin_limit",
-             "stuck_in_c", "unpicklable", "cancel", "cancel", "bomb"]
+             "stuck_in_c", "unpicklable", "cancel", "cancel", "bomb", "big_bytes"]
         )
         i = len(ops)
         if kind == "add":
@@ -129,6 +130,9 @@ def scenario(rng: random.Random, number: int, leave_open: bool) -> list[Op]:
         elif kind == "buffer_arg":
             size = rng.choice([1, 4096, 1 << 20])
             ops.append(Op(kind, pool.submit(len, SharedBuffer(size)), expect_value(size, True)))
+        elif kind == "big_bytes":  # crosses both ways as a native block
+            blob = rng.randbytes(rng.choice([1 << 16, 1 << 20]))
+            ops.append(Op(kind, pool.submit(helpers.same, blob), expect_value(blob, True)))
         elif kind == "buffer_result":
             size, fill = rng.choice([16, 1 << 16]), rng.randint(1, 255)
             ops.append(Op(kind, pool.submit(helpers.make_buffer, size, fill), expect_buffer(size, fill, True)))
