@@ -298,3 +298,16 @@ def test_ctrl_c_in_a_with_block_cancels_pending_and_running_tasks():
         proc.kill()
     assert proc.returncode == 0, err
     assert out == "interrupted [True, True, True]\n"
+
+
+def test_the_executors_finalizer_can_run_on_a_thread_that_holds_the_pool_lock():
+    # A garbage collection runs weakref finalizers on whatever thread allocates, and the
+    # pool's own threads allocate while they hold its lock (the watchdog did, at exit).
+    pool = InterpreterPoolExecutor(1)
+    assert pool.submit(helpers.add, 1).result(timeout=30) == 1
+    state = pool._state
+    with state.lock:
+        state.shutdown(False, False)  # what the executor's finalizer calls
+    pool.shutdown(wait=True)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(helpers.add, 1)

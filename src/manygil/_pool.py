@@ -271,7 +271,10 @@ class _PoolState:
         self.own_gil = own_gil
         self.grace = grace_period
         self.name = name
-        self.lock = threading.Lock()
+        # Re-entrant: the executor's finalizer calls shutdown(wait=False), and a garbage
+        # collection can run it on any thread at any allocation, including one that holds
+        # this lock (a deadlock at exit on 3.12, found by the fault injection).
+        self.lock = threading.RLock()
         self.pending: deque[tuple[int, _Item]] = deque()
         self.idle: list[_WorkerHandle] = []
         self.workers: dict[int, _WorkerHandle] = {}
