@@ -111,7 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bench", help="run the benchmark (from a source checkout)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for bench/run.py")
     p.set_defaults(func=cmd_bench)
-    args = parser.parse_args(argv)
+    # argparse's REMAINDER does not take options that come first (bench --quick), so
+    # what bench does not know goes to bench/run.py, and is an error anywhere else.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.func is not cmd_bench:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.rest = extra + args.rest
     return int(args.func(args))
 
 
