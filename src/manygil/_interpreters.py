@@ -254,7 +254,7 @@ class Interpreter:
         inbox = _native.chan_create(0)
         reply = _native.chan_create(0)
         try:
-            _native.chan_put(inbox, data, tag, 0, pins)  # the item owns the pins now
+            _put(inbox, data, tag, 0, pins)
             _run(self._id, _CALL, {"_mg_in": inbox, "_mg_reply": reply})
             item = _native.chan_get(reply, 0)
         finally:
@@ -485,13 +485,7 @@ class Queue:
         _check_timeout(timeout)
         _check_unbound(unbounditems)
         tag, data, pins = dumps(out_of_band_value(obj))  # a memoryview crosses too
-        try:
-            put = _native.chan_put(self._id, data, tag, timeout if block else 0, pins)
-        except BaseException:
-            release_pins(pins)
-            raise
-        if not put:
-            release_pins(pins)
+        if not _put(self._id, data, tag, timeout if block else 0, pins):
             raise QueueFull(f"queue {self._id} is full")
 
     def put_nowait(self, obj: object, *, unbounditems: object = None) -> None:
@@ -517,6 +511,19 @@ class Queue:
     def get_nowait(self) -> Any:
         """Remove and return the oldest item or raise ``QueueEmpty`` at once."""
         return self.get(block=False)
+
+
+def _put(chan: int, data: bytes, tag: int, timeout: float | None, pins: tuple[int, ...]) -> bool:
+    """Put an item that owns ``pins`` on a channel; if the channel does not take it (full
+    at the deadline, or an error), the pins are released here."""
+    try:
+        taken = bool(_native.chan_put(chan, data, tag, timeout, pins))
+    except BaseException:
+        release_pins(pins)
+        raise
+    if not taken:
+        release_pins(pins)
+    return taken
 
 
 def _queue_from_transit(qid: int, pinned: bool = False) -> Queue:
