@@ -363,3 +363,9 @@ class FalsyError(Exception):
 
 def raise_falsy():
     raise FalsyError("false, and still an error")
+
+
+def close_interpreter(interp_id):
+    from manygil import interpreters
+
+    interpreters.Interpreter(interp_id).close()

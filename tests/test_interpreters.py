@@ -318,8 +318,62 @@ def test_semantics_follow_314():
             interp.call(helpers.add, threading.Lock())
         q.put(memoryview(b"abc"))
         assert bytes(q.get(timeout=5)) == b"abc"
+        names = interp.call(dir)  # the call's frame is __main__'s, with nothing of manygil's
+        assert "spam" in names and "__builtins__" in names
+        assert not [n for n in names if n.startswith("__mg")]
+        assert interp.call(eval, "spam") == 42  # and the names it used were removed
+        assert all(I.is_shareable(x) for x in (None, True, 1.5, (1, ("a", b"b"), False)))
+        assert not I.is_shareable([1]) and not I.is_shareable((1, [2]))
     finally:
         interp.close()
+
+
+def test_dropping_the_last_reference_closes_the_interpreter():
+    import gc
+
+    interp = I.create()
+    interp_id = interp.id
+    other = I.Interpreter(interp_id)  # the same object: still referenced
+    del interp
+    assert interp_id in [i.id for i in I.list_all()]
+    del other
+    assert interp_id not in [i.id for i in I.list_all()]
+    # Only the collector frees a cycle; list_all() never returns one it closed meanwhile.
+    from manygil import _backend
+
+    interp = I.create()
+    interp_id, cycle = interp.id, []
+    cycle.append((cycle, interp))
+    gc.disable()
+    del interp, cycle
+    gc.set_threshold(1)
+    gc.enable()
+    try:
+        found = {i.id for i in I.list_all()}
+    finally:
+        gc.disable()
+        gc.set_threshold(700, 10, 10)
+    assert found <= {i for i, _ in _backend.list_all()}
+    gc.enable()
+    gc.collect()
+    assert interp_id not in [i.id for i in I.list_all()]
+
+
+def test_closed_from_a_sibling_interpreter_and_from_another_thread():
+    # The sibling did not create it and does not know its agent thread: closing used
+    # to wait forever for that thread.  On 3.12, closing from another thread than the
+    # one that created it waited forever too (CPython's threading bookkeeping).
+    target, closer = I.create(), I.create()
+    try:
+        closer.call(helpers.close_interpreter, target.id)
+        assert target.id not in [i.id for i in I.list_all()]
+    finally:
+        closer.close()
+    made = []
+    thread = threading.Thread(target=lambda: made.append(I.create()))
+    thread.start()
+    thread.join()
+    made.pop().close()
 
 
 @pytest.mark.skipif(__import__("sys").version_info[:2] != (3, 12), reason="the 3.12 adapter's retry")

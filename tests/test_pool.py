@@ -14,7 +14,6 @@ import pytest
 
 from manygil import BrokenInterpreterPool, InterpreterPoolExecutor, RemoteError, _native, _transport
 from manygil import interpreters as I
-from manygil._exceptions import RemoteTraceback
 
 from . import helpers
 
@@ -50,7 +49,7 @@ def test_map_timeout(pool):
         next(pool.map(helpers.wait_on, [q], timeout=0.1))
     q.put("a")
     q.put("b")
-    assert list(results) == ["a"] or True  # whichever waiter got "a", both finish
+    assert list(results) in (["a"], ["b"])  # whichever waiter got "a", both finish
     pool.shutdown(wait=True)
 
 
@@ -58,8 +57,10 @@ def test_exception_keeps_its_type_and_remote_traceback(pool):
     future = pool.submit(helpers.boom, "bad")
     with pytest.raises(ValueError, match="bad") as info:
         future.result(timeout=30)
-    assert isinstance(info.value.__cause__, RemoteTraceback)
-    assert "in boom" in str(info.value.__cause__)
+    cause = info.value.__cause__
+    assert type(cause) is I.ExecutionFailed  # as 3.14's pool chains it
+    assert cause.excinfo.type.__name__ == "ValueError" and cause.excinfo.msg == "bad"
+    assert "in boom" in str(cause)
     # other tasks are not affected
     assert pool.submit(helpers.add, 1, 1).result(timeout=30) == 2
 

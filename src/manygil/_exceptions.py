@@ -41,7 +41,6 @@ __all__ = (
     "QueueError",
     "QueueFull",
     "RemoteError",
-    "RemoteTraceback",
 )
 
 
@@ -80,17 +79,6 @@ else:
 
 class BrokenInterpreterPool(BrokenExecutor):
     """The pool cannot run tasks any more, e.g. because its initializer failed."""
-
-
-class RemoteTraceback(Exception):
-    """The cause chained to an exception re-raised from a worker: its traceback there."""
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.tb}"""'
 
 
 class RemoteError(Exception):

@@ -116,6 +116,7 @@ class Interpreter:
 
     _id: int
     _whence: str
+    _owner: bool  # made by create(): closed when the last reference goes
 
     def __new__(cls, id: int, /, _whence: str | None = None) -> Interpreter:  # noqa: A002
         if not isinstance(id, int) or isinstance(id, bool):
@@ -129,8 +130,19 @@ class Interpreter:
         self = super().__new__(cls)
         self._id = id
         self._whence = _whence
+        self._owner = False
         cls._known[id] = self
         return self
+
+    def __del__(self) -> None:
+        # As on 3.14: the last reference to an interpreter made by create() is dropped,
+        # so the interpreter is closed (unless code is running in it: then exit does it).
+        if self._owner:
+            try:
+                if not _backend.is_running(self._id):
+                    _close_quietly(self._id)
+            except Exception:  # noqa: BLE001 - already closed, or this interpreter is finalizing
+                pass
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._id})"
@@ -287,6 +299,8 @@ class Interpreter:
 
 def create() -> Interpreter:
     """Create a new interpreter with its own GIL, ready to run code."""
+    if _agent_channels:
+        _forget_closed({i for i, _ in _backend.list_all()})
     interp_id = _backend.create()
     with _owned_lock:
         _owned.add(interp_id)
@@ -299,7 +313,9 @@ def create() -> Interpreter:
     except BaseException:
         _close_quietly(interp_id)
         raise
-    return Interpreter(interp_id, "_interpreters module")
+    interp = Interpreter(interp_id, "_interpreters module")
+    interp._owner = True
+    return interp
 
 
 def _stop_agent(interp_id: int) -> None:
@@ -364,7 +380,23 @@ def _close_owned() -> None:
 
 def list_all() -> list[Interpreter]:
     """All interpreters that exist in this process."""
-    return [Interpreter(i, w) for i, w in _backend.list_all()]
+    found = [Interpreter(i, w) for i, w in _backend.list_all()]
+    # A collection while the objects were made may have closed an unreferenced one.
+    alive = {i for i, _ in _backend.list_all()}
+    _forget_closed(alive)
+    return [interp for interp in found if interp.id in alive]
+
+
+def _forget_closed(alive: set[int]) -> None:
+    """Forget interpreters this one made that another one closed (their agent's channel)."""
+    stale = [i for i in list(_agent_channels) if i not in alive]
+    if stale:
+        # Listed again after reading the ids (never reused), so that one another thread
+        # created since ``alive`` was taken is not forgotten.
+        now = {i for i, _ in _backend.list_all()}
+        for interp_id in stale:
+            if interp_id not in now:
+                _forget(interp_id)
 
 
 def get_current() -> Interpreter:
@@ -544,7 +576,11 @@ def create_queue(maxsize: int = 0, *, unbounditems: object = UNBOUND) -> Queue:
 
 
 def is_shareable(obj: object) -> bool:
-    """Whether the object crosses to another interpreter without pickling."""
-    return bool(_backend.is_shareable(obj)) or isinstance(obj, Queue)
+    """Whether the object is shareable in 3.14's sense (it crosses without pickling
+    there): ``None``, ``bool``, ``int``, ``float``, ``str``, ``bytes``, a tuple of such
+    objects, a ``Queue``, or what this CPython's low-level module shares natively."""
+    if isinstance(obj, tuple):
+        return type(obj) is tuple and all(is_shareable(item) for item in obj)
+    return type(obj) in (bool, float) or bool(_backend.is_shareable(obj)) or isinstance(obj, Queue)
 
 

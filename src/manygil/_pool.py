@@ -33,11 +33,11 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Executor, Future
-from concurrent.futures._base import RUNNING, CANCELLED_AND_NOTIFIED
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, LOGGER, RUNNING
 from typing import Any, TextIO
 
 from . import _backend, _native, _output, _tracebacks, _worker
-from ._exceptions import BrokenInterpreterPool, RemoteError, RemoteTraceback
+from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._handles import out_of_band, release_pins
 from ._interpreters import bootstrap
 from ._transport import describe, dumps
@@ -203,7 +203,8 @@ class _WorkerHandle:
 
 
 def _rebuild_exception(status: int, payload: bytes) -> BaseException:
-    """The task's own exception, chained to its remote traceback; else a RemoteError."""
+    """The task's own exception, chained to an ``ExecutionFailed`` with its traceback in
+    the worker (as 3.14's pool does); else a RemoteError."""
     if status == _worker.RAISED:
         n = int.from_bytes(payload[:4], "little")
         info = pickle.loads(payload[4 : 4 + n])
@@ -214,7 +215,7 @@ def _rebuild_exception(status: int, payload: bytes) -> BaseException:
     else:
         info = pickle.loads(payload)
         exc = RemoteError(info)
-    exc.__cause__ = RemoteTraceback(info.errdisplay)
+    exc.__cause__ = ExecutionFailed(info)
     return exc  # type: ignore[no-any-return]
 
 
@@ -529,6 +530,9 @@ class _PoolState:
             cause = _rebuild_exception(status, payload)
         finally:
             release_pins(pins)
+        # Logged as the standard library's pools log it (logger "concurrent.futures").
+        info = getattr(cause.__cause__, "excinfo", None)
+        LOGGER.critical("Exception in initializer:\n%s", info.errdisplay if info else cause)
         with self.lock:
             self._leave(worker, "retiring")
             failed = self._break("a worker's initializer raised; the pool is broken", cause)
@@ -916,6 +920,12 @@ class InterpreterPoolExecutor(Executor):
         """Await ``fn(*args, **kwargs)`` from asyncio; cancelling the await cancels the task
         in its interpreter, even while it runs."""
         return await _await(self.submit(fn, *args, **kwargs))
+
+    @property
+    def _broken(self) -> str | bool:
+        """Why the pool is broken, else False: the attribute the standard library's pools
+        have, which code written for them (CPython's own tests among it) reads."""
+        return self._state.broken or False
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the pool: pending tasks still run unless ``cancel_futures``; with ``wait``

@@ -100,6 +100,12 @@ def bootstrap(path: str, main_name: str, main_file: str, forward: int = 1, log_l
     global _main_hint
     sys.path[:] = path.split("\0")
     _main_hint = (main_name, main_file)
+    if sys.version_info < (3, 13):
+        # CPython 3.12: the thread that first imported threading here counts as this
+        # interpreter's main thread, and closing the interpreter waits for it to end:
+        # forever when it is another OS thread than the closing one (a bug 3.13 fixed).
+        shutdown_locks = threading._shutdown_locks  # type: ignore[attr-defined]
+        shutdown_locks.discard(threading._main_thread._tstate_lock)  # type: ignore[attr-defined]
     main = sys.modules["__main__"]
     main.__getattr__ = _main_getattr  # type: ignore[attr-defined]
     if forward:
@@ -247,16 +253,27 @@ def loads(tag: int, data: bytes) -> Any:
     return transport_loads(tag, data)
 
 
-_in_main: Any = None
 
 
 def _call_in_main(fn: Any, args: Any, kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)`` from a frame whose globals are ``__main__``'s, as 3.14's
-    ``Interpreter.call`` does: ``call(eval, "x")`` and ``call(globals)`` see ``__main__``."""
-    global _in_main
-    if _in_main is None:
-        _in_main = eval("lambda f, a, k: f(*a, **k)", sys.modules["__main__"].__dict__)
-    return _in_main(fn, args, kwargs)
+    """``fn(*args, **kwargs)`` from a frame whose globals and locals are ``__main__``'s
+    namespace, as 3.14's ``Interpreter.call`` does: ``call(eval, "x")``, ``call(globals)``
+    and ``call(dir)`` see ``__main__`` and nothing of manygil's.  The names this needs are
+    popped from the namespace while the call's arguments are evaluated, before it runs."""
+    ns = sys.modules["__main__"].__dict__
+    ns.update(__mg_pop__=ns.pop, __mg_f__=fn, __mg_a__=args, __mg_k__=kwargs)
+    try:
+        return eval(_IN_MAIN, ns)
+    finally:
+        for name in ("__mg_pop__", "__mg_f__", "__mg_a__", "__mg_k__"):
+            ns.pop(name, None)
+
+
+_IN_MAIN = compile(
+    '__mg_pop__("__mg_f__")(*__mg_pop__("__mg_a__"), **__mg_pop__("__mg_pop__")("__mg_k__"))',
+    "<interpreter call>",
+    "eval",
+)
 
 
 def call_once(inbox: int, reply: int) -> None:
@@ -277,7 +294,7 @@ def call_once(inbox: int, reply: int) -> None:
         finally:
             flush_output()
     except BaseException as exc:
-        info = _excinfo(exc, 2)  # call_once's frame and the __main__ lambda's
+        info = _excinfo(exc, 3)  # call_once, _call_in_main and the <interpreter call> frame
         _native.chan_put(reply, pickle.dumps((False, info)), TAG_PICKLE, None)
         return
     try:
@@ -405,6 +422,9 @@ def start_agent(control: int) -> None:
     global _agent_thread
     _agent_thread = threading.Thread(target=agent, args=(control, None, 0), name="manygil-agent")
     _agent_thread.start()
+    # Closed by another interpreter (a sibling, or a thread the creator does not know
+    # about): finalization waits for non-daemon threads, so the agent stops itself first.
+    threading._register_atexit(stop_agent, control)  # type: ignore[attr-defined]
 
 
 def stop_agent(control: int) -> None:

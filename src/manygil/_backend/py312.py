@@ -62,7 +62,9 @@ def destroy(interp_id: int) -> None:
 
 
 def list_all() -> list[tuple[int, str]]:
-    return [(int(i), whence(int(i))) for i in _ll.list_all()]
+    # One listing: an interpreter may be closed (by a collection) while this runs.
+    ids = [int(i) for i in _ll.list_all()]
+    return [(i, "runtime init" if i == _MAIN else "_interpreters module" if i in _created else "unknown") for i in ids]
 
 
 def whence(interp_id: int) -> str:
