@@ -369,3 +369,19 @@ def close_interpreter(interp_id):
     from manygil import interpreters
 
     interpreters.Interpreter(interp_id).close()
+
+
+def current_pid():
+    import os
+
+    return os.getpid()
+
+
+def count_then_import(counter, module):
+    """Do some work (count a run), then import ``module``: a refusal mid-task."""
+    import importlib
+
+    if counter is not None:
+        counter.add(1)
+    importlib.import_module(module)
+    return "imported"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import itertools
 import os
 import subprocess
@@ -350,21 +351,28 @@ def test_pool_shut_down_cleanly_at_exit_with_tasks_in_flight():
     assert lines.count("done") == 4 and proc.stdout.index("exiting") < proc.stdout.index("done")
 
 
-def test_main_script_that_imports_a_refusing_module_gets_a_note(tmp_path, single_phase_dir):
+def test_main_script_that_imports_a_refusing_module(tmp_path, single_phase_dir):
     script = tmp_path / "uses_single_phase.py"
     script.write_text(textwrap.dedent("""
+        import sys
         import mg_single_phase  # refuses an own GIL: the worker cannot import this script
-        from manygil import InterpreterPoolExecutor
+        from manygil import InterpreterPoolExecutor, interpreters
 
         def twice(x):
-            return 2 * x
+            return 2 * x, interpreters.get_current().id
 
         if __name__ == "__main__":
+            # By default the function is sent again by value, without the script's imports.
             with InterpreterPoolExecutor(1) as pool:
+                value, where = pool.submit(twice, 1).result()
+                print(value, "interpreter" if where > 0 else "main", pool.routes())
+            with InterpreterPoolExecutor(1, fallback=None) as pool:
                 pool.submit(twice, 1).result()
     """))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "src"), single_phase_dir]))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    if importlib.util.find_spec("cloudpickle") is not None:
+        assert proc.stdout.splitlines() == ["2 interpreter {}"]
     assert proc.returncode != 0
     assert "the worker imported" in proc.stderr and "if __name__" in proc.stderr
 

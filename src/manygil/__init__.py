@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = (
     "BrokenInterpreterPool",
+    "FallbackWarning",
     "InterpreterFuture",
     "InterpreterPoolExecutor",
     "RemoteError",
@@ -31,6 +32,7 @@ __all__ = (
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs every worker 8 ms
 if TYPE_CHECKING:
     from ._exceptions import BrokenInterpreterPool, RemoteError
+    from ._fallback import FallbackWarning
     from ._tracebacks import cancel_dump_tracebacks_later, dump_tracebacks, dump_tracebacks_later
     from .pool import InterpreterFuture, InterpreterPoolExecutor
 
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "BrokenInterpreterPool": "._exceptions",
     "RemoteError": "._exceptions",
+    "FallbackWarning": "._fallback",
     "InterpreterFuture": ".pool",
     "InterpreterPoolExecutor": ".pool",
     "dump_tracebacks": "._tracebacks",

@@ -38,7 +38,8 @@ from typing import Any, TextIO
 
 from . import _backend, _native, _output, _tracebacks, _worker
 from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
-from ._handles import out_of_band, release_pins
+from ._fallback import FALLBACKS, Fallback, route_key
+from ._handles import collect, out_of_band, release_pins
 from ._interpreters import bootstrap
 from ._transport import describe, dumps
 
@@ -102,6 +103,7 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
 
     _state_ref: weakref.ref[_PoolState] | None = None
     _tid: int = 0
+    _fallback: Future | None = None  # type: ignore[type-arg]  # the task runs in the fallback pool
 
     def _Future__get_result(self) -> Any:
         # 3.12/3.13's Future tests "if self._exception:", so an exception whose
@@ -123,6 +125,9 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
                 waiter.add_cancelled(self)
             self._condition.notify_all()
         self._invoke_callbacks()
+        if self._fallback is not None:
+            self._fallback.cancel()  # not started there yet: it never will
+            return True
         state = self._state_ref() if self._state_ref is not None else None
         if state is not None:
             state.interrupt(self._tid)
@@ -134,17 +139,24 @@ class _Item:
     released when the item is dropped, which happens only once no worker can load the
     payload any more (its result arrived, its worker is gone, or it never started)."""
 
-    __slots__ = ("fn", "future", "payload", "pins", "started", "timeout", "worker")
+    __slots__ = ("call", "fn", "future", "payload", "pins", "started", "timeout", "worker")
 
     def __init__(
-        self, future: InterpreterFuture, payload: bytes, pins: tuple[int, ...], timeout: float | None, fn: object
+        self,
+        future: InterpreterFuture,
+        payload: bytes,
+        pins: tuple[int, ...],
+        timeout: float | None,
+        fn: object,
+        call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> None:
         self.future = future
         self.payload = payload
         self.pins = pins
         self.timeout = timeout
         self.worker: _WorkerHandle | None = None
-        self.fn = fn
+        self.fn = fn  # the user's function (for a chunk of map(), the mapped one)
+        self.call = call  # what was submitted, kept to run it in the fallback pool
         self.started = False
 
     def drop(self, release_pins: Callable[[tuple[int, ...]], None] = release_pins) -> None:
@@ -202,15 +214,19 @@ class _WorkerHandle:
             _native.release(obj)
 
 
-def _rebuild_exception(status: int, payload: bytes) -> BaseException:
+def _rebuild_exception(status: int, payload: bytes | memoryview) -> BaseException:
     """The task's own exception, chained to an ``ExecutionFailed`` with its traceback in
     the worker (as 3.14's pool does); else a RemoteError."""
-    if status == _worker.RAISED:
+    if status == _worker.REFUSED:
+        payload = payload[2 + int.from_bytes(payload[:2], "little") :]  # the module's name
+    if status in (_worker.RAISED, _worker.REFUSED):
         n = int.from_bytes(payload[:4], "little")
         info = pickle.loads(payload[4 : 4 + n])
         try:
             exc = pickle.loads(payload[4 + n :])
         except Exception:  # noqa: BLE001 - it pickled there but does not unpickle here
+            exc = None
+        if not isinstance(exc, BaseException):
             exc = RemoteError(info)
     else:
         info = pickle.loads(payload)
@@ -219,16 +235,53 @@ def _rebuild_exception(status: int, payload: bytes) -> BaseException:
     return exc  # type: ignore[no-any-return]
 
 
-def _resolve(item: _Item | None, record: bytes) -> None:
+def _payload(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool = False
+) -> tuple[bytes, tuple[int, ...]]:
+    """A task's pickle and its pins; large buffers out of band.  ``by_value``: functions
+    of the caller's ``__main__`` go by value with cloudpickle, with only the globals they
+    use, so the worker need not import the whole script."""
+    if kwargs:
+        values = tuple(kwargs.values())
+        if (moved := out_of_band(values)) is not values:
+            kwargs = dict(zip(kwargs, moved))
+    call = (fn, out_of_band(args), kwargs)
+    if by_value:
+        import cloudpickle
+
+        return collect(lambda obj: bytes(cloudpickle.dumps(obj, protocol=5)), call)
+    _, payload, pins = dumps(call)  # a tuple: always a pickle
+    return payload, pins  # type: ignore[return-value]
+
+
+def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None) -> None:
     """Settle a task's future from its result record (``_worker.pack`` after the task
-    id); the record's pins are released whether or not it is loaded."""
+    id); the record's pins are released whether or not it is loaded.  A task that the
+    worker could not load because a module refused its interpreter goes to ``fallback``."""
     status, payload, pins = _worker.unpack(record, 8)
     try:
         if item is None or item.future.done():
             return  # timed out or cancelled while it ran: nobody wants the result
         future = item.future
         try:
-            if status == _worker.OK:
+            if status == _worker.REFUSED:
+                module = bytes(payload[2 : 2 + int.from_bytes(payload[:2], "little")]).decode()
+                script = module.startswith("script:")  # importing the caller's script failed
+                module = module.removeprefix("script:")
+                if fallback is not None and item.call is not None:
+                    if script and fallback.by_value(item):
+                        return  # sent again with the function by value: only what it uses
+                    fallback.refused(item.fn, module)
+                    fallback.run(future, *item.call)
+                    return
+                exc = _rebuild_exception(status, payload)
+                exc.add_note(
+                    f"manygil: the extension module {module} refuses to load in an interpreter "
+                    f"with its own GIL, so this task did not run; InterpreterPoolExecutor("
+                    f"fallback=\"process\") (the default) runs such tasks in a process worker"
+                )
+                future.set_exception(exc)
+            elif status == _worker.OK:
                 future.set_result(pickle.loads(payload))
             elif status == _worker.INTERRUPTED:
                 future.set_exception(CancelledError(f"task {item.label} was interrupted"))
@@ -285,6 +338,7 @@ class _PoolState:
         self.shutting_down = False
         self.broken: str | None = None
         self.broken_cause: BaseException | None = None
+        self.fallback: Fallback | None = None  # set by the executor
         self.watchdog: threading.Thread | None = None
         self.leaving = 0  # workers in self.workers that are retiring or abandoned
         self.task_time: float | None = None  # running average of one task's time, seconds
@@ -335,6 +389,13 @@ class _PoolState:
         elif not item.future.set_running_or_notify_cancel():
             return b""
         item.started = True
+        if self.fallback is not None and item.call is not None and self.fallback.routed(item.fn):
+            # Routed while it waited (an earlier call was refused): no need to try it here.
+            try:
+                self.fallback.run(item.future, *item.call)
+            except BaseException as exc:  # noqa: BLE001 - e.g. the process side shut down
+                item.future.set_exception(exc)
+            return b""
         if not worker.tids:
             worker.sent_at = time.monotonic()
         worker.tids.append(tid)
@@ -514,7 +575,7 @@ class _PoolState:
             else:
                 batch = self._next_for(worker)
         for item, record in done:
-            _resolve(item, record)
+            _resolve(item, record, self.fallback)
         return batch
 
     def _worker_event(self, worker: _WorkerHandle, event: bytes) -> bytes | None:
@@ -589,7 +650,7 @@ class _PoolState:
             self.watch.notify_all()
             self.changed.notify_all()
         for item, record in done:
-            _resolve(item, record)
+            _resolve(item, record, self.fallback)
         self._fail(failed)
 
     # ------------------------------------------------------------ time limits
@@ -682,7 +743,7 @@ class _PoolState:
             self.lock.release()
             try:
                 for finished, record in done:
-                    _resolve(finished, record)
+                    _resolve(finished, record, self.fallback)
                 self._fail(failed)
             finally:
                 self.lock.acquire()
@@ -768,9 +829,16 @@ class InterpreterPoolExecutor(Executor):
         forward_output: send what tasks print to the caller's ``sys.stdout`` and
             ``sys.stderr``, and their logging records to the caller's handlers (on by
             default); off, workers write straight to the process's file descriptors.
+        fallback: where a task goes that cannot run in an own-GIL interpreter because
+            loading its function or arguments imports an extension module that refuses
+            one (numpy, for one): ``"process"`` (default) runs it in a process worker,
+            ``"shared-gil"`` in an interpreter that shares the main GIL, ``None`` raises
+            the ImportError.  Later calls of that function go there directly; see
+            ``routes()`` and ``route()``.
 
     Raises:
-        ValueError: ``max_workers`` or ``max_tasks_per_worker`` is not positive.
+        ValueError: ``max_workers`` or ``max_tasks_per_worker`` is not positive, or
+            ``fallback`` is not one of the above.
         TypeError: ``initializer`` is not callable.
     """
 
@@ -787,7 +855,12 @@ class InterpreterPoolExecutor(Executor):
         thread_name_prefix: str = "",
         dump_on_timeout: bool | TextIO = False,
         forward_output: bool = True,
+        fallback: str | None = "process",
     ) -> None:
+        if fallback not in FALLBACKS:
+            raise ValueError(
+                f"fallback must be \"process\", \"shared-gil\" or None, got {fallback!r}"
+            )
         if max_workers is None:
             max_workers = os.cpu_count() or 1
         if max_workers <= 0:
@@ -814,6 +887,12 @@ class InterpreterPoolExecutor(Executor):
         )
         self._max_workers = max_workers
         self._state_ref = weakref.ref(self._state)
+        self._fallback: Fallback | None = None
+        if fallback is not None and not shared_gil:
+            self._fallback = Fallback(fallback, max_workers, initializer, tuple(initargs), max_tasks_per_worker)
+            self._fallback.resubmit = weakref.WeakMethod(self._resubmit)
+            self._state.fallback = self._fallback
+            weakref.finalize(self, self._fallback.shutdown, False, False)
         weakref.finalize(self, self._state.shutdown, False, False)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> InterpreterFuture:
@@ -827,24 +906,74 @@ class InterpreterPoolExecutor(Executor):
         return self._submit(fn, args, kwargs, self._timeout)
 
     def _submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        route_fn: Callable[..., Any] | None = None,
     ) -> InterpreterFuture:
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {describe(fn)}")
-        if kwargs:
-            values = tuple(kwargs.values())
-            if (moved := out_of_band(values)) is not values:
-                kwargs = dict(zip(kwargs, moved))
-        _, payload, pins = dumps((fn, out_of_band(args), kwargs))  # a tuple: always a pickle
+        route_fn = route_fn or fn  # a chunk of map() is routed by the mapped function
+        call = None
+        by_value = False
+        if self._fallback is not None:
+            if self._fallback.routed(route_fn):
+                return self._submit_fallback(fn, args, kwargs)
+            call = (fn, args, kwargs)
+            by_value = route_key(route_fn) in self._fallback.sent_by_value
+        payload, pins = _payload(fn, args, kwargs, by_value)
         future = InterpreterFuture()
         future._state_ref = self._state_ref
-        item = _Item(future, payload, pins, timeout, fn)
+        item = _Item(future, payload, pins, timeout, route_fn, call)
         try:
             self._state.submit(item)
         except BaseException:
             item.drop()  # now, not when the traceback that holds it is collected
             raise
         return future
+
+    def _resubmit(self, item: _Item) -> None:
+        """Send a refused task again, its function by value (see ``Fallback.by_value``)."""
+        assert item.call is not None
+        payload, pins = _payload(*item.call, by_value=True)
+        again = _Item(item.future, payload, pins, item.timeout, item.fn, item.call)
+        again.started = True  # its future is running already
+        try:
+            self._state.submit(again)
+        except BaseException:
+            again.drop()
+            raise
+
+    def _submit_fallback(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> InterpreterFuture:
+        assert self._fallback is not None
+        with self._state.lock:
+            if self._state.shutting_down:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+        future = InterpreterFuture()
+        future.set_running_or_notify_cancel()
+        self._fallback.run(future, fn, args, kwargs)
+        return future
+
+    def routes(self) -> dict[str, str]:
+        """The functions whose tasks run outside the own-GIL interpreters, and why:
+        ``{"module.qualname": "process: the extension module numpy... refuses ..."}``."""
+        if self._fallback is None:
+            return {}
+        with self._fallback.lock:
+            return dict(self._fallback.routes)
+
+    def route(self, fn: Callable[..., Any], where: str = "process") -> None:
+        """Run ``fn``'s tasks in the fallback pool from now on (``where`` must be this
+        pool's ``fallback``), e.g. for a function that imports numpy inside its body."""
+        if self._fallback is None or where != self._fallback.kind:
+            raise ValueError(
+                f"route({route_key(fn)}, {where!r}): this pool's fallback is "
+                f"{self._fallback.kind if self._fallback else None!r}; create the pool with "
+                f"InterpreterPoolExecutor(fallback={where!r})"
+            )
+        self._fallback.route(fn, f"{where}: pool.route()")
 
     def with_timeout(self, seconds: float | None) -> _TimedSubmitter:
         """A view of this pool whose ``submit``/``map``/``run`` give each task a time limit.
@@ -906,7 +1035,7 @@ class InterpreterPoolExecutor(Executor):
         def submit(call: Any) -> InterpreterFuture:
             if chunksize == 1:
                 return self._submit(fn, call, {}, task_timeout)
-            return self._submit(_worker.run_chunk, (fn, call), {}, task_timeout)
+            return self._submit(_worker.run_chunk, (fn, call), {}, task_timeout, fn)
 
         window = itertools.islice(calls, buffersize) if buffersize is not None else calls
         futures = deque(submit(call) for call in window)
@@ -931,6 +1060,8 @@ class InterpreterPoolExecutor(Executor):
         """Stop the pool: pending tasks still run unless ``cancel_futures``; with ``wait``
         return once every worker interpreter is closed."""
         self._state.shutdown(wait, cancel_futures)
+        if self._fallback is not None:
+            self._fallback.shutdown(wait, cancel_futures)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         """Leaving the block waits for the tasks; leaving it by Ctrl-C (``KeyboardInterrupt``),
@@ -938,9 +1069,9 @@ class InterpreterPoolExecutor(Executor):
         all, running ones included, so that the program stops promptly."""
         if exc_type is not None and not issubclass(exc_type, Exception):
             self._state.cancel_all()
-            self._state.shutdown(True, True)
+            self.shutdown(True, cancel_futures=True)
         else:
-            self._state.shutdown(True, False)
+            self.shutdown(True)
 
 
 class _TimedSubmitter:

@@ -42,6 +42,8 @@ INTERRUPTED = 3     # the task was interrupted by a time limit or cancel()
 READY = 4           # the worker is up (task id 0)
 INIT_FAILED = 5     # the initializer raised (task id 0); payload as RAISED
 OUTPUT = 6          # event: [kind][payload]: what a task wrote, for the caller's streams
+REFUSED = 7         # loading the task needs a module that refuses this interpreter:
+                    # [2-byte n][module name: n bytes] + a RAISED payload
 OUT_STDOUT, OUT_STDERR, OUT_LOG = 1, 2, 3
 PINNED = 0x80       # status flag: [2-byte n][n 8-byte ids] precede the payload: the
                     # references the payload's manygil objects hold (see _handles)
@@ -71,6 +73,7 @@ def _load_user_main() -> types.ModuleType:
             try:
                 module.__dict__.update(runpy.run_path(file, run_name="__mg_main__"))
             except ImportError as exc:
+                exc.__mg_script__ = True  # type: ignore[attr-defined]  # refused by the script's imports
                 exc.add_note(
                     f"manygil: to find a function of your main script here, the worker imported "
                     f"{file} (as multiprocessing's spawn does), and that import failed; move imports "
@@ -331,21 +334,54 @@ def unpack(record: bytes | memoryview, at: int = 0) -> tuple[int, bytes | memory
     return status & ~PINNED, record[start + 8 * n :], pins
 
 
-def _pack_error(exc: BaseException) -> bytes:
-    if isinstance(exc, ImportError) and _REFUSED in str(exc):
-        name = exc.name or str(exc).split()[1]  # "module X does not support ..."
-        exc.add_note(
-            f"manygil: the extension module {name} refuses to load in an interpreter with "
-            "its own GIL; keep it in the main interpreter, or use "
-            "InterpreterPoolExecutor(shared_gil=True) to run such tasks under the main GIL"
-        )
+def refusing_module(exc: BaseException) -> str | None:
+    """The extension module that refused to load in this interpreter, if ``exc`` is (or
+    was caused by) CPython's refusal: numpy, for one, wraps it in its own ImportError."""
+    import re
+
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 10:
+        if isinstance(cur, ImportError) and _REFUSED in str(cur):
+            found = re.search(r"module (\S+) " + _REFUSED, str(cur))
+            return found.group(1) if found else (cur.name or "an extension module")
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return None
+
+
+def _pack_error(exc: BaseException, loading: bool = False) -> bytes:
+    """A RAISED record; REFUSED when loading the task (before any of it ran) needed a
+    module that refuses this interpreter, so the pool may run it elsewhere."""
+    status = RAISED
+    name = refusing_module(exc)
+    if name is not None:
+        top = name.split(".")[0]
+        if loading:
+            status = REFUSED
+        else:
+            exc.add_note(
+                f"manygil: the extension module {name} refuses to load in an interpreter with "
+                f"its own GIL, and this task imported it while running, so it was not run again "
+                f"elsewhere; send this function to a process worker with "
+                f"pool.route(fn, \"process\") (or import {top} at the top of its module), run "
+                f"such tasks under the main GIL with InterpreterPoolExecutor(shared_gil=True), "
+                f"or see `python -m manygil check {top}`"
+            )
     info = pickle.dumps(_excinfo(exc, 1), protocol=5)
     exc.__traceback__ = None
     try:
         data, pins = collect(_dump5, exc)
     except Exception:
-        return bytes((RAISED_INFO,)) + info
-    return pack(RAISED, len(info).to_bytes(4, "little") + info + data, pins)
+        data, pins = pickle.dumps(None), ()  # rebuilt from its ExcInfo as a RemoteError
+        if status == RAISED:
+            return bytes((RAISED_INFO,)) + info
+    payload = len(info).to_bytes(4, "little") + info + data
+    if status == REFUSED:
+        # "script:" when importing the caller's main script failed, not the task's own needs.
+        module = (("script:" if getattr(exc, "__mg_script__", False) else "") + (name or "?")).encode()
+        payload = len(module).to_bytes(2, "little") + module + payload
+    return pack(status, payload, pins)
 
 
 def _dump5(obj: object) -> bytes:
@@ -487,6 +523,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                 pos += 12 + size
                 if tid == 0:
                     return
+                loading = False
                 try:
                     try:
                         with current.lock:
@@ -497,7 +534,9 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                                 current.early = {t for t in current.early if t > tid}
                                 if early:
                                     raise TaskInterrupted
+                        loading = True
                         fn, args, kwargs = pickle.loads(task)
+                        loading = False
                         task = None
                         result = fn(*args, **kwargs)
                         fn = args = kwargs = None
@@ -517,7 +556,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         fn = args = kwargs = task = None
                         with current.lock:
                             finished()
-                        out = head + _pack_error(exc)
+                        out = head + _pack_error(exc, loading)
                 except TaskInterrupted:
                     # Raised between the task's end and the lock: report it as interrupted.
                     with current.lock:

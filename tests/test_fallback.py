@@ -1,0 +1,116 @@
+"""Tasks that cannot run in an own-GIL interpreter run elsewhere (issue 14).
+
+Real refusals only: ``mg_single_phase`` (a single-phase-init module built by the tests)
+and numpy, which refuse an interpreter with its own GIL on every CPython version."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import warnings
+
+import pytest
+
+from manygil import FallbackWarning, InterpreterPoolExecutor
+from manygil.shared import SharedValue
+
+from . import helpers
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+@pytest.fixture
+def refusing(single_phase_dir, monkeypatch):
+    """The module ``refusing_tasks``, whose top imports a refusing extension."""
+    monkeypatch.syspath_prepend(single_phase_dir)
+    monkeypatch.syspath_prepend(FIXTURES)
+    import refusing_tasks
+
+    yield refusing_tasks
+    assert not multiprocessing.active_children()  # the process side was shut down
+
+
+def test_a_refused_function_runs_in_a_process_and_its_later_calls_go_there(refusing):
+    with InterpreterPoolExecutor(2) as pool:
+        with pytest.warns(FallbackWarning, match="refusing_tasks.where runs in a process worker.*mg_single_phase"):
+            value, pid, _ = pool.submit(refusing.where, 21).result(timeout=120)
+        assert value == 42 and pid != os.getpid()
+        assert pool.routes() == {
+            "refusing_tasks.where": "process: the extension module mg_single_phase refuses an own-GIL interpreter"
+        }
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once per function
+            results = list(pool.map(refusing.where, range(7), chunksize=3))
+            again = pool.submit(refusing.where, 1).result(timeout=120)
+        assert [r[0] for r in results] == [2 * x for x in range(7)]
+        assert all(pid != os.getpid() for _, pid, _ in results + [again])
+        # Other functions still run in the interpreters.
+        assert pool.submit(helpers.add, 1, 2).result(timeout=30) == 3
+        assert pool.submit(helpers.current_pid).result(timeout=30) == os.getpid()
+
+
+def test_fallback_none_raises_the_import_error_with_the_fix(refusing):
+    with InterpreterPoolExecutor(1, fallback=None) as pool:
+        with pytest.raises(ImportError, match="mg_single_phase") as info:
+            pool.submit(refusing.where, 1).result(timeout=60)
+        assert any('fallback="process"' in note for note in info.value.__notes__)
+        assert pool.routes() == {}
+
+
+def test_fallback_shared_gil_runs_it_in_this_process(refusing):
+    with InterpreterPoolExecutor(1, fallback="shared-gil") as pool:
+        with pytest.warns(FallbackWarning, match="shared-GIL interpreter"):
+            value, pid, interp_id = pool.submit(refusing.where, 5).result(timeout=60)
+        assert (value, pid) == (10, os.getpid()) and interp_id > 0
+        assert list(pool.routes().values())[0].startswith("shared-gil:")
+
+
+def test_a_refusal_inside_a_running_task_is_not_run_again(single_phase_dir, monkeypatch):
+    monkeypatch.syspath_prepend(single_phase_dir)
+    runs = SharedValue(0)
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.raises(ImportError, match="mg_single_phase") as info:
+            pool.submit(helpers.count_then_import, runs, "mg_single_phase").result(timeout=60)
+        assert runs.value == 1  # it ran once, in the interpreter, and was not re-run
+        assert any('pool.route(fn, "process")' in note for note in info.value.__notes__)
+        assert pool.routes() == {}
+        pool.route(helpers.count_then_import)  # the explicit way: a process from now on
+        assert pool.submit(helpers.count_then_import, None, "mg_single_phase").result(timeout=120) == "imported"
+        assert "helpers.count_then_import" in next(iter(pool.routes()))
+    assert not multiprocessing.active_children()
+
+
+def test_bad_fallback_and_route_say_what_to_use():
+    with pytest.raises(ValueError, match='fallback must be "process", "shared-gil" or None'):
+        InterpreterPoolExecutor(1, fallback="processes")
+    with InterpreterPoolExecutor(1, fallback=None) as pool:
+        with pytest.raises(ValueError, match=r"fallback is None; create the pool with InterpreterPoolExecutor\(fallback='process'\)"):
+            pool.route(helpers.add, "process")
+
+
+def test_a_pure_python_program_starts_no_process():
+    with InterpreterPoolExecutor(2) as pool:
+        assert list(pool.map(helpers.add, range(20), range(20))) == [2 * x for x in range(20)]
+        assert pool._fallback is not None and pool._fallback.pool is None
+    assert not multiprocessing.active_children()
+
+
+def test_a_script_importing_numpy_at_its_top_keeps_its_pure_functions_in_interpreters():
+    pytest.importorskip("numpy")
+    pytest.importorskip("cloudpickle")
+    out = subprocess.run(
+        [sys.executable, os.path.join(FIXTURES, "numpy_script.py")],
+        capture_output=True, text=True, timeout=300, cwd=FIXTURES,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "pure 328350 interpreter",
+        "with_numpy 4950 process",
+        "pure 2646700 interpreter",
+        "with_numpy 19900 process",
+        "chunked 480200",
+        "routes ['__main__.with_numpy']",
+    ]
+    assert out.stderr.count("FallbackWarning") == 1 and "python -m manygil check numpy" in out.stderr
