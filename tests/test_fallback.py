@@ -114,3 +114,23 @@ def test_a_script_importing_numpy_at_its_top_keeps_its_pure_functions_in_interpr
         "routes ['__main__.with_numpy']",
     ]
     assert out.stderr.count("FallbackWarning") == 1 and "python -m manygil check numpy" in out.stderr
+
+
+def test_functions_of_an_interactive_session_that_need_numpy_run_in_a_process():
+    pytest.importorskip("numpy")
+    pytest.importorskip("cloudpickle")
+    code = (
+        "import os, warnings\n"
+        "import numpy as np\n"
+        "from manygil import FallbackWarning, InterpreterPoolExecutor\n"
+        "warnings.simplefilter('ignore', FallbackWarning)\n"
+        "def total(n): return int(np.arange(n).sum()), os.getpid()\n"
+        "def twice(n): return n * 2, os.getpid()\n"
+        "with InterpreterPoolExecutor(2) as pool:\n"
+        "    (a, pa), (b, pb) = pool.submit(total, 10).result(60), pool.submit(twice, 4).result(60)\n"
+        "    chunks = [v for v, _ in pool.map(total, [3, 4, 5], chunksize=2)]\n"
+        "    print(a, pa != os.getpid(), b, pb == os.getpid(), chunks)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "45 True 8 True [3, 6, 10]"

@@ -42,6 +42,24 @@ def route_key(fn: object) -> str:
     return f"{module}.{name}"
 
 
+def _interactive_main() -> bool:
+    """``__main__`` is interactive (``python -c``, a REPL, a notebook) and cloudpickle,
+    which sends its functions by value, is installed."""
+    import importlib.util
+    import sys
+
+    main = sys.modules.get("__main__")
+    return not getattr(main, "__file__", None) and importlib.util.find_spec("cloudpickle") is not None
+
+
+def _call_pickled(data: bytes) -> Any:
+    """Run a call pickled by value (in a process worker)."""
+    import pickle
+
+    fn, args, kwargs = pickle.loads(data)
+    return fn(*args, **kwargs)
+
+
 class Fallback:
     """The fallback pool of one ``InterpreterPoolExecutor`` and its routing table."""
 
@@ -156,7 +174,15 @@ class Fallback:
     def run(self, future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Run ``fn(*args, **kwargs)`` in the fallback pool and settle ``future`` (running)
         with its outcome; cancelling ``future`` cancels it there if it has not started."""
-        inner = self._executor().submit(fn, *args, **kwargs)
+        executor = self._executor()
+        if self.kind == "process" and _interactive_main():
+            # A process cannot import an interactive __main__ (python -c, a notebook):
+            # the call crosses by value.
+            import cloudpickle
+
+            inner = executor.submit(_call_pickled, cloudpickle.dumps((fn, args, kwargs)))
+        else:
+            inner = executor.submit(fn, *args, **kwargs)
         future._fallback = inner  # type: ignore[attr-defined]
 
         def settle(done: Future[Any]) -> None:
