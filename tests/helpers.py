@@ -385,3 +385,9 @@ def count_then_import(counter, module):
         counter.add(1)
     importlib.import_module(module)
     return "imported"
+
+
+def remember(value):
+    """An initializer: keep ``value`` in this worker."""
+    global REMEMBERED
+    REMEMBERED = value

@@ -134,3 +134,84 @@ def test_functions_of_an_interactive_session_that_need_numpy_run_in_a_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[0] == "45 True 8 True [3, 6, 10]"
+
+
+def _fifos(tmp_path):
+    started, release = tmp_path / "started", tmp_path / "release"
+    os.mkfifo(started)
+    os.mkfifo(release)
+    return str(started), str(release)
+
+
+def _wait_started(started):
+    with open(started) as f:  # blocks until the task opened it: it runs
+        assert f.read() == "started"
+
+
+def test_cancel_stops_a_running_process_task_and_loses_nothing_else(refusing, tmp_path):
+    started, release = _fifos(tmp_path)
+    with InterpreterPoolExecutor(2) as pool:
+        with pytest.warns(FallbackWarning):
+            assert pool.submit(refusing.where, 1).result(timeout=120)[0] == 2  # routed now
+        stuck = pool.submit(refusing.block, started, release)
+        _wait_started(started)
+        others = [pool.submit(refusing.where, x) for x in range(4)]
+        assert stuck.cancel() and stuck.cancelled()
+        assert [f.result(timeout=120)[0] for f in others] == [0, 2, 4, 6]
+        assert pool.submit(refusing.where, 5).result(timeout=120)[0] == 10
+
+
+def test_a_time_limit_stops_a_process_task_stuck_in_c(refusing, tmp_path):
+    started, release = _fifos(tmp_path)
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.warns(FallbackWarning):
+            stuck = pool.with_timeout(2).submit(refusing.block, started, release)
+            _wait_started(started)
+            with pytest.raises(TimeoutError, match="block exceeded its time limit of 2 s"):
+                stuck.result(timeout=120)
+        assert pool.submit(refusing.where, 2).result(timeout=120)[0] == 4
+
+
+def test_process_tasks_print_to_the_callers_streams(refusing, capsys):
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.warns(FallbackWarning):
+            assert pool.submit(refusing.shout, "hello").result(timeout=120) == 5
+        with pytest.raises(ValueError, match="fail") as info:
+            pool.submit(refusing.shout, "fail").result(timeout=120)
+        cause = info.value.__cause__  # as for a task in an interpreter
+        assert type(cause).__name__ == "ExecutionFailed" and cause.excinfo.msg == "fail"
+        assert "in shout" in cause.excinfo.errdisplay
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["hello", "fail"] and err.splitlines()[:2] == ["HELLO", "FAIL"]
+
+
+def test_shared_objects_cannot_reach_a_process_worker(refusing):
+    from manygil import interpreters
+    from manygil.shared import SharedBuffer
+
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.warns(FallbackWarning):
+            pool.submit(refusing.where, 1).result(timeout=120)
+        with pytest.raises(interpreters.NotShareableError, match="SharedBuffer cannot reach a process worker"):
+            pool.submit(refusing.where, SharedBuffer(8))
+
+
+def test_initializer_and_max_tasks_per_worker_on_both_sides(refusing):
+    with InterpreterPoolExecutor(1, initializer=helpers.remember, initargs=("x",), max_tasks_per_worker=1) as pool:
+        with pytest.warns(FallbackWarning):
+            runs = [pool.submit(refusing.remembered).result(timeout=120) for _ in range(3)]
+        assert [value for value, _ in runs] == ["x", "x", "x"]
+        assert len({pid for _, pid in runs}) == 3  # a fresh process per task
+        assert pool.submit(helpers.add, 1, 1).result(timeout=30) == 2
+
+
+def test_shutdown_waits_for_tasks_in_flight_on_both_sides(refusing):
+    pool = InterpreterPoolExecutor(2)
+    with pytest.warns(FallbackWarning):
+        pool.submit(refusing.where, 0).result(timeout=120)
+    futures = [pool.submit(refusing.where, x) for x in range(6)] + [pool.submit(helpers.add, x, x) for x in range(6)]
+    pool.shutdown(wait=True)
+    assert [f.result(timeout=0)[0] for f in futures[:6]] == [2 * x for x in range(6)]
+    assert [f.result(timeout=0) for f in futures[6:]] == [2 * x for x in range(6)]
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(refusing.where, 1)

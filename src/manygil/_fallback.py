@@ -20,10 +20,13 @@ main GIL instead (no process; one GIL for those tasks).
 
 from __future__ import annotations
 
+import heapq
 import threading
+import time
 import warnings
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, InvalidStateError
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 __all__ = ("FALLBACKS", "Fallback", "FallbackWarning", "route_key")
@@ -42,24 +45,6 @@ def route_key(fn: object) -> str:
     return f"{module}.{name}"
 
 
-def _interactive_main() -> bool:
-    """``__main__`` is interactive (``python -c``, a REPL, a notebook) and cloudpickle,
-    which sends its functions by value, is installed."""
-    import importlib.util
-    import sys
-
-    main = sys.modules.get("__main__")
-    return not getattr(main, "__file__", None) and importlib.util.find_spec("cloudpickle") is not None
-
-
-def _call_pickled(data: bytes) -> Any:
-    """Run a call pickled by value (in a process worker)."""
-    import pickle
-
-    fn, args, kwargs = pickle.loads(data)
-    return fn(*args, **kwargs)
-
-
 class Fallback:
     """The fallback pool of one ``InterpreterPoolExecutor`` and its routing table."""
 
@@ -70,15 +55,25 @@ class Fallback:
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
         max_tasks_per_worker: int | None,
+        forward_output: bool = True,
     ) -> None:
         self.kind = kind
+        self.forward = forward_output
         self.max_workers = max_workers
         self.initializer = initializer
         self.initargs = initargs
         self.max_tasks = max_tasks_per_worker
         self.lock = threading.Lock()
-        self.pool: Executor | None = None
+        self.wake = threading.Condition(self.lock)
+        self.pool: Any = None  # the shared-GIL side's InterpreterPoolExecutor
         self.closed = False
+        self.pending: deque[_ProcessTask] = deque()  # the process side's queue
+        self.running: set[_ProcessTask] = set()
+        self.idle: list[Any] = []  # free slots: one-process ProcessPoolExecutors
+        self.slots = 0
+        self.dead: list[Any] = []  # terminated slots, to join at shutdown
+        self.deadlines: list[tuple[float, int, _ProcessTask]] = []
+        self.watchdog: threading.Thread | None = None
         self.routes: dict[str, str] = {}  # route_key -> why
         self.sent_by_value: set[str] = set()  # route_keys of __main__ functions sent by value
         self.resubmit: Callable[[], Callable[[Any], None] | None] | None = None  # the pool's, weakly
@@ -125,84 +120,385 @@ class Fallback:
         where = "a process worker" if self.kind == "process" else "a shared-GIL interpreter"
         if self.route(fn, f"{self.kind}: the extension module {module} refuses an own-GIL interpreter"):
             top = module.split(".")[0]
+            code = getattr(fn, "__code__", None)  # shown at the function, not in manygil
             try:
-                warnings.warn(
+                warnings.warn_explicit(
                     f"manygil: {route_key(fn)} runs in {where} from now on: the extension module "
                     f"{module} refuses to load in an interpreter with its own GIL "
                     f"(see `python -m manygil check {top}`; pool.routes() lists every route)",
                     FallbackWarning,
-                    stacklevel=2,
+                    code.co_filename if code else "<manygil>",
+                    code.co_firstlineno if code else 0,
+                    module=getattr(fn, "__module__", None) or "manygil",
                 )
             except Exception:  # noqa: BLE001 - warnings turned into errors, on a worker thread
                 pass
 
-    def _executor(self) -> Executor:
+    # ------------------------------------------------------------------ running
+
+    def run(
+        self,
+        future: Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
+        label: str = "",
+    ) -> None:
+        """Run ``fn(*args, **kwargs)`` on this side and settle ``future`` (running) with its
+        outcome, within ``timeout`` seconds; ``future.cancel()`` stops it even while it runs.
+
+        Raises:
+            NotShareableError: an argument is a manygil shared object (process side).
+            RuntimeError: the pool was shut down.
+        """
+        if self.kind == "process":
+            with self.lock:
+                if self.closed:
+                    raise RuntimeError("cannot schedule new futures after shutdown")
+            task = _ProcessTask(future, _dump_call(fn, args, kwargs), timeout, label or route_key(fn))
+            future._fallback = task  # type: ignore[attr-defined]
+            with self.lock:
+                self.pending.append(task)
+            self._pump()
+            return
+        pool = self._shared_gil_pool()
+        inner = pool._submit(fn, args, kwargs, timeout)
+        future._fallback = inner  # type: ignore[attr-defined]  # its cancel() interrupts it
+        inner.add_done_callback(lambda done: _settle(future, done))
+
+    def _shared_gil_pool(self) -> Any:
         with self.lock:
             if self.closed:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if self.pool is None:
-                self.pool = self._start()
+                from ._pool import InterpreterPoolExecutor
+
+                self.pool = InterpreterPoolExecutor(
+                    self.max_workers,
+                    initializer=self.initializer,
+                    initargs=self.initargs,
+                    max_tasks_per_worker=self.max_tasks,
+                    shared_gil=True,
+                    fallback=None,
+                    forward_output=self.forward,
+                )
             return self.pool
 
-    def _start(self) -> Executor:
-        if self.kind == "process":
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
+    # The process side: one single-process ProcessPoolExecutor per slot, at most
+    # max_workers slots, so that stopping one running task (time limit, cancel())
+    # terminates its process alone and no other task is lost.
 
-            method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-            extra: dict[str, Any] = {}
-            if self.max_tasks is not None:
-                extra["max_tasks_per_child"] = self.max_tasks
-            return ProcessPoolExecutor(
-                self.max_workers,
-                mp_context=multiprocessing.get_context(method),
-                initializer=self.initializer,
-                initargs=self.initargs,
-                **extra,
-            )
-        from ._pool import InterpreterPoolExecutor
+    def _pump(self) -> None:
+        """Start pending process tasks on free slots."""
+        while True:
+            with self.lock:
+                task = None
+                while self.pending and task is None:
+                    task = self.pending.popleft()
+                    if task.future.done():  # cancelled while it waited
+                        task = None
+                if task is None:
+                    return
+                if self.idle:
+                    slot = self.idle.pop()
+                elif self.slots < self.max_workers:
+                    slot = None
+                    self.slots += 1
+                else:
+                    self.pending.appendleft(task)
+                    return
+            try:
+                if slot is None:
+                    slot = self._new_slot()
+                task.start(self, slot)
+            except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
+                with self.lock:
+                    self.slots -= 1
+                _set_exception(task.future, exc)
 
-        return InterpreterPoolExecutor(
-            self.max_workers,
-            initializer=self.initializer,
-            initargs=self.initargs,
-            max_tasks_per_worker=self.max_tasks,
-            shared_gil=True,
-            fallback=None,
+    def _new_slot(self) -> Any:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        extra: dict[str, Any] = {}
+        if self.max_tasks is not None:
+            extra["max_tasks_per_child"] = self.max_tasks
+        init = None
+        if self.initializer is not None:
+            init = _dump_call(self.initializer, self.initargs, {})
+        return ProcessPoolExecutor(
+            1,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_call_pickled if init is not None else None,
+            initargs=(init, False) if init is not None else (),
+            **extra,
         )
 
-    def run(self, future: Future[Any], fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Run ``fn(*args, **kwargs)`` in the fallback pool and settle ``future`` (running)
-        with its outcome; cancelling ``future`` cancels it there if it has not started."""
-        executor = self._executor()
-        if self.kind == "process" and _interactive_main():
-            # A process cannot import an interactive __main__ (python -c, a notebook):
-            # the call crosses by value.
-            import cloudpickle
+    def slot_free(self, slot: Any, killed: bool) -> None:
+        """A slot finished its task (or was terminated): reuse it, start what waits."""
+        with self.lock:
+            if killed:
+                self.slots -= 1
+                self.dead.append(slot)  # joined by shutdown()
+            else:
+                self.idle.append(slot)
+        self._pump()
 
-            inner = executor.submit(_call_pickled, cloudpickle.dumps((fn, args, kwargs)))
-        else:
-            inner = executor.submit(fn, *args, **kwargs)
-        future._fallback = inner  # type: ignore[attr-defined]
+    def watch(self, task: _ProcessTask) -> None:
+        """Stop ``task`` when its time limit passes (a thread started on first use)."""
+        with self.lock:
+            heapq.heappush(self.deadlines, (task.deadline, id(task), task))
+            if self.watchdog is None:
+                self.watchdog = threading.Thread(target=self._watch, name="manygil-fallback-watchdog", daemon=True)
+                self.watchdog.start()
+            self.wake.notify()
 
-        def settle(done: Future[Any]) -> None:
-            if future.done():
-                return
-            try:
-                if done.cancelled():
-                    future.cancel()
-                elif (exc := done.exception()) is not None:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(done.result())
-            except InvalidStateError:
-                pass  # cancelled meanwhile
-
-        inner.add_done_callback(settle)
+    def _watch(self) -> None:
+        while True:
+            with self.lock:
+                while not self.closed and (not self.deadlines or self.deadlines[0][0] > time.monotonic()):
+                    wait = self.deadlines[0][0] - time.monotonic() if self.deadlines else None
+                    self.wake.wait(wait)
+                if self.closed:
+                    return
+                _, _, task = heapq.heappop(self.deadlines)
+            task.expire()
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         with self.lock:
             self.closed = True
             pool = self.pool
+            if cancel_futures:
+                waiting, self.pending = list(self.pending), deque()
+            else:
+                waiting = []
+            self.wake.notify_all()
+        for task in waiting:
+            task.future.cancel()
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:
+            with self.lock:
+                while self.pending or self.running:
+                    self.wake.wait()
+        with self.lock:
+            slots, self.idle, self.dead = self.idle + self.dead, [], []
+            watchdog = self.watchdog
+        for slot in slots:
+            slot.shutdown(wait=wait)
+        if wait and watchdog is not None:
+            watchdog.join()
+
+
+class _ProcessTask:
+    """One call on the process side: the running future's handle for cancel()."""
+
+    def __init__(self, future: Future[Any], data: bytes, timeout: float | None, label: str) -> None:
+        self.future = future
+        self.data = data
+        self.timeout = timeout
+        self.deadline = 0.0
+        self.label = label
+        self.side: Fallback | None = None
+        self.slot: Any = None
+        self.inner: Future[Any] | None = None
+        self.stopped = False
+
+    def start(self, side: Fallback, slot: Any) -> None:
+        self.side, self.slot = side, slot
+        with side.lock:
+            side.running.add(self)
+        self.inner = slot.submit(_call_pickled, self.data, side.forward)
+        if self.timeout is not None:
+            self.deadline = time.monotonic() + self.timeout
+            side.watch(self)
+        self.inner.add_done_callback(self._done)
+
+    def _done(self, inner: Future[Any]) -> None:
+        side = self.side
+        assert side is not None
+        if not self.stopped:
+            _settle(self.future, inner, forward=side.forward)
+        with side.lock:
+            side.running.discard(self)
+            side.wake.notify_all()
+        side.slot_free(self.slot, self.stopped)
+
+    def cancel(self) -> bool:
+        """Stop it: not started yet, it never will; running, its process is terminated."""
+        self.stop()
+        return True
+
+    def expire(self) -> None:
+        if self.future.done():
+            return
+        _set_exception(self.future, TimeoutError(f"task {self.label} exceeded its time limit of {self.timeout:g} s"))
+        self.stop()
+
+    def stop(self) -> None:
+        if self.slot is None or self.stopped or (self.inner is not None and self.inner.done()):
+            return  # not started (the pump skips it: its future is done) or finished
+        self.stopped = True
+        _terminate(self.slot)
+
+
+def _terminate(slot: Any) -> None:
+    """End a one-process ProcessPoolExecutor now, whatever it runs."""
+    stop = getattr(slot, "terminate_workers", None)  # 3.14+
+    if stop is not None:
+        stop()
+        return
+    for process in list(getattr(slot, "_processes", {}).values()):
+        process.terminate()
+    slot.shutdown(wait=False, cancel_futures=True)
+
+
+def _dump_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """The call pickled for a process worker: functions of an interactive ``__main__`` by
+    value (cloudpickle), since a process cannot import it; a manygil shared object
+    inside raises ``NotShareableError`` naming it."""
+    import pickle
+
+    from ._exceptions import NotShareableError
+    from ._handles import dump_foreign
+
+    def dump(obj: object) -> bytes:
+        if _interactive_main():
+            import cloudpickle
+
+            return bytes(cloudpickle.dumps(obj, protocol=5))
+        return pickle.dumps(obj, protocol=5)
+
+    try:
+        return dump_foreign(dump, (fn, args, kwargs))
+    except TypeError as exc:
+        if "cannot reach a process worker" not in str(exc):
+            raise
+        culprit = next((type(a).__name__ for a in (*args, *kwargs.values()) if hasattr(a, "__reduce__")
+                        and type(a).__module__.startswith("manygil")), "an argument")
+        raise NotShareableError(
+            f"{culprit} cannot reach a process worker: {route_key(fn)} runs in one because an "
+            f"extension module it needs refuses an own-GIL interpreter, and manygil's shared "
+            f"objects live in this process; pass the data as bytes or a numpy array instead, "
+            f"or use InterpreterPoolExecutor(fallback=\"shared-gil\")"
+        ) from exc
+
+
+def _settle(future: Future[Any], done: Future[Any], forward: bool = False) -> None:
+    """Give ``future`` the outcome of ``done`` (unless it was settled already)."""
+    if future.done():
+        return
+    try:
+        if done.cancelled():
+            future.cancel()
+            return
+        exc = done.exception()
+        if exc is not None:
+            if forward:
+                _write_output(getattr(exc, "__mg_output__", None))
+            _chain_execution_failed(exc)
+            future.set_exception(exc)
+            return
+        result = done.result()
+        if forward:
+            result, output = result
+            _write_output(output)
+        future.set_result(result)
+    except InvalidStateError:
+        pass  # cancelled meanwhile
+
+
+def _chain_execution_failed(exc: BaseException) -> None:
+    """Chain a process task's exception to an ``ExecutionFailed`` with its traceback in
+    the process, as the interpreters' tasks are (``ProcessPoolExecutor`` chains it to a
+    private ``_RemoteTraceback``)."""
+    cause = exc.__cause__
+    text = getattr(cause, "tb", None)
+    if type(cause).__name__ != "_RemoteTraceback" or not isinstance(text, str):
+        return
+    from ._excinfo import ExcInfo, ExcTypeInfo
+    from ._exceptions import ExecutionFailed
+
+    tp = type(exc)
+    msg = str(exc)
+    info = ExcInfo(
+        ExcTypeInfo(tp.__name__, tp.__qualname__, tp.__module__),
+        msg,
+        f"{tp.__name__}: {msg}" if msg else tp.__name__,
+        _without_our_frames(text.strip('"\n')) + "\n",
+    )
+    exc.__cause__ = ExecutionFailed(info)
+
+
+def _without_our_frames(text: str) -> str:
+    """A traceback's text without the frames of the process pool and of this module."""
+    out: list[str] = []
+    skipping = False
+    for line in text.splitlines():
+        if line.startswith("  File "):
+            skipping = "concurrent/futures/process.py" in line or "manygil/_fallback.py" in line
+        elif not line.startswith("    "):
+            skipping = False
+        if not skipping:
+            out.append(line)
+    return "\n".join(out)
+
+
+def _set_exception(future: Future[Any], exc: BaseException) -> None:
+    try:
+        if not future.done():
+            future.set_exception(exc)
+    except InvalidStateError:
+        pass
+
+
+def _write_output(output: tuple[str, str] | None) -> None:
+    import sys
+
+    if output:
+        out, err = output
+        if out:
+            sys.stdout.write(out)
+            sys.stdout.flush()
+        if err:
+            sys.stderr.write(err)
+            sys.stderr.flush()
+
+
+def _interactive_main() -> bool:
+    """``__main__`` is interactive (``python -c``, a REPL, a notebook) and cloudpickle,
+    which sends its functions by value, is installed."""
+    import importlib.util
+    import sys
+
+    main = sys.modules.get("__main__")
+    return not getattr(main, "__file__", None) and importlib.util.find_spec("cloudpickle") is not None
+
+
+def _call_pickled(data: bytes, forward: bool) -> Any:
+    """Run a pickled call in a process worker.  ``forward``: what it prints comes back
+    with the result (or on the exception), for the caller's ``sys.stdout``/``sys.stderr``."""
+    import io
+    import pickle
+    import sys
+
+    fn, args, kwargs = pickle.loads(data)
+    if not forward:
+        return fn(*args, **kwargs)
+    out, err = io.StringIO(), io.StringIO()
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:
+        sys.stdout, sys.stderr = saved
+        try:
+            exc.__mg_output__ = (out.getvalue(), err.getvalue())  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - an exception without a __dict__
+            pass
+        raise
+    finally:
+        sys.stdout, sys.stderr = saved
+    return result, (out.getvalue(), err.getvalue())

@@ -40,6 +40,11 @@ def carry(ids: tuple[int, ...]) -> bool:
     Returns True when a payload collects them (each load then takes its own
     reference), False when the pickle itself owns them (its one load adopts them).
     """
+    if getattr(_local, "foreign", False):
+        raise TypeError(
+            "manygil's shared objects (SharedBuffer, SharedArray, SharedValue, Queue, the "
+            "manygil.sync locks) live in this process and cannot reach a process worker"
+        )
     for i in ids:
         _native.retain(i)
     pins = getattr(_local, "pins", None)
@@ -54,6 +59,15 @@ def landed(ids: tuple[int, ...], pinned: bool) -> None:
     if not pinned:
         for i in ids:
             _native.release(i)  # the one the one-shot pickle carried
+
+
+def dump_foreign(dump: Callable[[Any], T], obj: Any) -> T:
+    """``dump(obj)`` for another process: a manygil handle inside raises TypeError."""
+    _local.foreign = True
+    try:
+        return dump(obj)
+    finally:
+        _local.foreign = False
 
 
 def collect(dump: Callable[[Any], T], obj: Any) -> tuple[T, tuple[int, ...]]:

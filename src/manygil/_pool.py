@@ -272,7 +272,7 @@ def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None
                     if script and fallback.by_value(item):
                         return  # sent again with the function by value: only what it uses
                     fallback.refused(item.fn, module)
-                    fallback.run(future, *item.call)
+                    fallback.run(future, *item.call, timeout=item.timeout, label=item.label)
                     return
                 exc = _rebuild_exception(status, payload)
                 exc.add_note(
@@ -392,7 +392,7 @@ class _PoolState:
         if self.fallback is not None and item.call is not None and self.fallback.routed(item.fn):
             # Routed while it waited (an earlier call was refused): no need to try it here.
             try:
-                self.fallback.run(item.future, *item.call)
+                self.fallback.run(item.future, *item.call, timeout=item.timeout, label=item.label)
             except BaseException as exc:  # noqa: BLE001 - e.g. the process side shut down
                 item.future.set_exception(exc)
             return b""
@@ -889,7 +889,9 @@ class InterpreterPoolExecutor(Executor):
         self._state_ref = weakref.ref(self._state)
         self._fallback: Fallback | None = None
         if fallback is not None and not shared_gil:
-            self._fallback = Fallback(fallback, max_workers, initializer, tuple(initargs), max_tasks_per_worker)
+            self._fallback = Fallback(
+                fallback, max_workers, initializer, tuple(initargs), max_tasks_per_worker, forward_output
+            )
             self._fallback.resubmit = weakref.WeakMethod(self._resubmit)
             self._state.fallback = self._fallback
             weakref.finalize(self, self._fallback.shutdown, False, False)
@@ -920,7 +922,7 @@ class InterpreterPoolExecutor(Executor):
         by_value = False
         if self._fallback is not None:
             if self._fallback.routed(route_fn):
-                return self._submit_fallback(fn, args, kwargs)
+                return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
             call = (fn, args, kwargs)
             by_value = route_key(route_fn) in self._fallback.sent_by_value
         payload, pins = _payload(fn, args, kwargs, by_value)
@@ -946,14 +948,22 @@ class InterpreterPoolExecutor(Executor):
             again.drop()
             raise
 
-    def _submit_fallback(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> InterpreterFuture:
+    def _submit_fallback(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        route_fn: Callable[..., Any],
+    ) -> InterpreterFuture:
         assert self._fallback is not None
         with self._state.lock:
             if self._state.shutting_down:
                 raise RuntimeError("cannot schedule new futures after shutdown")
         future = InterpreterFuture()
         future.set_running_or_notify_cancel()
-        self._fallback.run(future, fn, args, kwargs)
+        label = str(getattr(route_fn, "__qualname__", None) or repr(route_fn))
+        self._fallback.run(future, fn, args, kwargs, timeout=timeout, label=label)
         return future
 
     def routes(self) -> dict[str, str]:
