@@ -391,3 +391,7 @@ def remember(value):
     """An initializer: keep ``value`` in this worker."""
     global REMEMBERED
     REMEMBERED = value
+
+
+def make_generator(n):
+    return (i for i in range(n))

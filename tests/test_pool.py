@@ -333,6 +333,64 @@ def test_functions_from_a_main_script_cross_by_reference(tmp_path):
     assert proc.stdout.strip() == "[0, 3, 6, 9, 12]"
 
 
+def test_classes_and_exceptions_of_a_main_script_come_back_as_themselves(tmp_path):
+    script = tmp_path / "invoices.py"
+    script.write_text(textwrap.dedent("""
+        from dataclasses import dataclass
+        from manygil import InterpreterPoolExecutor, interpreters
+
+        @dataclass
+        class Invoice:
+            total: int
+
+        class InvoiceError(Exception):
+            pass
+
+        def make(n):
+            return Invoice(2 * n)
+
+        def check(invoice):
+            if invoice.total < 0:
+                raise InvoiceError(f"negative total {invoice.total}")
+            return isinstance(invoice, Invoice)
+
+        if __name__ == "__main__":
+            with InterpreterPoolExecutor(2) as pool:
+                invoice = pool.submit(make, 21).result()
+                print(type(invoice) is Invoice, invoice)
+                print(pool.submit(check, Invoice(1)).result())
+                try:
+                    pool.submit(check, Invoice(-1)).result()
+                except InvoiceError as exc:
+                    print("caught", exc)
+            interp = interpreters.create()
+            print(type(interp.call(make, 1)) is Invoice)
+            interp.close()
+    """))
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["True Invoice(total=42)", "True", "caught negative total -1", "True"]
+
+
+def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path):
+    script = tmp_path / "no_guard.py"
+    script.write_text(textwrap.dedent("""
+        from manygil import InterpreterPoolExecutor
+
+        def square(x):
+            return x * x
+
+        with InterpreterPoolExecutor(2) as pool:
+            print(list(pool.map(square, range(4))))
+    """))
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 1
+    assert 'The script has no `if __name__ == "__main__":` guard' in proc.stderr
+    assert "daemon threads" not in proc.stderr and "Exception ignored" not in proc.stderr
+
+
 def test_pool_shut_down_cleanly_at_exit_with_tasks_in_flight():
     proc = _run_script("""
         import sys
@@ -456,3 +514,25 @@ def test_map_buffersize_reads_the_input_as_results_are_taken(pool):
 def test_an_exception_that_is_false_still_raises(pool):
     with pytest.raises(helpers.FalsyError):
         pool.submit(helpers.raise_falsy).result(timeout=30)
+
+
+def test_what_cannot_cross_is_refused_with_what_to_send_instead(pool, tmp_path):
+    import socket
+
+    cases = [
+        (threading.Lock(), "use manygil.sync.Lock instead"),
+        (threading.RLock(), "use manygil.sync.RLock instead"),
+        (threading.Event(), "use manygil.sync.Event instead"),
+        (socket.socket(), "send the address"),
+        ((x for x in [1]), "send a list of its items"),
+    ]
+    with open(tmp_path / "f.txt", "w") as f:
+        cases += [(f, "send its path"), ([1, {"file": f}], "send its path")]  # nested too
+        for bad, fix in cases:
+            with pytest.raises(I.NotShareableError, match=fix):  # even with cloudpickle installed
+                pool.submit(helpers.add, bad, 1)
+    cases[3][0].close()
+    with pytest.raises(I.NotShareableError, match=r"the result of make_generator\(\), a generator object, "
+                       r"cannot come back.*return a list of its items") as info:
+        pool.submit(helpers.make_generator, 3).result(timeout=30)
+    assert "_worker.py" not in info.value.__cause__.excinfo.errdisplay  # no traceback into manygil

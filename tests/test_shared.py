@@ -177,3 +177,14 @@ def test_shared_value_is_atomic_across_interpreters():
     assert value.compare_and_set(20_000, 1) and not value.compare_and_set(20_000, 2)
     value.value = 5
     assert value.add(-2) == 3
+
+
+def test_shared_array_is_a_buffer():
+    a = SharedArray((2, 3), "float64")
+    a[1, 2] = 5.0
+    with memoryview(a) as view:
+        assert (view.shape, view.format, view[1, 2]) == ((2, 3), "d", 5.0)
+        view[0, 0] = 7.0
+    assert a[0, 0] == 7.0
+    np = pytest.importorskip("numpy")
+    assert np.asarray(a).shape == (2, 3) and np.frombuffer(a, dtype="float64")[5] == 5.0

@@ -58,10 +58,18 @@ def cmd_check(args: argparse.Namespace) -> int:
             rows.append([r.module, r.version, r.own.status, r.shared.status, detail[:100]])
             statuses.append(["", "", r.own.status, r.shared.status, ""])
         print(_table(rows, statuses, tty))
-        bad = [r.module for r in reports if not r.ok]
+        missing = [r.module for r in reports if r.main.status != "ok" and "ModuleNotFoundError" in r.main.detail]
+        broken = [r.module for r in reports if r.main.status != "ok" and r.module not in missing]
+        bad = [r.module for r in reports if not r.ok and r.main.status == "ok"]
+        if missing:
+            print(f"\nnot installed here: {', '.join(missing)} (check the name, or install it)")
+        if broken:
+            print(f"\nfail to import even in the main interpreter: {', '.join(broken)} (see DETAIL)")
         if bad:
-            print(f"\n{len(bad)} of {len(reports)} do not load under an own GIL: keep them in the main "
-                  "interpreter, or use InterpreterPoolExecutor(shared_gil=True)")
+            print(f"\n{len(bad)} of {len(reports)} do not load under an own GIL ({', '.join(bad)}): "
+                  "InterpreterPoolExecutor runs the tasks that need them in process workers "
+                  "(fallback=\"process\", the default); fallback=\"shared-gil\" runs them under the "
+                  "main GIL instead")
     return 0 if all(r.ok for r in reports) else 1
 
 

@@ -88,6 +88,11 @@ def bootstrap(interp_id: int, forward_output: bool = True) -> None:
     """Give an interpreter this one's import path and ``__main__`` (done by ``create``);
     with ``forward_output``, what it prints and logs comes to this interpreter."""
     name, file = main_hint()
+    if file and not name and "__mg_main__" not in sys.modules and _backend.get_current()[0] == _backend.get_main()[0]:
+        # Workers import the caller's script as __mg_main__ (as spawn does); objects made
+        # there come back as this __main__'s own classes, so that `except MyError:` and
+        # isinstance() work (multiprocessing does the same for __mp_main__).
+        sys.modules["__mg_main__"] = sys.modules["__main__"]
     shared = {
         "_mg_path": "\0".join(sys.path),
         "_mg_main_name": name,
@@ -299,6 +304,8 @@ class Interpreter:
 
 def create() -> Interpreter:
     """Create a new interpreter with its own GIL, ready to run code."""
+    if "manygil._worker" in sys.modules:
+        sys.modules["manygil._worker"].check_not_importing_main()
     if _agent_channels:
         _forget_closed({i for i, _ in _backend.list_all()})
     interp_id = _backend.create()

@@ -857,6 +857,7 @@ class InterpreterPoolExecutor(Executor):
         forward_output: bool = True,
         fallback: str | None = "process",
     ) -> None:
+        _worker.check_not_importing_main()
         if fallback not in FALLBACKS:
             raise ValueError(
                 f"fallback must be \"process\", \"shared-gil\" or None, got {fallback!r}"

@@ -90,10 +90,63 @@ class _CodePickler(pickle.Pickler):
         return NotImplemented
 
 
+class _Unsendable(Exception):
+    """An object that must not cross, found while pickling (see ``_unsendable_kind``)."""
+
+    def __init__(self, obj: object) -> None:
+        super().__init__(describe(obj))
+        self.obj = obj
+
+
+def _unsendable_kind(obj: object) -> str | None:
+    """What to send instead of an object that must never cross, even by value: an
+    open file, a socket, a lock of ``threading`` (cloudpickle would send a copy that
+    is no longer the same file, connection or lock)."""
+    import io
+
+    if isinstance(obj, io.IOBase):
+        return "send its path (or its contents) and open it in the task"
+    socket = sys.modules.get("socket")
+    if socket is not None and isinstance(obj, socket.socket):
+        return "send the address (or the data) and connect in the task"
+    threading = sys.modules.get("threading")
+    if threading is not None and isinstance(
+        obj,
+        (type(threading.Lock()), type(threading.RLock()), threading.Condition, threading.Event, threading.Semaphore),
+    ):
+        kinds = {
+            type(threading.Lock()): "Lock",
+            type(threading.RLock()): "RLock",
+            threading.Condition: "Condition",
+            threading.Event: "Event",
+            threading.Semaphore: "Semaphore",
+        }
+        name = next(n for t, n in kinds.items() if isinstance(obj, t))
+        return (
+            f"use manygil.sync.{name} instead (manygil.sync has Lock, RLock, Condition, Event, "
+            "Semaphore and Barrier), which works across interpreters"
+        )
+    if isinstance(obj, types.GeneratorType):
+        return "send a list of its items, or the arguments that make it and iterate in the task"
+    return None
+
+
 def _pickle_fallback(obj: object, error: Exception) -> bytes:
     if _cloudpickle is not None:
+        import io
+
+        class Pickler(_cloudpickle.Pickler):  # type: ignore[misc, name-defined]
+            def reducer_override(self, item: Any) -> Any:
+                if _unsendable_kind(item) is not None:
+                    raise _Unsendable(item)
+                return super().reducer_override(item)
+
+        buf = io.BytesIO()
         try:
-            return bytes(_cloudpickle.dumps(obj, protocol=5))
+            Pickler(buf, protocol=5).dump(obj)
+            return buf.getvalue()
+        except _Unsendable as exc:
+            raise NotShareableError(_not_picklable(exc.obj, error)) from error
         except Exception as exc:
             error = exc
     elif _interactive_main():
@@ -123,6 +176,9 @@ def _culprit(obj: object) -> object:
 def _not_picklable(obj: object, error: Exception) -> str:
     bad = _culprit(obj)
     what = describe(bad)
+    fix = _unsendable_kind(bad)
+    if fix is not None:
+        return f"cannot send {what} to another interpreter: {fix}"
     fix = "define it at module level"
     if _cloudpickle is None:
         fix += " or install cloudpickle (pip install 'manygil[cloudpickle]')"

@@ -69,7 +69,10 @@ def _load_user_main() -> types.ModuleType:
         elif file:
             import runpy
 
+            global _importing_main
             module = types.ModuleType("__mg_main__")
+            module.__file__ = file
+            _importing_main = True
             try:
                 module.__dict__.update(runpy.run_path(file, run_name="__mg_main__"))
             except ImportError as exc:
@@ -81,10 +84,32 @@ def _load_user_main() -> types.ModuleType:
                     "define the function in a module of its own"
                 )
                 raise
+            finally:
+                _importing_main = False
+            sys.modules["__mg_main__"] = module  # so that its classes pickle back by name
             _user_main = module
         else:
             raise AttributeError("the caller's __main__ is interactive")
     return _user_main
+
+
+_importing_main = False
+
+NO_MAIN_GUARD = (
+    "manygil: a pool or an interpreter was started while a worker interpreter imported "
+    "your main script to find a function in it (as multiprocessing's spawn does). The "
+    "script has no `if __name__ == \"__main__\":` guard: put the code that starts the pool "
+    "(and everything that should run once) under it:\n\n"
+    "    if __name__ == \"__main__\":\n"
+    "        with InterpreterPoolExecutor() as pool:\n"
+    "            ..."
+)
+
+
+def check_not_importing_main() -> None:
+    """Refuse to start a pool or an interpreter from the import of the caller's script."""
+    if _importing_main:
+        raise RuntimeError(NO_MAIN_GUARD)
 
 
 def _main_getattr(name: str) -> Any:
@@ -384,6 +409,26 @@ def _pack_error(exc: BaseException, loading: bool = False) -> bytes:
     return pack(status, payload, pins)
 
 
+def _result_error(fn: Any, result: object, exc: BaseException) -> BaseException:
+    """The error for a result that cannot be sent back: it names the function and what
+    to return instead, with no traceback into manygil."""
+    if not isinstance(exc, Exception):
+        return exc  # KeyboardInterrupt, TaskInterrupted...
+    from ._exceptions import NotShareableError
+    from ._transport import _unsendable_kind, describe
+
+    if isinstance(result, types.GeneratorType):
+        hint = "return a list of its items instead (list(...))"
+    else:
+        hint = _unsendable_kind(result) or "return a picklable value: built-in types, or objects of module-level classes"
+        hint = hint.replace("send ", "return ", 1)
+    return NotShareableError(
+        f"the result of {getattr(fn, '__qualname__', None) or describe(fn)}(), a "
+        f"{describe(result)}, cannot come back from its interpreter "
+        f"({type(exc).__name__}: {exc}); {hint}"
+    )
+
+
 def _dump5(obj: object) -> bytes:
     return pickle.dumps(obj, protocol=5)
 
@@ -539,15 +584,15 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         loading = False
                         task = None
                         result = fn(*args, **kwargs)
-                        fn = args = kwargs = None
+                        args = kwargs = None
                         with current.lock:
                             finished()
                         try:
                             data, pins = collect(_dump5, out_of_band_value(result))
                             out = head + pack(OK, data, pins)
                         except BaseException as exc:
-                            out = head + _pack_error(exc)
-                        result = data = None
+                            out = head + _pack_error(_result_error(fn, result, exc))
+                        fn = result = data = None
                     except TaskInterrupted:
                         with current.lock:
                             finished()

@@ -222,6 +222,14 @@ class SharedArray:
             return
         self._view[key] = value
 
+    def __buffer__(self, flags: int, /) -> memoryview:
+        """The buffer protocol (PEP 688): ``memoryview(a)``, ``numpy.asarray(a)`` and
+        ``numpy.frombuffer(a, ...)`` see the array's memory, typed and shaped."""
+        return memoryview(self._view)
+
+    def __release_buffer__(self, view: memoryview, /) -> None:
+        view.release()
+
     def tolist(self) -> list[Any]:
         """The values as (nested) lists."""
         return self._view.tolist()  # type: ignore[no-any-return]
