@@ -430,7 +430,14 @@ def _result_error(fn: Any, result: object, exc: BaseException) -> BaseException:
 
 
 def _dump5(obj: object) -> bytes:
-    return pickle.dumps(obj, protocol=5)
+    """A result or an exception for the caller; what pickle cannot send by reference (a
+    class a notebook defined, sent here by value) goes by value with cloudpickle."""
+    try:
+        return pickle.dumps(obj, protocol=5)
+    except Exception as exc:
+        from ._transport import _pickle_fallback
+
+        return _pickle_fallback(obj, exc)
 
 
 def run_chunk(fn: Any, chunk: list[tuple[Any, ...]]) -> list[Any]:
