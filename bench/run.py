@@ -231,12 +231,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     parser.add_argument("--chart", type=Path, default=HERE / "chart.png")
     parser.add_argument("--markdown", type=Path, help="print the table of a results file as markdown, and stop")
+    parser.add_argument("--redraw", type=Path, help="draw the chart (--chart) of a results file, and stop")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.markdown:
         print(markdown_table(json.loads(args.markdown.read_text())))
+        return
+    if args.redraw:
+        if draw_chart(json.loads(args.redraw.read_text()), args.chart):
+            print(f"wrote {args.chart}")
         return
     if args.child:
         name, metric = args.child.split(":")
@@ -353,37 +358,58 @@ def print_table(report: dict[str, object]) -> None:
 
 
 def draw_chart(report: dict[str, object], path: Path) -> bool:
+    """One panel per metric, two columns, sized to be read at the docs' width (~700 px):
+    log scales where values span orders of magnitude, each bar labelled with its value,
+    and a pool that measured no memory of its own (fork shares pages) drawn at 0."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import LogLocator, FuncFormatter
     except ImportError:
         print("matplotlib is not installed: no chart (pip install 'manygil[bench]')")
         return False
     results: dict[str, dict[str, float]] = report["results"]  # type: ignore[assignment]
     names = [n for n, r in results.items() if any(k in r for k, *_ in METRICS)]
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    rows = (len(METRICS) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(9, 2.3 * rows + 0.8))
     colours = ["#d62728" if n == "manygil" else "#7f7f7f" for n in names]
+
+    def compact(value: float, _pos: object = None) -> str:
+        for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if value >= size:
+                return f"{value / size:.3g}{suffix}"
+        return f"{value:.3g}"
+
     for ax, (key, label, unit, higher) in zip(axes.flat, METRICS):
-        values = [results[n].get(key, 0.0) for n in names]
+        values = [max(0.0, float(results[n].get(key, 0.0))) for n in names]
         ax.barh(names, values, color=colours)
-        ax.set_title(f"{label}\n({unit}, {'higher' if higher else 'lower'} is better)", fontsize=9)
-        ax.tick_params(labelsize=8)
+        ax.set_title(f"{label} ({unit}, {'higher' if higher else 'lower'} is better)", fontsize=10)
+        ax.tick_params(labelsize=9)
         ax.invert_yaxis()
-        if key in ("map1_per_s", "map100_per_s", "latency_us"):
+        positive = [v for v in values if v > 0]
+        if positive and max(positive) / min(positive) > 30:
             ax.set_xscale("log")
-    axes.flat[-1].axis("off")
-    axes.flat[-1].text(
-        0,
-        0.5,
-        f"CPython {report['python']}\n{report['cores']} cores, {report['workers']} workers\n"
-        f"medians of {report['repeats']} run(s)\n{report['date']}\n\n./dev bench",
+            ax.xaxis.set_major_locator(LogLocator(numticks=4))
+            ax.xaxis.set_minor_locator(LogLocator(subs=(), numticks=4))
+            ax.set_xlim(min(positive) / 2, max(positive) * 6)
+        else:
+            ax.set_xlim(0, max(values or [1]) * 1.35 or 1)
+        ax.xaxis.set_major_formatter(FuncFormatter(compact))
+        for y, (name, value) in enumerate(zip(names, values)):
+            raw = results[name].get(key)
+            text = "n/a" if raw is None else ("~0 (shared)" if float(raw) <= 0 and key.endswith("mib") else compact(float(raw)))
+            ax.text(value if value > 0 else ax.get_xlim()[0], y, " " + text, va="center", fontsize=8)
+    for ax in list(axes.flat)[len(METRICS):]:
+        ax.axis("off")
+    fig.suptitle(
+        f"manygil vs the alternatives: CPython {report['python']}, {report['cores']} cores, "
+        f"{report['workers']} workers, medians of {report['repeats']} ({report['date']}, ./dev bench)",
         fontsize=10,
     )
-    fig.suptitle("manygil vs the alternatives (one run, one machine)")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=110)
     return True
 
 

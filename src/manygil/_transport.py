@@ -181,7 +181,7 @@ def _not_picklable(obj: object, error: Exception) -> str:
         return f"cannot send {what} to another interpreter: {fix}"
     fix = "define it at module level"
     if _cloudpickle is None:
-        fix += " or install cloudpickle (pip install 'manygil[cloudpickle]')"
+        fix += " or install cloudpickle (pip install cloudpickle; manygil depends on it)"
     return (
         f"cannot send {what} to another interpreter: it is not shareable and pickle "
         f"failed ({type(error).__name__}: {error}); {fix}"

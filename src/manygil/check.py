@@ -5,6 +5,7 @@ survey) imports it in the main interpreter, then in a new interpreter with its o
 then in one that shares the main GIL; each attempt has a time limit.  Results are
 cached by module, version and Python.
 
+Examples:
     >>> from manygil.check import check_modules
     >>> [r.own.status for r in check_modules(["_json"])]
     ['ok']

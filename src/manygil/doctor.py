@@ -1,5 +1,6 @@
 """An environment check-up for per-interpreter GILs: what is set, what it means, the fix.
 
+Examples:
     >>> from manygil.doctor import diagnose
     >>> any(f.name == "own GIL" for f in diagnose())
     True

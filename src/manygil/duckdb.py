@@ -14,6 +14,7 @@ an Arrow UDF in the main interpreter, which splits each chunk across a manygil p
 
 Waiting on the pool releases the GIL, so several DuckDB threads dispatch chunks at once.
 
+Examples:
     >>> import duckdb
     >>> from manygil.duckdb import create_parallel_function
     >>> con = duckdb.connect()
