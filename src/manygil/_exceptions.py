@@ -48,7 +48,7 @@ if _backend.STDLIB_EXCEPTIONS is not None:
     ExecutionFailed, QueueError, QueueEmpty, QueueFull = _backend.STDLIB_EXCEPTIONS
 else:
 
-    class ExecutionFailed(InterpreterError):
+    class ExecutionFailed(InterpreterError):  # type: ignore[no-redef]
         """An unhandled exception happened inside an interpreter.
 
         Raised by ``Interpreter.exec()`` and ``Interpreter.call()``; ``excinfo`` holds the
@@ -67,13 +67,13 @@ else:
         def __reduce__(self) -> tuple[object, ...]:
             return (type(self), (self.excinfo,))
 
-    class QueueError(InterpreterError):
+    class QueueError(InterpreterError):  # type: ignore[no-redef]
         """A cross-interpreter queue operation failed."""
 
-    class QueueEmpty(QueueError, queue.Empty):
+    class QueueEmpty(QueueError, queue.Empty):  # type: ignore[no-redef, valid-type, misc]
         """Raised by ``get_nowait()``, and by ``get()`` when it times out."""
 
-    class QueueFull(QueueError, queue.Full):
+    class QueueFull(QueueError, queue.Full):  # type: ignore[no-redef, valid-type, misc]
         """Raised by ``put_nowait()``, and by ``put()`` when it times out."""
 
 

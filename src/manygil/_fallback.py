@@ -225,14 +225,14 @@ class Fallback:
         extra: dict[str, Any] = {}
         if self.max_tasks is not None:
             extra["max_tasks_per_child"] = self.max_tasks
-        init = None
+        init: bytes | None = None
         if self.initializer is not None:
             init = _dump_call(self.initializer, self.initargs, {})
         return ProcessPoolExecutor(
             1,
             mp_context=multiprocessing.get_context(method),
-            initializer=_call_pickled if init is not None else None,
-            initargs=(init, False) if init is not None else (),
+            initializer=_call_pickled if init is not None else None,  # type: ignore[arg-type]
+            initargs=(init, False) if init is not None else (),  # type: ignore[arg-type]
             **extra,
         )
 

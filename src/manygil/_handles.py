@@ -146,7 +146,7 @@ class _OutOfBand:
     __slots__ = ("block", "kind")
 
     def __init__(self, value: bytes | bytearray | memoryview, kind: int) -> None:
-        if kind == 2 and not value.c_contiguous:
+        if isinstance(value, memoryview) and not value.c_contiguous:
             value = value.tobytes()
         self.block = _native.block_from(value)
         self.kind = kind
@@ -161,7 +161,7 @@ class _OutOfBand:
 
 def _load_out_of_band(block: int, kind: int) -> bytes | bytearray | memoryview:
     if kind == 0:
-        return _native.block_bytes(block)  # type: ignore[no-any-return]
+        return _native.block_bytes(block)
     data = _native.block_bytes(block, True)
     return data if kind == 1 else memoryview(data)
 
@@ -169,7 +169,7 @@ def _load_out_of_band(block: int, kind: int) -> bytes | bytearray | memoryview:
 def out_of_band_value(value: object) -> object:
     """A stand-in that crosses as a native block for a large bytes-like value (or any
     memoryview); anything else as it is."""
-    kind = _KINDS.get(type(value))
+    kind = _KINDS.get(type(value))  # type: ignore[call-overload]
     if kind is None or (kind < 2 and len(value) < BIG):  # type: ignore[arg-type]
         return value
     return _OutOfBand(value, kind)  # type: ignore[arg-type]

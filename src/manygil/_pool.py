@@ -124,7 +124,7 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
             for waiter in self._waiters:
                 waiter.add_cancelled(self)
             self._condition.notify_all()
-        self._invoke_callbacks()
+        self._invoke_callbacks()  # type: ignore[attr-defined]
         if self._fallback is not None:
             self._fallback.cancel()  # not started there yet: it never will
             return True
@@ -251,7 +251,7 @@ def _payload(
 
         return collect(lambda obj: bytes(cloudpickle.dumps(obj, protocol=5)), call)
     _, payload, pins = dumps(call)  # a tuple: always a pickle
-    return payload, pins  # type: ignore[return-value]
+    return payload, pins
 
 
 def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None) -> None:
@@ -423,7 +423,7 @@ class _PoolState:
                 limit = max(1, min(limit, _MAX_BATCH, int(0.005 / max(self.task_time, 1e-6))))
             if self.max_tasks is not None:
                 limit = max(1, min(limit, self.max_tasks - worker.done))
-            batch = []
+            batch: list[bytes] = []
             while self.pending and len(batch) < limit:
                 tid, item = self.pending[0]
                 if item.timeout is not None and batch:
@@ -871,7 +871,8 @@ class InterpreterPoolExecutor(Executor):
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         _check_timeout("task_timeout", task_timeout)
-        init, init_pins = b"", ()
+        init: bytes = b""
+        init_pins: tuple[int, ...] = ()
         if initializer is not None:
             _, init, init_pins = dumps((initializer, tuple(initargs)))
         self._timeout = task_timeout
@@ -995,7 +996,7 @@ class InterpreterPoolExecutor(Executor):
         _check_timeout("seconds", seconds)
         return _TimedSubmitter(self, seconds)
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., Any],
         *iterables: Iterable[Any],

@@ -135,7 +135,7 @@ def _pickle_fallback(obj: object, error: Exception) -> bytes:
     if _cloudpickle is not None:
         import io
 
-        class Pickler(_cloudpickle.Pickler):  # type: ignore[misc, name-defined]
+        class Pickler(_cloudpickle.Pickler):  # type: ignore[misc]
             def reducer_override(self, item: Any) -> Any:
                 if _unsendable_kind(item) is not None:
                     raise _Unsendable(item)

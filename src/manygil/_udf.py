@@ -32,7 +32,7 @@ def decode(column: tuple[str, int, bytes, bytes, bytes]) -> list[Any]:
     elif kind == "?":
         values = [bool(data[i >> 3] >> (i & 7) & 1) for i in range(n)]
     else:
-        values = memoryview(data).cast(kind).tolist()[:n]
+        values = memoryview(data).cast(kind).tolist()[:n]  # type: ignore[call-overload]
     if validity:
         for i in range(n):
             if not validity[i >> 3] >> (i & 7) & 1:

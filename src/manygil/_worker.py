@@ -135,7 +135,7 @@ def bootstrap(path: str, main_name: str, main_file: str, forward: int = 1, log_l
         shutdown_locks = threading._shutdown_locks  # type: ignore[attr-defined]
         shutdown_locks.discard(threading._main_thread._tstate_lock)  # type: ignore[attr-defined]
     main = sys.modules["__main__"]
-    main.__getattr__ = _main_getattr  # type: ignore[attr-defined]
+    main.__getattr__ = _main_getattr  # type: ignore[method-assign]
     if forward:
         sys.stdout = _Forward(OUT_STDOUT, sys.stdout)
         sys.stderr = _Forward(OUT_STDERR, sys.stderr)
@@ -541,6 +541,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
     mark = _native.sync_set
     me = threading.get_ident()
     current = _Current()
+    task: memoryview | None
     forwarding = isinstance(sys.stdout, _Forward) or isinstance(sys.stderr, _Forward)
     ctl = threading.Thread(target=agent, args=(control, current, me), name=f"manygil-control-{index}")
     ctl.start()
@@ -595,11 +596,12 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         with current.lock:
                             finished()
                         try:
-                            data, pins = collect(_dump5, out_of_band_value(result))
-                            out = head + pack(OK, data, pins)
+                            encoded, pins = collect(_dump5, out_of_band_value(result))
+                            out = head + pack(OK, encoded, pins)
                         except BaseException as exc:
                             out = head + _pack_error(_result_error(fn, result, exc))
-                        fn = result = data = None
+                        fn = result = None
+                        encoded = b""
                     except TaskInterrupted:
                         with current.lock:
                             finished()

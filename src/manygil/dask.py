@@ -68,7 +68,7 @@ def _plain_call(task: Any, data: dict[str, Any]) -> tuple[Any, tuple[Any, ...], 
 
     def value(a: Any) -> Any:
         if isinstance(a, TaskRef):
-            return data[a.key]
+            return data[a.key]  # type: ignore[index]
         if isinstance(a, GraphNode):
             raise LookupError
         return a
@@ -114,7 +114,7 @@ class WorkerInterpreterExecutor(Executor):
 
         def done(f: Future[Any]) -> None:
             from distributed.core import error_message
-            from distributed.sizeof import sizeof
+            from distributed.sizeof import sizeof  # type: ignore[attr-defined]
 
             stop = time.time()
             msg: dict[str, Any]
@@ -127,7 +127,7 @@ class WorkerInterpreterExecutor(Executor):
                 outer.set_exception(exc)
                 return
             else:
-                msg = error_message(exc)
+                msg = error_message(exc)  # type: ignore[assignment]
                 msg["op"] = "task-erred"
                 msg["actual_exception"] = exc
             msg["start"] = start + delay
@@ -160,10 +160,10 @@ def _install(worker: Any, name: str, max_workers: int | None, options: dict[str,
 try:
     from distributed import WorkerPlugin as _WorkerPlugin
 except ImportError:  # pragma: no cover - distributed is an optional extra
-    _WorkerPlugin = object
+    _WorkerPlugin = object  # type: ignore[assignment, misc]
 
 
-class InterpreterPoolPlugin(_WorkerPlugin):  # type: ignore[misc, valid-type]
+class InterpreterPoolPlugin(_WorkerPlugin):
     """Installs a manygil pool on every worker as the executor ``name``.
 
     Args:

@@ -27,7 +27,7 @@ from ._handles import Handle, carry, landed
 __all__ = ("SharedArray", "SharedBuffer", "SharedValue")
 
 
-class SharedBuffer(_native.BlockView):  # type: ignore[misc, name-defined]
+class SharedBuffer(_native.BlockView):
     """``nbytes`` zeroed bytes of process memory, shared with every interpreter it is sent to.
 
     Args:
@@ -189,7 +189,7 @@ class SharedArray:
         self.shape = shape
         self.dtype = _NUMPY[code]
         self.offset = offset
-        self._view = memoryview(buffer)[offset : offset + nbytes].cast("B").cast(code, shape)
+        self._view = memoryview(buffer)[offset : offset + nbytes].cast("B").cast(code, shape)  # type: ignore[call-overload]
 
     @property
     def nbytes(self) -> int:

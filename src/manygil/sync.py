@@ -66,8 +66,8 @@ class _Context:
 
 
 def _load_sync(
-    cls: type[_native.Sync], sid: int, state: tuple[object, ...], pinned: bool  # type: ignore[name-defined]
-) -> _native.Sync:  # type: ignore[name-defined]
+    cls: type[_SyncBase], sid: int, state: tuple[object, ...], pinned: bool
+) -> _SyncBase:
     obj = cls.__new__(cls)
     _native.Sync.__init__(obj, sid)  # takes a reference
     landed((sid,), pinned)
@@ -75,7 +75,7 @@ def _load_sync(
     return obj
 
 
-class _SyncBase(_native.Sync):  # type: ignore[misc, name-defined]
+class _SyncBase(_native.Sync):
     """A C handle (fast acquire/release) that crosses interpreters by id."""
 
     def _create(self, value: int, limit: int) -> None:
@@ -188,7 +188,8 @@ class Semaphore(_SyncBase):
         """Take a place; ``False`` if none was free in time."""
         if not blocking and timeout is not None:
             raise ValueError("can't specify timeout for non-blocking acquire")
-        return bool(super().acquire(blocking, _wait_timeout(timeout)))
+        wait = _wait_timeout(timeout)
+        return bool(super().acquire(blocking, -1 if wait is None else wait))
 
     def release(self, n: int = 1) -> None:
         """Give back ``n`` places.

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import _interpreters as _ll
-from _interpreters import InterpreterError, InterpreterNotFoundError  # noqa: F401 - re-exported
+from _interpreters import InterpreterError as InterpreterError  # re-exported
+from _interpreters import InterpreterNotFoundError as InterpreterNotFoundError
 
 
-class NotShareableError(_ll.NotShareableError, TypeError):  # type: ignore[misc]
+class NotShareableError(_ll.NotShareableError, TypeError):
     """An object cannot be shared between interpreters: a ``TypeError`` as on 3.14, and
     still the ``ValueError`` that 3.13's own module raises."""
 
