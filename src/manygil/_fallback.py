@@ -50,7 +50,7 @@ class Fallback:
 
     def __init__(
         self,
-        kind: str,
+        kind: str | None,
         max_workers: int,
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],

@@ -271,6 +271,7 @@ def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None
                 if fallback is not None and item.call is not None:
                     if script and fallback.by_value(item):
                         return  # sent again with the function by value: only what it uses
+                if fallback is not None and fallback.kind is not None and item.call is not None:
                     fallback.refused(item.fn, module)
                     fallback.run(future, *item.call, timeout=item.timeout, label=item.label)
                     return
@@ -889,8 +890,10 @@ class InterpreterPoolExecutor(Executor):
         )
         self._max_workers = max_workers
         self._state_ref = weakref.ref(self._state)
+        # The routing table, and the by-value resend of a script's functions (which
+        # fallback=None keeps); with shared_gil every task may import anything.
         self._fallback: Fallback | None = None
-        if fallback is not None and not shared_gil:
+        if not shared_gil:
             self._fallback = Fallback(
                 fallback, max_workers, initializer, tuple(initargs), max_tasks_per_worker, forward_output
             )
@@ -971,7 +974,7 @@ class InterpreterPoolExecutor(Executor):
     def routes(self) -> dict[str, str]:
         """The functions whose tasks run outside the own-GIL interpreters, and why:
         ``{"module.qualname": "process: the extension module numpy... refuses ..."}``."""
-        if self._fallback is None:
+        if self._fallback is None or self._fallback.kind is None:
             return {}
         with self._fallback.lock:
             return dict(self._fallback.routes)
@@ -979,7 +982,7 @@ class InterpreterPoolExecutor(Executor):
     def route(self, fn: Callable[..., Any], where: str = "process") -> None:
         """Run ``fn``'s tasks in the fallback pool from now on (``where`` must be this
         pool's ``fallback``), e.g. for a function that imports numpy inside its body."""
-        if self._fallback is None or where != self._fallback.kind:
+        if self._fallback is None or self._fallback.kind is None or where != self._fallback.kind:
             raise ValueError(
                 f"route({route_key(fn)}, {where!r}): this pool's fallback is "
                 f"{self._fallback.kind if self._fallback else None!r}; create the pool with "
