@@ -240,3 +240,16 @@ def test_await_run_and_cancelling_the_await_on_the_process_side(refusing, tmp_pa
             pool.submit(refusing.where, 1).result(timeout=120)
         asyncio.run(main(pool))
         assert pool.submit(refusing.where, 3).result(timeout=120)[0] == 6
+
+
+def test_leaving_the_block_by_keyboard_interrupt_stops_process_tasks_too(refusing, tmp_path):
+    started, release = _fifos(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with InterpreterPoolExecutor(1) as pool:
+            with pytest.warns(FallbackWarning):
+                pool.submit(refusing.where, 1).result(timeout=120)
+            stuck = pool.submit(refusing.block, started, release)
+            _wait_started(started)
+            waiting = pool.submit(refusing.where, 2)  # behind it: the process side has 1 worker
+            raise KeyboardInterrupt  # as Ctrl-C would, while a process task runs
+    assert stuck.cancelled() and waiting.cancelled()

@@ -266,6 +266,15 @@ class Fallback:
                 _, _, task = heapq.heappop(self.deadlines)
             task.expire()
 
+    def cancel_all(self) -> None:
+        """Cancel every task of this side, running ones included (Ctrl-C in a ``with``)."""
+        with self.lock:
+            tasks = list(self.pending) + list(self.running)
+        for task in tasks:
+            task.future.cancel()  # a running one's process is terminated
+        if self.pool is not None:
+            self.pool._state.cancel_all()
+
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         with self.lock:
             self.closed = True

@@ -1084,6 +1084,8 @@ class InterpreterPoolExecutor(Executor):
         all, running ones included, so that the program stops promptly."""
         if exc_type is not None and not issubclass(exc_type, Exception):
             self._state.cancel_all()
+            if self._fallback is not None:
+                self._fallback.cancel_all()
             self.shutdown(True, cancel_futures=True)
         else:
             self.shutdown(True)
