@@ -253,3 +253,20 @@ def test_leaving_the_block_by_keyboard_interrupt_stops_process_tasks_too(refusin
             waiting = pool.submit(refusing.where, 2)  # behind it: the process side has 1 worker
             raise KeyboardInterrupt  # as Ctrl-C would, while a process task runs
     assert stuck.cancelled() and waiting.cancelled()
+
+
+def test_a_script_without_a_main_guard_is_told_so_by_the_process_worker_too(tmp_path):
+    # On 3.14 the forkserver imports __main__ itself, and the guard error ends it: the
+    # task fails when its process cannot start (it hung in shutdown, waiting for it).
+    pytest.importorskip("numpy")
+    script = tmp_path / "no_guard_numpy.py"
+    script.write_text(
+        "import numpy as np\n"
+        "from manygil import InterpreterPoolExecutor\n\n"
+        "def total(n):\n    return int(np.arange(n).sum())\n\n"
+        "with InterpreterPoolExecutor(2) as pool:\n    print(pool.submit(total, 10).result(timeout=60))\n"
+    )
+    out = subprocess.run([sys.executable, "-W", "ignore", str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stdout == ""
+    assert "while a process worker imported your main script" in out.stderr
+    assert 'no `if __name__ == "__main__":` guard' in out.stderr

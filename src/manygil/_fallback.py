@@ -215,6 +215,8 @@ class Fallback:
             except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
                 with self.lock:
                     self.slots -= 1
+                    if slot is not None:
+                        self.dead.append(slot)  # joined by shutdown()
                 _set_exception(task.future, exc)
 
     def _new_slot(self) -> Any:
@@ -317,9 +319,11 @@ class _ProcessTask:
 
     def start(self, side: Fallback, slot: Any) -> None:
         self.side, self.slot = side, slot
+        # submit() raises when no process can start (e.g. the forkserver died): then
+        # nothing is registered, and the pump fails the task.
+        self.inner = slot.submit(_call_pickled, self.data, side.forward)
         with side.lock:
             side.running.add(self)
-        self.inner = slot.submit(_call_pickled, self.data, side.forward)
         if self.timeout is not None:
             self.deadline = time.monotonic() + self.timeout
             side.watch(self)

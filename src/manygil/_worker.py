@@ -107,9 +107,13 @@ NO_MAIN_GUARD = (
 
 
 def check_not_importing_main() -> None:
-    """Refuse to start a pool or an interpreter from the import of the caller's script."""
+    """Refuse to start a pool or an interpreter from the import of the caller's script,
+    in a worker interpreter or in a process worker that multiprocessing is preparing."""
     if _importing_main:
         raise RuntimeError(NO_MAIN_GUARD)
+    mp = sys.modules.get("multiprocessing.process")
+    if mp is not None and getattr(mp.current_process(), "_inheriting", False):
+        raise RuntimeError(NO_MAIN_GUARD.replace("a worker interpreter", "a process worker"))
 
 
 def _main_getattr(name: str) -> Any:
