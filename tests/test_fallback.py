@@ -270,3 +270,12 @@ def test_a_script_without_a_main_guard_is_told_so_by_the_process_worker_too(tmp_
     assert out.returncode == 1 and out.stdout == ""
     assert "while a process worker imported your main script" in out.stderr
     assert 'no `if __name__ == "__main__":` guard' in out.stderr
+
+
+def test_a_task_refused_while_the_pool_shuts_down_still_runs(refusing):
+    pool = InterpreterPoolExecutor(1)
+    with pytest.warns(FallbackWarning):
+        future = pool.submit(refusing.where, 4)  # not routed yet: refused, then rerouted
+        pool.shutdown(wait=False)
+        assert future.result(timeout=120)[0] == 8
+    pool.shutdown(wait=True)

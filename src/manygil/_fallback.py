@@ -148,14 +148,13 @@ class Fallback:
         """Run ``fn(*args, **kwargs)`` on this side and settle ``future`` (running) with its
         outcome, within ``timeout`` seconds; ``future.cancel()`` stops it even while it runs.
 
+        A task the interpreters refused while the pool shuts down still runs here: it was
+        submitted before the shutdown (``submit`` refuses new ones itself).
+
         Raises:
             NotShareableError: an argument is a manygil shared object (process side).
-            RuntimeError: the pool was shut down.
         """
         if self.kind == "process":
-            with self.lock:
-                if self.closed:
-                    raise RuntimeError("cannot schedule new futures after shutdown")
             task = _ProcessTask(future, _dump_call(fn, args, kwargs), timeout, label or route_key(fn))
             future._fallback = task  # type: ignore[attr-defined]
             with self.lock:
@@ -169,8 +168,6 @@ class Fallback:
 
     def _shared_gil_pool(self) -> Any:
         with self.lock:
-            if self.closed:
-                raise RuntimeError("cannot schedule new futures after shutdown")
             if self.pool is None:
                 from ._pool import InterpreterPoolExecutor
 
@@ -252,7 +249,7 @@ class Fallback:
         """Stop ``task`` when its time limit passes (a thread started on first use)."""
         with self.lock:
             heapq.heappush(self.deadlines, (task.deadline, id(task), task))
-            if self.watchdog is None:
+            if self.watchdog is None or not self.watchdog.is_alive():
                 self.watchdog = threading.Thread(target=self._watch, name="manygil-fallback-watchdog", daemon=True)
                 self.watchdog.start()
             self.wake.notify()
@@ -260,11 +257,11 @@ class Fallback:
     def _watch(self) -> None:
         while True:
             with self.lock:
-                while not self.closed and (not self.deadlines or self.deadlines[0][0] > time.monotonic()):
+                while not self.deadlines or self.deadlines[0][0] > time.monotonic():
+                    if self.closed and not self.deadlines:
+                        return  # shut down, and no time limit left to enforce
                     wait = self.deadlines[0][0] - time.monotonic() if self.deadlines else None
                     self.wake.wait(wait)
-                if self.closed:
-                    return
                 _, _, task = heapq.heappop(self.deadlines)
             task.expire()
 
@@ -294,6 +291,8 @@ class Fallback:
             with self.lock:
                 while self.pending or self.running:
                     self.wake.wait()
+                self.deadlines.clear()  # every task finished: the watchdog may stop
+                self.wake.notify_all()
         with self.lock:
             slots, self.idle, self.dead = self.idle + self.dead, [], []
             watchdog = self.watchdog
