@@ -279,3 +279,19 @@ def test_a_task_refused_while_the_pool_shuts_down_still_runs(refusing):
         pool.shutdown(wait=False)
         assert future.result(timeout=120)[0] == 8
     pool.shutdown(wait=True)
+
+
+def test_calls_queued_before_the_first_refusal_go_to_the_process_side_unrefused(refusing):
+    # One worker: the first call is refused, and its function is routed before the
+    # worker takes the next one, so the four calls waiting behind it are sent to the
+    # process side directly, without each being loaded and refused in the interpreter.
+    refusals = []
+    with InterpreterPoolExecutor(1) as pool:
+        real = pool._fallback.refused
+        pool._fallback.refused = lambda fn, module: refusals.append(module) or real(fn, module)
+        with pytest.warns(FallbackWarning):
+            futures = [pool.submit(refusing.where, x) for x in range(5)]
+            results = [f.result(timeout=120) for f in futures]
+    assert [value for value, _, _ in results] == [0, 2, 4, 6, 8]
+    assert all(pid != os.getpid() for _, pid, _ in results)
+    assert refusals == ["mg_single_phase"]  # only the first call was refused

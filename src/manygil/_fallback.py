@@ -29,6 +29,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
+from . import _transport
+
 __all__ = ("FALLBACKS", "Fallback", "FallbackWarning", "route_key")
 
 FALLBACKS = ("process", "shared-gil", None)
@@ -75,11 +77,13 @@ class Fallback:
         self.deadlines: list[tuple[float, int, _ProcessTask]] = []
         self.watchdog: threading.Thread | None = None
         self.routes: dict[str, str] = {}  # route_key -> why
+        self.warned: set[str] = set()  # route_keys whose FallbackWarning was given
         self.sent_by_value: set[str] = set()  # route_keys of __main__ functions sent by value
         self.resubmit: Callable[[], Callable[[Any], None] | None] | None = None  # the pool's, weakly
 
     def routed(self, fn: object) -> bool:
-        return route_key(fn) in self.routes
+        # Every submit and dispatch asks: no name is made while nothing is routed.
+        return bool(self.routes) and route_key(fn) in self.routes
 
     def route(self, fn: object, why: str) -> bool:
         """Send ``fn``'s calls here from now on; True the first time."""
@@ -102,11 +106,8 @@ class Fallback:
             or key in self.sent_by_value
             or self.resubmit is None
             or (resubmit := self.resubmit()) is None
+            or not _transport.HAS_CLOUDPICKLE
         ):
-            return False
-        try:
-            import cloudpickle  # noqa: F401
-        except ImportError:
             return False
         self.sent_by_value.add(key)
         try:
@@ -115,10 +116,21 @@ class Fallback:
             return False
         return True
 
+    def route_refused(self, fn: object, module: str) -> None:
+        """Route ``fn`` here because ``module`` refused an interpreter: done by the pool
+        as soon as the refusal arrives, before it hands its worker the next tasks."""
+        self.route(fn, f"{self.kind}: the extension module {module} refuses an own-GIL interpreter")
+
     def refused(self, fn: object, module: str) -> None:
-        """A worker could not load a call of ``fn``: ``module`` refused its interpreter."""
-        where = "a process worker" if self.kind == "process" else "a shared-GIL interpreter"
-        if self.route(fn, f"{self.kind}: the extension module {module} refuses an own-GIL interpreter"):
+        """A worker could not load a call of ``fn``: ``module`` refused its interpreter.
+        Route it, and say so once per function."""
+        self.route_refused(fn, module)
+        key = route_key(fn)
+        with self.lock:
+            first = key not in self.warned
+            self.warned.add(key)
+        if first:
+            where = "a process worker" if self.kind == "process" else "a shared-GIL interpreter"
             top = module.split(".")[0]
             code = getattr(fn, "__code__", None)  # shown at the function, not in manygil
             try:
@@ -376,20 +388,21 @@ def _dump_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
     from ._exceptions import NotShareableError
     from ._handles import dump_foreign
 
-    def dump(obj: object) -> bytes:
-        if _interactive_main():
-            import cloudpickle
+    # A process cannot import an interactive __main__: its functions go by value.
+    by_value = _transport.HAS_CLOUDPICKLE and _transport._interactive_main()
 
-            return bytes(cloudpickle.dumps(obj, protocol=5))
-        return pickle.dumps(obj, protocol=5)
+    def dump(obj: object) -> bytes:
+        return _transport.dumps_by_value(obj) if by_value else pickle.dumps(obj, protocol=5)
 
     try:
         return dump_foreign(dump, (fn, args, kwargs))
     except TypeError as exc:
         if "cannot reach a process worker" not in str(exc):
             raise
-        culprit = next((type(a).__name__ for a in (*args, *kwargs.values()) if hasattr(a, "__reduce__")
-                        and type(a).__module__.startswith("manygil")), "an argument")
+        culprit = next(
+            (type(a).__name__ for a in (*args, *kwargs.values()) if type(a).__module__.startswith("manygil")),
+            "an argument",
+        )
         raise NotShareableError(
             f"{culprit} cannot reach a process worker: {route_key(fn)} runs in one because an "
             f"extension module it needs refuses an own-GIL interpreter, and manygil's shared "
@@ -478,15 +491,6 @@ def _write_output(output: tuple[str, str] | None) -> None:
             sys.stderr.write(err)
             sys.stderr.flush()
 
-
-def _interactive_main() -> bool:
-    """``__main__`` is interactive (``python -c``, a REPL, a notebook) and cloudpickle,
-    which sends its functions by value, is installed."""
-    import importlib.util
-    import sys
-
-    main = sys.modules.get("__main__")
-    return not getattr(main, "__file__", None) and importlib.util.find_spec("cloudpickle") is not None
 
 
 def _call_pickled(data: bytes, forward: bool) -> Any:

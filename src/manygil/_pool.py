@@ -41,7 +41,7 @@ from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._fallback import FALLBACKS, Fallback, route_key
 from ._handles import collect, out_of_band, release_pins
 from ._interpreters import bootstrap
-from ._transport import describe, dumps
+from ._transport import describe, dumps, dumps_by_value
 
 __all__ = ("InterpreterFuture", "InterpreterPoolExecutor")
 
@@ -246,12 +246,17 @@ def _payload(
         if (moved := out_of_band(values)) is not values:
             kwargs = dict(zip(kwargs, moved))
     call = (fn, out_of_band(args), kwargs)
-    if by_value:
-        import cloudpickle
-
-        return collect(lambda obj: bytes(cloudpickle.dumps(obj, protocol=5)), call)
+    if by_value:  # only asked for with cloudpickle installed (Fallback.by_value)
+        return collect(dumps_by_value, call)
     _, payload, pins = dumps(call)  # a tuple: always a pickle
     return payload, pins
+
+
+def _refusal(payload: bytes | memoryview) -> tuple[str, bool]:
+    """The module named by a REFUSED payload, and whether importing the caller's script
+    (not the task's own needs) was refused."""
+    module = bytes(payload[2 : 2 + int.from_bytes(payload[:2], "little")]).decode()
+    return module.removeprefix("script:"), module.startswith("script:")
 
 
 def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None) -> None:
@@ -265,9 +270,7 @@ def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None
         future = item.future
         try:
             if status == _worker.REFUSED:
-                module = bytes(payload[2 : 2 + int.from_bytes(payload[:2], "little")]).decode()
-                script = module.startswith("script:")  # importing the caller's script failed
-                module = module.removeprefix("script:")
+                module, script = _refusal(payload)
                 if fallback is not None and item.call is not None:
                     if script and fallback.by_value(item):
                         return  # sent again with the function by value: only what it uses
@@ -340,6 +343,7 @@ class _PoolState:
         self.broken: str | None = None
         self.broken_cause: BaseException | None = None
         self.fallback: Fallback | None = None  # set by the executor
+        self.diverted: list[_Item] = []  # routed to the fallback while they waited
         self.watchdog: threading.Thread | None = None
         self.leaving = 0  # workers in self.workers that are retiring or abandoned
         self.task_time: float | None = None  # running average of one task's time, seconds
@@ -373,17 +377,22 @@ class _PoolState:
             worker = self.idle.pop() if self.idle else None
             if worker is not None:
                 task = self._start(worker, tid, item)  # a fresh future is not cancelled
+                if not task:  # but its function was routed to the fallback meanwhile
+                    self.idle.append(worker)
+                    worker = None
             else:
                 self.pending.append((tid, item))
                 if self._active() < len(self.pending) + len(self.running):
                     failed = self._maybe_start_worker()
         if worker is not None:
             worker.wake(task)  # outside the lock: the woken worker may need it at once
+        self._run_diverted()
         self._fail(failed)
 
     def _start(self, worker: _WorkerHandle, tid: int, item: _Item) -> bytes:
         """Mark an item running on a worker (lock held); its task record, or b"" if it
-        was cancelled."""
+        was cancelled or its function is now routed to the fallback side (then it waits
+        in ``diverted`` for ``_run_diverted``, which runs it there once the lock is free)."""
         if item.started:
             if item.future.done():  # handed back by an abandoned worker, then cancelled
                 return b""
@@ -392,10 +401,7 @@ class _PoolState:
         item.started = True
         if self.fallback is not None and item.call is not None and self.fallback.routed(item.fn):
             # Routed while it waited (an earlier call was refused): no need to try it here.
-            try:
-                self.fallback.run(item.future, *item.call, timeout=item.timeout, label=item.label)
-            except BaseException as exc:  # noqa: BLE001 - e.g. the process side shut down
-                item.future.set_exception(exc)
+            self.diverted.append(item)
             return b""
         if not worker.tids:
             worker.sent_at = time.monotonic()
@@ -406,6 +412,34 @@ class _PoolState:
         if item.timeout is not None:
             self._add_deadline(time.monotonic() + item.timeout, tid, 0)
         return tid.to_bytes(8, "little") + len(item.payload).to_bytes(4, "little") + item.payload
+
+    def _route_refused(self, done: list[tuple[_Item | None, bytes]]) -> None:
+        """Route the functions of refused tasks now (lock held), so that their calls still
+        waiting go to the fallback side instead of being refused one by one."""
+        fallback = self.fallback
+        if fallback is None or fallback.kind is None:
+            return
+        for item, record in done:
+            if record[8] & ~_worker.PINNED == _worker.REFUSED and item is not None and item.call is not None:
+                module, script = _refusal(_worker.unpack(record, 8)[1])
+                if not script:  # a script's refusal is answered by a resend by value first
+                    fallback.route_refused(item.fn, module)
+
+    def _run_diverted(self) -> None:
+        """Run on the fallback side the tasks ``_start`` found routed there: outside the
+        lock, since that pickles their arguments and may start a process."""
+        if not self.diverted:
+            return
+        with self.lock:
+            items, self.diverted = self.diverted, []
+        assert self.fallback is not None
+        for item in items:
+            assert item.call is not None
+            try:
+                self.fallback.run(item.future, *item.call, timeout=item.timeout, label=item.label)
+            except BaseException as exc:  # noqa: BLE001 - e.g. an argument cannot reach a process
+                if not item.future.done():
+                    item.future.set_exception(exc)
 
     def _next_for(self, worker: _WorkerHandle) -> bytes | None:
         """The next batch for a free worker (lock held): task records, the stop message,
@@ -574,7 +608,9 @@ class _PoolState:
                 worker.state = "renewing"  # a fresh interpreter on the same thread
                 batch = _STOP
             else:
+                self._route_refused(done)
                 batch = self._next_for(worker)
+        self._run_diverted()
         for item, record in done:
             _resolve(item, record, self.fallback)
         return batch
@@ -585,7 +621,9 @@ class _PoolState:
             return None
         if event[0] == _worker.READY:
             with self.lock:
-                return self._next_for(worker)
+                batch = self._next_for(worker)
+            self._run_diverted()
+            return batch
         # INIT_FAILED: the worker returns by itself; the pool is broken.
         status, payload, pins = _worker.unpack(event, 1)
         try:
@@ -929,7 +967,7 @@ class InterpreterPoolExecutor(Executor):
             if self._fallback.routed(route_fn):
                 return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
             call = (fn, args, kwargs)
-            by_value = route_key(route_fn) in self._fallback.sent_by_value
+            by_value = bool(self._fallback.sent_by_value) and route_key(route_fn) in self._fallback.sent_by_value
         payload, pins = _payload(fn, args, kwargs, by_value)
         future = InterpreterFuture()
         future._state_ref = self._state_ref

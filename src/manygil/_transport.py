@@ -30,12 +30,32 @@ TAG_PICKLE = 0
 TAG_BYTES = 1
 TAG_STR = 2
 
-__all__ = ("TAG_BYTES", "TAG_PICKLE", "TAG_STR", "describe", "dumps", "loads", "main_hint")
+__all__ = (
+    "HAS_CLOUDPICKLE",
+    "TAG_BYTES",
+    "TAG_PICKLE",
+    "TAG_STR",
+    "describe",
+    "dumps",
+    "dumps_by_value",
+    "loads",
+    "main_hint",
+)
 
 try:  # optional: by-value pickling of lambdas, closures, interactive functions
     import cloudpickle as _cloudpickle
 except ImportError:  # pragma: no cover - depends on the environment
     _cloudpickle = None
+
+
+HAS_CLOUDPICKLE = _cloudpickle is not None
+
+
+def dumps_by_value(obj: object) -> bytes:
+    """``obj`` pickled by cloudpickle: what ``__main__`` defines goes by value, the rest
+    by reference (callers check ``HAS_CLOUDPICKLE`` first)."""
+    assert _cloudpickle is not None
+    return bytes(_cloudpickle.dumps(obj, protocol=5))
 
 
 def describe(obj: object) -> str:
