@@ -190,15 +190,42 @@ def test_process_tasks_print_to_the_callers_streams(refusing, capsys):
     assert out.splitlines() == ["hello", "fail"] and err.splitlines()[:2] == ["HELLO", "FAIL"]
 
 
-def test_shared_objects_cannot_reach_a_process_worker(refusing):
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process workers map a memfd: Linux")
+def test_shared_buffers_reach_a_process_worker_and_come_back(refusing):
+    from manygil.shared import SharedArray, SharedBuffer
+
+    buf, arr = SharedBuffer(8), SharedArray(5, "q")
+    with InterpreterPoolExecutor(1) as pool:
+        pool.route(refusing.fill)
+        back_buf, back_arr, (seen, values, pid) = pool.submit(refusing.fill, buf, arr, 3).result(timeout=120)
+        assert pid != os.getpid()
+        # The process wrote into this process's memory, and read it back there.
+        assert seen == b"\x03\x03\x03\x03ok" == buf.read(0, 6)
+        assert values == [0, 3, 6, 9, 12] == arr.tolist()
+        # Sent back, they are the same buffers, not copies.
+        assert type(back_buf) is SharedBuffer and back_buf.id == buf.id
+        back_arr[4] = 99
+        assert arr[4] == 99 and back_arr.buffer.id == arr.buffer.id
+        # A read-only view stays read-only there.
+        pool.route(refusing.write_to)
+        with pytest.raises(TypeError, match="read-only|readonly"):
+            pool.submit(refusing.write_to, buf.readonly_view()).result(timeout=120)
+        # A temporary buffer lives until the task is done with it.
+        assert pool.submit(refusing.fill, SharedBuffer(8), SharedArray(2, "q"), 1).result(timeout=120)[2][0] == b"\x01" * 4 + b"ok"
+
+
+def test_other_shared_objects_cannot_reach_a_process_worker(refusing):
     from manygil import interpreters
-    from manygil.shared import SharedBuffer
+    from manygil.shared import SharedValue
 
     with InterpreterPoolExecutor(1) as pool:
         with pytest.warns(FallbackWarning):
             pool.submit(refusing.where, 1).result(timeout=120)
-        with pytest.raises(interpreters.NotShareableError, match="SharedBuffer cannot reach a process worker"):
-            pool.submit(refusing.where, SharedBuffer(8))
+        with pytest.raises(interpreters.NotShareableError, match="SharedValue cannot reach a process worker"):
+            pool.submit(refusing.where, SharedValue(8))
+        pool.route(refusing.make_buffer)
+        with pytest.raises(interpreters.NotShareableError, match="made in a process worker cannot leave it"):
+            pool.submit(refusing.make_buffer).result(timeout=120)
 
 
 def test_initializer_and_max_tasks_per_worker_on_both_sides(refusing):
@@ -295,3 +322,38 @@ def test_calls_queued_before_the_first_refusal_go_to_the_process_side_unrefused(
     assert [value for value, _, _ in results] == [0, 2, 4, 6, 8]
     assert all(pid != os.getpid() for _, pid, _ in results)
     assert refusals == ["mg_single_phase"]  # only the first call was refused
+
+
+def test_max_workers_bounds_both_sides_together_and_they_take_turns(refusing, tmp_path):
+    """Two seats for interpreter and process tasks together: a process task waits for an
+    interpreter task to end, and when both sides have tasks waiting a freed seat goes to
+    the other side.  Each task counts the tasks running as it starts."""
+    for name in ("i1", "i2", "i3", "i4", "p1", "p2"):
+        os.mkfifo(tmp_path / f"started-{name}")
+        os.mkfifo(tmp_path / f"release-{name}")
+
+    def started(name):
+        with open(tmp_path / f"started-{name}") as f:
+            assert f.read() == "started"
+
+    def release(name):
+        with open(tmp_path / f"release-{name}", "w") as f:
+            f.write("go")
+
+    folder = str(tmp_path)
+    with InterpreterPoolExecutor(2) as pool:
+        pool.route(refusing.ledger_task)  # a process from the first call on
+        futures = {name: pool.submit(helpers.ledger_task, folder, name) for name in ("i1", "i2")}
+        started("i1")
+        started("i2")
+        futures |= {name: pool.submit(refusing.ledger_task, folder, name) for name in ("p1", "p2")}
+        futures |= {name: pool.submit(helpers.ledger_task, folder, name) for name in ("i3", "i4")}
+        for ends, starts in (("i1", "p1"), ("i2", "p2"), ("p1", "i3"), ("p2", "i4")):
+            release(ends)
+            started(starts)
+            assert futures[ends].result(timeout=60) <= 2
+        release("i3")
+        release("i4")
+        seen = {name: future.result(timeout=60) for name, future in futures.items()}
+    assert max(seen.values()) == 2, seen  # never three at once
+    assert seen["p1"] == seen["p2"] == 2  # each process task started beside a running task

@@ -21,6 +21,7 @@ main GIL instead (no process; one GIL for those tasks).
 from __future__ import annotations
 
 import heapq
+import pickle
 import threading
 import time
 import warnings
@@ -38,6 +39,29 @@ FALLBACKS = ("process", "shared-gil", None)
 
 class FallbackWarning(UserWarning):
     """A function's tasks run outside the own-GIL interpreters from now on (once per function)."""
+
+
+class Seats:
+    """``max_workers`` shared by a pool's interpreter workers and its process side: a task
+    runs only on a seat, so the two kinds together run at most ``max_workers`` tasks and
+    do not oversubscribe the cores.  When both have tasks waiting, a side that finishes a
+    task hands its seat to the other, so they take turns."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+        self.lock = threading.Lock()  # a leaf: nothing else is locked while it is held
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.used >= self.total:
+                return False
+            self.used += 1
+            return True
+
+    def give(self) -> None:
+        with self.lock:
+            self.used -= 1
 
 
 def route_key(fn: object) -> str:
@@ -80,6 +104,12 @@ class Fallback:
         self.warned: set[str] = set()  # route_keys whose FallbackWarning was given
         self.sent_by_value: set[str] = set()  # route_keys of __main__ functions sent by value
         self.resubmit: Callable[[], Callable[[Any], None] | None] | None = None  # the pool's, weakly
+        # The seats both sides share (process side only: a shared-GIL side's tasks take
+        # turns on one GIL anyway).  pool_state (the pool's _PoolState, weakly) takes a
+        # freed seat when its tasks wait; poked asks the dispatcher to start tasks here.
+        self.seats = Seats(max_workers) if kind == "process" else None
+        self.pool_state: Callable[[], Any] = lambda: None
+        self.poked = False
 
     def routed(self, fn: object) -> bool:
         # Every submit and dispatch asks: no name is made while nothing is routed.
@@ -167,10 +197,13 @@ class Fallback:
             NotShareableError: an argument is a manygil shared object (process side).
         """
         if self.kind == "process":
-            task = _ProcessTask(future, _dump_call(fn, args, kwargs), timeout, label or route_key(fn))
+            kept: list[Any] = []  # shared buffers the process maps: alive until the task ends
+            task = _ProcessTask(future, _dump_call(fn, args, kwargs, kept), timeout, label or route_key(fn))
+            task.kept = kept
             future._fallback = task  # type: ignore[attr-defined]
             with self.lock:
                 self.pending.append(task)
+                self._ensure_dispatcher()
             self._pump()
             return
         pool = self._shared_gil_pool()
@@ -198,8 +231,20 @@ class Fallback:
     # max_workers slots, so that stopping one running task (time limit, cancel())
     # terminates its process alone and no other task is lost.
 
+    def waiting(self) -> bool:
+        """Process tasks wait for a seat (read without the lock: a hint)."""
+        return bool(self.pending)
+
+    def poke(self) -> None:
+        """A seat was freed on the interpreter side: start what waits here, from the
+        dispatcher thread (the pool calls this with its own lock held)."""
+        with self.lock:
+            if self.pending:
+                self.poked = True
+                self.wake.notify_all()
+
     def _pump(self) -> None:
-        """Start pending process tasks on free slots."""
+        """Start pending process tasks on free slots and seats."""
         while True:
             with self.lock:
                 task = None
@@ -208,7 +253,8 @@ class Fallback:
                     if task.future.done():  # cancelled while it waited
                         task = None
                 if task is None:
-                    return
+                    self.wake.notify_all()  # shutdown() may wait for the queue to empty
+                    break
                 if self.idle:
                     slot = self.idle.pop()
                 elif self.slots < self.max_workers:
@@ -216,6 +262,13 @@ class Fallback:
                     self.slots += 1
                 else:
                     self.pending.appendleft(task)
+                    return
+                if self.seats is not None and not self.seats.take():
+                    self.pending.appendleft(task)  # the seat's holder pokes when it leaves
+                    if slot is None:
+                        self.slots -= 1
+                    else:
+                        self.idle.append(slot)
                     return
             try:
                 if slot is None:
@@ -226,7 +279,23 @@ class Fallback:
                     self.slots -= 1
                     if slot is not None:
                         self.dead.append(slot)  # joined by shutdown()
+                self._give_seat()
                 _set_exception(task.future, exc)
+        # Nothing (left) to start here: a seat handed over for a task that was cancelled
+        # meanwhile goes back to the pool's waiting tasks.
+        state = self.pool_state()
+        if state is not None and state.waiting():
+            state.kick()
+
+    def _give_seat(self) -> None:
+        """A process task left its seat: to an interpreter worker if the pool's tasks wait
+        for one (they take turns), else to the next task here."""
+        if self.seats is None:
+            return
+        self.seats.give()
+        state = self.pool_state()
+        if state is not None and state.waiting():
+            state.kick()
 
     def _new_slot(self) -> Any:
         import multiprocessing
@@ -238,7 +307,7 @@ class Fallback:
             extra["max_tasks_per_child"] = self.max_tasks
         init: bytes | None = None
         if self.initializer is not None:
-            init = _dump_call(self.initializer, self.initargs, {})
+            init = _dump_call(self.initializer, self.initargs, {}, [])  # initargs live as long as the pool
         return ProcessPoolExecutor(
             1,
             mp_context=multiprocessing.get_context(method),
@@ -248,34 +317,48 @@ class Fallback:
         )
 
     def slot_free(self, slot: Any, killed: bool) -> None:
-        """A slot finished its task (or was terminated): reuse it, start what waits."""
+        """A slot finished its task (or was terminated): reuse it, pass its seat on,
+        start what waits."""
         with self.lock:
             if killed:
                 self.slots -= 1
                 self.dead.append(slot)  # joined by shutdown()
             else:
                 self.idle.append(slot)
+        self._give_seat()
         self._pump()
 
     def watch(self, task: _ProcessTask) -> None:
-        """Stop ``task`` when its time limit passes (a thread started on first use)."""
+        """Stop ``task`` when its time limit passes."""
         with self.lock:
             heapq.heappush(self.deadlines, (task.deadline, id(task), task))
-            if self.watchdog is None or not self.watchdog.is_alive():
-                self.watchdog = threading.Thread(target=self._watch, name="manygil-fallback-watchdog", daemon=True)
-                self.watchdog.start()
+            self._ensure_dispatcher()
             self.wake.notify()
 
-    def _watch(self) -> None:
+    def _ensure_dispatcher(self) -> None:
+        """Start the dispatcher thread if it is not running (lock held)."""
+        if self.watchdog is None or not self.watchdog.is_alive():
+            self.watchdog = threading.Thread(target=self._dispatch, name="manygil-fallback-dispatcher", daemon=True)
+            self.watchdog.start()
+
+    def _dispatch(self) -> None:
+        """The process side's thread: time limits, and tasks that waited for a seat."""
         while True:
             with self.lock:
-                while not self.deadlines or self.deadlines[0][0] > time.monotonic():
-                    if self.closed and not self.deadlines:
-                        return  # shut down, and no time limit left to enforce
+                while not self.poked and (not self.deadlines or self.deadlines[0][0] > time.monotonic()):
+                    if self.closed and not self.deadlines and not self.pending:
+                        return  # shut down: no time limit to enforce, no task to start
                     wait = self.deadlines[0][0] - time.monotonic() if self.deadlines else None
                     self.wake.wait(wait)
-                _, _, task = heapq.heappop(self.deadlines)
-            task.expire()
+                task = None
+                if self.poked:
+                    self.poked = False
+                else:
+                    _, _, task = heapq.heappop(self.deadlines)
+            if task is None:
+                self._pump()
+            else:
+                task.expire()
 
     def cancel_all(self) -> None:
         """Cancel every task of this side, running ones included (Ctrl-C in a ``with``)."""
@@ -327,6 +410,7 @@ class _ProcessTask:
         self.slot: Any = None
         self.inner: Future[Any] | None = None
         self.stopped = False
+        self.kept: list[Any] = []
 
     def start(self, side: Fallback, slot: Any) -> None:
         self.side, self.slot = side, slot
@@ -344,7 +428,8 @@ class _ProcessTask:
         side = self.side
         assert side is not None
         if not self.stopped:
-            _settle(self.future, inner, forward=side.forward)
+            _settle(self.future, inner, forward=side.forward, pickled=True)
+        self.kept = []  # the result, which may name a kept buffer, is loaded
         with side.lock:
             side.running.discard(self)
             side.wake.notify_all()
@@ -379,11 +464,11 @@ def _terminate(slot: Any) -> None:
     slot.shutdown(wait=False, cancel_futures=True)
 
 
-def _dump_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+def _dump_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], kept: list[Any]) -> bytes:
     """The call pickled for a process worker: functions of an interactive ``__main__`` by
-    value (cloudpickle), since a process cannot import it; a manygil shared object
-    inside raises ``NotShareableError`` naming it."""
-    import pickle
+    value (cloudpickle), since a process cannot import it; shared buffers as memory the
+    process maps (appended to ``kept``); another manygil shared object inside raises
+    ``NotShareableError`` naming it."""
 
     from ._exceptions import NotShareableError
     from ._handles import dump_foreign
@@ -395,7 +480,7 @@ def _dump_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
         return _transport.dumps_by_value(obj) if by_value else pickle.dumps(obj, protocol=5)
 
     try:
-        return dump_foreign(dump, (fn, args, kwargs))
+        return dump_foreign(dump, (fn, args, kwargs), kept)
     except TypeError as exc:
         if "cannot reach a process worker" not in str(exc):
             raise
@@ -411,8 +496,9 @@ def _dump_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
         ) from exc
 
 
-def _settle(future: Future[Any], done: Future[Any], forward: bool = False) -> None:
-    """Give ``future`` the outcome of ``done`` (unless it was settled already)."""
+def _settle(future: Future[Any], done: Future[Any], forward: bool = False, pickled: bool = False) -> None:
+    """Give ``future`` the outcome of ``done`` (unless it was settled already); a process
+    task's result is ``pickled`` (see ``_dump_result``)."""
     if future.done():
         return
     try:
@@ -430,6 +516,12 @@ def _settle(future: Future[Any], done: Future[Any], forward: bool = False) -> No
         if forward:
             result, output = result
             _write_output(output)
+        if pickled:
+            try:
+                result = pickle.loads(result)
+            except Exception as exc:  # noqa: BLE001 - e.g. a class this process cannot import
+                future.set_exception(exc)
+                return
         future.set_result(result)
     except InvalidStateError:
         pass  # cancelled meanwhile
@@ -497,12 +589,13 @@ def _call_pickled(data: bytes, forward: bool) -> Any:
     """Run a pickled call in a process worker.  ``forward``: what it prints comes back
     with the result (or on the exception), for the caller's ``sys.stdout``/``sys.stderr``."""
     import io
-    import pickle
     import sys
+
+    from ._handles import dump_foreign
 
     fn, args, kwargs = pickle.loads(data)
     if not forward:
-        return fn(*args, **kwargs)
+        return dump_foreign(_dump_result, fn(*args, **kwargs))
     out, err = io.StringIO(), io.StringIO()
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err
@@ -517,4 +610,11 @@ def _call_pickled(data: bytes, forward: bool) -> Any:
         raise
     finally:
         sys.stdout, sys.stderr = saved
-    return result, (out.getvalue(), err.getvalue())
+    return dump_foreign(_dump_result, result), (out.getvalue(), err.getvalue())
+
+
+def _dump_result(result: Any) -> bytes:
+    """A process task's result, pickled by the task (in the foreign mode: a shared buffer
+    made there cannot leave) rather than by ``ProcessPoolExecutor``."""
+
+    return pickle.dumps(result, protocol=5)

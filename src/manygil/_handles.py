@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-__all__ = ("Handle", "carry", "collect", "landed", "release_pins")
+__all__ = ("Handle", "carry", "collect", "dump_foreign", "foreign_kept", "landed", "release_pins")
 
 _local = threading.local()
 
@@ -40,10 +40,10 @@ def carry(ids: tuple[int, ...]) -> bool:
     Returns True when a payload collects them (each load then takes its own
     reference), False when the pickle itself owns them (its one load adopts them).
     """
-    if getattr(_local, "foreign", False):
+    if getattr(_local, "foreign", None) is not None:
         raise TypeError(
-            "manygil's shared objects (SharedBuffer, SharedArray, SharedValue, Queue, the "
-            "manygil.sync locks) live in this process and cannot reach a process worker"
+            "manygil's shared objects (SharedValue, Queue, the manygil.sync locks) live in "
+            "this process and cannot reach a process worker"
         )
     for i in ids:
         _native.retain(i)
@@ -61,13 +61,21 @@ def landed(ids: tuple[int, ...], pinned: bool) -> None:
             _native.release(i)  # the one the one-shot pickle carried
 
 
-def dump_foreign(dump: Callable[[Any], T], obj: Any) -> T:
-    """``dump(obj)`` for another process: a manygil handle inside raises TypeError."""
-    _local.foreign = True
+def dump_foreign(dump: Callable[[Any], T], obj: Any, kept: list[Any] | None = None) -> T:
+    """``dump(obj)`` for another process: a manygil handle inside raises TypeError, but
+    for shared buffers, which go as memory the process maps when ``kept`` is a list (the
+    caller keeps them alive while the process may use them), else raise too."""
+    _local.foreign = kept if kept is not None else ()
     try:
         return dump(obj)
     finally:
-        _local.foreign = False
+        _local.foreign = None
+
+
+def foreign_kept() -> list[Any] | tuple[()] | None:
+    """While ``dump_foreign`` runs: the list that keeps shared buffers alive, or () when
+    they cannot go; None otherwise."""
+    return getattr(_local, "foreign", None)
 
 
 def collect(dump: Callable[[Any], T], obj: Any) -> tuple[T, tuple[int, ...]]:

@@ -20,6 +20,9 @@
  * let the main thread see signals such as Ctrl-C.
  */
 #define PY_SSIZE_T_CLEAN
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE   /* memfd_create */
+#endif
 #include <Python.h>
 #include <errno.h>
 #include <pthread.h>
@@ -27,6 +30,10 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
 
 enum kind { KIND_CHAN = 1, KIND_BLOCK = 2, KIND_SYNC = 3 };
 
@@ -58,6 +65,7 @@ typedef struct entry {
     /* BLOCK */
     char *mem;
     Py_ssize_t size;
+    int fd;                   /* a memfd that mem maps (Linux; another process may map it), or -1 */
     /* SYNC */
     int64_t value, aux, limit;
     int broken;
@@ -153,6 +161,13 @@ free_entry(entry *e)
         it = next;
     }
     if (e->mem != NULL) {
+#if defined(__linux__)
+        if (e->fd >= 0) {
+            munmap(e->mem, e->size > 0 ? e->size : 1);
+            close(e->fd);
+        }
+        else
+#endif
         PyMem_RawFree(e->mem);
     }
     if (e->has_sems) {
@@ -1236,7 +1251,59 @@ new_block(char *mem, Py_ssize_t size)
     }
     e->mem = mem;
     e->size = size;
+    e->fd = -1;
     return PyLong_FromLongLong(e->id);
+}
+
+#if defined(__linux__)
+/* A zeroed block in a memfd, so that a process worker can map the same memory
+ * (through /proc/PID/fd/FD); its id, or None when no memfd can be made (then the
+ * caller makes an ordinary block). */
+static PyObject *
+new_mapped_block(Py_ssize_t size)
+{
+    size_t len = size > 0 ? (size_t)size : 1;
+    int fd = memfd_create("manygil-shared-buffer", MFD_CLOEXEC);
+    if (fd < 0) {
+        Py_RETURN_NONE;
+    }
+    if (ftruncate(fd, (off_t)len) < 0) {
+        close(fd);
+        Py_RETURN_NONE;
+    }
+    char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (mem == MAP_FAILED) {
+        close(fd);
+        Py_RETURN_NONE;
+    }
+    entry *e = new_entry(KIND_BLOCK);
+    if (e == NULL) {
+        munmap(mem, len);
+        close(fd);
+        return PyErr_NoMemory();
+    }
+    e->mem = mem;
+    e->size = size;
+    e->fd = fd;
+    return PyLong_FromLongLong(e->id);
+}
+#endif
+
+/* block_fd(id) -> the memfd a block maps, or -1 when it has none. */
+static PyObject *
+block_fd(PyObject *mod, PyObject *arg)
+{
+    int64_t id = PyLong_AsLongLong(arg);
+    if (id == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    entry *e = acquire_entry(id, KIND_BLOCK);
+    if (e == NULL) {
+        return NULL;
+    }
+    int fd = e->fd;
+    release_id(id);
+    return PyLong_FromLong(fd);
 }
 
 static PyObject *
@@ -1250,6 +1317,13 @@ block_create(PyObject *mod, PyObject *arg)
         PyErr_SetString(PyExc_ValueError, "nbytes must be >= 0");
         return NULL;
     }
+#if defined(__linux__)
+    PyObject *mapped = new_mapped_block(size);
+    if (mapped != Py_None) {
+        return mapped;   /* the id, or NULL with an exception set */
+    }
+    Py_DECREF(mapped);
+#endif
     char *mem = PyMem_RawCalloc(size > 0 ? size : 1, 1);
     if (mem == NULL) {
         return PyErr_NoMemory();
@@ -1646,6 +1720,7 @@ static PyMethodDef native_methods[] = {
     {"barrier_wait", barrier_wait, METH_VARARGS, "barrier_wait(id, parties, timeout) -> int"},
     {"barrier_set", barrier_set, METH_VARARGS, "barrier_set(id, broken)"},
     {"block_create", block_create, METH_O, "block_create(nbytes) -> id"},
+    {"block_fd", block_fd, METH_O, "block_fd(id) -> the memfd the block maps, or -1"},
     {"set_async_exc", native_set_async_exc, METH_VARARGS, "set_async_exc(tid, exc) -> int"},
     {"current_frames", native_current_frames, METH_NOARGS,
      "current_frames() -> {thread id: frame} of this interpreter's threads."},

@@ -173,7 +173,8 @@ class _Item:
 
 class _WorkerHandle:
     __slots__ = (
-        "control", "done", "inbox", "index", "interp_id", "results", "sent_at", "started", "state", "thread", "tids",
+        "control", "done", "inbox", "index", "interp_id", "results", "seated", "sent_at", "started", "state",
+        "thread", "tids",
     )
 
     def __init__(self, index: int) -> None:
@@ -188,6 +189,7 @@ class _WorkerHandle:
         self.sent_at = 0.0  # when its current batch was handed over
         self.interp_id = -1
         self.state = "starting"  # starting | idle | busy | renewing | retiring | abandoned
+        self.seated = False  # holds one of the seats it shares with the process side
 
     def wake(self, batch: bytes) -> None:
         """Hand a batch (or the stop message) to a worker that waits on its inbox."""
@@ -375,9 +377,14 @@ class _PoolState:
             item.future._tid = tid
             failed: list[InterpreterFuture] = []
             worker = self.idle.pop() if self.idle else None
-            if worker is not None:
+            if worker is not None and not self._seat(worker):
+                self.idle.append(worker)  # the process side holds every seat
+                worker = None
+                self.pending.append((tid, item))
+            elif worker is not None:
                 task = self._start(worker, tid, item)  # a fresh future is not cancelled
                 if not task:  # but its function was routed to the fallback meanwhile
+                    self._unseat(worker)
                     self.idle.append(worker)
                     worker = None
             else:
@@ -451,7 +458,12 @@ class _PoolState:
         balanced.  A task with a time limit always travels alone, so its clock starts
         when it starts.
         """
-        if self.pending:
+        if self.pending and not self._seat(worker):
+            if self.broken is None:  # tasks wait here for a seat the process side holds
+                worker.state = "idle"
+                self.idle.append(worker)
+                return None
+        elif self.pending:
             limit = 1
             if self.task_time is not None and self.task_time < 0.0005:
                 limit = len(self.pending) // (2 * max(1, self._active()))
@@ -471,12 +483,68 @@ class _PoolState:
                         break
             if batch:
                 return b"".join(batch)
+        self._unseat(worker)
         if self.shutting_down or self.broken is not None:
             self._leave(worker, "retiring")
+            if not self.pending:  # workers that waited for a seat have nothing left either
+                for other in self.idle:
+                    self._leave(other, "retiring")
+                    other.wake(_STOP)
+                self.idle.clear()
             return _STOP
         worker.state = "idle"
         self.idle.append(worker)
         return None
+
+    def _seat(self, worker: _WorkerHandle) -> bool:
+        """Whether ``worker`` may take a batch now (lock held): it holds a seat, or gets
+        one.  A worker whose task ends while process tasks wait for a seat hands its
+        seat over, so the two sides take turns (see ``Seats``)."""
+        seats = self.fallback.seats if self.fallback is not None else None
+        if seats is None:
+            return True
+        if worker.seated:
+            if not self.fallback.waiting():  # type: ignore[union-attr]
+                return True
+            self._unseat(worker)
+            return False
+        worker.seated = seats.take()
+        return worker.seated
+
+    def _unseat(self, worker: _WorkerHandle) -> None:
+        """``worker`` leaves its seat (lock held): to the process side if its tasks wait
+        for one, else to an idle worker of this pool whose tasks wait for one."""
+        if not worker.seated:
+            return
+        worker.seated = False
+        fallback = self.fallback
+        assert fallback is not None and fallback.seats is not None
+        fallback.seats.give()
+        if fallback.waiting():
+            fallback.poke()
+        elif self.pending and self.idle and self.broken is None:
+            other = self.idle.pop()
+            batch = self._next_for(other)  # takes the seat; no deeper: it empties pending or runs
+            if batch is not None:
+                other.wake(batch)
+
+    def waiting(self) -> bool:
+        """Tasks wait here for a seat (read without the lock: a hint)."""
+        return bool(self.pending) and bool(self.idle)
+
+    def kick(self) -> None:
+        """The process side freed a seat: hand waiting tasks to an idle worker."""
+        wakes: list[tuple[_WorkerHandle, bytes]] = []
+        with self.lock:
+            while self.pending and self.idle and self.broken is None:
+                worker = self.idle.pop()
+                batch = self._next_for(worker)
+                if batch is None:
+                    break  # no seat: it went back to idle
+                wakes.append((worker, batch))
+        for worker, batch in wakes:
+            worker.wake(batch)
+        self._run_diverted()
 
     def _active(self) -> int:
         """Workers that take tasks (starting, idle or busy)."""
@@ -484,6 +552,7 @@ class _PoolState:
 
     def _leave(self, worker: _WorkerHandle, state: str) -> None:
         """A worker stops taking tasks: it retires, or is abandoned (lock held)."""
+        self._unseat(worker)
         if worker.state not in ("retiring", "abandoned"):
             self.leaving += 1
         worker.state = state
@@ -606,6 +675,7 @@ class _PoolState:
                 batch: bytes | None = _STOP
             elif self.max_tasks is not None and worker.done >= self.max_tasks:
                 worker.state = "renewing"  # a fresh interpreter on the same thread
+                self._unseat(worker)
                 batch = _STOP
             else:
                 self._route_refused(done)
@@ -666,6 +736,7 @@ class _PoolState:
         records = worker.collect()
         with self.lock:
             done = self._take(worker, records)
+            self._unseat(worker)
             del self.workers[worker.index]
             if worker.thread is not None:
                 self.exited.append(worker.thread)  # for shutdown(wait=True) to join
@@ -688,6 +759,7 @@ class _PoolState:
                 self.drop_init()  # no worker will start again
             self.watch.notify_all()
             self.changed.notify_all()
+        self._run_diverted()
         for item, record in done:
             _resolve(item, record, self.fallback)
         self._fail(failed)
@@ -778,9 +850,10 @@ class _PoolState:
             failed = self._maybe_start_worker()  # also while shutting down: pending tasks still run
         self.watch.notify_all()
         self.changed.notify_all()
-        if done or failed:
+        if done or failed or self.diverted:
             self.lock.release()
             try:
+                self._run_diverted()
                 for finished, record in done:
                     _resolve(finished, record, self.fallback)
                 self._fail(failed)
@@ -807,6 +880,7 @@ class _PoolState:
                 self.idle.clear()
             # Busy and starting workers get the stop message when they next ask for work.
             self.watch.notify_all()
+        self._run_diverted()
         for future in cancelled:
             future.cancel()
         if wait:
@@ -853,7 +927,8 @@ class InterpreterPoolExecutor(Executor):
     """A ``concurrent.futures`` executor that runs tasks in interpreters with their own GIL.
 
     Args:
-        max_workers: how many interpreters run tasks at once; default ``os.cpu_count()``.
+        max_workers: how many tasks run at once, in interpreters and process workers
+            together; default ``os.cpu_count()``.
         initializer: called in each worker interpreter before its first task.
         initargs: arguments for ``initializer``.
         max_tasks_per_worker: replace a worker's interpreter after this many tasks.
@@ -936,6 +1011,7 @@ class InterpreterPoolExecutor(Executor):
                 fallback, max_workers, initializer, tuple(initargs), max_tasks_per_worker, forward_output
             )
             self._fallback.resubmit = weakref.WeakMethod(self._resubmit)
+            self._fallback.pool_state = weakref.ref(self._state)
             self._state.fallback = self._fallback
             weakref.finalize(self, self._fallback.shutdown, False, False)
         weakref.finalize(self, self._state.shutdown, False, False)

@@ -8,6 +8,11 @@ size.  Every interpreter sees the same bytes through the buffer protocol
 bounds-checked, and the memory is freed when the last handle in any interpreter is
 gone, never earlier.  No API takes a raw address.
 
+On Linux a ``SharedBuffer`` also reaches the pool's process workers (tasks that run in
+a process because an extension they need refuses an own-GIL interpreter): its memory
+is a memfd that the process maps, so writes there are seen here, and sent back it is
+the same buffer again.
+
     >>> from manygil.shared import SharedArray
     >>> a = SharedArray((2, 3), "d")
     >>> a[1, 2] = 7.5
@@ -17,17 +22,74 @@ gone, never earlier.  No API takes a raw address.
 
 from __future__ import annotations
 
+import os
 import struct
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 from . import _native
-from ._handles import Handle, carry, landed
+from ._handles import Handle, carry, foreign_kept, landed
 
 __all__ = ("SharedArray", "SharedBuffer", "SharedValue")
 
 
-class SharedBuffer(_native.BlockView):
+class _Bytes:
+    """The byte access both kinds of shared buffer have (through the buffer protocol)."""
+
+    __slots__ = ()
+
+    def _live_id(self) -> int:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return int(self.nbytes)  # type: ignore[attr-defined]
+
+    def __getitem__(self, key: int | slice) -> Any:
+        """``buf[i]`` is an int; ``buf[a:b]`` is a memoryview of the same memory."""
+        self._live_id()
+        with memoryview(self) as view:  # type: ignore[arg-type]
+            if isinstance(key, slice):
+                return view[key]  # a view: keeps an export until it is released
+            return view[key]
+
+    def __setitem__(self, key: int | slice, value: Any) -> None:
+        self._live_id()
+        with memoryview(self) as view:  # type: ignore[arg-type]
+            view[key] = value
+
+    def read(self, offset: int, size: int) -> bytes:
+        """A copy of ``size`` bytes from ``offset``.
+
+        Raises:
+            IndexError: the range is not inside the buffer.
+        """
+        self._check_range(offset, size)
+        with memoryview(self) as view:  # type: ignore[arg-type]
+            return bytes(view[offset : offset + size])
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Copy ``data`` in at ``offset``.
+
+        Raises:
+            IndexError: the data would not fit inside the buffer.
+            TypeError: this handle is read-only.
+        """
+        src = memoryview(data).cast("B")
+        self._check_range(offset, src.nbytes)
+        with memoryview(self) as view:  # type: ignore[arg-type]
+            view[offset : offset + src.nbytes] = src
+
+    def _check_range(self, offset: int, size: int) -> None:
+        self._live_id()
+        n = len(self)
+        if offset < 0 or size < 0 or offset + size > n:
+            raise IndexError(
+                f"range [{offset}, {offset + size}) is outside this SharedBuffer of {n} bytes"
+            )
+
+
+class SharedBuffer(_Bytes, _native.BlockView):
     """``nbytes`` zeroed bytes of process memory, shared with every interpreter it is sent to.
 
     Args:
@@ -66,53 +128,27 @@ class SharedBuffer(_native.BlockView):
 
     def __reduce__(self) -> tuple[Any, ...]:
         block = self._live_id()
+        kept = foreign_kept()
+        if kept is not None:
+            return self._to_process(block, kept)
         return (_load_block, (block, bool(self.readonly), carry((block,))))
 
-    def __len__(self) -> int:
-        return int(self.nbytes)
+    def _to_process(self, block: int, kept: list[Any] | tuple[()]) -> tuple[Any, ...]:
+        """How this buffer reaches a process worker: as its memfd, mapped there."""
+        from ._exceptions import NotShareableError
 
-    def __getitem__(self, key: int | slice) -> Any:
-        """``buf[i]`` is an int; ``buf[a:b]`` is a memoryview of the same memory."""
-        self._live_id()
-        with memoryview(self) as view:
-            if isinstance(key, slice):
-                return view[key]  # a view: keeps an export until it is released
-            return view[key]
-
-    def __setitem__(self, key: int | slice, value: Any) -> None:
-        self._live_id()
-        with memoryview(self) as view:
-            view[key] = value
-
-    def read(self, offset: int, size: int) -> bytes:
-        """A copy of ``size`` bytes from ``offset``.
-
-        Raises:
-            IndexError: the range is not inside the buffer.
-        """
-        self._check_range(offset, size)
-        with memoryview(self) as view:
-            return bytes(view[offset : offset + size])
-
-    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        """Copy ``data`` in at ``offset``.
-
-        Raises:
-            IndexError: the data would not fit inside the buffer.
-            TypeError: this handle is read-only.
-        """
-        src = memoryview(data).cast("B")
-        self._check_range(offset, src.nbytes)
-        with memoryview(self) as view:
-            view[offset : offset + src.nbytes] = src
-
-    def _check_range(self, offset: int, size: int) -> None:
-        self._live_id()
-        n = len(self)
-        if offset < 0 or size < 0 or offset + size > n:
-            raise IndexError(
-                f"range [{offset}, {offset + size}) is outside this SharedBuffer of {n} bytes"
-            )
+        fd = _native.block_fd(block)
+        if isinstance(kept, tuple):
+            why = "a SharedBuffer made in a process worker cannot leave it; return bytes(buf) or a numpy array"
+        elif fd < 0 and not sys.platform.startswith("linux"):
+            why = "a SharedBuffer reaches a process worker only on Linux; pass bytes or a numpy array instead"
+        elif fd < 0:
+            why = ("this SharedBuffer cannot reach a process worker: it was made when no memfd could be "
+                   "created (too many open files?); pass bytes or a numpy array instead")
+        else:
+            kept.append(self)  # alive while the process may map it
+            return (_mapped_buffer, (os.getpid(), fd, block, int(self.nbytes), bool(self.readonly)))
+        raise NotShareableError(why)
 
     def __repr__(self) -> str:
         if self.released:
@@ -126,6 +162,46 @@ def _load_block(block: int, readonly: bool, pinned: bool) -> SharedBuffer:
     _native.BlockView.__init__(buf, block, readonly)  # takes a reference
     landed((block,), pinned)
     return buf
+
+
+class MappedBuffer(_Bytes):
+    """A ``SharedBuffer`` as a pool's process worker sees it: the same memory, mapped
+    from the pool's process (Linux), with the same methods.  Sent back (a task's
+    result), it is that process's ``SharedBuffer`` again."""
+
+    __slots__ = ("_map", "id", "nbytes", "readonly")
+
+    def __init__(self, mapping: Any, block: int, nbytes: int, readonly: bool) -> None:
+        self._map = mapping
+        self.id = block
+        self.nbytes = nbytes
+        self.readonly = readonly
+
+    def _live_id(self) -> int:
+        return int(self.id)
+
+    def __buffer__(self, flags: int, /) -> memoryview:
+        view = memoryview(self._map)[: self.nbytes]
+        return view.toreadonly() if self.readonly else view
+
+    def __release_buffer__(self, view: memoryview, /) -> None:
+        view.release()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_load_block, (self.id, self.readonly, True))  # the caller holds it meanwhile
+
+    def __repr__(self) -> str:
+        ro = " read-only" if self.readonly else ""
+        return f"<SharedBuffer id={self.id} nbytes={self.nbytes}{ro} mapped in process {os.getpid()}>"
+
+
+def _mapped_buffer(pid: int, fd: int, block: int, nbytes: int, readonly: bool) -> MappedBuffer:
+    """In a process worker: map the memfd of process ``pid``'s block."""
+    import mmap
+
+    with open(f"/proc/{pid}/fd/{fd}", "rb" if readonly else "r+b") as f:
+        mapping = mmap.mmap(f.fileno(), max(nbytes, 1), access=mmap.ACCESS_READ if readonly else mmap.ACCESS_WRITE)
+    return MappedBuffer(mapping, block, nbytes, readonly)
 
 
 _DTYPES = {
