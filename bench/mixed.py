@@ -7,6 +7,12 @@ ones (numpy refuses such an interpreter) to process workers by itself
 (``fallback="process"``).  The alternatives run everything in processes.  Same run,
 medians of ``--repeat``; ratios are wall time over manygil's.  The results must be
 identical to ``ProcessPoolExecutor``'s.
+
+numpy's BLAS starts a thread per core in every process that imports it; with one
+process per core those threads fight for the cores (seen here: 100 numpy tasks took
+2-5.6 s in two processes instead of 0.3 s).  Like any process-pool program (and as loky
+does for its workers), this one limits BLAS to one thread per process, for every pool
+alike, unless the variables are set already.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
-import numpy as np
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # before numpy loads its BLAS (see the docstring)
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 

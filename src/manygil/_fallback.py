@@ -102,7 +102,9 @@ class Fallback:
         self.watchdog: threading.Thread | None = None
         self.routes: dict[str, str] = {}  # route_key -> why
         self.warned: set[str] = set()  # route_keys whose FallbackWarning was given
-        self.sent_by_value: set[str] = set()  # route_keys of __main__ functions sent by value
+        # The caller's script does not import in an interpreter (numpy at its top): its
+        # functions go by value from then on (cloudpickle).
+        self.script_refused = False
         self.resubmit: Callable[[], Callable[[Any], None] | None] | None = None  # the pool's, weakly
         # The seats both sides share (process side only: a shared-GIL side's tasks take
         # turns on one GIL anyway).  pool_state (the pool's _PoolState, weakly) takes a
@@ -128,18 +130,19 @@ class Fallback:
         """Importing the caller's script in the worker failed on a refusing module (a
         script that starts with ``import numpy``): send this function of ``__main__``
         again by value (cloudpickle), with only the globals it uses, so that a pure
-        function of the script still runs in an interpreter.  False when it cannot."""
-        key = route_key(item.fn)  # for a chunk of map(), the mapped function
+        function of the script still runs in an interpreter.  Calls queued by reference
+        before the first resend are each resent too, never routed away for it.  False when
+        it cannot."""
         if (
             item.call is None
+            or item.by_value  # sent by value already: refused for what it uses itself
             or getattr(item.fn, "__module__", None) != "__main__"
-            or key in self.sent_by_value
             or self.resubmit is None
             or (resubmit := self.resubmit()) is None
             or not _transport.HAS_CLOUDPICKLE
         ):
             return False
-        self.sent_by_value.add(key)
+        self.script_refused = True
         try:
             resubmit(item)
         except Exception:  # noqa: BLE001 - shut down meanwhile, or it does not pickle by value

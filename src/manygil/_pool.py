@@ -41,7 +41,7 @@ from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._fallback import FALLBACKS, Fallback, route_key
 from ._handles import collect, out_of_band, release_pins
 from ._interpreters import bootstrap
-from ._transport import describe, dumps, dumps_by_value
+from ._transport import HAS_CLOUDPICKLE, describe, dumps, dumps_by_value
 
 __all__ = ("InterpreterFuture", "InterpreterPoolExecutor")
 
@@ -139,7 +139,7 @@ class _Item:
     released when the item is dropped, which happens only once no worker can load the
     payload any more (its result arrived, its worker is gone, or it never started)."""
 
-    __slots__ = ("call", "fn", "future", "payload", "pins", "started", "timeout", "worker")
+    __slots__ = ("by_value", "call", "fn", "future", "payload", "pins", "started", "timeout", "worker")
 
     def __init__(
         self,
@@ -149,7 +149,9 @@ class _Item:
         timeout: float | None,
         fn: object,
         call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None,
+        by_value: bool = False,
     ) -> None:
+        self.by_value = by_value  # its function of __main__ travels by value
         self.future = future
         self.payload = payload
         self.pins = pins
@@ -346,6 +348,7 @@ class _PoolState:
         self.broken_cause: BaseException | None = None
         self.fallback: Fallback | None = None  # set by the executor
         self.diverted: list[_Item] = []  # routed to the fallback while they waited
+        self.resend: list[_Item] = []  # script functions queued by reference: to go by value
         self.watchdog: threading.Thread | None = None
         self.leaving = 0  # workers in self.workers that are retiring or abandoned
         self.task_time: float | None = None  # running average of one task's time, seconds
@@ -406,10 +409,15 @@ class _PoolState:
         elif not item.future.set_running_or_notify_cancel():
             return b""
         item.started = True
-        if self.fallback is not None and item.call is not None and self.fallback.routed(item.fn):
-            # Routed while it waited (an earlier call was refused): no need to try it here.
-            self.diverted.append(item)
-            return b""
+        if self.fallback is not None and item.call is not None:
+            if self.fallback.routed(item.fn):
+                # Routed while it waited (an earlier call was refused): no need to try it here.
+                self.diverted.append(item)
+                return b""
+            if not item.by_value and self.fallback.script_refused and getattr(item.fn, "__module__", None) == "__main__":
+                # Queued before the script was found not to import here: by value instead.
+                self.resend.append(item)
+                return b""
         if not worker.tids:
             worker.sent_at = time.monotonic()
         worker.tids.append(tid)
@@ -424,21 +432,43 @@ class _PoolState:
         """Route the functions of refused tasks now (lock held), so that their calls still
         waiting go to the fallback side instead of being refused one by one."""
         fallback = self.fallback
-        if fallback is None or fallback.kind is None:
+        if fallback is None:
             return
         for item, record in done:
             if record[8] & ~_worker.PINNED == _worker.REFUSED and item is not None and item.call is not None:
                 module, script = _refusal(_worker.unpack(record, 8)[1])
-                if not script:  # a script's refusal is answered by a resend by value first
+                if script:  # answered by a resend by value, for the queued calls too
+                    fallback.script_refused = HAS_CLOUDPICKLE
+                elif fallback.kind is not None:
                     fallback.route_refused(item.fn, module)
 
     def _run_diverted(self) -> None:
-        """Run on the fallback side the tasks ``_start`` found routed there: outside the
-        lock, since that pickles their arguments and may start a process."""
-        if not self.diverted:
+        """Run on the fallback side the tasks ``_start`` found routed there, and queue
+        again by value those it found sent by reference: outside the lock, since that
+        pickles their arguments and may start a process."""
+        if not self.diverted and not self.resend:
             return
         with self.lock:
             items, self.diverted = self.diverted, []
+            again, self.resend = self.resend, []
+        for item in again:
+            assert item.call is not None
+            try:
+                payload, pins = _payload(*item.call, by_value=True)
+            except BaseException as exc:  # noqa: BLE001 - it does not pickle by value
+                if not item.future.done():
+                    item.future.set_exception(exc)
+                continue
+            item.drop()
+            item.payload, item.pins, item.by_value = payload, pins, True
+            with self.lock:  # at the front, as it was (its future runs already)
+                tid = next(self.tids)
+                item.future._tid = tid
+                self.pending.appendleft((tid, item))
+        if again:
+            self.kick()  # a worker whose batch became empty went idle
+        if not items:
+            return
         assert self.fallback is not None
         for item in items:
             assert item.call is not None
@@ -1043,11 +1073,11 @@ class InterpreterPoolExecutor(Executor):
             if self._fallback.routed(route_fn):
                 return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
             call = (fn, args, kwargs)
-            by_value = bool(self._fallback.sent_by_value) and route_key(route_fn) in self._fallback.sent_by_value
+            by_value = self._fallback.script_refused and getattr(route_fn, "__module__", None) == "__main__"
         payload, pins = _payload(fn, args, kwargs, by_value)
         future = InterpreterFuture()
         future._state_ref = self._state_ref
-        item = _Item(future, payload, pins, timeout, route_fn, call)
+        item = _Item(future, payload, pins, timeout, route_fn, call, by_value)
         try:
             self._state.submit(item)
         except BaseException:
@@ -1059,7 +1089,7 @@ class InterpreterPoolExecutor(Executor):
         """Send a refused task again, its function by value (see ``Fallback.by_value``)."""
         assert item.call is not None
         payload, pins = _payload(*item.call, by_value=True)
-        again = _Item(item.future, payload, pins, item.timeout, item.fn, item.call)
+        again = _Item(item.future, payload, pins, item.timeout, item.fn, item.call, by_value=True)
         again.started = True  # its future is running already
         try:
             self._state.submit(again)
