@@ -436,7 +436,13 @@ class _ProcessTask:
         with side.lock:
             side.running.discard(self)
             side.wake.notify_all()
-        side.slot_free(self.slot, self.stopped)
+        # A slot whose process died is broken: never reused.  (This runs on its
+        # management thread, which then holds the slot's lock: a submit to it here
+        # would wait forever.)
+        from concurrent.futures.process import BrokenProcessPool  # loaded: a slot is one
+
+        broken = not inner.cancelled() and isinstance(inner.exception(), BrokenProcessPool)
+        side.slot_free(self.slot, self.stopped or broken)
 
     def cancel(self) -> bool:
         """Stop it: not started yet, it never will; running, its process is terminated."""
