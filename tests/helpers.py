@@ -410,3 +410,10 @@ def ledger_task(folder, name):
         f.read()
     open(os.path.join(folder, f"end-{name}"), "w").close()
     return running
+
+
+def append_then_fail(path):
+    """An initializer that leaves a line in ``path``, then fails."""
+    with open(path, "a") as f:
+        f.write("ran\n")
+    raise RuntimeError("this initializer fails")

@@ -231,6 +231,29 @@ def test_other_shared_objects_cannot_reach_a_process_worker(refusing):
             pool.submit(refusing.make_buffer).result(timeout=120)
 
 
+def test_a_failing_initializer_fails_the_process_tasks_without_retrying_forever(refusing, tmp_path):
+    runs = tmp_path / "runs"
+    with InterpreterPoolExecutor(1, initializer=helpers.append_then_fail, initargs=(str(runs),)) as pool:
+        pool.route(refusing.where)
+        futures = [pool.submit(refusing.where, x) for x in range(5)]
+        for future in futures:
+            with pytest.raises(Exception, match="could start|terminated abruptly"):
+                future.result(timeout=120)
+    assert runs.read_text() == "ran\n"  # one process tried; the others were not started
+
+
+def test_a_process_that_dies_in_a_task_fails_that_task_alone(refusing):
+    from concurrent.futures.process import BrokenProcessPool
+
+    with InterpreterPoolExecutor(2) as pool:
+        pool.route(refusing.crash)
+        pool.route(refusing.where)
+        crashed = pool.submit(refusing.crash)
+        with pytest.raises(BrokenProcessPool):
+            crashed.result(timeout=120)
+        assert [pool.submit(refusing.where, x).result(timeout=120)[0] for x in range(3)] == [0, 2, 4]
+
+
 def test_initializer_and_max_tasks_per_worker_on_both_sides(refusing):
     with InterpreterPoolExecutor(1, initializer=helpers.remember, initargs=("x",), max_tasks_per_worker=1) as pool:
         with pytest.warns(FallbackWarning):
@@ -300,6 +323,10 @@ def test_a_script_without_a_main_guard_is_told_so_by_the_process_worker_too(tmp_
     assert out.returncode == 1 and out.stdout == ""
     assert "while a process worker imported your main script" in out.stderr
     assert 'no `if __name__ == "__main__":` guard' in out.stderr
+    # Once a process could not start, the other tasks fail without starting more: the
+    # message comes at most once per worker, not once per task.
+    assert out.stderr.count("while a process worker imported your main script") <= 2
+    assert "no process worker of this pool could start" in out.stderr
 
 
 def test_a_task_refused_while_the_pool_shuts_down_still_runs(refusing):

@@ -112,6 +112,10 @@ class Fallback:
         self.seats = Seats(max_workers) if kind == "process" else None
         self.pool_state: Callable[[], Any] = lambda: None
         self.poked = False
+        # No process worker can start (a script without the main guard, a failing
+        # initializer): once one fails before it could take a task, later tasks fail at
+        # once instead of each starting a process that fails the same way.
+        self.cannot_start: BaseException | None = None
 
     def routed(self, fn: object) -> bool:
         # Every submit and dispatch asks: no name is made while nothing is routed.
@@ -258,7 +262,10 @@ class Fallback:
                 if task is None:
                     self.wake.notify_all()  # shutdown() may wait for the queue to empty
                     break
-                if self.idle:
+                cause = self.cannot_start
+                if cause is not None:
+                    slot = None
+                elif self.idle:
                     slot = self.idle.pop()
                 elif self.slots < self.max_workers:
                     slot = None
@@ -266,13 +273,16 @@ class Fallback:
                 else:
                     self.pending.appendleft(task)
                     return
-                if self.seats is not None and not self.seats.take():
+                if cause is None and self.seats is not None and not self.seats.take():
                     self.pending.appendleft(task)  # the seat's holder pokes when it leaves
                     if slot is None:
                         self.slots -= 1
                     else:
                         self.idle.append(slot)
                     return
+            if cause is not None:
+                _set_exception(task.future, _cannot_start(cause))
+                continue
             try:
                 if slot is None:
                     slot = self._new_slot()
@@ -282,6 +292,7 @@ class Fallback:
                     self.slots -= 1
                     if slot is not None:
                         self.dead.append(slot)  # joined by shutdown()
+                    self.cannot_start = exc
                 self._give_seat()
                 _set_exception(task.future, exc)
         # Nothing (left) to start here: a seat handed over for a task that was cancelled
@@ -311,13 +322,11 @@ class Fallback:
         init: bytes | None = None
         if self.initializer is not None:
             init = _dump_call(self.initializer, self.initargs, {}, [])  # initargs live as long as the pool
-        return ProcessPoolExecutor(
-            1,
-            mp_context=multiprocessing.get_context(method),
-            initializer=_call_pickled if init is not None else None,  # type: ignore[arg-type]
-            initargs=(init, False) if init is not None else (),  # type: ignore[arg-type]
-            **extra,
-        )
+        context = multiprocessing.get_context(method)
+        alive = context.Value("b", 0, lock=False)  # set once its process is ready for tasks
+        slot = ProcessPoolExecutor(1, mp_context=context, initializer=_slot_init, initargs=(alive, init), **extra)
+        slot._mg_alive = alive  # type: ignore[attr-defined]
+        return slot
 
     def slot_free(self, slot: Any, killed: bool) -> None:
         """A slot finished its task (or was terminated): reuse it, pass its seat on,
@@ -442,6 +451,9 @@ class _ProcessTask:
         from concurrent.futures.process import BrokenProcessPool  # loaded: a slot is one
 
         broken = not inner.cancelled() and isinstance(inner.exception(), BrokenProcessPool)
+        if broken and not self.stopped and not self.slot._mg_alive.value:  # died starting up
+            with side.lock:
+                side.cannot_start = inner.exception()
         side.slot_free(self.slot, self.stopped or broken)
 
     def cancel(self) -> bool:
@@ -460,6 +472,24 @@ class _ProcessTask:
             return  # not started (the pump skips it: its future is done) or finished
         self.stopped = True
         _terminate(self.slot)
+
+
+def _slot_init(alive: Any, init: bytes | None) -> None:
+    """A process worker's initializer: the pool's, then say it is ready."""
+    if init is not None:
+        _call_pickled(init, False)
+    alive.value = 1
+
+
+def _cannot_start(cause: BaseException) -> BaseException:
+    from concurrent.futures.process import BrokenProcessPool
+
+    err = BrokenProcessPool(
+        "manygil: no process worker of this pool could start (the first "
+        f"failure: {type(cause).__name__}: {cause}; see its message above), so this task did not run"
+    )
+    err.__cause__ = cause
+    return err
 
 
 def _terminate(slot: Any) -> None:

@@ -462,9 +462,13 @@ class _PoolState:
             item.drop()
             item.payload, item.pins, item.by_value = payload, pins, True
             with self.lock:  # at the front, as it was (its future runs already)
-                tid = next(self.tids)
-                item.future._tid = tid
-                self.pending.appendleft((tid, item))
+                broken = self.broken is not None
+                if not broken:
+                    tid = next(self.tids)
+                    item.future._tid = tid
+                    self.pending.appendleft((tid, item))
+            if broken:
+                self._fail([item.future])
         if again:
             self.kick()  # a worker whose batch became empty went idle
         if not items:
