@@ -354,10 +354,11 @@ def test_calls_queued_before_the_first_refusal_go_to_the_process_side_unrefused(
     assert refusals == ["mg_single_phase"]  # only the first call was refused
 
 
-def test_max_workers_bounds_both_sides_together_and_they_take_turns(refusing, tmp_path):
-    """Two seats for interpreter and process tasks together: a process task waits for an
-    interpreter task to end, and when both sides have tasks waiting a freed seat goes to
-    the other side.  Each task counts the tasks running as it starts."""
+def test_max_workers_bounds_both_sides_together_and_they_share_it(refusing, tmp_path):
+    """Two seats for interpreter and process tasks together.  A process task waits for
+    an interpreter task to end; when both kinds have tasks waiting each keeps its fair
+    share (one seat of two) instead of handing it over after every task.  Each task
+    counts the tasks running as it starts."""
     for name in ("i1", "i2", "i3", "i4", "p1", "p2"):
         os.mkfifo(tmp_path / f"started-{name}")
         os.mkfifo(tmp_path / f"release-{name}")
@@ -373,16 +374,19 @@ def test_max_workers_bounds_both_sides_together_and_they_take_turns(refusing, tm
     folder = str(tmp_path)
     with InterpreterPoolExecutor(2) as pool:
         pool.route(refusing.ledger_task)  # a process from the first call on
+        pool.route(refusing.where)
+        assert pool.submit(refusing.where, 1).result(timeout=120)[0] == 2  # a process is ready
         futures = {name: pool.submit(helpers.ledger_task, folder, name) for name in ("i1", "i2")}
         started("i1")
         started("i2")
         futures |= {name: pool.submit(refusing.ledger_task, folder, name) for name in ("p1", "p2")}
         futures |= {name: pool.submit(helpers.ledger_task, folder, name) for name in ("i3", "i4")}
-        for ends, starts in (("i1", "p1"), ("i2", "p2"), ("p1", "i3"), ("p2", "i4")):
+        # i1's seat goes to p1 (the interpreters held both); then each kind keeps one.
+        for ends, starts in (("i1", "p1"), ("i2", "i3"), ("p1", "p2"), ("i3", "i4")):
             release(ends)
             started(starts)
             assert futures[ends].result(timeout=60) <= 2
-        release("i3")
+        release("p2")
         release("i4")
         seen = {name: future.result(timeout=60) for name, future in futures.items()}
     assert max(seen.values()) == 2, seen  # never three at once

@@ -44,24 +44,33 @@ class FallbackWarning(UserWarning):
 class Seats:
     """``max_workers`` shared by a pool's interpreter workers and its process side: a task
     runs only on a seat, so the two kinds together run at most ``max_workers`` tasks and
-    do not oversubscribe the cores.  When both have tasks waiting, a side that finishes a
-    task hands its seat to the other, so they take turns."""
+    do not oversubscribe the cores.
+
+    When both kinds have tasks waiting, each keeps a fair share of the seats (half,
+    rounded down; a side above it hands a seat over when a task of it ends), so neither
+    starves and a seat does not change hands after every task (each hand-over wakes
+    threads, which costs milliseconds on busy cores).  With one seat they take turns."""
 
     def __init__(self, total: int) -> None:
         self.total = total
-        self.used = 0
+        self.share = total // 2
+        self.held = {"interp": 0, "process": 0}
         self.lock = threading.Lock()  # a leaf: nothing else is locked while it is held
 
-    def take(self) -> bool:
+    def take(self, side: str) -> bool:
         with self.lock:
-            if self.used >= self.total:
+            if self.held["interp"] + self.held["process"] >= self.total:
                 return False
-            self.used += 1
+            self.held[side] += 1
             return True
 
-    def give(self) -> None:
+    def give(self, side: str) -> None:
         with self.lock:
-            self.used -= 1
+            self.held[side] -= 1
+
+    def above_share(self, side: str) -> bool:
+        """Whether ``side`` holds more than its fair share (read without the lock: a hint)."""
+        return self.held[side] > self.share
 
 
 def route_key(fn: object) -> str:
@@ -116,6 +125,7 @@ class Fallback:
         # initializer): once one fails before it could take a task, later tasks fail at
         # once instead of each starting a process that fails the same way.
         self.cannot_start: BaseException | None = None
+        self.warmed = False  # the first process task starts every slot's process at once
 
     def routed(self, fn: object) -> bool:
         # Every submit and dispatch asks: no name is made while nothing is routed.
@@ -211,6 +221,10 @@ class Fallback:
             with self.lock:
                 self.pending.append(task)
                 self._ensure_dispatcher()
+                warm = not self.warmed
+                self.warmed = True
+            if warm:
+                self._warm_up()
             self._pump()
             return
         pool = self._shared_gil_pool()
@@ -239,8 +253,44 @@ class Fallback:
     # terminates its process alone and no other task is lost.
 
     def waiting(self) -> bool:
-        """Process tasks wait for a seat (read without the lock: a hint)."""
-        return bool(self.pending)
+        """Process tasks wait for a seat and a process is ready for one (read without
+        the lock: a hint).  While the processes start, the interpreters keep the seats."""
+        return bool(self.pending) and (bool(self.idle) or self.slots < self.max_workers)
+
+    def _warm_up(self) -> None:
+        """Start the process of every slot now, without a seat (starting one takes a
+        few hundred milliseconds, during which a seat would stand idle); each slot
+        takes tasks once its process is ready."""
+        for _ in range(self.max_workers):
+            with self.lock:
+                if self.closed or self.cannot_start is not None or self.slots >= self.max_workers:
+                    return
+                self.slots += 1
+            try:
+                slot = self._new_slot()
+                ready = slot.submit(_ready)
+            except BaseException as exc:  # noqa: BLE001 - no process can start: the pump says so
+                with self.lock:
+                    self.slots -= 1
+                    self.cannot_start = exc
+                return
+            ready.add_done_callback(lambda done, slot=slot: self._slot_ready(slot, done))
+
+    def _slot_ready(self, slot: Any, done: Future[Any]) -> None:
+        """A slot's process started (or could not): it takes tasks from now on."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        failed = done.cancelled() or done.exception() is not None
+        with self.lock:
+            if failed:
+                self.slots -= 1
+                self.dead.append(slot)  # joined by shutdown()
+                exc = None if done.cancelled() else done.exception()
+                if isinstance(exc, BrokenProcessPool) and not slot._mg_alive.value:
+                    self.cannot_start = exc  # it died starting up
+            else:
+                self.idle.append(slot)
+        self._pump()
 
     def poke(self) -> None:
         """A seat was freed on the interpreter side: start what waits here, from the
@@ -273,7 +323,7 @@ class Fallback:
                 else:
                     self.pending.appendleft(task)
                     return
-                if cause is None and self.seats is not None and not self.seats.take():
+                if cause is None and self.seats is not None and not self.seats.take("process"):
                     self.pending.appendleft(task)  # the seat's holder pokes when it leaves
                     if slot is None:
                         self.slots -= 1
@@ -302,11 +352,14 @@ class Fallback:
             state.kick()
 
     def _give_seat(self) -> None:
-        """A process task left its seat: to an interpreter worker if the pool's tasks wait
-        for one (they take turns), else to the next task here."""
+        """A process task left its seat: to the next task here while this side is within
+        its fair share (see ``Seats``), else to an interpreter worker whose tasks wait."""
         if self.seats is None:
             return
-        self.seats.give()
+        keep = bool(self.pending) and not self.seats.above_share("process")
+        self.seats.give("process")
+        if keep:
+            return  # the caller's _pump takes it for the next task
         state = self.pool_state()
         if state is not None and state.waiting():
             state.kick()
@@ -439,12 +492,6 @@ class _ProcessTask:
     def _done(self, inner: Future[Any]) -> None:
         side = self.side
         assert side is not None
-        if not self.stopped:
-            _settle(self.future, inner, forward=side.forward, pickled=True)
-        self.kept = []  # the result, which may name a kept buffer, is loaded
-        with side.lock:
-            side.running.discard(self)
-            side.wake.notify_all()
         # A slot whose process died is broken: never reused.  (This runs on its
         # management thread, which then holds the slot's lock: a submit to it here
         # would wait forever.)
@@ -454,7 +501,14 @@ class _ProcessTask:
         if broken and not self.stopped and not self.slot._mg_alive.value:  # died starting up
             with side.lock:
                 side.cannot_start = inner.exception()
+        # The next task first, so that the process does not wait while this result loads.
         side.slot_free(self.slot, self.stopped or broken)
+        if not self.stopped:
+            _settle(self.future, inner, forward=side.forward, pickled=True)
+        self.kept = []  # the result, which may name a kept buffer, is loaded
+        with side.lock:
+            side.running.discard(self)
+            side.wake.notify_all()
 
     def cancel(self) -> bool:
         """Stop it: not started yet, it never will; running, its process is terminated."""
@@ -472,6 +526,10 @@ class _ProcessTask:
             return  # not started (the pump skips it: its future is done) or finished
         self.stopped = True
         _terminate(self.slot)
+
+
+def _ready() -> None:
+    """The first call a slot's process runs: it is up, its initializer ran."""
 
 
 def _slot_init(alive: Any, init: bytes | None) -> None:

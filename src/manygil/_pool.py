@@ -533,16 +533,16 @@ class _PoolState:
     def _seat(self, worker: _WorkerHandle) -> bool:
         """Whether ``worker`` may take a batch now (lock held): it holds a seat, or gets
         one.  A worker whose task ends while process tasks wait for a seat hands its
-        seat over, so the two sides take turns (see ``Seats``)."""
+        seat over if this side holds more than its fair share (see ``Seats``)."""
         seats = self.fallback.seats if self.fallback is not None else None
         if seats is None:
             return True
         if worker.seated:
-            if not self.fallback.waiting():  # type: ignore[union-attr]
+            if not self.fallback.waiting() or not seats.above_share("interp"):  # type: ignore[union-attr]
                 return True
             self._unseat(worker)
             return False
-        worker.seated = seats.take()
+        worker.seated = seats.take("interp")
         return worker.seated
 
     def _unseat(self, worker: _WorkerHandle) -> None:
@@ -553,7 +553,7 @@ class _PoolState:
         worker.seated = False
         fallback = self.fallback
         assert fallback is not None and fallback.seats is not None
-        fallback.seats.give()
+        fallback.seats.give("interp")
         if fallback.waiting():
             fallback.poke()
         elif self.pending and self.idle and self.broken is None:
