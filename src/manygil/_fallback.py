@@ -21,6 +21,7 @@ main GIL instead (no process; one GIL for those tasks).
 from __future__ import annotations
 
 import heapq
+import itertools
 import pickle
 import threading
 import time
@@ -301,7 +302,8 @@ class Fallback:
                 self.wake.notify_all()
 
     def _pump(self) -> None:
-        """Start pending process tasks on free slots and seats."""
+        """Start pending process tasks: on a free slot with a seat, or queued in a slot's
+        process behind its running task (``_queue_behind``), which then hands it its seat."""
         while True:
             with self.lock:
                 task = None
@@ -313,23 +315,23 @@ class Fallback:
                     self.wake.notify_all()  # shutdown() may wait for the queue to empty
                     break
                 cause = self.cannot_start
-                if cause is not None:
-                    slot = None
-                elif self.idle:
-                    slot = self.idle.pop()
-                elif self.slots < self.max_workers:
-                    slot = None
-                    self.slots += 1
-                else:
-                    self.pending.appendleft(task)
-                    return
-                if cause is None and self.seats is not None and not self.seats.take("process"):
-                    self.pending.appendleft(task)  # the seat's holder pokes when it leaves
-                    if slot is None:
-                        self.slots -= 1
+                slot: Any = None
+                behind = False
+                if cause is None:
+                    seated = self.seats is None or self.seats.take("process")
+                    if seated and self.idle:
+                        slot = self.idle.pop()
+                    elif seated and self.slots < self.max_workers:
+                        self.slots += 1  # slot stays None: made below
                     else:
-                        self.idle.append(slot)
-                    return
+                        if seated:
+                            self.seats.give("process")  # type: ignore[union-attr]
+                        slot = self._queue_behind(task)
+                        if slot is None:
+                            self.pending.appendleft(task)  # a seat's holder pokes when it leaves
+                            return
+                        slot._mg_flight.append(task)  # taken: nobody else queues behind it
+                        behind = True
             if cause is not None:
                 _set_exception(task.future, _cannot_start(cause))
                 continue
@@ -338,9 +340,16 @@ class Fallback:
                     slot = self._new_slot()
                 task.start(self, slot)
             except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
+                if behind:
+                    with self.lock:
+                        if task in slot._mg_flight:
+                            slot._mg_flight.remove(task)
+                    _set_exception(task.future, exc)
+                    continue
                 with self.lock:
                     self.slots -= 1
                     if slot is not None:
+                        slot._mg_dead = True
                         self.dead.append(slot)  # joined by shutdown()
                     self.cannot_start = exc
                 self._give_seat()
@@ -350,6 +359,25 @@ class Fallback:
         state = self.pool_state()
         if state is not None and state.waiting():
             state.kick()
+
+    def _queue_behind(self, task: _ProcessTask) -> Any:
+        """A slot whose process runs one task and has none queued, to queue ``task``
+        behind it (lock held): its process starts it as soon as the running one ends, on
+        the same seat, without a round trip through this process in between (about half
+        a millisecond per task).  Not for a task with a time limit (its clock starts
+        when it is handed over), nor when the seat should go to the interpreters' tasks
+        when the running one ends (this side above its fair share while they wait)."""
+        if task.timeout is not None:
+            return None
+        if self.seats is not None and self.seats.above_share("process"):
+            state = self.pool_state()
+            if state is not None and state.waiting():
+                return None
+        for running in self.running:
+            slot = running.slot
+            if not getattr(slot, "_mg_dead", False) and len(slot._mg_flight) == 1 and not running.stopped:
+                return slot
+        return None
 
     def _give_seat(self) -> None:
         """A process task left its seat: to the next task here while this side is within
@@ -377,8 +405,14 @@ class Fallback:
             init = _dump_call(self.initializer, self.initargs, {}, [])  # initargs live as long as the pool
         context = multiprocessing.get_context(method)
         alive = context.Value("b", 0, lock=False)  # set once its process is ready for tasks
-        slot = ProcessPoolExecutor(1, mp_context=context, initializer=_slot_init, initargs=(alive, init), **extra)
+        control = context.Array("q", 3)  # [task now running, stop, task to skip]: see _call_pickled
+        slot = ProcessPoolExecutor(
+            1, mp_context=context, initializer=_slot_init, initargs=(alive, control, init), **extra
+        )
         slot._mg_alive = alive  # type: ignore[attr-defined]
+        slot._mg_control = control  # type: ignore[attr-defined]
+        slot._mg_flight = deque()  # type: ignore[attr-defined]  # its tasks, running one first
+        slot._mg_numbers = itertools.count(1)  # type: ignore[attr-defined]
         return slot
 
     def slot_free(self, slot: Any, killed: bool) -> None:
@@ -386,6 +420,7 @@ class Fallback:
         start what waits."""
         with self.lock:
             if killed:
+                slot._mg_dead = True
                 self.slots -= 1
                 self.dead.append(slot)  # joined by shutdown()
             else:
@@ -463,7 +498,14 @@ class Fallback:
 
 
 class _ProcessTask:
-    """One call on the process side: the running future's handle for cancel()."""
+    """One call on the process side: the running future's handle for cancel().
+
+    A slot's process runs its tasks in order: the running one and at most one queued
+    behind it.  ``_call_pickled`` records in the slot's control array which task runs
+    now, under the array's lock, so that stopping a task never takes another with it:
+    stopping the running task sets "stop" (the process starts nothing more) and
+    terminates the process, and the queued task goes back to the queue; a queued task
+    is marked "skip" and returns unrun; a task that finished is left alone."""
 
     def __init__(self, future: Future[Any], data: bytes, timeout: float | None, label: str) -> None:
         self.future = future
@@ -474,41 +516,76 @@ class _ProcessTask:
         self.side: Fallback | None = None
         self.slot: Any = None
         self.inner: Future[Any] | None = None
+        self.number = 0  # its number in its slot, from 1
         self.stopped = False
         self.kept: list[Any] = []
 
     def start(self, side: Fallback, slot: Any) -> None:
         self.side, self.slot = side, slot
+        with side.lock:
+            self.number = next(slot._mg_numbers)
+            if self not in slot._mg_flight:  # queued behind another: the pump put it there
+                slot._mg_flight.append(self)
         # submit() raises when no process can start (e.g. the forkserver died): then
         # nothing is registered, and the pump fails the task.
-        self.inner = slot.submit(_call_pickled, self.data, side.forward)
+        inner = slot.submit(_call_pickled, self.data, side.forward, self.number)
+        self.inner = inner
         with side.lock:
             side.running.add(self)
         if self.timeout is not None:
             self.deadline = time.monotonic() + self.timeout
             side.watch(self)
-        self.inner.add_done_callback(self._done)
+        inner.add_done_callback(self._done)
 
     def _done(self, inner: Future[Any]) -> None:
         side = self.side
         assert side is not None
-        # A slot whose process died is broken: never reused.  (This runs on its
-        # management thread, which then holds the slot's lock: a submit to it here
-        # would wait forever.)
+        if inner is not self.inner:
+            return  # an earlier attempt: this task was queued again since
         from concurrent.futures.process import BrokenProcessPool  # loaded: a slot is one
 
-        broken = not inner.cancelled() and isinstance(inner.exception(), BrokenProcessPool)
-        if broken and not self.stopped and not self.slot._mg_alive.value:  # died starting up
-            with side.lock:
-                side.cannot_start = inner.exception()
-        # The next task first, so that the process does not wait while this result loads.
-        side.slot_free(self.slot, self.stopped or broken)
+        slot = self.slot
+        # Its process ended under it: terminated to stop the task before it (its pending
+        # future is then cancelled or broken), or died.  Read without the array's lock:
+        # a process terminated inside it never gives it back.
+        broken = inner.cancelled() or isinstance(inner.exception(), BrokenProcessPool)
+        if broken and not self.stopped:
+            if not slot._mg_alive.value:  # its process died starting up
+                with side.lock:
+                    side.cannot_start = inner.exception() if not inner.cancelled() else RuntimeError("cancelled")
+            elif inner.cancelled() or self.number > slot._mg_control.get_obj()[0]:
+                self._requeue()  # it had not started: it runs elsewhere
+                return
+        # The next task first, so that the process does not wait while this result
+        # loads.  (This runs on the slot's management thread; a slot whose process died
+        # holds its lock then, and is never used again: a submit to it would hang.)
+        with side.lock:
+            if self in slot._mg_flight:
+                slot._mg_flight.remove(self)
+            heir = not broken and not self.stopped and bool(slot._mg_flight)
+        if heir:
+            side._pump()  # the queued task runs on this seat; queue another behind it
+        else:
+            side.slot_free(slot, self.stopped or broken)
         if not self.stopped:
             _settle(self.future, inner, forward=side.forward, pickled=True)
         self.kept = []  # the result, which may name a kept buffer, is loaded
         with side.lock:
             side.running.discard(self)
             side.wake.notify_all()
+
+    def _requeue(self) -> None:
+        """Back to the front of the queue: its process died before it started."""
+        side = self.side
+        assert side is not None
+        with side.lock:
+            if self in self.slot._mg_flight:
+                self.slot._mg_flight.remove(self)
+            side.running.discard(self)
+            self.slot, self.inner, self.number = None, None, 0
+            side.pending.appendleft(self)
+            side.wake.notify_all()
+        side._pump()
 
     def cancel(self) -> bool:
         """Stop it: not started yet, it never will; running, its process is terminated."""
@@ -522,18 +599,40 @@ class _ProcessTask:
         self.stop()
 
     def stop(self) -> None:
-        if self.slot is None or self.stopped or (self.inner is not None and self.inner.done()):
+        slot, inner = self.slot, self.inner
+        if slot is None or inner is None or self.stopped or inner.done():
             return  # not started (the pump skips it: its future is done) or finished
+        control = slot._mg_control
+        lock = control.get_lock()
+        # A process that died inside the lock never gives it back: then stop it anyway.
+        locked = lock.acquire(timeout=5)
+        try:
+            values = control.get_obj()
+            if values[0] == self.number or not locked:
+                values[1] = 1  # its process starts nothing more
+            elif values[0] < self.number:
+                values[2] = self.number  # queued: returns unrun when its turn comes
+                return
+            else:
+                return  # finished: its result is on its way, and dropped
+        finally:
+            if locked:
+                lock.release()
         self.stopped = True
-        _terminate(self.slot)
+        _terminate(slot)
 
 
 def _ready() -> None:
     """The first call a slot's process runs: it is up, its initializer ran."""
 
 
-def _slot_init(alive: Any, init: bytes | None) -> None:
+_CONTROL: Any = None  # in a process worker: its slot's control array
+
+
+def _slot_init(alive: Any, control: Any, init: bytes | None) -> None:
     """A process worker's initializer: the pool's, then say it is ready."""
+    global _CONTROL
+    _CONTROL = control
     if init is not None:
         _call_pickled(init, False)
     alive.value = 1
@@ -682,13 +781,23 @@ def _write_output(output: tuple[str, str] | None) -> None:
 
 
 
-def _call_pickled(data: bytes, forward: bool) -> Any:
+def _call_pickled(data: bytes, forward: bool, number: int = 0) -> Any:
     """Run a pickled call in a process worker.  ``forward``: what it prints comes back
-    with the result (or on the exception), for the caller's ``sys.stdout``/``sys.stderr``."""
+    with the result (or on the exception), for the caller's ``sys.stdout``/``sys.stderr``.
+    ``number``: the task's number in its slot (see ``_ProcessTask``)."""
     import io
+    import os
     import sys
 
     from ._handles import dump_foreign
+
+    if number and _CONTROL is not None:
+        with _CONTROL.get_lock():
+            if _CONTROL[1]:
+                os._exit(1)  # stopped: the pool terminates this process now
+            if _CONTROL[2] == number:
+                return None if not forward else (None, None)  # cancelled while queued
+            _CONTROL[0] = number
 
     fn, args, kwargs = pickle.loads(data)
     if not forward:

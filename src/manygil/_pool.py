@@ -434,6 +434,7 @@ class _PoolState:
         fallback = self.fallback
         if fallback is None:
             return
+        routed = False
         for item, record in done:
             if record[8] & ~_worker.PINNED == _worker.REFUSED and item is not None and item.call is not None:
                 module, script = _refusal(_worker.unpack(record, 8)[1])
@@ -441,6 +442,25 @@ class _PoolState:
                     fallback.script_refused = HAS_CLOUDPICKLE
                 elif fallback.kind is not None:
                     fallback.route_refused(item.fn, module)
+                    routed = True
+        if routed:
+            self._divert_queued()
+
+    def _divert_queued(self) -> None:
+        """Take the queued calls of functions now routed to the fallback out of the queue
+        (lock held): they go there at once, rather than each waiting its turn behind this
+        side's tasks (which left the process side idle between them)."""
+        fallback = self.fallback
+        assert fallback is not None
+        keep: deque[tuple[int, _Item]] = deque()
+        for tid, item in self.pending:
+            if item.call is not None and fallback.routed(item.fn):
+                if item.started or item.future.set_running_or_notify_cancel():
+                    item.started = True
+                    self.diverted.append(item)
+            else:
+                keep.append((tid, item))
+        self.pending = keep
 
     def _run_diverted(self) -> None:
         """Run on the fallback side the tasks ``_start`` found routed there, and queue
@@ -1137,6 +1157,9 @@ class InterpreterPoolExecutor(Executor):
                 f"InterpreterPoolExecutor(fallback={where!r})"
             )
         self._fallback.route(fn, f"{where}: pool.route()")
+        with self._state.lock:
+            self._state._divert_queued()  # its calls already queued go there too
+        self._state._run_diverted()
 
     def with_timeout(self, seconds: float | None) -> _TimedSubmitter:
         """A view of this pool whose ``submit``/``map``/``run`` give each task a time limit.
