@@ -251,7 +251,8 @@ class Fallback:
 
     # The process side: one single-process ProcessPoolExecutor per slot, at most
     # max_workers slots, so that stopping one running task (time limit, cancel())
-    # terminates its process alone and no other task is lost.
+    # terminates its process alone; the task queued behind it goes elsewhere (see
+    # _ProcessTask), so no other task is lost.
 
     def waiting(self) -> bool:
         """Process tasks wait for a seat and a process is ready for one (read without
