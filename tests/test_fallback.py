@@ -254,6 +254,20 @@ def test_a_process_that_dies_in_a_task_fails_that_task_alone(refusing):
         assert [pool.submit(refusing.where, x).result(timeout=120)[0] for x in range(3)] == [0, 2, 4]
 
 
+def test_shared_objects_in_initargs_cannot_reach_the_process_side(refusing):
+    from concurrent.futures.process import BrokenProcessPool
+
+    from manygil.shared import SharedBuffer, SharedValue
+
+    objects = (SharedBuffer(8), SharedValue(1))
+    with InterpreterPoolExecutor(1, initializer=helpers.init_worker, initargs=(objects,)) as pool:
+        assert pool.submit(helpers.add, 1, 2).result(timeout=60) == 3  # interpreters: fine
+        pool.route(refusing.where)
+        with pytest.raises(BrokenProcessPool) as info:
+            pool.submit(refusing.where, 1).result(timeout=120)
+    assert "SharedValue in this pool's initargs cannot reach a process worker" in str(info.value)
+
+
 def test_initializer_and_max_tasks_per_worker_on_both_sides(refusing):
     with InterpreterPoolExecutor(1, initializer=helpers.remember, initargs=("x",), max_tasks_per_worker=1) as pool:
         with pytest.warns(FallbackWarning):
@@ -391,47 +405,3 @@ def test_max_workers_bounds_both_sides_together_and_they_share_it(refusing, tmp_
         seen = {name: future.result(timeout=60) for name, future in futures.items()}
     assert max(seen.values()) == 2, seen  # never three at once
     assert seen["p1"] == seen["p2"] == 2  # each process task started beside a running task
-
-
-def test_a_task_queued_behind_a_running_one_in_its_process(refusing, tmp_path):
-    """A slot's process may hold the next task behind the running one.  Cancelling the
-    queued one means it never runs; stopping the running one (cancel, or its process
-    dying) sends the queued one to another process, where it runs once."""
-    lines = tmp_path / "lines"
-
-    def fifos(name):
-        (tmp_path / name).mkdir()
-        return _fifos(tmp_path / name)
-
-    def release(path):
-        with open(path, "w") as f:
-            f.write("go")
-
-    with InterpreterPoolExecutor(1) as pool:  # one seat: the next task waits behind
-        for fn in (refusing.block, refusing.append_line, refusing.block_then_crash):
-            pool.route(fn)
-        # Cancelled while queued: it never runs, and the running task is not touched.
-        started, go = fifos("skip")
-        running = pool.submit(refusing.block, started, go)
-        _wait_started(started)
-        skipped = pool.submit(refusing.append_line, str(lines), "skipped")
-        assert skipped.cancel() and skipped.cancelled()
-        release(go)
-        assert running.result(timeout=120) == "go"
-        # The running task is cancelled: its process is terminated, the queued one moves.
-        started, go = fifos("stop")
-        running = pool.submit(refusing.block, started, go)
-        _wait_started(started)
-        moved = pool.submit(refusing.append_line, str(lines), "moved")
-        assert running.cancel()
-        assert moved.result(timeout=120) == "moved"
-        # The running task's process dies: the queued one moves too.
-        started, go = fifos("crash")
-        crashing = pool.submit(refusing.block_then_crash, started, go)
-        _wait_started(started)
-        after = pool.submit(refusing.append_line, str(lines), "after a crash")
-        release(go)
-        with pytest.raises(Exception, match="terminated abruptly"):
-            crashing.result(timeout=120)
-        assert after.result(timeout=120) == "after a crash"
-    assert lines.read_text().splitlines() == ["moved", "after a crash"]  # each ran once

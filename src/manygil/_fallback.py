@@ -21,7 +21,6 @@ main GIL instead (no process; one GIL for those tasks).
 from __future__ import annotations
 
 import heapq
-import itertools
 import pickle
 import threading
 import time
@@ -251,8 +250,7 @@ class Fallback:
 
     # The process side: one single-process ProcessPoolExecutor per slot, at most
     # max_workers slots, so that stopping one running task (time limit, cancel())
-    # terminates its process alone; the task queued behind it goes elsewhere (see
-    # _ProcessTask), so no other task is lost.
+    # terminates its process alone and no other task is lost.
 
     def waiting(self) -> bool:
         """Process tasks wait for a seat and a process is ready for one (read without
@@ -274,7 +272,7 @@ class Fallback:
             except BaseException as exc:  # noqa: BLE001 - no process can start: the pump says so
                 with self.lock:
                     self.slots -= 1
-                    self.cannot_start = exc
+                    self.cannot_start = _bare(exc)
                 return
             ready.add_done_callback(lambda done, slot=slot: self._slot_ready(slot, done))
 
@@ -289,7 +287,7 @@ class Fallback:
                 self.dead.append(slot)  # joined by shutdown()
                 exc = None if done.cancelled() else done.exception()
                 if isinstance(exc, BrokenProcessPool) and not slot._mg_alive.value:
-                    self.cannot_start = exc  # it died starting up
+                    self.cannot_start = _bare(exc)  # it died starting up
             else:
                 self.idle.append(slot)
         self._pump()
@@ -303,8 +301,7 @@ class Fallback:
                 self.wake.notify_all()
 
     def _pump(self) -> None:
-        """Start pending process tasks: on a free slot with a seat, or queued in a slot's
-        process behind its running task (``_queue_behind``), which then hands it its seat."""
+        """Start pending process tasks on free slots and seats."""
         while True:
             with self.lock:
                 task = None
@@ -316,23 +313,23 @@ class Fallback:
                     self.wake.notify_all()  # shutdown() may wait for the queue to empty
                     break
                 cause = self.cannot_start
-                slot: Any = None
-                behind = False
-                if cause is None:
-                    seated = self.seats is None or self.seats.take("process")
-                    if seated and self.idle:
-                        slot = self.idle.pop()
-                    elif seated and self.slots < self.max_workers:
-                        self.slots += 1  # slot stays None: made below
+                if cause is not None:
+                    slot = None
+                elif self.idle:
+                    slot = self.idle.pop()
+                elif self.slots < self.max_workers:
+                    slot = None
+                    self.slots += 1
+                else:
+                    self.pending.appendleft(task)
+                    return
+                if cause is None and self.seats is not None and not self.seats.take("process"):
+                    self.pending.appendleft(task)  # the seat's holder pokes when it leaves
+                    if slot is None:
+                        self.slots -= 1
                     else:
-                        if seated:
-                            self.seats.give("process")  # type: ignore[union-attr]
-                        slot = self._queue_behind(task)
-                        if slot is None:
-                            self.pending.appendleft(task)  # a seat's holder pokes when it leaves
-                            return
-                        slot._mg_flight.append(task)  # taken: nobody else queues behind it
-                        behind = True
+                        self.idle.append(slot)
+                    return
             if cause is not None:
                 _set_exception(task.future, _cannot_start(cause))
                 continue
@@ -341,18 +338,11 @@ class Fallback:
                     slot = self._new_slot()
                 task.start(self, slot)
             except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
-                if behind:
-                    with self.lock:
-                        if task in slot._mg_flight:
-                            slot._mg_flight.remove(task)
-                    _set_exception(task.future, exc)
-                    continue
                 with self.lock:
                     self.slots -= 1
                     if slot is not None:
-                        slot._mg_dead = True
                         self.dead.append(slot)  # joined by shutdown()
-                    self.cannot_start = exc
+                    self.cannot_start = _bare(exc)
                 self._give_seat()
                 _set_exception(task.future, exc)
         # Nothing (left) to start here: a seat handed over for a task that was cancelled
@@ -360,25 +350,6 @@ class Fallback:
         state = self.pool_state()
         if state is not None and state.waiting():
             state.kick()
-
-    def _queue_behind(self, task: _ProcessTask) -> Any:
-        """A slot whose process runs one task and has none queued, to queue ``task``
-        behind it (lock held): its process starts it as soon as the running one ends, on
-        the same seat, without a round trip through this process in between (about half
-        a millisecond per task).  Not for a task with a time limit (its clock starts
-        when it is handed over), nor when the seat should go to the interpreters' tasks
-        when the running one ends (this side above its fair share while they wait)."""
-        if task.timeout is not None:
-            return None
-        if self.seats is not None and self.seats.above_share("process"):
-            state = self.pool_state()
-            if state is not None and state.waiting():
-                return None
-        for running in self.running:
-            slot = running.slot
-            if not getattr(slot, "_mg_dead", False) and len(slot._mg_flight) == 1 and not running.stopped:
-                return slot
-        return None
 
     def _give_seat(self) -> None:
         """A process task left its seat: to the next task here while this side is within
@@ -403,17 +374,11 @@ class Fallback:
             extra["max_tasks_per_child"] = self.max_tasks
         init: bytes | None = None
         if self.initializer is not None:
-            init = _dump_call(self.initializer, self.initargs, {}, [])  # initargs live as long as the pool
+            init = _dump_call(self.initializer, self.initargs, {}, [], initializer=True)  # kept by the pool
         context = multiprocessing.get_context(method)
         alive = context.Value("b", 0, lock=False)  # set once its process is ready for tasks
-        control = context.Array("q", 3)  # [task now running, stop, task to skip]: see _call_pickled
-        slot = ProcessPoolExecutor(
-            1, mp_context=context, initializer=_slot_init, initargs=(alive, control, init), **extra
-        )
+        slot = ProcessPoolExecutor(1, mp_context=context, initializer=_slot_init, initargs=(alive, init), **extra)
         slot._mg_alive = alive  # type: ignore[attr-defined]
-        slot._mg_control = control  # type: ignore[attr-defined]
-        slot._mg_flight = deque()  # type: ignore[attr-defined]  # its tasks, running one first
-        slot._mg_numbers = itertools.count(1)  # type: ignore[attr-defined]
         return slot
 
     def slot_free(self, slot: Any, killed: bool) -> None:
@@ -421,7 +386,6 @@ class Fallback:
         start what waits."""
         with self.lock:
             if killed:
-                slot._mg_dead = True
                 self.slots -= 1
                 self.dead.append(slot)  # joined by shutdown()
             else:
@@ -499,14 +463,7 @@ class Fallback:
 
 
 class _ProcessTask:
-    """One call on the process side: the running future's handle for cancel().
-
-    A slot's process runs its tasks in order: the running one and at most one queued
-    behind it.  ``_call_pickled`` records in the slot's control array which task runs
-    now, under the array's lock, so that stopping a task never takes another with it:
-    stopping the running task sets "stop" (the process starts nothing more) and
-    terminates the process, and the queued task goes back to the queue; a queued task
-    is marked "skip" and returns unrun; a task that finished is left alone."""
+    """One call on the process side: the running future's handle for cancel()."""
 
     def __init__(self, future: Future[Any], data: bytes, timeout: float | None, label: str) -> None:
         self.future = future
@@ -517,76 +474,41 @@ class _ProcessTask:
         self.side: Fallback | None = None
         self.slot: Any = None
         self.inner: Future[Any] | None = None
-        self.number = 0  # its number in its slot, from 1
         self.stopped = False
         self.kept: list[Any] = []
 
     def start(self, side: Fallback, slot: Any) -> None:
         self.side, self.slot = side, slot
-        with side.lock:
-            self.number = next(slot._mg_numbers)
-            if self not in slot._mg_flight:  # queued behind another: the pump put it there
-                slot._mg_flight.append(self)
         # submit() raises when no process can start (e.g. the forkserver died): then
         # nothing is registered, and the pump fails the task.
-        inner = slot.submit(_call_pickled, self.data, side.forward, self.number)
-        self.inner = inner
+        self.inner = slot.submit(_call_pickled, self.data, side.forward)
         with side.lock:
             side.running.add(self)
         if self.timeout is not None:
             self.deadline = time.monotonic() + self.timeout
             side.watch(self)
-        inner.add_done_callback(self._done)
+        self.inner.add_done_callback(self._done)
 
     def _done(self, inner: Future[Any]) -> None:
         side = self.side
         assert side is not None
-        if inner is not self.inner:
-            return  # an earlier attempt: this task was queued again since
+        # A slot whose process died is broken: never reused.  (This runs on its
+        # management thread, which then holds the slot's lock: a submit to it here
+        # would wait forever.)
         from concurrent.futures.process import BrokenProcessPool  # loaded: a slot is one
 
-        slot = self.slot
-        # Its process ended under it: terminated to stop the task before it (its pending
-        # future is then cancelled or broken), or died.  Read without the array's lock:
-        # a process terminated inside it never gives it back.
-        broken = inner.cancelled() or isinstance(inner.exception(), BrokenProcessPool)
-        if broken and not self.stopped:
-            if not slot._mg_alive.value:  # its process died starting up
-                with side.lock:
-                    side.cannot_start = inner.exception() if not inner.cancelled() else RuntimeError("cancelled")
-            elif inner.cancelled() or self.number > slot._mg_control.get_obj()[0]:
-                self._requeue()  # it had not started: it runs elsewhere
-                return
-        # The next task first, so that the process does not wait while this result
-        # loads.  (This runs on the slot's management thread; a slot whose process died
-        # holds its lock then, and is never used again: a submit to it would hang.)
-        with side.lock:
-            if self in slot._mg_flight:
-                slot._mg_flight.remove(self)
-            heir = not broken and not self.stopped and bool(slot._mg_flight)
-        if heir:
-            side._pump()  # the queued task runs on this seat; queue another behind it
-        else:
-            side.slot_free(slot, self.stopped or broken)
+        broken = not inner.cancelled() and isinstance(inner.exception(), BrokenProcessPool)
+        if broken and not self.stopped and not self.slot._mg_alive.value:  # died starting up
+            with side.lock:
+                side.cannot_start = _bare(inner.exception())  # type: ignore[arg-type]
+        # The next task first, so that the process does not wait while this result loads.
+        side.slot_free(self.slot, self.stopped or broken)
         if not self.stopped:
             _settle(self.future, inner, forward=side.forward, pickled=True)
         self.kept = []  # the result, which may name a kept buffer, is loaded
         with side.lock:
             side.running.discard(self)
             side.wake.notify_all()
-
-    def _requeue(self) -> None:
-        """Back to the front of the queue: its process died before it started."""
-        side = self.side
-        assert side is not None
-        with side.lock:
-            if self in self.slot._mg_flight:
-                self.slot._mg_flight.remove(self)
-            side.running.discard(self)
-            self.slot, self.inner, self.number = None, None, 0
-            side.pending.appendleft(self)
-            side.wake.notify_all()
-        side._pump()
 
     def cancel(self) -> bool:
         """Stop it: not started yet, it never will; running, its process is terminated."""
@@ -600,43 +522,33 @@ class _ProcessTask:
         self.stop()
 
     def stop(self) -> None:
-        slot, inner = self.slot, self.inner
-        if slot is None or inner is None or self.stopped or inner.done():
+        if self.slot is None or self.stopped or (self.inner is not None and self.inner.done()):
             return  # not started (the pump skips it: its future is done) or finished
-        control = slot._mg_control
-        lock = control.get_lock()
-        # A process that died inside the lock never gives it back: then stop it anyway.
-        locked = lock.acquire(timeout=5)
-        try:
-            values = control.get_obj()
-            if values[0] == self.number or not locked:
-                values[1] = 1  # its process starts nothing more
-            elif values[0] < self.number:
-                values[2] = self.number  # queued: returns unrun when its turn comes
-                return
-            else:
-                return  # finished: its result is on its way, and dropped
-        finally:
-            if locked:
-                lock.release()
         self.stopped = True
-        _terminate(slot)
+        _terminate(self.slot)
 
 
 def _ready() -> None:
     """The first call a slot's process runs: it is up, its initializer ran."""
 
 
-_CONTROL: Any = None  # in a process worker: its slot's control array
-
-
-def _slot_init(alive: Any, control: Any, init: bytes | None) -> None:
+def _slot_init(alive: Any, init: bytes | None) -> None:
     """A process worker's initializer: the pool's, then say it is ready."""
-    global _CONTROL
-    _CONTROL = control
     if init is not None:
         _call_pickled(init, False)
     alive.value = 1
+
+
+def _bare(exc: BaseException) -> BaseException:
+    """``exc`` and its causes without tracebacks, to keep for later tasks' errors: their
+    frames would keep the pool's side and the initargs alive."""
+    done: set[int] = set()
+    seen: BaseException | None = exc
+    while seen is not None and id(seen) not in done:
+        done.add(id(seen))
+        seen.__traceback__ = None
+        seen = seen.__cause__ or seen.__context__
+    return exc
 
 
 def _cannot_start(cause: BaseException) -> BaseException:
@@ -661,11 +573,13 @@ def _terminate(slot: Any) -> None:
     slot.shutdown(wait=False, cancel_futures=True)
 
 
-def _dump_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], kept: list[Any]) -> bytes:
+def _dump_call(
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], kept: list[Any], initializer: bool = False
+) -> bytes:
     """The call pickled for a process worker: functions of an interactive ``__main__`` by
     value (cloudpickle), since a process cannot import it; shared buffers as memory the
     process maps (appended to ``kept``); another manygil shared object inside raises
-    ``NotShareableError`` naming it."""
+    ``NotShareableError`` naming it (and, for the pool's ``initializer``, saying so)."""
 
     from ._exceptions import NotShareableError
     from ._handles import dump_foreign
@@ -681,16 +595,32 @@ def _dump_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, 
     except TypeError as exc:
         if "cannot reach a process worker" not in str(exc):
             raise
-        culprit = next(
-            (type(a).__name__ for a in (*args, *kwargs.values()) if type(a).__module__.startswith("manygil")),
-            "an argument",
-        )
+        culprit = _manygil_object((*args, *kwargs.values()))
+        if initializer:
+            raise NotShareableError(
+                f"{culprit} in this pool's initargs cannot reach a process worker, where the tasks "
+                f"of functions that need an extension refusing own-GIL interpreters run (the "
+                f"initializer runs there too), and manygil's shared objects live in this process; "
+                f"pass bytes or numpy arrays in initargs, or use InterpreterPoolExecutor(fallback=\"shared-gil\")"
+            ) from exc
         raise NotShareableError(
             f"{culprit} cannot reach a process worker: {route_key(fn)} runs in one because an "
             f"extension module it needs refuses an own-GIL interpreter, and manygil's shared "
             f"objects live in this process; pass the data as bytes or a numpy array instead, "
             f"or use InterpreterPoolExecutor(fallback=\"shared-gil\")"
         ) from exc
+
+
+def _manygil_object(values: tuple[Any, ...]) -> str:
+    """The type name of the first manygil object that cannot reach a process (shared
+    buffers can) in ``values``, or in a tuple, list or dict among them; for a message."""
+    for value in values:
+        inner = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else ()
+        for candidate in (value, *inner):
+            kind = type(candidate)
+            if kind.__module__.startswith("manygil") and kind.__name__ not in ("SharedBuffer", "SharedArray"):
+                return kind.__name__
+    return "an argument"
 
 
 def _settle(future: Future[Any], done: Future[Any], forward: bool = False, pickled: bool = False) -> None:
@@ -782,23 +712,13 @@ def _write_output(output: tuple[str, str] | None) -> None:
 
 
 
-def _call_pickled(data: bytes, forward: bool, number: int = 0) -> Any:
+def _call_pickled(data: bytes, forward: bool) -> Any:
     """Run a pickled call in a process worker.  ``forward``: what it prints comes back
-    with the result (or on the exception), for the caller's ``sys.stdout``/``sys.stderr``.
-    ``number``: the task's number in its slot (see ``_ProcessTask``)."""
+    with the result (or on the exception), for the caller's ``sys.stdout``/``sys.stderr``."""
     import io
-    import os
     import sys
 
     from ._handles import dump_foreign
-
-    if number and _CONTROL is not None:
-        with _CONTROL.get_lock():
-            if _CONTROL[1]:
-                os._exit(1)  # stopped: the pool terminates this process now
-            if _CONTROL[2] == number:
-                return None if not forward else (None, None)  # cancelled while queued
-            _CONTROL[0] = number
 
     fn, args, kwargs = pickle.loads(data)
     if not forward:
