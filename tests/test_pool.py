@@ -389,6 +389,76 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(tmp_path):
     assert 'The script has no `if __name__ == "__main__":` guard' in proc.stderr
     assert "daemon threads" not in proc.stderr and "Exception ignored" not in proc.stderr
 
+_PRELOAD_SCRIPT = """
+    import os, select, sys
+    MARKS = int(os.environ["MG_MARKS"])  # a pipe: each import of this script in a worker writes a byte
+
+    if __name__ == "__mg_main__":
+        os.write(MARKS, b"x")
+
+    def square(x):
+        return x * x
+
+    if __name__ == "__main__":
+        from manygil import InterpreterPoolExecutor
+        read_end = int(os.environ["MG_READ"])
+        with InterpreterPoolExecutor(2) as pool:
+            if sys.version_info >= (3, 13):
+                # Both workers import the script before any task is submitted.
+                for _ in range(2):
+                    if not select.select([read_end], [], [], 60)[0]:
+                        sys.exit("no worker imported the script before the first task")
+                    os.read(read_end, 1)
+            print(list(pool.map(square, range(6))))
+        os.set_blocking(read_end, False)
+        try:
+            print("imports during the map:", len(os.read(read_end, 100)))
+        except BlockingIOError:
+            print("imports during the map:", 0)
+"""
+
+
+def test_workers_import_the_callers_script_before_its_first_task(tmp_path):
+    # The first calls of the script's functions do not pay for importing it (3.13+; on
+    # 3.12 a worker that imports hashlib, as scripts do through secrets or requests,
+    # makes the process abort at exit, so there a task that needs the script imports it).
+    script = tmp_path / "preloaded.py"
+    script.write_text(textwrap.dedent(_PRELOAD_SCRIPT))
+    read_end, write_end = os.pipe()
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"), MG_MARKS=str(write_end), MG_READ=str(read_end))
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env,
+            pass_fds=(read_end, write_end),
+        )
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    late = 0 if sys.version_info >= (3, 13) else 2  # at most 2 workers; both get tasks here
+    assert proc.stdout.splitlines()[0] == "[0, 1, 4, 9, 16, 25]"
+    assert int(proc.stdout.splitlines()[1].rsplit(" ", 1)[1]) <= late
+
+
+def test_a_script_without_a_main_guard_still_runs_tasks_that_need_none_of_it(tmp_path):
+    # The workers import the script as they start, which starts a pool there: refused,
+    # and kept for a task that needs the script; these tasks do not, and run.
+    script = tmp_path / "no_guard_builtins.py"
+    script.write_text(textwrap.dedent("""
+        import math
+        from manygil import InterpreterPoolExecutor
+
+        print("top level")
+        with InterpreterPoolExecutor(2) as pool:
+            print(list(pool.map(math.factorial, range(6))))
+    """))
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    # "top level" also comes from each worker that imported the script, as with spawn.
+    assert proc.stdout.splitlines()[-1] == "[1, 1, 2, 6, 24, 120]"
+
 
 def test_pool_shut_down_cleanly_at_exit_with_tasks_in_flight():
     proc = _run_script("""

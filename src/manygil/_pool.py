@@ -41,7 +41,7 @@ from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._fallback import FALLBACKS, Fallback, route_key
 from ._handles import collect, out_of_band, release_pins
 from ._interpreters import bootstrap
-from ._transport import HAS_CLOUDPICKLE, describe, dumps, dumps_by_value
+from ._transport import HAS_CLOUDPICKLE, describe, dumps, dumps_by_value, main_hint
 
 __all__ = ("InterpreterFuture", "InterpreterPoolExecutor")
 
@@ -256,6 +256,20 @@ def _payload(
     return payload, pins
 
 
+def _preloads_main() -> bool:
+    """Whether a new pool's workers import the caller's script as they start: when it is
+    a ``.py`` file or a module run with ``-m`` (not an installed command such as
+    ``pytest``, nor a package's ``__main__``, whose functions are not tasks), and not on
+    3.12, where an own-GIL interpreter that imports ``hashlib`` (scripts do, through
+    ``secrets``, ``urllib.request`` or ``requests``) makes the process abort at exit."""
+    if sys.version_info < (3, 13) or _backend.get_current()[0] != _backend.get_main()[0]:
+        return False
+    name, file = main_hint()
+    if name:
+        return not name.endswith(".__main__")
+    return file.endswith(".py")
+
+
 def _refusal(payload: bytes | memoryview) -> tuple[str, bool]:
     """The module named by a REFUSED payload, and whether importing the caller's script
     (not the task's own needs) was refused."""
@@ -356,6 +370,7 @@ class _PoolState:
         self.watch = threading.Condition(self.lock)  # the watchdog waits on it
         self.changed = threading.Condition(self.lock)  # a worker exited or was abandoned
         self.exited: list[threading.Thread] = []
+        self.preload = False  # workers import the caller's script while no task waits
         _pools.add(self)
 
     def drop_init(self, release_pins: Callable[[tuple[int, ...]], None] = release_pins) -> None:
@@ -636,6 +651,15 @@ class _PoolState:
             return self._break(f"no worker is left and none can start now ({exc})", exc)
         return []
 
+    def warm_up(self, workers: int) -> None:
+        """Start ``workers`` workers now, each importing the caller's script while no
+        task waits for it, so that the first calls of the script's functions do not pay
+        for that import."""
+        with self.lock:
+            self.preload = True
+            for _ in range(workers):
+                self._maybe_start_worker()
+
     def _start_watchdog(self) -> None:
         if self.watchdog is None:
             self.watchdog = threading.Thread(target=self._watch, name=f"{self.name}watchdog", daemon=True)
@@ -743,8 +767,13 @@ class _PoolState:
         if event[0] == _worker.OUTPUT:
             _output.handle_event(event[1:])
             return None
-        if event[0] == _worker.READY:
+        if event[0] in (_worker.READY, _worker.PRELOADED):
             with self.lock:
+                if event[0] == _worker.PRELOADED:
+                    if len(event) > 1 and self.fallback is not None:  # a module refused the script
+                        self.fallback.script_refused = HAS_CLOUDPICKLE  # its functions go by value
+                elif self.preload and not self.pending and not self.shutting_down and self.broken is None:
+                    return _worker.PRELOAD  # nothing to do yet: import the caller's script meanwhile
                 batch = self._next_for(worker)
             self._run_diverted()
             return batch
@@ -1069,6 +1098,8 @@ class InterpreterPoolExecutor(Executor):
             self._state.fallback = self._fallback
             weakref.finalize(self, self._fallback.shutdown, False, False)
         weakref.finalize(self, self._state.shutdown, False, False)
+        if _preloads_main():
+            self._state.warm_up(min(max_workers, os.cpu_count() or 1))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> InterpreterFuture:
         """Schedule ``fn(*args, **kwargs)`` in a worker interpreter.

@@ -10,7 +10,9 @@ native channels (see ``_native.c``); the pool's protocol is:
     result   (worker → main)  [8-byte task id][1-byte status][payload], one per task: the
              batch's last one as the argument of call_home(), earlier ones in the worker's
              results channel
-    event    (worker → main)  call_home([8 zero bytes][READY]),
+    event    (worker → main)  call_home([8 zero bytes][READY]), answered like a result, or
+             with PRELOAD: import the caller's script now, then call_home([8 zero
+             bytes][PRELOADED][name of the module that refused it, if one did]),
              call_home([8 zero bytes][INIT_FAILED][status][payload]) or
              call_home([8 zero bytes][OUTPUT][kind][payload]) for what a task printed
     control  (main → worker)  [8-byte task id]  interrupt that task if it still runs or
@@ -44,12 +46,16 @@ INIT_FAILED = 5     # the initializer raised (task id 0); payload as RAISED
 OUTPUT = 6          # event: [kind][payload]: what a task wrote, for the caller's streams
 REFUSED = 7         # loading the task needs a module that refuses this interpreter:
                     # [2-byte n][module name: n bytes] + a RAISED payload
+PRELOADED = 8       # event: the caller's script is imported here (payload: b""), or a
+                    # module refused it (payload: its name)
+PRELOAD = b"preload"  # answer to READY: no task yet, import the caller's script meanwhile
 OUT_STDOUT, OUT_STDERR, OUT_LOG = 1, 2, 3
 PINNED = 0x80       # status flag: [2-byte n][n 8-byte ids] precede the payload: the
                     # references the payload's manygil objects hold (see _handles)
 _EVENT = bytes(8)   # the task id of events: results always have a task id > 0
 
 _user_main: types.ModuleType | None = None
+_main_failed: tuple[BaseException, Any] | None = None  # importing it failed, and where
 _main_hint: tuple[str, str] = ("", "")
 
 
@@ -59,13 +65,19 @@ class TaskInterrupted(BaseException):
 
 def _load_user_main() -> types.ModuleType:
     """Import the caller's main script here under another name (as spawn does)."""
-    global _user_main
+    global _user_main, _main_failed
+    if _main_failed is not None:
+        raise _main_failed[0].with_traceback(_main_failed[1])
     if _user_main is None:
         name, file = _main_hint
         if name:
             import importlib
 
-            _user_main = importlib.import_module(name)
+            try:
+                _user_main = importlib.import_module(name)
+            except BaseException as exc:
+                _main_failed = _failed_main(exc)
+                raise
         elif file:
             import runpy
 
@@ -75,14 +87,16 @@ def _load_user_main() -> types.ModuleType:
             _importing_main = True
             try:
                 module.__dict__.update(runpy.run_path(file, run_name="__mg_main__"))
-            except ImportError as exc:
-                exc.__mg_script__ = True  # type: ignore[attr-defined]  # refused by the script's imports
-                exc.add_note(
-                    f"manygil: to find a function of your main script here, the worker imported "
-                    f"{file} (as multiprocessing's spawn does), and that import failed; move imports "
-                    "that only the main interpreter needs under `if __name__ == \"__main__\":`, or "
-                    "define the function in a module of its own"
-                )
+            except BaseException as exc:
+                _main_failed = _failed_main(exc)
+                if isinstance(exc, ImportError):
+                    exc.__mg_script__ = True  # type: ignore[attr-defined]  # refused by the script's imports
+                    exc.add_note(
+                        f"manygil: to find a function of your main script here, the worker imported "
+                        f"{file} (as multiprocessing's spawn does), and that import failed; move imports "
+                        "that only the main interpreter needs under `if __name__ == \"__main__\":`, or "
+                        "define the function in a module of its own"
+                    )
                 raise
             finally:
                 _importing_main = False
@@ -94,6 +108,28 @@ def _load_user_main() -> types.ModuleType:
 
 
 _importing_main = False
+
+
+def _failed_main(exc: BaseException) -> tuple[BaseException, Any] | None:
+    """Keep a failed import of the caller's script to raise it again, as it was, to the
+    next task that needs the script, rather than run the script again; not when a time
+    limit or cancel interrupted it."""
+    if isinstance(exc, TaskInterrupted):
+        return None
+    return exc, exc.__traceback__
+
+
+def preload_main() -> bytes:
+    """Import the caller's script now, while no task waits (as spawn imports it in each
+    child), so that the first call of one of its functions does not pay for it; the name
+    of the module that refused it, if one did.  Any other failure is raised again to the
+    first task that needs the script."""
+    try:
+        _load_user_main()
+    except BaseException as exc:  # noqa: BLE001 - kept for the task that needs the script
+        return (refusing_module(exc) or "").encode()
+    return b""
+
 
 NO_MAIN_GUARD = (
     "manygil: a pool or an interpreter was started while a worker interpreter imported "
@@ -566,6 +602,8 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                 home(_EVENT + bytes((INIT_FAILED,)) + _pack_error(exc))
                 return
         batch = home(_EVENT + bytes((READY,)))
+        if batch == PRELOAD:
+            batch = home(_EVENT + bytes((PRELOADED,)) + preload_main())
         while True:
             if batch is None:
                 batch = get(inbox, None)[1]  # type: ignore[index]
