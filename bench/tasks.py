@@ -26,3 +26,9 @@ def collatz_steps(n: int) -> int:
         n = n // 2 if n % 2 == 0 else 3 * n + 1
         steps += 1
     return steps
+
+
+def collatz_sum(start: int, stop: int, step: int) -> int:
+    """The sum of ``collatz_steps`` over ``range(start, stop, step)``: one worker's share
+    of the UDF benchmark's rows, to measure the machine's ceiling for that work."""
+    return sum(collatz_steps(n) for n in range(start, stop, step))
