@@ -417,3 +417,18 @@ def append_then_fail(path):
     with open(path, "a") as f:
         f.write("ran\n")
     raise RuntimeError("this initializer fails")
+
+
+# The fault injection routes these to the process side (pool.route): same work as
+# add/boom, under names of their own.
+def in_process_add(a, b=0):
+    return a + b
+
+
+def in_process_boom(message="boom"):
+    raise ValueError(message)
+
+
+def in_process_sleep(seconds):
+    time.sleep(seconds)  # in C: only terminating the process stops it early
+    return seconds

@@ -20,6 +20,7 @@ main GIL instead (no process; one GIL for those tasks).
 
 from __future__ import annotations
 
+import functools
 import heapq
 import pickle
 import threading
@@ -107,8 +108,11 @@ class Fallback:
         self.idle: list[Any] = []  # free slots: one-process ProcessPoolExecutors
         self.slots = 0
         self.dead: list[Any] = []  # terminated slots, to join at shutdown
+        self.starting: set[Any] = set()  # slots whose process is starting (warm-up)
+        self.retired: set[Any] = set()  # slots shut down while they were starting
         self.deadlines: list[tuple[float, int, _ProcessTask]] = []
-        self.watchdog: threading.Thread | None = None
+        self.dispatcher: threading.Thread | None = None  # starts tasks a freed seat lets run
+        self.timer: threading.Thread | None = None  # stops tasks past their time limit
         self.routes: dict[str, str] = {}  # route_key -> why
         self.warned: set[str] = set()  # route_keys whose FallbackWarning was given
         # The caller's script does not import in an interpreter (numpy at its top): its
@@ -220,7 +224,9 @@ class Fallback:
             future._fallback = task  # type: ignore[attr-defined]
             with self.lock:
                 self.pending.append(task)
-                self._ensure_dispatcher()
+                # Both now: at exit 3.12 starts no thread, and a task may start then.
+                self._ensure_thread("dispatcher")
+                self._ensure_thread("timer")
                 warm = not self.warmed
                 self.warmed = True
             if warm:
@@ -266,13 +272,19 @@ class Fallback:
                 if self.closed or self.cannot_start is not None or self.slots >= self.max_workers:
                     return
                 self.slots += 1
+            slot = None
             try:
                 slot = self._new_slot()
+                with self.lock:
+                    self.starting.add(slot)  # shut down with the others, even if still starting
                 ready = slot.submit(_ready)
             except BaseException as exc:  # noqa: BLE001 - no process can start: the pump says so
                 with self.lock:
                     self.slots -= 1
                     self.cannot_start = _bare(exc)
+                    if slot is not None:
+                        self.starting.discard(slot)
+                        self.dead.append(slot)  # joined by shutdown()
                 return
             ready.add_done_callback(lambda done, slot=slot: self._slot_ready(slot, done))
 
@@ -282,6 +294,10 @@ class Fallback:
 
         failed = done.cancelled() or done.exception() is not None
         with self.lock:
+            self.starting.discard(slot)
+            if slot in self.retired:
+                self.retired.discard(slot)
+                return  # shut down by shutdown() meanwhile
             if failed:
                 self.slots -= 1
                 self.dead.append(slot)  # joined by shutdown()
@@ -366,7 +382,6 @@ class Fallback:
 
     def _new_slot(self) -> Any:
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
 
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         extra: dict[str, Any] = {}
@@ -377,8 +392,8 @@ class Fallback:
             init = _dump_call(self.initializer, self.initargs, {}, [], initializer=True)  # kept by the pool
         context = multiprocessing.get_context(method)
         alive = context.Value("b", 0, lock=False)  # set once its process is ready for tasks
-        slot = ProcessPoolExecutor(1, mp_context=context, initializer=_slot_init, initargs=(alive, init), **extra)
-        slot._mg_alive = alive  # type: ignore[attr-defined]
+        slot = _slot_class()(1, mp_context=context, initializer=_slot_init, initargs=(alive, init), **extra)
+        slot._mg_alive = alive
         return slot
 
     def slot_free(self, slot: Any, killed: bool) -> None:
@@ -397,33 +412,44 @@ class Fallback:
         """Stop ``task`` when its time limit passes."""
         with self.lock:
             heapq.heappush(self.deadlines, (task.deadline, id(task), task))
-            self._ensure_dispatcher()
-            self.wake.notify()
+            self._ensure_thread("timer")
+            self.wake.notify_all()
 
-    def _ensure_dispatcher(self) -> None:
-        """Start the dispatcher thread if it is not running (lock held)."""
-        if self.watchdog is None or not self.watchdog.is_alive():
-            self.watchdog = threading.Thread(target=self._dispatch, name="manygil-fallback-dispatcher", daemon=True)
-            self.watchdog.start()
+    def _ensure_thread(self, which: str) -> None:
+        """Start the ``"dispatcher"`` or the ``"timer"`` thread if it is not running
+        (lock held)."""
+        thread = getattr(self, which)
+        if thread is None or not thread.is_alive():
+            target = self._dispatch if which == "dispatcher" else self._time_limits
+            thread = threading.Thread(target=target, name=f"manygil-fallback-{which}", daemon=True)
+            setattr(self, which, thread)
+            thread.start()
 
     def _dispatch(self) -> None:
-        """The process side's thread: time limits, and tasks that waited for a seat."""
+        """The dispatcher thread: starts the tasks that waited for a seat when an
+        interpreter worker frees one (it pokes)."""
         while True:
             with self.lock:
-                while not self.poked and (not self.deadlines or self.deadlines[0][0] > time.monotonic()):
+                while not self.poked:
+                    if self.closed and not self.pending:
+                        return  # shut down: no task left to start
+                    self.wake.wait()
+                self.poked = False
+            self._pump()
+
+    def _time_limits(self) -> None:
+        """The timer thread: stops each task whose time limit passed.  A thread of its
+        own, so that a process the pump starts meanwhile (hundreds of milliseconds for
+        the first) cannot make a time limit late."""
+        while True:
+            with self.lock:
+                while not self.deadlines or self.deadlines[0][0] > time.monotonic():
                     if self.closed and not self.deadlines and not self.pending:
-                        return  # shut down: no time limit to enforce, no task to start
+                        return  # shut down: no time limit left to enforce, none to come
                     wait = self.deadlines[0][0] - time.monotonic() if self.deadlines else None
                     self.wake.wait(wait)
-                task = None
-                if self.poked:
-                    self.poked = False
-                else:
-                    _, _, task = heapq.heappop(self.deadlines)
-            if task is None:
-                self._pump()
-            else:
-                task.expire()
+                _, _, task = heapq.heappop(self.deadlines)
+            task.expire()
 
     def cancel_all(self) -> None:
         """Cancel every task of this side, running ones included (Ctrl-C in a ``with``)."""
@@ -451,15 +477,20 @@ class Fallback:
             with self.lock:
                 while self.pending or self.running:
                     self.wake.wait()
-                self.deadlines.clear()  # every task finished: the watchdog may stop
+                self.deadlines.clear()  # every task finished: the timer may stop
                 self.wake.notify_all()
         with self.lock:
-            slots, self.idle, self.dead = self.idle + self.dead, [], []
-            watchdog = self.watchdog
+            # Slots still starting too: shutdown(wait=True) waits for their processes (a
+            # process that started after shutdown on a busy machine outlived the pool).
+            slots, self.idle, self.dead = self.idle + self.dead + list(self.starting), [], []
+            self.retired.update(self.starting)  # ready later: not taken back (_slot_ready)
+            self.starting.clear()
+            threads = [t for t in (self.dispatcher, self.timer) if t is not None]
         for slot in slots:
             slot.shutdown(wait=wait)
-        if wait and watchdog is not None:
-            watchdog.join()
+        if wait:
+            for thread in threads:
+                thread.join()
 
 
 class _ProcessTask:
@@ -474,16 +505,19 @@ class _ProcessTask:
         self.side: Fallback | None = None
         self.slot: Any = None
         self.inner: Future[Any] | None = None
-        self.stopped = False
+        self.stopped = False  # stop() terminated its process
+        self.finished = False  # its process is done with it: stop() must not terminate it
         self.kept: list[Any] = []
 
     def start(self, side: Fallback, slot: Any) -> None:
-        self.side, self.slot = side, slot
         # submit() raises when no process can start (e.g. the forkserver died): then
         # nothing is registered, and the pump fails the task.
-        self.inner = slot.submit(_call_pickled, self.data, side.forward)
+        inner = slot.submit(_call_pickled, self.data, side.forward)
         with side.lock:
+            self.side, self.slot, self.inner = side, slot, inner  # from now on stop() stops it
             side.running.add(self)
+        if self.future.done():  # cancelled (or failed) while it was being started
+            self.stop()
         if self.timeout is not None:
             self.deadline = time.monotonic() + self.timeout
             side.watch(self)
@@ -498,8 +532,11 @@ class _ProcessTask:
         from concurrent.futures.process import BrokenProcessPool  # loaded: a slot is one
 
         broken = not inner.cancelled() and isinstance(inner.exception(), BrokenProcessPool)
-        if broken and not self.stopped and not self.slot._mg_alive.value:  # died starting up
-            with side.lock:
+        with side.lock:
+            # From here stop() leaves the slot alone: else a stop() that checked just
+            # before would shut down a slot already handed to the next task.
+            self.finished = True
+            if broken and not self.stopped and not self.slot._mg_alive.value:  # died starting up
                 side.cannot_start = _bare(inner.exception())  # type: ignore[arg-type]
         # The next task first, so that the process does not wait while this result loads.
         side.slot_free(self.slot, self.stopped or broken)
@@ -522,9 +559,13 @@ class _ProcessTask:
         self.stop()
 
     def stop(self) -> None:
-        if self.slot is None or self.stopped or (self.inner is not None and self.inner.done()):
-            return  # not started (the pump skips it: its future is done) or finished
-        self.stopped = True
+        side = self.side
+        if side is None:
+            return  # not started: the pump skips it (its future is done)
+        with side.lock:
+            if self.slot is None or self.stopped or self.finished:
+                return  # finished: its slot may run the next task already
+            self.stopped = True
         _terminate(self.slot)
 
 
@@ -568,9 +609,26 @@ def _terminate(slot: Any) -> None:
     if stop is not None:
         stop()
         return
-    for process in list(getattr(slot, "_processes", {}).values()):
-        process.terminate()
+    for process in list(getattr(slot, "_processes", None) or {}):
+        slot._processes[process].terminate()
     slot.shutdown(wait=False, cancel_futures=True)
+
+
+@functools.cache
+def _slot_class() -> type:
+    """ProcessPoolExecutor with CPython's fix for gh-132969, which 3.12.1 and 3.13.0 lack: shutdown(wait=
+    False) (``_terminate``) empties the process table under the management thread, which
+    crashed in ``_adjust_process_count`` (TypeError) when a process of a pool with
+    ``max_tasks_per_child`` had just left; the fault injection found it on 3.13.0."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    class Slot(ProcessPoolExecutor):
+        def _adjust_process_count(self) -> None:
+            if self._processes is None:
+                return  # shut down meanwhile: no process to start
+            super()._adjust_process_count()
+
+    return Slot
 
 
 def _dump_call(

@@ -27,7 +27,18 @@ is_running = _ll.is_running
 def create(own_gil: bool = True) -> int:
     # "isolated": own GIL, own allocator, multi-phase modules only.
     # "legacy": the main GIL and allocator, so single-phase extension modules load.
-    return int(_ll.create(_ll.new_config("isolated" if own_gil else "legacy")))
+    # 3.13.0 too failed once under load with a bare "interpreter creation failed" (the
+    # fault injection, with process workers starting meanwhile), as 3.12.1 does: tried 3
+    # times, and CPython's cause, which it chains, is kept in the message.
+    config = _ll.new_config("isolated" if own_gil else "legacy")
+    for attempt in range(3):
+        try:
+            return int(_ll.create(config))
+        except InterpreterError as exc:
+            if attempt == 2:
+                cause = exc.__cause__ or exc.__context__
+                raise InterpreterError(f"{exc} (3 attempts){f': {cause!r}' if cause else ''}") from exc
+    raise AssertionError("unreachable")
 
 
 def destroy(interp_id: int) -> None:
