@@ -609,17 +609,19 @@ def _terminate(slot: Any) -> None:
     if stop is not None:
         stop()
         return
-    for process in list(getattr(slot, "_processes", None) or {}):
-        slot._processes[process].terminate()
+    processes = getattr(slot, "_processes", None) or {}  # None once it is shut down
+    for process in list(processes.values()):
+        process.terminate()
     slot.shutdown(wait=False, cancel_futures=True)
 
 
 @functools.cache
 def _slot_class() -> type:
-    """ProcessPoolExecutor with CPython's fix for gh-132969, which 3.12.1 and 3.13.0 lack: shutdown(wait=
-    False) (``_terminate``) empties the process table under the management thread, which
-    crashed in ``_adjust_process_count`` (TypeError) when a process of a pool with
-    ``max_tasks_per_child`` had just left; the fault injection found it on 3.13.0."""
+    """ProcessPoolExecutor with CPython's fix for gh-132969, which 3.12.1 and 3.13.0
+    lack: ``shutdown(wait=False)`` (``_terminate``) empties the process table under the
+    management thread, which crashed in ``_adjust_process_count`` (TypeError) when a
+    process of a pool with ``max_tasks_per_child`` had just left; the fault injection
+    found it on 3.13.0."""
     from concurrent.futures import ProcessPoolExecutor
 
     class Slot(ProcessPoolExecutor):
