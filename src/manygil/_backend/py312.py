@@ -10,6 +10,8 @@ import re
 
 import _xxsubinterpreters as _ll
 
+from ._retry import created
+
 
 class InterpreterError(Exception):
     """A cross-interpreter operation failed."""
@@ -37,17 +39,7 @@ def _translate(exc: RuntimeError) -> Exception:
 
 
 def create(own_gil: bool = True) -> int:
-    # 3.12.1 fails now and then to create an interpreter under load, with a bare
-    # "interpreter creation failed" (seen once in about 2,000 fault-injection scenarios);
-    # it hides CPython's status in the exception's context, which the message keeps.
-    for attempt in range(3):
-        try:
-            handle = _ll.create(isolated=own_gil)  # isolated: its own GIL
-            break
-        except RuntimeError as exc:
-            if attempt == 2:
-                cause = exc.__cause__ or exc.__context__
-                raise RuntimeError(f"{exc} (3 attempts){f': {cause!r}' if cause else ''}") from exc
+    handle = created(lambda: _ll.create(isolated=own_gil), RuntimeError)  # isolated: its own GIL
     interp_id = int(handle)
     _created[interp_id] = handle
     return interp_id

@@ -6,6 +6,8 @@ import _interpreters as _ll
 from _interpreters import InterpreterError as InterpreterError  # re-exported
 from _interpreters import InterpreterNotFoundError as InterpreterNotFoundError
 
+from ._retry import created
+
 
 class NotShareableError(_ll.NotShareableError, TypeError):
     """An object cannot be shared between interpreters: a ``TypeError`` as on 3.14, and
@@ -27,18 +29,8 @@ is_running = _ll.is_running
 def create(own_gil: bool = True) -> int:
     # "isolated": own GIL, own allocator, multi-phase modules only.
     # "legacy": the main GIL and allocator, so single-phase extension modules load.
-    # 3.13.0 too failed once under load with a bare "interpreter creation failed" (the
-    # fault injection, with process workers starting meanwhile), as 3.12.1 does: tried 3
-    # times, and CPython's cause, which it chains, is kept in the message.
     config = _ll.new_config("isolated" if own_gil else "legacy")
-    for attempt in range(3):
-        try:
-            return int(_ll.create(config))
-        except InterpreterError as exc:
-            if attempt == 2:
-                cause = exc.__cause__ or exc.__context__
-                raise InterpreterError(f"{exc} (3 attempts){f': {cause!r}' if cause else ''}") from exc
-    raise AssertionError("unreachable")
+    return int(created(lambda: _ll.create(config), InterpreterError))
 
 
 def destroy(interp_id: int) -> None:
