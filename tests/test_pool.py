@@ -613,3 +613,37 @@ def test_what_cannot_cross_is_refused_with_what_to_send_instead(pool, tmp_path):
                        r"cannot come back.*return a list of its items") as info:
         pool.submit(helpers.make_generator, 3).result(timeout=30)
     assert "_worker.py" not in info.value.__cause__.excinfo.errdisplay  # no traceback into manygil
+
+
+def test_a_large_bytes_is_copied_once_each_way_by_the_side_that_loads_it(pool):
+    # A large bytes argument is borrowed from the caller and the last result of a batch
+    # from the worker: neither is copied into a native block on the way.
+    data = bytes(range(256)) * (1 << 12)  # 1 MiB
+    pool.submit(helpers.same, b"").result(timeout=30)  # workers up
+    before = _native.copied_into_blocks()
+    assert pool.submit(helpers.same, data).result(timeout=30) == data
+    assert pool.submit(helpers.add, b"", b=data).result(timeout=30) == data
+    assert _native.copied_into_blocks() == before
+    # A bytearray may change while it travels: it is copied as it is sent.
+    assert pool.submit(len, bytearray(data)).result(timeout=30) == len(data)
+    assert _native.copied_into_blocks() == before + len(data)
+
+
+def test_a_borrowed_bytes_cannot_be_loaded_once_its_owner_let_go():
+    data = b"x" * (1 << 16)
+    block = _native.block_borrow(data)
+    interp = I.create()
+    try:
+        assert interp.call(_native.block_bytes, block) == data  # copied by the reader
+        _native.block_disown(block)
+        with pytest.raises(I.ExecutionFailed, match="its owner let go of it"):
+            interp.call(_native.block_bytes, block)
+        with pytest.raises(RuntimeError, match="its owner let go of it"):
+            _native.block_bytes(block)
+        with pytest.raises(ValueError, match="no view"):
+            _native.BlockView(block)
+    finally:
+        interp.close()
+        _native.release(block)
+    with pytest.raises(TypeError, match="takes bytes, not bytearray"):
+        _native.block_borrow(bytearray(data))

@@ -149,21 +149,35 @@ class _OutOfBand:
     """A large ``bytes``/``bytearray`` (or any ``memoryview``) on its way to another
     interpreter: a copy in a native block, which the payload owns as one of its pins,
     so the value is copied once each way instead of through pickle, the task record
-    and the channel."""
+    and the channel.
 
-    __slots__ = ("block", "kind")
+    ``borrow`` (a ``bytes`` only): the block is the object's own memory, and the one
+    copy is made by the interpreter that loads it.  The sender keeps this object alive
+    until no load can happen any more; when it goes, loads of the block fail instead of
+    reading memory that may be freed (``_native.block_disown``)."""
 
-    def __init__(self, value: bytes | bytearray | memoryview, kind: int) -> None:
-        if isinstance(value, memoryview) and not value.c_contiguous:
-            value = value.tobytes()
-        self.block = _native.block_from(value)
+    __slots__ = ("block", "kind", "value")
+
+    def __init__(self, value: bytes | bytearray | memoryview, kind: int, borrow: bool = False) -> None:
+        self.value: bytes | None = None
+        if borrow and type(value) is bytes:
+            self.block = _native.block_borrow(value)
+            self.value = value
+        else:
+            if isinstance(value, memoryview) and not value.c_contiguous:
+                value = value.tobytes()
+            self.block = _native.block_from(value)
         self.kind = kind
 
     def __reduce__(self) -> tuple[object, ...]:
         carry((self.block,))  # one reference for the payload, per pickle made
         return (_load_out_of_band, (self.block, self.kind))
 
-    def __del__(self, release: Callable[[int], None] = _native.release) -> None:
+    def __del__(
+        self, release: Callable[[int], None] = _native.release, disown: Callable[[int], None] = _native.block_disown
+    ) -> None:
+        if self.value is not None:
+            disown(self.block)  # before the value can go (the slot is cleared after __del__)
         release(self.block)
 
 
@@ -174,19 +188,25 @@ def _load_out_of_band(block: int, kind: int) -> bytes | bytearray | memoryview:
     return data if kind == 1 else memoryview(data)
 
 
-def out_of_band_value(value: object) -> object:
+def out_of_band_value(value: object, keep: list[object] | None = None) -> object:
     """A stand-in that crosses as a native block for a large bytes-like value (or any
-    memoryview); anything else as it is."""
+    memoryview); anything else as it is.  With ``keep``, a ``bytes`` is borrowed, not
+    copied, and its stand-in goes into ``keep``, which the caller holds until no
+    interpreter can load the value any more."""
     kind = _KINDS.get(type(value))  # type: ignore[call-overload]
     if kind is None or (kind < 2 and len(value) < BIG):  # type: ignore[arg-type]
         return value
-    return _OutOfBand(value, kind)  # type: ignore[arg-type]
+    if keep is None:
+        return _OutOfBand(value, kind)  # type: ignore[arg-type]
+    stand_in = _OutOfBand(value, kind, borrow=True)  # type: ignore[arg-type]
+    keep.append(stand_in)
+    return stand_in
 
 
-def out_of_band(args: tuple[Any, ...]) -> tuple[Any, ...]:
+def out_of_band(args: tuple[Any, ...], keep: list[object] | None = None) -> tuple[Any, ...]:
     """``args`` with :func:`out_of_band_value` applied to each; ``args`` itself when
     there is nothing to replace."""
     for value in args:
         if type(value) in _KINDS:
-            return tuple(out_of_band_value(v) for v in args)
+            return tuple(out_of_band_value(v, keep) for v in args)
     return args

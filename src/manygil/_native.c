@@ -66,6 +66,9 @@ typedef struct entry {
     char *mem;
     Py_ssize_t size;
     int fd;                   /* a memfd that mem maps (Linux; another process may map it), or -1 */
+    int borrowed;             /* mem is an immutable bytes object's, kept alive by its owner (1);
+                               * 2 once the owner let go (disown): reads fail from then on */
+    int readers;              /* borrowed: copies out of mem in progress (under mu) */
     /* SYNC */
     int64_t value, aux, limit;
     int broken;
@@ -77,6 +80,7 @@ static entry *registry[BUCKETS];
 #define BUCKET(id) (&registry[(uint64_t)(id) & (BUCKETS - 1)])
 static int64_t next_id = 1;
 static int64_t live[4] = {0, 0, 0, 0};
+static int64_t copied_into_blocks = 0;   /* bytes block_from() copied, ever (under reg_mu) */
 
 static void
 init_cond(pthread_cond_t *c)
@@ -160,7 +164,7 @@ free_entry(entry *e)
         free_item(it);       /* never taken: its pins go with it */
         it = next;
     }
-    if (e->mem != NULL) {
+    if (e->mem != NULL && !e->borrowed) {
 #if defined(__linux__)
         if (e->fd >= 0) {
             munmap(e->mem, e->size > 0 ? e->size : 1);
@@ -1293,16 +1297,12 @@ new_mapped_block(Py_ssize_t size)
 static PyObject *
 block_fd(PyObject *mod, PyObject *arg)
 {
-    int64_t id = PyLong_AsLongLong(arg);
-    if (id == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    entry *e = acquire_entry(id, KIND_BLOCK);
+    entry *e = entry_from_arg(arg, KIND_BLOCK);
     if (e == NULL) {
         return NULL;
     }
     int fd = e->fd;
-    release_id(id);
+    release_entry(e);
     return PyLong_FromLong(fd);
 }
 
@@ -1355,7 +1355,102 @@ block_from(PyObject *mod, PyObject *arg)
     }
     Py_ssize_t size = buf.len;
     PyBuffer_Release(&buf);
+    pthread_mutex_lock(&reg_mu);
+    copied_into_blocks += size;
+    pthread_mutex_unlock(&reg_mu);
     return new_block(mem, size);
+}
+
+/* block_borrow(bytes) -> id: a block on the bytes object's own memory, without a copy
+ * (for the pool's own payloads).  The caller keeps the object alive and calls
+ * block_disown(id) before it lets go of it; from then on block_bytes() of the id fails
+ * instead of reading freed memory.  So a large bytes crosses with one copy, made by the
+ * interpreter that reads it. */
+static PyObject *
+block_borrow(PyObject *mod, PyObject *arg)
+{
+    if (!PyBytes_CheckExact(arg)) {
+        PyErr_Format(PyExc_TypeError, "block_borrow() takes bytes, not %.100s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    entry *e = new_entry(KIND_BLOCK);
+    if (e == NULL) {
+        return PyErr_NoMemory();
+    }
+    e->mem = PyBytes_AS_STRING(arg);
+    e->size = PyBytes_GET_SIZE(arg);
+    e->fd = -1;
+    e->borrowed = 1;
+    return PyLong_FromLongLong(e->id);
+}
+
+/* copied_into_blocks() -> the bytes that block_from() copied since the process started
+ * (so that a test can tell a borrowed value from a copied one). */
+static PyObject *
+native_copied_into_blocks(PyObject *mod, PyObject *unused)
+{
+    pthread_mutex_lock(&reg_mu);
+    int64_t n = copied_into_blocks;
+    pthread_mutex_unlock(&reg_mu);
+    return PyLong_FromLongLong(n);
+}
+
+/* block_disown(id): the owner of a borrowed block lets go of its memory, once the
+ * copies in progress have ended.  Nothing for other blocks. */
+static PyObject *
+block_disown(PyObject *mod, PyObject *arg)
+{
+    entry *e = entry_from_arg(arg, KIND_BLOCK);
+    if (e == NULL) {
+        return NULL;
+    }
+    if (e->borrowed) {
+        Py_BEGIN_ALLOW_THREADS
+        pthread_mutex_lock(&e->mu);
+        e->borrowed = 2;
+        while (e->readers > 0) {
+            pthread_cond_wait(&e->cond, &e->mu);
+        }
+        pthread_mutex_unlock(&e->mu);
+        Py_END_ALLOW_THREADS
+    }
+    release_entry(e);
+    Py_RETURN_NONE;
+}
+
+/* A borrowed block's memory is read only between these two (see block_borrow). */
+static int
+borrowed_read_begin(entry *e)
+{
+    if (!e->borrowed) {
+        return 0;
+    }
+    pthread_mutex_lock(&e->mu);
+    int gone = e->borrowed == 2;
+    if (!gone) {
+        e->readers++;
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (gone) {
+        PyErr_SetString(PyExc_RuntimeError,
+                        "cannot load a large bytes value: its owner let go of it (the task "
+                        "was abandoned or its result was no longer wanted)");
+        return -1;
+    }
+    return 0;
+}
+
+static void
+borrowed_read_end(entry *e)
+{
+    if (!e->borrowed) {
+        return;
+    }
+    pthread_mutex_lock(&e->mu);
+    if (--e->readers == 0) {
+        pthread_cond_broadcast(&e->cond);
+    }
+    pthread_mutex_unlock(&e->mu);
 }
 
 /* block_bytes(id, bytearray=False) -> a bytes (or bytearray) copy of a block. */
@@ -1371,6 +1466,10 @@ block_bytes(PyObject *mod, PyObject *args)
     if (e == NULL) {
         return NULL;
     }
+    if (borrowed_read_begin(e) < 0) {
+        release_entry(e);
+        return NULL;
+    }
     PyObject *out = as_bytearray ? PyByteArray_FromStringAndSize(NULL, e->size)
                                  : PyBytes_FromStringAndSize(NULL, e->size);
     if (out != NULL) {
@@ -1384,6 +1483,7 @@ block_bytes(PyObject *mod, PyObject *args)
             memcpy(dst, e->mem, e->size);
         }
     }
+    borrowed_read_end(e);
     release_entry(e);
     return out;
 }
@@ -1407,6 +1507,11 @@ blockview_init(PyObject *op, PyObject *args, PyObject *kwds)
     }
     entry *e = acquire_entry(id, KIND_BLOCK);
     if (e == NULL) {
+        return -1;
+    }
+    if (e->borrowed) {
+        release_entry(e);
+        PyErr_SetString(PyExc_ValueError, "a borrowed block has no view: use block_bytes()");
         return -1;
     }
     if (self->exports > 0) {
@@ -1703,6 +1808,9 @@ static PyMethodDef native_methods[] = {
     {"chan_create", chan_create, METH_O, "chan_create(maxsize) -> id"},
     {"block_from", block_from, METH_O, "block_from(buffer) -> id: a block holding a copy"},
     {"block_bytes", block_bytes, METH_VARARGS, "block_bytes(id, bytearray=False) -> a copy"},
+    {"block_borrow", block_borrow, METH_O, "block_borrow(bytes) -> id: a block on the object's own memory"},
+    {"block_disown", block_disown, METH_O, "block_disown(id): the borrowed memory goes; waits for readers"},
+    {"copied_into_blocks", native_copied_into_blocks, METH_NOARGS, "copied_into_blocks() -> bytes copied, ever"},
     {"chan_put", chan_put, METH_VARARGS, "chan_put(id, data, tag, timeout, pins=()) -> bool"},
     {"chan_get", chan_get, METH_VARARGS, "chan_get(id, timeout) -> (tag, bytes, pins) | None"},
     {"chan_info", chan_info, METH_O, "chan_info(id) -> (count, maxsize as given; <= 0: unbounded)"},

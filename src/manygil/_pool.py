@@ -139,7 +139,7 @@ class _Item:
     released when the item is dropped, which happens only once no worker can load the
     payload any more (its result arrived, its worker is gone, or it never started)."""
 
-    __slots__ = ("by_value", "call", "fn", "future", "payload", "pins", "started", "timeout", "worker")
+    __slots__ = ("by_value", "call", "fn", "future", "keep", "payload", "pins", "started", "timeout", "worker")
 
     def __init__(
         self,
@@ -150,11 +150,13 @@ class _Item:
         fn: object,
         call: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None,
         by_value: bool = False,
+        keep: list[object] | None = None,
     ) -> None:
         self.by_value = by_value  # its function of __main__ travels by value
         self.future = future
         self.payload = payload
         self.pins = pins
+        self.keep = keep  # large bytes arguments that the payload borrows (_handles._OutOfBand)
         self.timeout = timeout
         self.worker: _WorkerHandle | None = None
         self.fn = fn  # the user's function (for a chunk of map(), the mapped one)
@@ -165,6 +167,7 @@ class _Item:
         """Release the payload's pins now (no worker will load it)."""
         pins, self.pins = self.pins, ()
         release_pins(pins)
+        self.keep = None
 
     __del__ = drop
 
@@ -241,19 +244,23 @@ def _rebuild_exception(status: int, payload: bytes | memoryview) -> BaseExceptio
 
 def _payload(
     fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], by_value: bool = False
-) -> tuple[bytes, tuple[int, ...]]:
-    """A task's pickle and its pins; large buffers out of band.  ``by_value``: functions
-    of the caller's ``__main__`` go by value with cloudpickle, with only the globals they
-    use, so the worker need not import the whole script."""
+) -> tuple[bytes, tuple[int, ...], list[object] | None]:
+    """A task's pickle, its pins, and what the item must keep alive while a worker may
+    load it: large buffers go out of band, and a large ``bytes`` is borrowed, so that it
+    is copied once, by the worker.  ``by_value``: functions of the caller's ``__main__``
+    go by value with cloudpickle, with only the globals they use, so the worker need not
+    import the whole script."""
+    keep: list[object] = []
     if kwargs:
         values = tuple(kwargs.values())
-        if (moved := out_of_band(values)) is not values:
+        if (moved := out_of_band(values, keep)) is not values:
             kwargs = dict(zip(kwargs, moved))
-    call = (fn, out_of_band(args), kwargs)
+    call = (fn, out_of_band(args, keep), kwargs)
     if by_value:  # only asked for with cloudpickle installed (Fallback.by_value)
-        return collect(dumps_by_value, call)
-    _, payload, pins = dumps(call)  # a tuple: always a pickle
-    return payload, pins
+        payload, pins = collect(dumps_by_value, call)
+    else:
+        _, payload, pins = dumps(call)  # a tuple: always a pickle
+    return payload, pins, keep or None
 
 
 def _preloads_main() -> bool:
@@ -489,13 +496,13 @@ class _PoolState:
         for item in again:
             assert item.call is not None
             try:
-                payload, pins = _payload(*item.call, by_value=True)
+                payload, pins, keep = _payload(*item.call, by_value=True)
             except BaseException as exc:  # noqa: BLE001 - it does not pickle by value
                 if not item.future.done():
                     item.future.set_exception(exc)
                 continue
             item.drop()
-            item.payload, item.pins, item.by_value = payload, pins, True
+            item.payload, item.pins, item.keep, item.by_value = payload, pins, keep, True
             with self.lock:  # at the front, as it was (its future runs already)
                 broken = self.broken is not None
                 if not broken:
@@ -1129,10 +1136,10 @@ class InterpreterPoolExecutor(Executor):
                 return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
             call = (fn, args, kwargs)
             by_value = self._fallback.script_refused and getattr(route_fn, "__module__", None) == "__main__"
-        payload, pins = _payload(fn, args, kwargs, by_value)
+        payload, pins, keep = _payload(fn, args, kwargs, by_value)
         future = InterpreterFuture()
         future._state_ref = self._state_ref
-        item = _Item(future, payload, pins, timeout, route_fn, call, by_value)
+        item = _Item(future, payload, pins, timeout, route_fn, call, by_value, keep)
         try:
             self._state.submit(item)
         except BaseException:
@@ -1143,8 +1150,8 @@ class InterpreterPoolExecutor(Executor):
     def _resubmit(self, item: _Item) -> None:
         """Send a refused task again, its function by value (see ``Fallback.by_value``)."""
         assert item.call is not None
-        payload, pins = _payload(*item.call, by_value=True)
-        again = _Item(item.future, payload, pins, item.timeout, item.fn, item.call, by_value=True)
+        payload, pins, keep = _payload(*item.call, by_value=True)
+        again = _Item(item.future, payload, pins, item.timeout, item.fn, item.call, by_value=True, keep=keep)
         again.started = True  # its future is running already
         try:
             self._state.submit(again)

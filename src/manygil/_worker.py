@@ -581,6 +581,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
     mark = _native.sync_set
     me = threading.get_ident()
     current = _Current()
+    lent: list[object] = []  # the batch's last result, while the pool may load it
     task: memoryview | None
     forwarding = isinstance(sys.stdout, _Forward) or isinstance(sys.stderr, _Forward)
     ctl = threading.Thread(target=agent, args=(control, current, me), name=f"manygil-control-{index}")
@@ -638,7 +639,12 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         with current.lock:
                             finished()
                         try:
-                            encoded, pins = collect(_dump5, out_of_band_value(result))
+                            # The batch's last result goes home on this thread, and
+                            # the pool loads it there before home() returns: a large
+                            # bytes is borrowed until then, and copied once, by the pool.
+                            value = out_of_band_value(result, lent if pos >= end else None)
+                            encoded, pins = collect(_dump5, value)
+                            value = None
                             out = head + pack(OK, encoded, pins)
                         except BaseException as exc:
                             out = head + _pack_error(_result_error(fn, result, exc))
@@ -667,6 +673,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
             # the results channel, where the pool finds them even if this worker is
             # abandoned later in the batch.
             batch = home(out)
+            lent.clear()  # the pool has loaded the result, or never will
     finally:
         _native.chan_put(control, (0).to_bytes(8, "little"), 0, None)
         ctl.join()
