@@ -621,7 +621,13 @@ def test_a_large_bytes_is_copied_once_each_way_by_the_side_that_loads_it(pool):
     data = bytes(range(256)) * (1 << 12)  # 1 MiB
     pool.submit(helpers.same, b"").result(timeout=30)  # workers up
     before = _native.copied_into_blocks()
-    assert pool.submit(helpers.same, data).result(timeout=30) == data
+    blocks = _native.live()["blocks"]
+    seen_when_settled = []
+    future = pool.submit(helpers.same, data)
+    future.add_done_callback(lambda _: seen_when_settled.append(_native.live()["blocks"]))
+    assert future.result(timeout=30) == data
+    # Settled only once the worker let go of its object (and so of the borrowed block).
+    assert seen_when_settled == [blocks]
     assert pool.submit(helpers.add, b"", b=data).result(timeout=30) == data
     assert _native.copied_into_blocks() == before
     # A bytearray may change while it travels: it is copied as it is sent.
@@ -647,3 +653,31 @@ def test_a_borrowed_bytes_cannot_be_loaded_once_its_owner_let_go():
         _native.release(block)
     with pytest.raises(TypeError, match="takes bytes, not bytearray"):
         _native.block_borrow(bytearray(data))
+
+
+def test_a_worker_polls_its_inbox_briefly_before_it_sleeps():
+    chan = _native.chan_create(0)
+    try:
+        _native.chan_put(chan, b"ready", 0, None)
+        assert _native.chan_get(chan, None, 0.001)[1] == b"ready"  # there already
+        assert _native.chan_get(chan, 0.05, 0.001) is None  # polled, then slept until the deadline
+        assert _native.chan_get(chan, 0, 0.001) is None  # no wait at all: no polling either
+    finally:
+        _native.release(chan)
+
+
+def test_waiting_for_a_short_task_polls_for_its_delivery_and_keeps_the_time_limit():
+    q = I.create_queue()
+    with InterpreterPoolExecutor(1) as pool:
+        for i in range(20):  # short tasks: the pool's moving average says so
+            assert pool.submit(abs, -i).result(timeout=30) == i
+        seen = _native.home_calls()
+        done = pool.submit(abs, -1)
+        assert _native.await_home_call(seen, 30.0)  # the worker delivered the result
+        assert done.result(timeout=30) == 1
+        assert not _native.await_home_call(_native.home_calls(), 0.001)  # nothing delivered
+        blocked = pool.submit(helpers.wait_on, q)
+        with pytest.raises(TimeoutError):
+            blocked.result(timeout=0.01)  # polls, then waits for the rest of the 10 ms
+        q.put("go")
+        assert blocked.result(timeout=30) == "go"

@@ -199,7 +199,8 @@ def out_of_band_value(value: object, keep: list[object] | None = None) -> object
     if keep is None:
         return _OutOfBand(value, kind)  # type: ignore[arg-type]
     stand_in = _OutOfBand(value, kind, borrow=True)  # type: ignore[arg-type]
-    keep.append(stand_in)
+    if stand_in.value is not None:  # borrowed (a bytes), not copied
+        keep.append(stand_in)
     return stand_in
 
 

@@ -81,6 +81,7 @@ static entry *registry[BUCKETS];
 static int64_t next_id = 1;
 static int64_t live[4] = {0, 0, 0, 0};
 static int64_t copied_into_blocks = 0;   /* bytes block_from() copied, ever (under reg_mu) */
+static int64_t home_calls = 0;           /* call_home() calls that returned (atomic) */
 
 static void
 init_cond(pthread_cond_t *c)
@@ -412,14 +413,52 @@ native_live(PyObject *mod, PyObject *unused)
  * Take one unit of a semaphore, waiting up to timeout (< 0: forever, 0: not at all)
  * with the GIL released.  Returns 1, 0 on timeout, -1 with an exception set.
  */
+/* Poll ready(arg) without the GIL for at most ``spin`` seconds: 1 once it is true.
+ * Waking a sleeping thread costs tens of microseconds on many machines, more than a
+ * short task, so a wait that is likely to end soon polls a little before it sleeps. */
 static int
-sem_take(sem_t *sem, double timeout)
+poll_briefly(int (*ready)(void *), void *arg, double spin)
+{
+    int got = 0;
+    Py_BEGIN_ALLOW_THREADS
+    struct timespec start, t;
+    now(&start);
+    for (unsigned n = 1;; n++) {
+        if (ready(arg)) {
+            got = 1;
+            break;
+        }
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if ((n & 63) == 0) {
+            now(&t);
+            if ((double)(t.tv_sec - start.tv_sec) + (t.tv_nsec - start.tv_nsec) * 1e-9 > spin) {
+                break;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+    return got;
+}
+
+static int
+sem_ready(void *sem)
+{
+    return sem_trywait((sem_t *)sem) == 0;
+}
+
+static int
+sem_take_spinning(sem_t *sem, double timeout, double spin)
 {
     if (sem_trywait(sem) == 0) {
         return 1;
     }
     if (timeout == 0) {
         return 0;
+    }
+    if (spin > 0 && poll_briefly(sem_ready, sem, spin)) {
+        return 1;
     }
     int has_deadline = timeout > 0;
     struct timespec deadline;
@@ -456,6 +495,12 @@ sem_take(sem_t *sem, double timeout)
             return -1;
         }
     }
+}
+
+static int
+sem_take(sem_t *sem, double timeout)
+{
+    return sem_take_spinning(sem, timeout, 0);
 }
 
 static PyObject *
@@ -554,15 +599,16 @@ chan_put(PyObject *mod, PyObject *args)
     Py_RETURN_TRUE;
 }
 
-/* chan_get(id, timeout) -> (tag, bytes, pins) or None at the deadline; the caller
- * owns the pins (a tuple of ids) and releases them once it has loaded the bytes. */
+/* chan_get(id, timeout, spin=0) -> (tag, bytes, pins) or None at the deadline; the
+ * caller owns the pins (a tuple of ids) and releases them once it has loaded the bytes.
+ * ``spin``: seconds to poll (without the GIL) before sleeping. */
 static PyObject *
 chan_get(PyObject *mod, PyObject *args)
 {
     long long id;
     PyObject *timeout_obj;
-    double timeout;
-    if (!PyArg_ParseTuple(args, "LO:chan_get", &id, &timeout_obj)) {
+    double timeout, spin = 0;
+    if (!PyArg_ParseTuple(args, "LO|d:chan_get", &id, &timeout_obj, &spin)) {
         return NULL;
     }
     if (parse_timeout(timeout_obj, &timeout) < 0) {
@@ -572,7 +618,7 @@ chan_get(PyObject *mod, PyObject *args)
     if (e == NULL) {
         return NULL;
     }
-    int rc = sem_take(&e->items, timeout);
+    int rc = sem_take_spinning(&e->items, timeout, spin);
     if (rc != 1) {
         release_entry(e);
         if (rc < 0) {
@@ -1732,6 +1778,33 @@ native_pop_home(PyObject *mod, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static int
+home_called(void *seen)
+{
+    return __atomic_load_n(&home_calls, __ATOMIC_ACQUIRE) != *(int64_t *)seen;
+}
+
+/* home_calls() -> how many call_home() calls have returned, process-wide. */
+static PyObject *
+native_home_calls(PyObject *mod, PyObject *unused)
+{
+    return PyLong_FromLongLong(__atomic_load_n(&home_calls, __ATOMIC_ACQUIRE));
+}
+
+/* await_home_call(seen, spin) -> bool: poll, without the GIL and for at most ``spin``
+ * seconds, until a call_home() returns after home_calls() was ``seen``. */
+static PyObject *
+native_await_home_call(PyObject *mod, PyObject *args)
+{
+    long long seen;
+    double spin;
+    if (!PyArg_ParseTuple(args, "Ld:await_home_call", &seen, &spin)) {
+        return NULL;
+    }
+    int64_t last = seen;
+    return PyBool_FromLong(poll_briefly(home_called, &last, spin));
+}
+
 static PyObject *
 native_call_home(PyObject *mod, PyObject *arg)
 {
@@ -1784,6 +1857,7 @@ native_call_home(PyObject *mod, PyObject *arg)
         Py_XDECREF(res);
     }
     PyEval_SaveThread();
+    __atomic_add_fetch(&home_calls, 1, __ATOMIC_RELEASE);  /* after the home GIL is free */
     PyEval_RestoreThread(sub);
 
     PyMem_RawFree(inbuf);
@@ -1810,9 +1884,11 @@ static PyMethodDef native_methods[] = {
     {"block_bytes", block_bytes, METH_VARARGS, "block_bytes(id, bytearray=False) -> a copy"},
     {"block_borrow", block_borrow, METH_O, "block_borrow(bytes) -> id: a block on the object's own memory"},
     {"block_disown", block_disown, METH_O, "block_disown(id): the borrowed memory goes; waits for readers"},
+    {"home_calls", native_home_calls, METH_NOARGS, "home_calls() -> call_home() calls returned"},
+    {"await_home_call", native_await_home_call, METH_VARARGS, "await_home_call(seen, spin) -> bool"},
     {"copied_into_blocks", native_copied_into_blocks, METH_NOARGS, "copied_into_blocks() -> bytes copied, ever"},
     {"chan_put", chan_put, METH_VARARGS, "chan_put(id, data, tag, timeout, pins=()) -> bool"},
-    {"chan_get", chan_get, METH_VARARGS, "chan_get(id, timeout) -> (tag, bytes, pins) | None"},
+    {"chan_get", chan_get, METH_VARARGS, "chan_get(id, timeout, spin=0) -> (tag, bytes, pins) | None"},
     {"chan_info", chan_info, METH_O, "chan_info(id) -> (count, maxsize as given; <= 0: unbounded)"},
     {"sync_create", sync_create, METH_VARARGS, "sync_create(value, limit) -> id"},
     {"sync_acquire", sync_acquire, METH_VARARGS, "sync_acquire(id, timeout) -> bool"},

@@ -32,8 +32,8 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Executor, Future
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, LOGGER, RUNNING
+from concurrent.futures import CancelledError, Executor, Future, InvalidStateError
+from concurrent.futures._base import CANCELLED_AND_NOTIFIED, LOGGER, PENDING, RUNNING
 from typing import Any, TextIO
 
 from . import _backend, _native, _output, _tracebacks, _worker
@@ -49,6 +49,8 @@ _STOP = bytes(12)  # a task record with id 0
 _EVENT = bytes(8)  # the task id of a worker's events (READY, INIT_FAILED)
 _SERVE = "_mg_worker.serve(_mg_inbox, _mg_results, _mg_control, _mg_started, _mg_index, _mg_init)\n"
 _MAX_BATCH = 64
+_CALLER_SPIN = 50e-6  # InterpreterFuture.result() polls this long before it sleeps...
+_SHORT_TASK = 200e-6  # ...when the pool's tasks take less than this (its moving average)
 
 _pools: weakref.WeakSet[_PoolState] = weakref.WeakSet()
 _global_shutdown = False
@@ -104,6 +106,24 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
     _state_ref: weakref.ref[_PoolState] | None = None
     _tid: int = 0
     _fallback: Future | None = None  # type: ignore[type-arg]  # the task runs in the fallback pool
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The task's result (as ``Future.result``).  When the pool's tasks are short,
+        it first polls for up to 50 µs before it sleeps: waking a sleeping thread costs
+        more than that on many machines."""
+        if self._state in (PENDING, RUNNING) and self._fallback is None and (timeout is None or timeout > 0):
+            state = self._state_ref() if self._state_ref is not None else None
+            if state is not None and state.task_time is not None and state.task_time < _SHORT_TASK:
+                start = time.monotonic()
+                spin = _CALLER_SPIN if timeout is None else min(_CALLER_SPIN, timeout)
+                while self._state in (PENDING, RUNNING) and (left := spin - (time.monotonic() - start)) > 0:
+                    seen = _native.home_calls()  # a worker delivers its results in call_home()
+                    if self._state not in (PENDING, RUNNING):
+                        break
+                    _native.await_home_call(seen, left)
+                if timeout is not None:
+                    timeout = max(0.0, timeout - (time.monotonic() - start))
+        return super().result(timeout)
 
     def _Future__get_result(self) -> Any:
         # 3.12/3.13's Future tests "if self._exception:", so an exception whose
@@ -178,8 +198,8 @@ class _Item:
 
 class _WorkerHandle:
     __slots__ = (
-        "control", "done", "inbox", "index", "interp_id", "results", "seated", "sent_at", "started", "state",
-        "thread", "tids",
+        "control", "done", "inbox", "index", "interp_id", "lent", "results", "seated", "sent_at", "started",
+        "state", "thread", "tids",
     )
 
     def __init__(self, index: int) -> None:
@@ -195,6 +215,7 @@ class _WorkerHandle:
         self.interp_id = -1
         self.state = "starting"  # starting | idle | busy | renewing | retiring | abandoned
         self.seated = False  # holds one of the seats it shares with the process side
+        self.lent: list[tuple[InterpreterFuture, Any]] = []  # results loaded, settled on RELEASED
 
     def wake(self, batch: bytes) -> None:
         """Hand a batch (or the stop message) to a worker that waits on its inbox."""
@@ -284,10 +305,17 @@ def _refusal(payload: bytes | memoryview) -> tuple[str, bool]:
     return module.removeprefix("script:"), module.startswith("script:")
 
 
-def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None) -> None:
+def _resolve(
+    item: _Item | None,
+    record: bytes,
+    fallback: Fallback | None = None,
+    later: list[tuple[InterpreterFuture, Any]] | None = None,
+) -> None:
     """Settle a task's future from its result record (``_worker.pack`` after the task
     id); the record's pins are released whether or not it is loaded.  A task that the
-    worker could not load because a module refused its interpreter goes to ``fallback``."""
+    worker could not load because a module refused its interpreter goes to ``fallback``.
+    ``later``: a result is loaded now but its future settled by ``_settle`` (see
+    ``_worker.LENT``)."""
     status, payload, pins = _worker.unpack(record, 8)
     try:
         if item is None or item.future.done():
@@ -311,7 +339,10 @@ def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None
                 )
                 future.set_exception(exc)
             elif status == _worker.OK:
-                future.set_result(pickle.loads(payload))
+                if later is not None:
+                    later.append((future, pickle.loads(payload)))
+                else:
+                    future.set_result(pickle.loads(payload))
             elif status == _worker.INTERRUPTED:
                 future.set_exception(CancelledError(f"task {item.label} was interrupted"))
             else:
@@ -324,6 +355,15 @@ def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None
                     pass
     finally:
         release_pins(pins)
+
+
+def _settle(results: list[tuple[InterpreterFuture, Any]]) -> None:
+    """Set the results that ``_resolve`` loaded for later."""
+    for future, value in results:
+        try:
+            future.set_result(value)
+        except InvalidStateError:  # cancelled or timed out meanwhile
+            pass
 
 
 class _PoolState:
@@ -767,12 +807,16 @@ class _PoolState:
                 batch = self._next_for(worker)
         self._run_diverted()
         for item, record in done:
-            _resolve(item, record, self.fallback)
+            _resolve(item, record, self.fallback, worker.lent if record[8] & _worker.LENT else None)
         return batch
 
     def _worker_event(self, worker: _WorkerHandle, event: bytes) -> bytes | None:
         if event[0] == _worker.OUTPUT:
             _output.handle_event(event[1:])
+            return None
+        if event[0] == _worker.RELEASED:
+            lent, worker.lent = worker.lent, []
+            _settle(lent)
             return None
         if event[0] in (_worker.READY, _worker.PRELOADED):
             with self.lock:
@@ -852,6 +896,8 @@ class _PoolState:
         self._run_diverted()
         for item, record in done:
             _resolve(item, record, self.fallback)
+        lent, worker.lent = worker.lent, []
+        _settle(lent)  # its RELEASED event never came
         self._fail(failed)
 
     # ------------------------------------------------------------ time limits

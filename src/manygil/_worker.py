@@ -50,9 +50,14 @@ PRELOADED = 8       # event: the caller's script is imported here (payload: b"")
                     # module refused it (payload: its name)
 PRELOAD = b"preload"  # answer to READY: no task yet, import the caller's script meanwhile
 OUT_STDOUT, OUT_STDERR, OUT_LOG = 1, 2, 3
+LENT = 0x40         # status flag: the result is read from this worker's own object, which
+                    # it keeps until the pool has loaded it; the pool settles the task's
+                    # future on the RELEASED event that follows, once the object is gone
+RELEASED = 9        # event: the worker let go of the object its last result lent
 PINNED = 0x80       # status flag: [2-byte n][n 8-byte ids] precede the payload: the
                     # references the payload's manygil objects hold (see _handles)
 _EVENT = bytes(8)   # the task id of events: results always have a task id > 0
+_IDLE_SPIN = 50e-6  # seconds a worker polls its inbox before it sleeps (a wake-up costs more)
 
 _user_main: types.ModuleType | None = None
 _main_failed: tuple[BaseException, Any] | None = None  # importing it failed, and where
@@ -392,11 +397,11 @@ def unpack(record: bytes | memoryview, at: int = 0) -> tuple[int, bytes | memory
     """``(status, payload, pins)`` of a record made by :func:`pack` from offset ``at``."""
     status = record[at]
     if not status & PINNED:
-        return status, record[at + 1 :], ()
+        return status & ~LENT, record[at + 1 :], ()
     n = int.from_bytes(record[at + 1 : at + 3], "little")
     start = at + 3
     pins = tuple(int.from_bytes(record[start + 8 * k : start + 8 * k + 8], "little") for k in range(n))
-    return status & ~PINNED, record[start + 8 * n :], pins
+    return status & ~(PINNED | LENT), record[start + 8 * n :], pins
 
 
 def refusing_module(exc: BaseException) -> str | None:
@@ -607,7 +612,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
             batch = home(_EVENT + bytes((PRELOADED,)) + preload_main())
         while True:
             if batch is None:
-                batch = get(inbox, None)[1]  # type: ignore[index]
+                batch = get(inbox, None, _IDLE_SPIN)[1]  # type: ignore[index]
             view = memoryview(batch)
             pos = 0
             end = len(batch)
@@ -645,7 +650,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                             value = out_of_band_value(result, lent if pos >= end else None)
                             encoded, pins = collect(_dump5, value)
                             value = None
-                            out = head + pack(OK, encoded, pins)
+                            out = head + pack(OK | LENT if lent else OK, encoded, pins)
                         except BaseException as exc:
                             out = head + _pack_error(_result_error(fn, result, exc))
                         fn = result = None
@@ -673,7 +678,13 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
             # the results channel, where the pool finds them even if this worker is
             # abandoned later in the batch.
             batch = home(out)
-            lent.clear()  # the pool has loaded the result, or never will
+            if lent:
+                # The pool has loaded the result (or never will).  Its future is settled
+                # once the object is gone, so that the caller, woken by it, never frees
+                # its own memory before this worker does: the allocator then reuses the
+                # same pages instead of faulting fresh ones in for every large result.
+                lent.clear()
+                home(_EVENT + bytes((RELEASED,)))
     finally:
         _native.chan_put(control, (0).to_bytes(8, "little"), 0, None)
         ctl.join()
