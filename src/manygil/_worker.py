@@ -24,6 +24,7 @@ from __future__ import annotations
 import _pickle as pickle  # the C module: pickle.py would cost 10 ms more per worker
 import sys
 import threading
+import time
 import types
 
 from . import _native
@@ -57,7 +58,8 @@ RELEASED = 9        # event: the worker let go of the object its last result len
 PINNED = 0x80       # status flag: [2-byte n][n 8-byte ids] precede the payload: the
                     # references the payload's manygil objects hold (see _handles)
 _EVENT = bytes(8)   # the task id of events: results always have a task id > 0
-_IDLE_SPIN = 50e-6  # seconds a worker polls its inbox before it sleeps (a wake-up costs more)
+_IDLE_SPIN = 50e-6  # seconds a worker polls its inbox before it sleeps (a wake-up costs more)...
+_SHORT_BATCH = 1e-3  # ...after a batch that took less than this (tasks come often, then)
 
 _user_main: types.ModuleType | None = None
 _main_failed: tuple[BaseException, Any] | None = None  # importing it failed, and where
@@ -211,7 +213,7 @@ class _Forward:
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         self.parts.append(text)
         self.size += len(text)
-        if self.size > 65536 or ("\n" in text and _clock() - self.last > 0.2):
+        if self.size > 65536 or ("\n" in text and time.monotonic() - self.last > 0.2):
             self.flush()
         return len(text)
 
@@ -225,7 +227,7 @@ class _Forward:
         text = "".join(self.parts)
         self.parts.clear()
         self.size = 0
-        self.last = _clock()
+        self.last = time.monotonic()
         send_output(self.kind, text.encode("utf-8", "surrogatepass"), self.fallback, text)
 
     def isatty(self) -> bool:
@@ -239,12 +241,6 @@ class _Forward:
 
     def writable(self) -> bool:
         return True
-
-
-def _clock() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def send_output(kind: int, payload: bytes, fallback: Any = None, text: str = "") -> None:
@@ -584,6 +580,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
     home = _native.call_home
     clear = _native.set_async_exc
     mark = _native.sync_set
+    monotonic = time.monotonic  # loaded with the interpreter: no import cost
     me = threading.get_ident()
     current = _Current()
     lent: list[object] = []  # the batch's last result, while the pool may load it
@@ -610,9 +607,11 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
         batch = home(_EVENT + bytes((READY,)))
         if batch == PRELOAD:
             batch = home(_EVENT + bytes((PRELOADED,)) + preload_main())
+        spin = 0.0
         while True:
             if batch is None:
-                batch = get(inbox, None, _IDLE_SPIN)[1]  # type: ignore[index]
+                batch = get(inbox, None, spin)[1]  # type: ignore[index]
+            began = monotonic()
             view = memoryview(batch)
             pos = 0
             end = len(batch)
@@ -685,6 +684,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                 # same pages instead of faulting fresh ones in for every large result.
                 lent.clear()
                 home(_EVENT + bytes((RELEASED,)))
+            spin = _IDLE_SPIN if monotonic() - began < _SHORT_BATCH else 0.0
     finally:
         _native.chan_put(control, (0).to_bytes(8, "little"), 0, None)
         ctl.join()
