@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import manygil
 from manygil.check import check_modules, installed_extension_modules
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -96,6 +97,19 @@ def test_cli_help_shows_examples():
 
 
 @pytest.mark.timeout(120)
+def test_doctor_says_when_workers_compile_manygil_at_every_start(tmp_path):
+    env = {"PYTHONPYCACHEPREFIX": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}  # no cache there
+    found = {f["name"]: f for f in json.loads(_cli("doctor", "--json", env=env).stdout)}["bytecode cache"]
+    assert found["verdict"] == "warn" and "-m compileall -q" in found["fix"]
+    written = subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", os.path.dirname(manygil.__file__)],
+        env=dict(os.environ, PYTHONPYCACHEPREFIX=str(tmp_path)), capture_output=True, text=True, timeout=120,
+    )
+    assert written.returncode == 0, written.stderr
+    found = {f["name"]: f for f in json.loads(_cli("doctor", "--json", env=env).stdout)}["bytecode cache"]
+    assert found["verdict"] == "ok" and found["value"] == "manygil's modules are compiled"
+
+
 def test_doctor_reports_pythonmalloc_and_tracemalloc():
     plain = _cli("doctor", "--json")
     assert plain.returncode == 0, plain.stderr
