@@ -32,7 +32,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Executor, Future, InvalidStateError
+from concurrent.futures import CancelledError, Executor, Future
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, LOGGER, PENDING, RUNNING
 from typing import Any, TextIO
 
@@ -198,8 +198,8 @@ class _Item:
 
 class _WorkerHandle:
     __slots__ = (
-        "control", "done", "inbox", "index", "interp_id", "lent", "results", "seated", "sent_at", "started",
-        "state", "thread", "tids",
+        "control", "done", "inbox", "index", "interp_id", "results", "seated", "sent_at", "started", "state",
+        "thread", "tids",
     )
 
     def __init__(self, index: int) -> None:
@@ -215,7 +215,6 @@ class _WorkerHandle:
         self.interp_id = -1
         self.state = "starting"  # starting | idle | busy | renewing | retiring | abandoned
         self.seated = False  # holds one of the seats it shares with the process side
-        self.lent: list[tuple[InterpreterFuture, Any]] = []  # results loaded, settled on RELEASED
 
     def wake(self, batch: bytes) -> None:
         """Hand a batch (or the stop message) to a worker that waits on its inbox."""
@@ -305,17 +304,10 @@ def _refusal(payload: bytes | memoryview) -> tuple[str, bool]:
     return module.removeprefix("script:"), module.startswith("script:")
 
 
-def _resolve(
-    item: _Item | None,
-    record: bytes,
-    fallback: Fallback | None = None,
-    later: list[tuple[InterpreterFuture, Any]] | None = None,
-) -> None:
+def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None) -> None:
     """Settle a task's future from its result record (``_worker.pack`` after the task
     id); the record's pins are released whether or not it is loaded.  A task that the
-    worker could not load because a module refused its interpreter goes to ``fallback``.
-    ``later``: a result is loaded now but its future settled by ``_settle`` (see
-    ``_worker.LENT``)."""
+    worker could not load because a module refused its interpreter goes to ``fallback``."""
     status, payload, pins = _worker.unpack(record, 8)
     try:
         if item is None or item.future.done():
@@ -339,10 +331,7 @@ def _resolve(
                 )
                 future.set_exception(exc)
             elif status == _worker.OK:
-                if later is not None:
-                    later.append((future, pickle.loads(payload)))
-                else:
-                    future.set_result(pickle.loads(payload))
+                future.set_result(pickle.loads(payload))
             elif status == _worker.INTERRUPTED:
                 future.set_exception(CancelledError(f"task {item.label} was interrupted"))
             else:
@@ -355,15 +344,6 @@ def _resolve(
                     pass
     finally:
         release_pins(pins)
-
-
-def _settle(results: list[tuple[InterpreterFuture, Any]]) -> None:
-    """Set the results that ``_resolve`` loaded for later."""
-    for future, value in results:
-        try:
-            future.set_result(value)
-        except InvalidStateError:  # cancelled or timed out meanwhile
-            pass
 
 
 class _PoolState:
@@ -807,16 +787,12 @@ class _PoolState:
                 batch = self._next_for(worker)
         self._run_diverted()
         for item, record in done:
-            _resolve(item, record, self.fallback, worker.lent if record[8] & _worker.LENT else None)
+            _resolve(item, record, self.fallback)
         return batch
 
     def _worker_event(self, worker: _WorkerHandle, event: bytes) -> bytes | None:
         if event[0] == _worker.OUTPUT:
             _output.handle_event(event[1:])
-            return None
-        if event[0] == _worker.RELEASED:
-            lent, worker.lent = worker.lent, []
-            _settle(lent)
             return None
         if event[0] in (_worker.READY, _worker.PRELOADED):
             with self.lock:
@@ -896,8 +872,6 @@ class _PoolState:
         self._run_diverted()
         for item, record in done:
             _resolve(item, record, self.fallback)
-        lent, worker.lent = worker.lent, []
-        _settle(lent)  # its RELEASED event never came
         self._fail(failed)
 
     # ------------------------------------------------------------ time limits

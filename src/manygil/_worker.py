@@ -51,15 +51,12 @@ PRELOADED = 8       # event: the caller's script is imported here (payload: b"")
                     # module refused it (payload: its name)
 PRELOAD = b"preload"  # answer to READY: no task yet, import the caller's script meanwhile
 OUT_STDOUT, OUT_STDERR, OUT_LOG = 1, 2, 3
-LENT = 0x40         # status flag: the result is read from this worker's own object, which
-                    # it keeps until the pool has loaded it; the pool settles the task's
-                    # future on the RELEASED event that follows, once the object is gone
-RELEASED = 9        # event: the worker let go of the object its last result lent
 PINNED = 0x80       # status flag: [2-byte n][n 8-byte ids] precede the payload: the
                     # references the payload's manygil objects hold (see _handles)
 _EVENT = bytes(8)   # the task id of events: results always have a task id > 0
 _IDLE_SPIN = 50e-6  # seconds a worker polls its inbox before it sleeps (a wake-up costs more)...
 _SHORT_BATCH = 1e-3  # ...after a batch that took less than this (tasks come often, then)
+_LENT_KEPT = 0.05  # seconds an idle worker keeps the object of its last large result
 
 _user_main: types.ModuleType | None = None
 _main_failed: tuple[BaseException, Any] | None = None  # importing it failed, and where
@@ -393,11 +390,11 @@ def unpack(record: bytes | memoryview, at: int = 0) -> tuple[int, bytes | memory
     """``(status, payload, pins)`` of a record made by :func:`pack` from offset ``at``."""
     status = record[at]
     if not status & PINNED:
-        return status & ~LENT, record[at + 1 :], ()
+        return status, record[at + 1 :], ()
     n = int.from_bytes(record[at + 1 : at + 3], "little")
     start = at + 3
     pins = tuple(int.from_bytes(record[start + 8 * k : start + 8 * k + 8], "little") for k in range(n))
-    return status & ~(PINNED | LENT), record[start + 8 * n :], pins
+    return status & ~PINNED, record[start + 8 * n :], pins
 
 
 def refusing_module(exc: BaseException) -> str | None:
@@ -583,7 +580,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
     monotonic = time.monotonic  # loaded with the interpreter: no import cost
     me = threading.get_ident()
     current = _Current()
-    lent: list[object] = []  # the batch's last result, while the pool may load it
+    lent: list[object] = []  # the last batch's last result, lent to the pool (see below)
     task: memoryview | None
     forwarding = isinstance(sys.stdout, _Forward) or isinstance(sys.stderr, _Forward)
     ctl = threading.Thread(target=agent, args=(control, current, me), name=f"manygil-control-{index}")
@@ -609,8 +606,17 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
             batch = home(_EVENT + bytes((PRELOADED,)) + preload_main())
         spin = 0.0
         while True:
+            if batch is None and lent:
+                # The last result lent is let go with the next batch, or once idle for
+                # a while: let go at once, it made glibc trim this thread's heap when the
+                # caller then freed its previous result (as `back = f.result()` in a loop
+                # does), and the next large result faulted every page in again.
+                got = get(inbox, _LENT_KEPT, spin)
+                batch = got[1] if got is not None else None
+                lent.clear()
             if batch is None:
                 batch = get(inbox, None, spin)[1]  # type: ignore[index]
+            lent.clear()
             began = monotonic()
             view = memoryview(batch)
             pos = 0
@@ -649,7 +655,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                             value = out_of_band_value(result, lent if pos >= end else None)
                             encoded, pins = collect(_dump5, value)
                             value = None
-                            out = head + pack(OK | LENT if lent else OK, encoded, pins)
+                            out = head + pack(OK, encoded, pins)
                         except BaseException as exc:
                             out = head + _pack_error(_result_error(fn, result, exc))
                         fn = result = None
@@ -676,14 +682,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
             # The last record goes straight home; earlier ones of a batch wait in
             # the results channel, where the pool finds them even if this worker is
             # abandoned later in the batch.
-            batch = home(out)
-            if lent:
-                # The pool has loaded the result (or never will).  Its future is settled
-                # once the object is gone, so that the caller, woken by it, never frees
-                # its own memory before this worker does: the allocator then reuses the
-                # same pages instead of faulting fresh ones in for every large result.
-                lent.clear()
-                home(_EVENT + bytes((RELEASED,)))
+            batch = home(out)  # the pool has loaded the result now (or never will)
             spin = _IDLE_SPIN if monotonic() - began < _SHORT_BATCH else 0.0
     finally:
         _native.chan_put(control, (0).to_bytes(8, "little"), 0, None)
