@@ -29,7 +29,7 @@ import types
 
 from . import _native
 from ._excinfo import ExcInfo
-from ._handles import collect, out_of_band_value
+from ._handles import collect, lent, out_of_band_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -580,7 +580,6 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
     monotonic = time.monotonic  # loaded with the interpreter: no import cost
     me = threading.get_ident()
     current = _Current()
-    lent: list[object] = []  # the last batch's last result, lent to the pool (see below)
     task: memoryview | None
     forwarding = isinstance(sys.stdout, _Forward) or isinstance(sys.stderr, _Forward)
     ctl = threading.Thread(target=agent, args=(control, current, me), name=f"manygil-control-{index}")
@@ -607,16 +606,13 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
         spin = 0.0
         while True:
             if batch is None and lent:
-                # The last result lent is let go with the next batch, or once idle for
-                # a while: let go at once, it made glibc trim this thread's heap when the
-                # caller then freed its previous result (as `back = f.result()` in a loop
-                # does), and the next large result faulted every page in again.
+                # The last result's object is let go of as the next task loads (see
+                # _handles.lent), or once idle for a while.
                 got = get(inbox, _LENT_KEPT, spin)
                 batch = got[1] if got is not None else None
                 lent.clear()
             if batch is None:
                 batch = get(inbox, None, spin)[1]  # type: ignore[index]
-            lent.clear()
             began = monotonic()
             view = memoryview(batch)
             pos = 0
@@ -642,6 +638,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                                     raise TaskInterrupted
                         loading = True
                         fn, args, kwargs = pickle.loads(task)
+                        lent.clear()  # if no large argument did (the pool has loaded it)
                         loading = False
                         task = None
                         result = fn(*args, **kwargs)
@@ -685,5 +682,6 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
             batch = home(out)  # the pool has loaded the result now (or never will)
             spin = _IDLE_SPIN if monotonic() - began < _SHORT_BATCH else 0.0
     finally:
+        lent.clear()
         _native.chan_put(control, (0).to_bytes(8, "little"), 0, None)
         ctl.join()
