@@ -330,6 +330,11 @@ def same(value):
     return value
 
 
+def same_after(q, value):
+    q.get(timeout=30)
+    return value
+
+
 def hold_gil_until(flag, spinning, limit=200_000_000):
     """Spin in pure Python, never letting this interpreter's GIL go (a 1000 s switch
     interval), until ``flag`` is set; False if it gave up after ``limit`` rounds."""
@@ -432,3 +437,13 @@ def in_process_boom(message="boom"):
 def in_process_sleep(seconds):
     time.sleep(seconds)  # in C: only terminating the process stops it early
     return seconds
+
+
+def in_process_wait_for_path(path, timeout=60):
+    """Wait (polling: a process has no other shared gate here) until ``path`` exists."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+    return path

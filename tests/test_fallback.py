@@ -405,3 +405,34 @@ def test_max_workers_bounds_both_sides_together_and_they_share_it(refusing, tmp_
         seen = {name: future.result(timeout=60) for name, future in futures.items()}
     assert max(seen.values()) == 2, seen  # never three at once
     assert seen["p1"] == seen["p2"] == 2  # each process task started beside a running task
+
+
+def test_shutdown_stops_a_worker_that_waited_for_a_seat_when_another_retires(tmp_path):
+    # Found by the fault injection (seed 3114417556): two interpreter workers wait for a
+    # seat the process side holds; at shutdown one of them runs the last task and retires
+    # (max_tasks_per_worker); the other must be stopped too, or shutdown waits forever.
+    import threading
+
+    gate = tmp_path / "go"
+    pool = InterpreterPoolExecutor(2, max_tasks_per_worker=1)
+    try:
+        assert list(pool.map(abs, [-1, -2])) == [1, 2]  # two interpreter workers, renewed
+        pool.route(helpers.in_process_wait_for_path, "process")
+        held = [pool.submit(helpers.in_process_wait_for_path, str(gate)) for _ in range(2)]
+        seats = pool._fallback.seats
+        while seats.held["process"] < 2:  # both seats taken by the process tasks
+            assert not any(f.done() for f in held), [f.exception() for f in held]
+            threading.Event().wait(0.01)
+        last = pool.submit(abs, -3)  # waits for a seat, with the workers idle
+        stopper = threading.Thread(target=pool.shutdown, kwargs={"wait": True})
+        stopper.start()
+        while not pool._state.shutting_down:
+            threading.Event().wait(0.01)
+        gate.touch()
+        assert [f.result(timeout=60) for f in held] == [str(gate)] * 2
+        assert last.result(timeout=60) == 3
+        stopper.join(timeout=60)
+        assert not stopper.is_alive(), "shutdown(wait=True) never returned"
+    finally:
+        gate.touch()
+        pool.shutdown(wait=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import os
 import subprocess
@@ -652,6 +653,32 @@ def test_a_borrowed_bytes_cannot_be_loaded_once_its_owner_let_go():
         _native.release(block)
     with pytest.raises(TypeError, match="takes bytes, not bytearray"):
         _native.block_borrow(bytearray(data))
+    # Still held by another (a result not read yet): the block takes a copy of its own.
+    block = _native.block_borrow(data)
+    _native.retain(block)
+    copied = _native.copied_into_blocks()
+    _native.block_disown(block)
+    _native.release(block)  # the owner's reference
+    assert _native.copied_into_blocks() == copied + len(data)
+    assert _native.block_bytes(block) == data
+    _native.release(block)
+
+
+def test_a_large_bytes_result_waited_for_is_read_by_the_waiting_thread_even_late():
+    data = bytes(range(256)) * (1 << 12)  # 1 MiB
+    gate = I.create_queue()
+    with InterpreterPoolExecutor(1) as pool:
+        first = pool.submit(helpers.same_after, gate, data)
+        with pytest.raises(TimeoutError):
+            first.result(timeout=0)  # waited for: the worker lends its result to this thread
+        copied = _native.copied_into_blocks()
+        gate.put("go")
+        concurrent.futures.wait([first], timeout=30)
+        # The worker moves on before this thread reads the result: it lets go of the
+        # object, and the block keeps a copy of its own for the reader.
+        assert pool.submit(helpers.same, data).result(timeout=30) == data
+        assert _native.copied_into_blocks() >= copied + len(data)  # that copy
+        assert first.result(timeout=30) == data
 
 
 def test_a_worker_polls_its_inbox_briefly_before_it_sleeps():

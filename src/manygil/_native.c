@@ -66,8 +66,9 @@ typedef struct entry {
     char *mem;
     Py_ssize_t size;
     int fd;                   /* a memfd that mem maps (Linux; another process may map it), or -1 */
-    int borrowed;             /* mem is an immutable bytes object's, kept alive by its owner (1);
-                               * 2 once the owner let go (disown): reads fail from then on */
+    int borrowed;             /* made by block_borrow(): mem and lent are read under mu */
+    int lent;                 /* borrowed: 1 while mem is the owner's object's, 0 once it is a
+                               * copy of its own (freed with the entry), -1 once gone */
     int readers;              /* borrowed: copies out of mem in progress (under mu) */
     /* SYNC */
     int64_t value, aux, limit;
@@ -80,7 +81,7 @@ static entry *registry[BUCKETS];
 #define BUCKET(id) (&registry[(uint64_t)(id) & (BUCKETS - 1)])
 static int64_t next_id = 1;
 static int64_t live[4] = {0, 0, 0, 0};
-static int64_t copied_into_blocks = 0;   /* bytes block_from() copied, ever (under reg_mu) */
+static int64_t copied_into_blocks = 0;   /* bytes copied into blocks, ever (under reg_mu) */
 static int64_t home_calls = 0;           /* call_home() calls that returned (atomic) */
 
 static void
@@ -165,7 +166,7 @@ free_entry(entry *e)
         free_item(it);       /* never taken: its pins go with it */
         it = next;
     }
-    if (e->mem != NULL && !e->borrowed) {
+    if (e->mem != NULL && !(e->borrowed && e->lent != 0)) {
 #if defined(__linux__)
         if (e->fd >= 0) {
             munmap(e->mem, e->size > 0 ? e->size : 1);
@@ -1409,9 +1410,8 @@ block_from(PyObject *mod, PyObject *arg)
 
 /* block_borrow(bytes) -> id: a block on the bytes object's own memory, without a copy
  * (for the pool's own payloads).  The caller keeps the object alive and calls
- * block_disown(id) before it lets go of it; from then on block_bytes() of the id fails
- * instead of reading freed memory.  So a large bytes crosses with one copy, made by the
- * interpreter that reads it. */
+ * block_disown(id) before it lets go of it.  So a large bytes crosses with one copy,
+ * made by the interpreter that reads it, when it reads it in time. */
 static PyObject *
 block_borrow(PyObject *mod, PyObject *arg)
 {
@@ -1427,10 +1427,12 @@ block_borrow(PyObject *mod, PyObject *arg)
     e->size = PyBytes_GET_SIZE(arg);
     e->fd = -1;
     e->borrowed = 1;
+    e->lent = 1;
     return PyLong_FromLongLong(e->id);
 }
 
-/* copied_into_blocks() -> the bytes that block_from() copied since the process started
+/* copied_into_blocks() -> the bytes copied into blocks (block_from(), and block_disown()
+ * of a block still held) since the process started
  * (so that a test can tell a borrowed value from a copied one). */
 static PyObject *
 native_copied_into_blocks(PyObject *mod, PyObject *unused)
@@ -1442,7 +1444,9 @@ native_copied_into_blocks(PyObject *mod, PyObject *unused)
 }
 
 /* block_disown(id): the owner of a borrowed block lets go of its memory, once the
- * copies in progress have ended.  Nothing for other blocks. */
+ * copies in progress have ended.  When others still hold the id (a result not read
+ * yet), the block first takes a copy of its own; else it is gone, and block_bytes()
+ * of it fails.  Nothing for other blocks. */
 static PyObject *
 block_disown(PyObject *mod, PyObject *arg)
 {
@@ -1450,17 +1454,39 @@ block_disown(PyObject *mod, PyObject *arg)
     if (e == NULL) {
         return NULL;
     }
+    int nomem = 0;
     if (e->borrowed) {
         Py_BEGIN_ALLOW_THREADS
         pthread_mutex_lock(&e->mu);
-        e->borrowed = 2;
         while (e->readers > 0) {
             pthread_cond_wait(&e->cond, &e->mu);
+        }
+        if (e->lent == 1) {
+            pthread_mutex_lock(&reg_mu);
+            int64_t others = e->refs - 2;   /* not the owner's, not this call's */
+            pthread_mutex_unlock(&reg_mu);
+            char *copy = others > 0 ? PyMem_RawMalloc(e->size > 0 ? e->size : 1) : NULL;
+            if (copy != NULL) {
+                memcpy(copy, e->mem, e->size);
+                e->mem = copy;
+                e->lent = 0;
+                pthread_mutex_lock(&reg_mu);
+                copied_into_blocks += e->size;
+                pthread_mutex_unlock(&reg_mu);
+            }
+            else {
+                nomem = others > 0;
+                e->mem = NULL;
+                e->lent = -1;
+            }
         }
         pthread_mutex_unlock(&e->mu);
         Py_END_ALLOW_THREADS
     }
     release_entry(e);
+    if (nomem) {
+        return PyErr_NoMemory();
+    }
     Py_RETURN_NONE;
 }
 
@@ -1472,7 +1498,7 @@ borrowed_read_begin(entry *e)
         return 0;
     }
     pthread_mutex_lock(&e->mu);
-    int gone = e->borrowed == 2;
+    int gone = e->lent == -1;
     if (!gone) {
         e->readers++;
     }

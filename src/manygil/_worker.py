@@ -51,6 +51,8 @@ PRELOADED = 8       # event: the caller's script is imported here (payload: b"")
                     # module refused it (payload: its name)
 PRELOAD = b"preload"  # answer to READY: no task yet, import the caller's script meanwhile
 OUT_STDOUT, OUT_STDERR, OUT_LOG = 1, 2, 3
+LENT = 0x40         # status flag: the result is a large bytes that this worker lends (its
+                    # only pin): the pool reads it when the caller asks for the result
 PINNED = 0x80       # status flag: [2-byte n][n 8-byte ids] precede the payload: the
                     # references the payload's manygil objects hold (see _handles)
 _EVENT = bytes(8)   # the task id of events: results always have a task id > 0
@@ -390,11 +392,11 @@ def unpack(record: bytes | memoryview, at: int = 0) -> tuple[int, bytes | memory
     """``(status, payload, pins)`` of a record made by :func:`pack` from offset ``at``."""
     status = record[at]
     if not status & PINNED:
-        return status, record[at + 1 :], ()
+        return status & ~LENT, record[at + 1 :], ()
     n = int.from_bytes(record[at + 1 : at + 3], "little")
     start = at + 3
     pins = tuple(int.from_bytes(record[start + 8 * k : start + 8 * k + 8], "little") for k in range(n))
-    return status & ~PINNED, record[start + 8 * n :], pins
+    return status & ~(PINNED | LENT), record[start + 8 * n :], pins
 
 
 def refusing_module(exc: BaseException) -> str | None:
@@ -652,7 +654,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                             value = out_of_band_value(result, lent if pos >= end else None)
                             encoded, pins = collect(_dump5, value)
                             value = None
-                            out = head + pack(OK, encoded, pins)
+                            out = head + pack(OK | LENT if lent else OK, encoded, pins)
                         except BaseException as exc:
                             out = head + _pack_error(_result_error(fn, result, exc))
                         fn = result = None
