@@ -153,8 +153,9 @@ class _OutOfBand:
 
     ``borrow`` (a ``bytes`` only): the block is the object's own memory, and the one
     copy is made by the interpreter that loads it.  The sender keeps this object alive
-    until no load can happen any more; when it goes, loads of the block fail instead of
-    reading memory that may be freed (``_native.block_disown``)."""
+    while a load may come; when it goes, a block still held by others takes a copy of
+    its own, and one held by nobody else refuses to load, instead of reading memory that
+    may be freed (``_native.block_disown``)."""
 
     __slots__ = ("block", "kind", "value")
 

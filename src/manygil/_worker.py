@@ -648,9 +648,9 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         with current.lock:
                             finished()
                         try:
-                            # The batch's last result goes home on this thread, and
-                            # the pool loads it there before home() returns: a large
-                            # bytes is borrowed until then, and copied once, by the pool.
+                            # The batch's last result goes home on this thread: a large
+                            # bytes is lent (kept in ``lent``) and copied once, by the
+                            # pool now or by the caller's result() (see _pool._Lent).
                             value = out_of_band_value(result, lent if pos >= end else None)
                             encoded, pins = collect(_dump5, value)
                             value = None
@@ -681,7 +681,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
             # The last record goes straight home; earlier ones of a batch wait in
             # the results channel, where the pool finds them even if this worker is
             # abandoned later in the batch.
-            batch = home(out)  # the pool has loaded the result now (or never will)
+            batch = home(out)
             spin = _IDLE_SPIN if monotonic() - began < _SHORT_BATCH else 0.0
     finally:
         lent.clear()
