@@ -85,6 +85,14 @@ static int64_t copied_into_blocks = 0;   /* bytes copied into blocks, ever (unde
 static int64_t home_calls = 0;           /* call_home() calls that returned (atomic) */
 
 static void
+count_copied(Py_ssize_t size)
+{
+    pthread_mutex_lock(&reg_mu);
+    copied_into_blocks += size;
+    pthread_mutex_unlock(&reg_mu);
+}
+
+static void
 init_cond(pthread_cond_t *c)
 {
     pthread_condattr_t attr;
@@ -410,10 +418,6 @@ native_live(PyObject *mod, PyObject *unused)
 
 /* ------------------------------------------------------------------ channels */
 
-/*
- * Take one unit of a semaphore, waiting up to timeout (< 0: forever, 0: not at all)
- * with the GIL released.  Returns 1, 0 on timeout, -1 with an exception set.
- */
 /* Poll ready(arg) without the GIL for at most ``spin`` seconds: 1 once it is true.
  * Waking a sleeping thread costs tens of microseconds on many machines, more than a
  * short task, so a wait that is likely to end soon polls a little before it sleeps. */
@@ -449,6 +453,11 @@ sem_ready(void *sem)
     return sem_trywait((sem_t *)sem) == 0;
 }
 
+/*
+ * Take one unit of a semaphore, waiting up to timeout (< 0: forever, 0: not at all)
+ * with the GIL released, polling for ``spin`` seconds first.  Returns 1, 0 on
+ * timeout, -1 with an exception set.
+ */
 static int
 sem_take_spinning(sem_t *sem, double timeout, double spin)
 {
@@ -1402,9 +1411,7 @@ block_from(PyObject *mod, PyObject *arg)
     }
     Py_ssize_t size = buf.len;
     PyBuffer_Release(&buf);
-    pthread_mutex_lock(&reg_mu);
-    copied_into_blocks += size;
-    pthread_mutex_unlock(&reg_mu);
+    count_copied(size);
     return new_block(mem, size);
 }
 
@@ -1470,9 +1477,7 @@ block_disown(PyObject *mod, PyObject *arg)
                 memcpy(copy, e->mem, e->size);
                 e->mem = copy;
                 e->lent = 0;
-                pthread_mutex_lock(&reg_mu);
-                copied_into_blocks += e->size;
-                pthread_mutex_unlock(&reg_mu);
+                count_copied(e->size);
             }
             else {
                 nomem = others > 0;
@@ -1909,7 +1914,7 @@ static PyMethodDef native_methods[] = {
     {"block_from", block_from, METH_O, "block_from(buffer) -> id: a block holding a copy"},
     {"block_bytes", block_bytes, METH_VARARGS, "block_bytes(id, bytearray=False) -> a copy"},
     {"block_borrow", block_borrow, METH_O, "block_borrow(bytes) -> id: a block on the object's own memory"},
-    {"block_disown", block_disown, METH_O, "block_disown(id): the borrowed memory goes; waits for readers"},
+    {"block_disown", block_disown, METH_O, "block_disown(id): the owner lets go; a block still held keeps a copy"},
     {"home_calls", native_home_calls, METH_NOARGS, "home_calls() -> call_home() calls returned"},
     {"await_home_call", native_await_home_call, METH_VARARGS, "await_home_call(seen, spin) -> bool"},
     {"copied_into_blocks", native_copied_into_blocks, METH_NOARGS, "copied_into_blocks() -> bytes copied, ever"},

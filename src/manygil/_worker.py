@@ -611,9 +611,11 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                 # The last result's object is let go of as the next task loads (see
                 # _handles.lent), or once idle for a while.
                 got = get(inbox, _LENT_KEPT, spin)
-                batch = got[1] if got is not None else None
-                lent.clear()
-            if batch is None:
+                if got is None:
+                    lent.clear()
+                    got = get(inbox, None)  # polled already
+                batch = got[1]  # type: ignore[index]
+            elif batch is None:
                 batch = get(inbox, None, spin)[1]  # type: ignore[index]
             began = monotonic()
             view = memoryview(batch)
