@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import threading
 import warnings
 
 import pytest
@@ -320,6 +321,39 @@ def test_leaving_the_block_by_keyboard_interrupt_stops_process_tasks_too(refusin
             waiting = pool.submit(refusing.where, 2)  # behind it: the process side has 1 worker
             raise KeyboardInterrupt  # as Ctrl-C would, while a process task runs
     assert stuck.cancelled() and waiting.cancelled()
+
+
+def test_ctrl_c_finds_a_process_task_that_is_being_started(refusing, tmp_path, monkeypatch):
+    # Between the queue and the table of running tasks the pump has released the lock,
+    # and the process may already run the task: Ctrl-C missed it there, and shutdown
+    # waited for it forever (seen on a loaded machine).  Here it stops in that gap.
+    from manygil import _fallback
+
+    started, release = _fifos(tmp_path)
+    in_gap, cancelled = threading.Event(), threading.Event()
+    original = _fallback._ProcessTask.start
+
+    def start_after_a_pause(task, side, slot):
+        if task.label.endswith("block"):
+            task.future.add_done_callback(lambda _: cancelled.set())
+            in_gap.set()
+            if not cancelled.wait(20):
+                raise AssertionError("Ctrl-C did not cancel the task being started")
+        original(task, side, slot)
+
+    monkeypatch.setattr(_fallback._ProcessTask, "start", start_after_a_pause)
+    submitted = []
+    with pytest.raises(KeyboardInterrupt):
+        with InterpreterPoolExecutor(1) as pool:
+            with pytest.warns(FallbackWarning):
+                pool.submit(refusing.where, 1).result(timeout=120)
+            # The pump runs in the submitting thread: another one, which stops in the gap.
+            thread = threading.Thread(target=lambda: submitted.append(pool.submit(refusing.block, started, release)))
+            thread.start()
+            assert in_gap.wait(60)
+            raise KeyboardInterrupt
+    thread.join(60)
+    assert submitted[0].cancelled()
 
 
 def test_a_script_without_a_main_guard_is_told_so_by_the_process_worker_too(tmp_path):

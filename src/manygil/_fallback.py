@@ -105,6 +105,9 @@ class Fallback:
         self.closed = False
         self.pending: deque[_ProcessTask] = deque()  # the process side's queue
         self.running: set[_ProcessTask] = set()
+        # Taken from pending by a pump that is starting it (lock released meanwhile): its
+        # process may run it before start() files it in running, and Ctrl-C must find it.
+        self.launching: set[_ProcessTask] = set()
         self.idle: list[Any] = []  # free slots: one-process ProcessPoolExecutors
         self.slots = 0
         self.dead: list[Any] = []  # terminated slots, to join at shutdown
@@ -346,26 +349,36 @@ class Fallback:
                     else:
                         self.idle.append(slot)
                     return
-            if cause is not None:
-                _set_exception(task.future, _cannot_start(cause))
-                continue
+                self.launching.add(task)
             try:
-                if slot is None:
-                    slot = self._new_slot()
-                task.start(self, slot)
-            except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
+                self._launch(task, slot, cause)
+            finally:
                 with self.lock:
-                    self.slots -= 1
-                    if slot is not None:
-                        self.dead.append(slot)  # joined by shutdown()
-                    self.cannot_start = _bare(exc)
-                self._give_seat()
-                _set_exception(task.future, exc)
+                    self.launching.discard(task)
+                    self.wake.notify_all()  # shutdown() may wait for it
         # Nothing (left) to start here: a seat handed over for a task that was cancelled
         # meanwhile goes back to the pool's waiting tasks.
         state = self.pool_state()
         if state is not None and state.waiting():
             state.kick()
+
+    def _launch(self, task: _ProcessTask, slot: Any, cause: BaseException | None) -> None:
+        """Start ``task`` on ``slot`` (a new one if None), or fail it with ``cause``."""
+        if cause is not None:
+            _set_exception(task.future, _cannot_start(cause))
+            return
+        try:
+            if slot is None:
+                slot = self._new_slot()
+            task.start(self, slot)
+        except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
+            with self.lock:
+                self.slots -= 1
+                if slot is not None:
+                    self.dead.append(slot)  # joined by shutdown()
+                self.cannot_start = _bare(exc)
+            self._give_seat()
+            _set_exception(task.future, exc)
 
     def _give_seat(self) -> None:
         """A process task left its seat: to the next task here while this side is within
@@ -454,7 +467,7 @@ class Fallback:
     def cancel_all(self) -> None:
         """Cancel every task of this side, running ones included (Ctrl-C in a ``with``)."""
         with self.lock:
-            tasks = list(self.pending) + list(self.running)
+            tasks = [*self.pending, *self.launching, *self.running]
         for task in tasks:
             task.future.cancel()  # a running one's process is terminated
         if self.pool is not None:
@@ -475,7 +488,7 @@ class Fallback:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
         if wait:
             with self.lock:
-                while self.pending or self.running:
+                while self.pending or self.launching or self.running:
                     self.wake.wait()
                 self.deadlines.clear()  # every task finished: the timer may stop
                 self.wake.notify_all()
