@@ -11,12 +11,14 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import warnings
 
 import pytest
 
 from manygil import FallbackWarning, InterpreterPoolExecutor
 from manygil.shared import SharedValue
+from manygil.sync import Event, Lock
 
 from . import helpers
 
@@ -354,6 +356,41 @@ def test_ctrl_c_finds_a_process_task_that_is_being_started(refusing, tmp_path, m
             raise KeyboardInterrupt
     thread.join(60)
     assert submitted[0].cancelled()
+
+
+def test_shutdown_without_waiting_ends_each_process_once_its_task_is_done(refusing, tmp_path):
+    started, release = _fifos(tmp_path)
+    pool = InterpreterPoolExecutor(2)
+    with pytest.warns(FallbackWarning):
+        pool.submit(refusing.where, 1).result(timeout=120)
+    running = pool.submit(refusing.block, started, release)
+    _wait_started(started)
+    pool.shutdown(wait=False)
+    with open(release, "w") as f:
+        f.write("released")
+    assert running.result(timeout=60) == "released"
+    # As a ProcessPoolExecutor's: its process ends now, not when this process exits.
+    deadline = time.monotonic() + 60
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not multiprocessing.active_children()
+    pool.shutdown(wait=True)
+
+
+def test_shutdown_without_waiting_still_runs_process_tasks_that_waited_for_a_seat(refusing):
+    # The idle process was shut down at once, and the task waited for it forever.
+    pool = InterpreterPoolExecutor(1)  # one seat: the interpreter's task holds it
+    with pytest.warns(FallbackWarning):
+        pool.submit(refusing.where, 1).result(timeout=120)  # a process is up, idle now
+    inside, release = Event(), Event()
+    holding = pool.submit(helpers.acquire_and_hold, Lock(), inside, release)
+    assert inside.wait(60)
+    queued = pool.submit(refusing.where, 2)
+    pool.shutdown(wait=False)
+    release.set()
+    assert holding.result(timeout=60) is True
+    assert queued.result(timeout=60)[0] == 4
+    pool.shutdown(wait=True)
 
 
 def test_a_script_without_a_main_guard_is_told_so_by_the_process_worker_too(tmp_path):

@@ -279,6 +279,9 @@ class Fallback:
             try:
                 slot = self._new_slot()
                 with self.lock:
+                    if self.closed:  # shut down meanwhile: its process is not started
+                        self.slots -= 1
+                        return
                     self.starting.add(slot)  # shut down with the others, even if still starting
                 ready = slot.submit(_ready)
             except BaseException as exc:  # noqa: BLE001 - no process can start: the pump says so
@@ -356,6 +359,7 @@ class Fallback:
                 with self.lock:
                     self.launching.discard(task)
                     self.wake.notify_all()  # shutdown() may wait for it
+        self._retire_if_closed()
         # Nothing (left) to start here: a seat handed over for a task that was cancelled
         # meanwhile goes back to the pool's waiting tasks.
         state = self.pool_state()
@@ -379,6 +383,19 @@ class Fallback:
                 self.cannot_start = _bare(exc)
             self._give_seat()
             _set_exception(task.future, exc)
+
+    def _retire_if_closed(self) -> None:
+        """Once the pool is shut down and no task is left here, end the idle processes,
+        as a ``ProcessPoolExecutor`` does after ``shutdown(wait=False)`` (a slot whose
+        task ran on after that call was put back idle, and its process lived on)."""
+        with self.lock:
+            if not self.closed or self.pending or self.launching or not self.idle:
+                return
+            slots, self.idle = self.idle, []
+            self.slots -= len(slots)
+            self.dead.extend(slots)  # joined by shutdown(wait=True)
+        for slot in slots:
+            slot.shutdown(wait=False)
 
     def _give_seat(self) -> None:
         """A process task left its seat: to the next task here while this side is within
@@ -493,11 +510,17 @@ class Fallback:
                 self.deadlines.clear()  # every task finished: the timer may stop
                 self.wake.notify_all()
         with self.lock:
-            # Slots still starting too: shutdown(wait=True) waits for their processes (a
-            # process that started after shutdown on a busy machine outlived the pool).
-            slots, self.idle, self.dead = self.idle + self.dead + list(self.starting), [], []
-            self.retired.update(self.starting)  # ready later: not taken back (_slot_ready)
-            self.starting.clear()
+            slots, self.dead = self.dead, []
+            # Tasks still queued here (shutdown(wait=False)) run on the idle and starting
+            # slots, which end once nothing is left (_retire_if_closed); else they end now.
+            if not self.pending and not self.launching:
+                # Slots still starting too: shutdown(wait=True) waits for their processes
+                # (one that started after shutdown on a busy machine outlived the pool).
+                slots += self.idle + list(self.starting)
+                self.slots -= len(self.idle) + len(self.starting)
+                self.retired.update(self.starting)  # ready later: not taken back (_slot_ready)
+                self.idle = []
+                self.starting.clear()
             threads = [t for t in (self.dispatcher, self.timer) if t is not None]
         for slot in slots:
             slot.shutdown(wait=wait)
