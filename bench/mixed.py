@@ -8,6 +8,14 @@ ones (numpy refuses such an interpreter) to process workers by itself
 medians of ``--repeat``; ratios are wall time over manygil's.  The results must be
 identical to ``ProcessPoolExecutor``'s.
 
+Two settings, each timed from creating the pool to the end of its ``with`` block:
+
+- a program's first pool: each run is a new process (``--one NAME``), as when a script
+  runs once; the forkserver starts there too, and manygil learns which functions go
+  to processes;
+- a later pool in the same process: the forkserver is up (with this script imported)
+  and manygil's pool learns again (it keeps no routes across pools).
+
 numpy's BLAS starts a thread per core in every process that imports it; with one
 process per core those threads fight for the cores (seen here: 100 numpy tasks took
 2-5.6 s in two processes instead of 0.3 s).  Like any process-pool program (and as loky
@@ -21,6 +29,7 @@ import argparse
 import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -69,6 +78,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--one", help="time one pool of this name in this process, print the seconds")
     args = ap.parse_args()
     tasks = work(args.tasks)
     warnings.simplefilter("ignore", FallbackWarning)
@@ -81,6 +91,28 @@ def main() -> None:
             args.workers, mp_context=multiprocessing.get_context("spawn")),
         "threads": lambda: ThreadPoolExecutor(args.workers),
     }
+    if args.one:
+        start = time.perf_counter()
+        with makers[args.one]() as pool:
+            _, results = run(pool, tasks)
+        print(time.perf_counter() - start, hash(tuple(results)))
+        return
+
+    # A program's first pool: a new process per run.
+    first: dict[str, list[float]] = {name: [] for name in makers}
+    digests = set()
+    for _ in range(args.repeat):
+        for name in makers:
+            out = subprocess.run(
+                [sys.executable, os.path.abspath(__file__), "--one", name, "--tasks", str(args.tasks),
+                 "--workers", str(args.workers)],
+                capture_output=True, text=True, check=True,
+            ).stdout.split()
+            first[name].append(float(out[0]))
+            digests.add(out[1])
+    if len(digests) != 1:
+        raise SystemExit("the pools' results differ between runs")
+
     times: dict[str, list[float]] = {name: [] for name in makers}
     reference = None
     for _ in range(args.repeat):
@@ -104,13 +136,15 @@ def main() -> None:
                 elapsed, _ = run(pool, pure_tasks)
             times[name].append(elapsed)
 
-    base = statistics.median(times["manygil (fallback=process)"])
     print(f"CPython {sys.version.split()[0]}, {args.workers} workers, {args.tasks} tasks "
           f"(half numpy), medians of {args.repeat}; results identical in every pool")
-    print(f"{'pool':42} {'wall s':>8} {'ratio':>7}")
-    for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"{name:42} {med:8.3f} {med / base:7.2f}")
+    for title, table in (("a program's first pool (a new process per run)", first),
+                         ("a later pool in the same process", times)):
+        base = statistics.median(table["manygil (fallback=process)"])
+        print(f"\n{title}\n{'pool':42} {'wall s':>8} {'ratio':>7}")
+        for name, ts in table.items():
+            med = statistics.median(ts)
+            print(f"{name:42} {med:8.3f} {med / base:7.2f}")
 
 
 if __name__ == "__main__":

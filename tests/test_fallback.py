@@ -393,6 +393,28 @@ def test_shutdown_without_waiting_still_runs_process_tasks_that_waited_for_a_sea
     pool.shutdown(wait=True)
 
 
+def test_interpreter_tasks_run_on_while_the_process_side_starts(refusing, monkeypatch):
+    # Starting the first process takes 100-300 ms; it was started by the thread that
+    # found the refusal, an interpreter worker's, whose next tasks waited for it.
+    from manygil import _fallback
+
+    gate = threading.Event()
+    original = _fallback.Fallback._new_slot
+
+    def new_slot_when_let_through(self):
+        if not gate.wait(60):
+            raise AssertionError("the gate was never opened")
+        return original(self)
+
+    monkeypatch.setattr(_fallback.Fallback, "_new_slot", new_slot_when_let_through)
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.warns(FallbackWarning):
+            routed = pool.submit(refusing.where, 1)
+            assert pool.submit(helpers.add, 1, 2).result(timeout=20) == 3  # the process is not up
+        gate.set()
+        assert routed.result(timeout=120)[0] == 2
+
+
 def test_a_script_without_a_main_guard_is_told_so_by_the_process_worker_too(tmp_path):
     # On 3.14 the forkserver imports __main__ itself, and the guard error ends it: the
     # task fails when its process cannot start (it hung in shutdown, waiting for it).

@@ -116,6 +116,7 @@ class Fallback:
         self.deadlines: list[tuple[float, int, _ProcessTask]] = []
         self.dispatcher: threading.Thread | None = None  # starts tasks a freed seat lets run
         self.timer: threading.Thread | None = None  # stops tasks past their time limit
+        self.warmer: threading.Thread | None = None  # starts the processes (_warm_up)
         self.routes: dict[str, str] = {}  # route_key -> why
         self.warned: set[str] = set()  # route_keys whose FallbackWarning was given
         # The caller's script does not import in an interpreter (numpy at its top): its
@@ -230,10 +231,18 @@ class Fallback:
                 # Both now: at exit 3.12 starts no thread, and a task may start then.
                 self._ensure_thread("dispatcher")
                 self._ensure_thread("timer")
-                warm = not self.warmed
-                self.warmed = True
-            if warm:
-                self._warm_up()
+                warm = 0
+                if not self.warmed and not self.closed and self.cannot_start is None:
+                    self.warmed = True
+                    warm = self.max_workers - self.slots
+                    self.slots += warm  # reserved: the pump waits for them, starts none
+                    # Its own thread: starting the first process takes 100-300 ms (the
+                    # forkserver imports the caller's script), and the thread that got
+                    # here is often an interpreter worker's, whose tasks would wait.
+                    self.warmer = threading.Thread(
+                        target=self._warm_up, args=(warm,), name="manygil-fallback-warm-up", daemon=True
+                    )
+                    self.warmer.start()
             self._pump()
             return
         pool = self._shared_gil_pool()
@@ -266,33 +275,39 @@ class Fallback:
         the lock: a hint).  While the processes start, the interpreters keep the seats."""
         return bool(self.pending) and (bool(self.idle) or self.slots < self.max_workers)
 
-    def _warm_up(self) -> None:
-        """Start the process of every slot now, without a seat (starting one takes a
-        few hundred milliseconds, during which a seat would stand idle); each slot
-        takes tasks once its process is ready."""
-        for _ in range(self.max_workers):
-            with self.lock:
-                if self.closed or self.cannot_start is not None or self.slots >= self.max_workers:
-                    return
-                self.slots += 1
+    def _warm_up(self, count: int) -> None:
+        """The warm-up thread: start the processes of ``count`` reserved slots now,
+        without a seat (starting one takes a few hundred milliseconds, during which a
+        seat would stand idle); each slot takes tasks once its process is ready."""
+        for left in range(count, 0, -1):
             slot = None
             try:
-                slot = self._new_slot()
                 with self.lock:
-                    if self.closed:  # shut down meanwhile: its process is not started
-                        self.slots -= 1
-                        return
-                    self.starting.add(slot)  # shut down with the others, even if still starting
+                    stop = self.closed or self.cannot_start is not None
+                if not stop:
+                    slot = self._new_slot()
+                    with self.lock:
+                        stop = self.closed  # shut down meanwhile: no process is started
+                        if not stop:
+                            self.starting.add(slot)  # shut down with the others, even if still starting
+                if stop:
+                    with self.lock:
+                        self.slots -= left  # not started: the pump may start them itself
+                    break
+                assert slot is not None
                 ready = slot.submit(_ready)
             except BaseException as exc:  # noqa: BLE001 - no process can start: the pump says so
                 with self.lock:
-                    self.slots -= 1
-                    self.cannot_start = _bare(exc)
+                    self.slots -= left
                     if slot is not None:
                         self.starting.discard(slot)
                         self.dead.append(slot)  # joined by shutdown()
-                return
+                    if slot not in self.retired:  # else shutdown() shut it down first
+                        self.cannot_start = _bare(exc)
+                    self.retired.discard(slot)
+                break
             ready.add_done_callback(lambda done, slot=slot: self._slot_ready(slot, done))
+        self._pump()  # the reserved slots that did not start are free for the pump
 
     def _slot_ready(self, slot: Any, done: Future[Any]) -> None:
         """A slot's process started (or could not): it takes tasks from now on."""
@@ -521,7 +536,7 @@ class Fallback:
                 self.retired.update(self.starting)  # ready later: not taken back (_slot_ready)
                 self.idle = []
                 self.starting.clear()
-            threads = [t for t in (self.dispatcher, self.timer) if t is not None]
+            threads = [t for t in (self.dispatcher, self.timer, self.warmer) if t is not None]
         for slot in slots:
             slot.shutdown(wait=wait)
         if wait:
