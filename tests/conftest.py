@@ -21,6 +21,18 @@ def _snapshot() -> tuple[set[int], set[threading.Thread], dict[str, int]]:
 
 
 @pytest.fixture(autouse=True)
+def unlearned():
+    """Each test starts from a process whose pools learned no route (see _fallback._LEARNED)."""
+    from manygil import _fallback
+
+    _fallback._LEARNED.clear()
+    _fallback._SCRIPTS_REFUSED.clear()
+    yield
+    _fallback._LEARNED.clear()
+    _fallback._SCRIPTS_REFUSED.clear()
+
+
+@pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest):
     """After each test: no interpreter, thread or native object left behind."""
     before_interps, before_threads, before_live = _snapshot()

@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import warnings
@@ -125,6 +126,33 @@ def test_a_script_importing_numpy_at_its_top_keeps_its_pure_functions_in_interpr
         "routes ['__main__.with_numpy', '__main__.with_psutil']",
     ]
     assert "python -m manygil check numpy" in out.stderr and "python -m manygil check psutil" in out.stderr
+
+
+def test_a_later_pool_does_not_import_a_script_that_a_module_refused(tmp_path):
+    pytest.importorskip("numpy")
+    pytest.importorskip("cloudpickle")
+    script = tmp_path / "numpy_at_the_top.py"
+    script.write_text(textwrap.dedent("""
+        print("top level", flush=True)
+        import numpy as np
+        from manygil import InterpreterPoolExecutor
+
+        def pure(x):
+            return x + 1
+
+        if __name__ == "__main__":
+            for _ in range(2):
+                with InterpreterPoolExecutor(2) as pool:
+                    print(list(pool.map(pure, range(4))), flush=True)
+                print("pool closed", flush=True)
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines.count("[1, 2, 3, 4]") == 2
+    # The first pool's workers tried the script (they print its first line, then numpy
+    # refuses); the second pool's send pure by value from the start.
+    assert "top level" not in lines[lines.index("pool closed"):]
 
 
 def test_functions_of_an_interactive_session_that_need_numpy_run_in_a_process():
@@ -413,6 +441,22 @@ def test_interpreter_tasks_run_on_while_the_process_side_starts(refusing, monkey
             assert pool.submit(helpers.add, 1, 2).result(timeout=20) == 3  # the process is not up
         gate.set()
         assert routed.result(timeout=120)[0] == 2
+
+
+def test_a_later_pool_sends_a_refused_function_to_its_processes_from_the_first_call(refusing):
+    key = "refusing_tasks.where"
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.warns(FallbackWarning):
+            assert pool.submit(refusing.where, 1).result(timeout=120)[1] != os.getpid()
+    with InterpreterPoolExecutor(1) as pool, warnings.catch_warnings():
+        warnings.simplefilter("error", FallbackWarning)  # no refusal, no second warning
+        assert "learned by an earlier pool" in pool.routes()[key]  # before any call
+        doubled, pid, _ = pool.submit(refusing.where, 2).result(timeout=120)
+        assert doubled == 4 and pid != os.getpid()
+    with InterpreterPoolExecutor(1, fallback=None) as pool:
+        assert pool.routes() == {}
+        with pytest.raises(ImportError):
+            pool.submit(refusing.where, 1).result(timeout=120)
 
 
 def test_a_script_without_a_main_guard_is_told_so_by_the_process_worker_too(tmp_path):

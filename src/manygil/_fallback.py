@@ -38,6 +38,22 @@ __all__ = ("FALLBACKS", "Fallback", "FallbackWarning", "route_key")
 FALLBACKS = ("process", "shared-gil", None)
 
 
+# What a pool learned, for the pools made after it in this process: the functions whose
+# loading a module refused (route_key -> that module).  Which modules refuse an own-GIL
+# interpreter does not change while a process runs, so a later pool sends those calls
+# to its fallback side from the first (and starts its processes then).
+_LEARNED: dict[str, str] = {}
+# The caller's scripts (__main__.__file__) that a module refused: their functions go by
+# value from a later pool's first call.
+_SCRIPTS_REFUSED: set[str] = set()
+
+
+def _main_file() -> str:
+    import sys
+
+    return str(getattr(sys.modules.get("__main__"), "__file__", None) or "")
+
+
 class FallbackWarning(UserWarning):
     """A function's tasks run outside the own-GIL interpreters from now on (once per function)."""
 
@@ -118,10 +134,15 @@ class Fallback:
         self.timer: threading.Thread | None = None  # stops tasks past their time limit
         self.warmer: threading.Thread | None = None  # starts the processes (_warm_up)
         self.routes: dict[str, str] = {}  # route_key -> why
+        if kind is not None:
+            self.routes = {
+                key: f"{kind}: the extension module {module} refuses an own-GIL interpreter (learned by an earlier pool)"
+                for key, module in list(_LEARNED.items())
+            }
         self.warned: set[str] = set()  # route_keys whose FallbackWarning was given
         # The caller's script does not import in an interpreter (numpy at its top): its
         # functions go by value from then on (cloudpickle).
-        self.script_refused = False
+        self.script_refused = _transport.HAS_CLOUDPICKLE and _main_file() in _SCRIPTS_REFUSED
         self.resubmit: Callable[[], Callable[[Any], None] | None] | None = None  # the pool's, weakly
         # The seats both sides share (process side only: a shared-GIL side's tasks take
         # turns on one GIL anyway).  pool_state (the pool's _PoolState, weakly) takes a
@@ -164,17 +185,25 @@ class Fallback:
             or not _transport.HAS_CLOUDPICKLE
         ):
             return False
-        self.script_refused = True
+        self.refuse_script()
         try:
             resubmit(item)
         except Exception:  # noqa: BLE001 - shut down meanwhile, or it does not pickle by value
             return False
         return True
 
+    def refuse_script(self) -> None:
+        """A module refused the caller's script: its functions go by value from now on,
+        in this pool and in those made after it."""
+        self.script_refused = _transport.HAS_CLOUDPICKLE
+        if self.script_refused and _main_file():
+            _SCRIPTS_REFUSED.add(_main_file())
+
     def route_refused(self, fn: object, module: str) -> None:
         """Route ``fn`` here because ``module`` refused an interpreter: done by the pool
         as soon as the refusal arrives, before it hands its worker the next tasks."""
         self.route(fn, f"{self.kind}: the extension module {module} refuses an own-GIL interpreter")
+        _LEARNED[route_key(fn)] = module
 
     def refused(self, fn: object, module: str) -> None:
         """A worker could not load a call of ``fn``: ``module`` refused its interpreter.

@@ -41,7 +41,7 @@ from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._fallback import FALLBACKS, Fallback, route_key
 from ._handles import collect, out_of_band, release_pins
 from ._interpreters import bootstrap
-from ._transport import HAS_CLOUDPICKLE, describe, dumps, dumps_by_value, main_hint
+from ._transport import describe, dumps, dumps_by_value, main_hint
 
 __all__ = ("InterpreterFuture", "InterpreterPoolExecutor")
 
@@ -515,7 +515,7 @@ class _PoolState:
             if record[8] & ~_worker.PINNED == _worker.REFUSED and item is not None and item.call is not None:
                 module, script = _refusal(_worker.unpack(record, 8)[1])
                 if script:  # answered by a resend by value, for the queued calls too
-                    fallback.script_refused = HAS_CLOUDPICKLE
+                    fallback.refuse_script()
                 elif fallback.kind is not None:
                     fallback.route_refused(item.fn, module)
                     routed = True
@@ -717,12 +717,12 @@ class _PoolState:
             return self._break(f"no worker is left and none can start now ({exc})", exc)
         return []
 
-    def warm_up(self, workers: int) -> None:
-        """Start ``workers`` workers now, each importing the caller's script while no
-        task waits for it, so that the first calls of the script's functions do not pay
-        for that import."""
+    def warm_up(self, workers: int, preload: bool = True) -> None:
+        """Start ``workers`` workers now, each importing the caller's script (``preload``)
+        while no task waits for it, so that the first calls of the script's functions do
+        not pay for that import."""
         with self.lock:
-            self.preload = True
+            self.preload = preload
             for _ in range(workers):
                 self._maybe_start_worker()
 
@@ -838,7 +838,7 @@ class _PoolState:
             with self.lock:
                 if event[0] == _worker.PRELOADED:
                     if len(event) > 1 and self.fallback is not None:  # a module refused the script
-                        self.fallback.script_refused = HAS_CLOUDPICKLE  # its functions go by value
+                        self.fallback.refuse_script()  # its functions go by value
                 elif self.preload and not self.pending and not self.shutting_down and self.broken is None:
                     return _worker.PRELOAD  # nothing to do yet: import the caller's script meanwhile
                 batch = self._next_for(worker)
@@ -1163,7 +1163,10 @@ class InterpreterPoolExecutor(Executor):
             weakref.finalize(self, self._fallback.shutdown, False, False)
         weakref.finalize(self, self._state.shutdown, False, False)
         if _preloads_main():
-            self._state.warm_up(min(max_workers, os.cpu_count() or 1))
+            # A script a module refused in an earlier pool is not imported again: its
+            # functions go by value (see Fallback.refuse_script).
+            refused = self._fallback is not None and self._fallback.script_refused
+            self._state.warm_up(min(max_workers, os.cpu_count() or 1), preload=not refused)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> InterpreterFuture:
         """Schedule ``fn(*args, **kwargs)`` in a worker interpreter.
