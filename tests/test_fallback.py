@@ -459,6 +459,43 @@ def test_a_later_pool_sends_a_refused_function_to_its_processes_from_the_first_c
             pool.submit(refusing.where, 1).result(timeout=120)
 
 
+def test_a_process_shut_down_as_it_starts_is_counted_once(refusing, monkeypatch):
+    # shutdown() shuts a starting process's pool down; the warm-up's submit then fails.
+    # That failure must not read as "no process can start" (which fails every later
+    # process task at once, e.g. one an interpreter refuses as the pool shuts down), nor
+    # count the slot off twice (one process more than max_workers could start after).
+    from manygil import _fallback
+
+    at_gate, gate = threading.Event(), threading.Event()
+    original = _fallback.Fallback._new_slot
+
+    def new_slot_that_waits_before_starting(self):
+        slot = original(self)
+        submit = slot.submit
+
+        def submit_after_the_gate(fn, *args, **kwargs):
+            if fn is _fallback._ready:
+                at_gate.set()
+                assert gate.wait(60)
+            return submit(fn, *args, **kwargs)
+
+        slot.submit = submit_after_the_gate
+        return slot
+
+    monkeypatch.setattr(_fallback.Fallback, "_new_slot", new_slot_that_waits_before_starting)
+    pool = InterpreterPoolExecutor(1)
+    with pytest.warns(FallbackWarning):
+        queued = pool.submit(refusing.where, 1)
+        assert at_gate.wait(60)
+    side = pool._fallback
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled()
+    gate.set()
+    side.warmer.join(60)
+    assert side.cannot_start is None and side.slots == 0
+    pool.shutdown(wait=True)
+
+
 def test_a_script_without_a_main_guard_is_told_so_by_the_process_worker_too(tmp_path):
     # On 3.14 the forkserver imports __main__ itself, and the guard error ends it: the
     # task fails when its process cannot start (it hung in shutdown, waiting for it).

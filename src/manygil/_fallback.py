@@ -327,13 +327,16 @@ class Fallback:
                 ready = slot.submit(_ready)
             except BaseException as exc:  # noqa: BLE001 - no process can start: the pump says so
                 with self.lock:
-                    self.slots -= left
-                    if slot is not None:
-                        self.starting.discard(slot)
-                        self.dead.append(slot)  # joined by shutdown()
-                    if slot not in self.retired:  # else shutdown() shut it down first
+                    if slot is not None and slot in self.retired:
+                        # shutdown() shut it down first (the submit's error) and counted it
+                        self.retired.discard(slot)
+                        self.slots -= left - 1
+                    else:
+                        self.slots -= left
                         self.cannot_start = _bare(exc)
-                    self.retired.discard(slot)
+                        if slot is not None:
+                            self.starting.discard(slot)
+                            self.dead.append(slot)  # joined by shutdown()
                 break
             ready.add_done_callback(lambda done, slot=slot: self._slot_ready(slot, done))
         self._pump()  # the reserved slots that did not start are free for the pump
