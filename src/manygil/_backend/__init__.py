@@ -20,6 +20,7 @@ Functions:
 from __future__ import annotations
 
 import sys
+import threading
 
 if sys.version_info < (3, 12):  # pragma: no cover - guarded in manygil/__init__.py
     raise ImportError("manygil needs CPython 3.12 or newer")
@@ -41,12 +42,37 @@ InterpreterError = _impl.InterpreterError
 InterpreterNotFoundError = _impl.InterpreterNotFoundError
 NotShareableError = _impl.NotShareableError
 create = _impl.create
-destroy = _impl.destroy
 get_current = _impl.get_current
 get_main = _impl.get_main
 is_running = _impl.is_running
 is_shareable = _impl.is_shareable
-list_all = _impl.list_all
+
+# CPython's list_all() walks the interpreters' linked list without the runtime's lock,
+# so a destroy() on another thread can free the interpreter it stands on: a segfault in
+# PyInterpreterState_Next (seen on 3.15 when the fault injection listed interpreters as
+# a pool closed its workers).  manygil's own destroys and lists take turns here.  A list
+# waits for a destroy at most _LIST_WAIT seconds: one that never ends (an interpreter
+# whose thread is stuck) must not hang the diagnostics that list interpreters.
+_lifecycle = threading.RLock()
+_LIST_WAIT = 2.0
+
+
+def destroy(interp_id: int) -> None:
+    """Finalize interpreter ``interp_id`` (InterpreterError while it runs)."""
+    with _lifecycle:
+        _impl.destroy(interp_id)
+
+
+def list_all() -> list[tuple[int, str]]:
+    """``(id, whence)`` of every interpreter."""
+    locked = _lifecycle.acquire(timeout=_LIST_WAIT)
+    try:
+        return _impl.list_all()
+    finally:
+        if locked:
+            _lifecycle.release()
+
+
 run = _impl.run
 whence = _impl.whence
 
