@@ -155,6 +155,27 @@ def test_a_later_pool_does_not_import_a_script_that_a_module_refused(tmp_path):
     assert "top level" not in lines[lines.index("pool closed"):]
 
 
+def test_a_later_pool_does_not_keep_the_route_of_a_redefined_interactive_function():
+    pytest.importorskip("numpy")
+    pytest.importorskip("cloudpickle")
+    code = (
+        "import warnings\n"
+        "import numpy as np\n"
+        "from manygil import FallbackWarning, InterpreterPoolExecutor\n"
+        "warnings.simplefilter('ignore', FallbackWarning)\n"
+        "def total(n): return int(np.arange(n).sum())\n"
+        "with InterpreterPoolExecutor(1) as pool:\n"
+        "    pool.submit(total, 4).result(60)\n"
+        "    print(sorted(pool.routes()))\n"
+        "def total(n): return n * 2\n"  # redefined, as in a notebook: pure now
+        "with InterpreterPoolExecutor(1) as pool:\n"
+        "    print(sorted(pool.routes()), pool.submit(total, 4).result(60), sorted(pool.routes()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["['__main__.total']", "[] 8 []"]
+
+
 def test_functions_of_an_interactive_session_that_need_numpy_run_in_a_process():
     pytest.importorskip("numpy")
     pytest.importorskip("cloudpickle")

@@ -203,7 +203,10 @@ class Fallback:
         """Route ``fn`` here because ``module`` refused an interpreter: done by the pool
         as soon as the refusal arrives, before it hands its worker the next tasks."""
         self.route(fn, f"{self.kind}: the extension module {module} refuses an own-GIL interpreter")
-        _LEARNED[route_key(fn)] = module
+        if getattr(fn, "__module__", None) != "__main__" or _main_file():
+            # Not a notebook's or a REPL's function: redefined there, the name may stand
+            # for a pure function next time.
+            _LEARNED[route_key(fn)] = module
 
     def refused(self, fn: object, module: str) -> None:
         """A worker could not load a call of ``fn``: ``module`` refused its interpreter.
