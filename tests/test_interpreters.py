@@ -416,33 +416,48 @@ def test_create_tries_again_when_cpython_fails_to_create(monkeypatch):
 def test_listing_interpreters_waits_for_a_destroy_on_another_thread(monkeypatch):
     # CPython walks its list of interpreters without a lock, so a destroy on another
     # thread could free the one it stood on (a segfault seen on 3.15).  Here a destroy
-    # is held midway: a list waits for it, and a stuck destroy delays a list only briefly.
+    # is held midway: a list waits for it, another destroy does not, and a destroy that
+    # never ends delays a list only briefly.
     from manygil import _backend
 
     inside, release = threading.Event(), threading.Event()
     original = _backend._impl.destroy
+    held = set()
 
     def held_destroy(interp_id):
-        inside.set()
-        assert release.wait(60)
+        if interp_id in held:
+            inside.set()
+            assert release.wait(60)
         original(interp_id)
 
     monkeypatch.setattr(_backend._impl, "destroy", held_destroy)
     monkeypatch.setattr(_backend, "_LIST_WAIT", 120.0)  # the list below waits, however slow the machine
-    interp = I.create()
+    interp, other = I.create(), I.create()
+    held.add(interp.id)
     closer = threading.Thread(target=interp.close)
     closer.start()
     assert inside.wait(60)
+    other.close()  # not held up by the destroy in progress
     listed = []
     lister = threading.Thread(target=lambda: listed.append(I.list_all()))
     lister.start()
     lister.join(0.2)
-    assert not listed  # still waiting for the destroy (without the lock it lists at once)
+    assert not listed  # still waiting for the destroy (without the wait it lists at once)
     release.set()
     closer.join(60)
     lister.join(60)
-    assert interp.id not in {i.id for i in listed[0]}
+    assert {interp.id, other.id}.isdisjoint(i.id for i in listed[0])
 
     monkeypatch.setattr(_backend, "_LIST_WAIT", 0.05)
-    with _backend._lifecycle:  # a destroy that never ends
-        assert I.get_main().id in {i.id for i in I.list_all()}
+    release.clear()
+    stuck = I.create()
+    held.add(stuck.id)
+    inside.clear()
+    closer = threading.Thread(target=stuck.close)
+    closer.start()
+    assert inside.wait(60)
+    try:
+        assert I.get_main().id in {i.id for i in I.list_all()}  # listed after a short wait
+    finally:
+        release.set()
+        closer.join(60)

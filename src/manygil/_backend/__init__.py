@@ -50,27 +50,47 @@ is_shareable = _impl.is_shareable
 # CPython's list_all() walks the interpreters' linked list without the runtime's lock,
 # so a destroy() on another thread can free the interpreter it stands on: a segfault in
 # PyInterpreterState_Next (seen on 3.15 when the fault injection listed interpreters as
-# a pool closed its workers).  manygil's own destroys and lists take turns here.  A list
-# waits for a destroy at most _LIST_WAIT seconds: one that never ends (an interpreter
-# whose thread is stuck) must not hang the diagnostics that list interpreters.
-_lifecycle = threading.RLock()
+# a pool closed its workers).  So manygil's lists wait for its destroys in progress, and
+# destroys wait for lists in progress; destroys do not wait for each other, so that one
+# that never ends (an interpreter whose thread is stuck) holds up no other, and a list
+# waits for destroys at most _LIST_WAIT seconds (the diagnostics list interpreters).
+_turns = threading.Condition(threading.RLock())  # a collection may destroy while it is held
+_destroying = 0
+_listing: dict[int, int] = {}  # thread id -> lists it is making
 _LIST_WAIT = 2.0
 
 
 def destroy(interp_id: int) -> None:
     """Finalize interpreter ``interp_id`` (InterpreterError while it runs)."""
-    with _lifecycle:
+    global _destroying
+    me = threading.get_ident()
+    with _turns:
+        # A list takes microseconds; one of this thread's own (a collection that runs a
+        # finalizer while it lists) cannot be waited for.
+        _turns.wait_for(lambda: not _listing or me in _listing)
+        _destroying += 1
+    try:
         _impl.destroy(interp_id)
+    finally:
+        with _turns:
+            _destroying -= 1
+            _turns.notify_all()
 
 
 def list_all() -> list[tuple[int, str]]:
     """``(id, whence)`` of every interpreter."""
-    locked = _lifecycle.acquire(timeout=_LIST_WAIT)
+    me = threading.get_ident()
+    with _turns:
+        _turns.wait_for(lambda: not _destroying, timeout=_LIST_WAIT)
+        _listing[me] = _listing.get(me, 0) + 1
     try:
         return _impl.list_all()
     finally:
-        if locked:
-            _lifecycle.release()
+        with _turns:
+            _listing[me] -= 1
+            if not _listing[me]:
+                del _listing[me]
+            _turns.notify_all()
 
 
 run = _impl.run
