@@ -263,16 +263,15 @@ class Fallback:
                 # Both now: at exit 3.12 starts no thread, and a task may start then.
                 self._ensure_thread("dispatcher")
                 self._ensure_thread("timer")
-                warm = 0
                 if not self.warmed and not self.closed and self.cannot_start is None:
                     self.warmed = True
-                    warm = self.max_workers - self.slots
-                    self.slots += warm  # reserved: the pump waits for them, starts none
+                    reserved = self.max_workers - self.slots
+                    self.slots += reserved  # the pump waits for them, starts none
                     # Its own thread: starting the first process takes 100-300 ms (the
                     # forkserver imports the caller's script), and the thread that got
                     # here is often an interpreter worker's, whose tasks would wait.
                     self.warmer = threading.Thread(
-                        target=self._warm_up, args=(warm,), name="manygil-fallback-warm-up", daemon=True
+                        target=self._warm_up, args=(reserved,), name="manygil-fallback-warm-up", daemon=True
                     )
                     self.warmer.start()
             self._pump()
@@ -314,19 +313,16 @@ class Fallback:
         for left in range(count, 0, -1):
             slot = None
             try:
+                slot = self._new_slot()  # no process yet: that starts with the submit below
                 with self.lock:
+                    # Shut down meanwhile, or no process can start: start none of the rest.
                     stop = self.closed or self.cannot_start is not None
-                if not stop:
-                    slot = self._new_slot()
-                    with self.lock:
-                        stop = self.closed  # shut down meanwhile: no process is started
-                        if not stop:
-                            self.starting.add(slot)  # shut down with the others, even if still starting
-                if stop:
-                    with self.lock:
+                    if stop:
                         self.slots -= left  # not started: the pump may start them itself
+                    else:
+                        self.starting.add(slot)  # shut down with the others, even if still starting
+                if stop:
                     break
-                assert slot is not None
                 ready = slot.submit(_ready)
             except BaseException as exc:  # noqa: BLE001 - no process can start: the pump says so
                 with self.lock:
