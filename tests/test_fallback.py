@@ -5,6 +5,7 @@ and numpy, which refuse an interpreter with its own GIL on every CPython version
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import multiprocessing
 import os
@@ -631,3 +632,140 @@ def test_shutdown_stops_a_worker_that_waited_for_a_seat_when_another_retires(tmp
     finally:
         gate.touch()
         pool.shutdown(wait=True)
+
+
+def _ledger_fifos(folder, *names):
+    for name in names:
+        os.mkfifo(folder / f"started-{name}")
+        os.mkfifo(folder / f"release-{name}")
+
+
+def _ledger_started(folder, name):
+    with open(folder / f"started-{name}") as f:
+        assert f.read() == "started"
+
+
+def _ledger_release(folder, name):
+    with open(folder / f"release-{name}", "w") as f:
+        f.write("go")
+
+
+@contextlib.contextmanager
+def _cancelled_on_failure(futures):
+    """A failing test cancels its tasks (a process task stuck on a FIFO is terminated),
+    so that the pool's shutdown does not wait for them."""
+    try:
+        yield
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+
+
+def _one_behind_the_other(pool, refusing, folder, futures):
+    """Ledger task a running in a process, and b queued behind it in that process."""
+    _ledger_fifos(folder, "a", "b")
+    pool.route(refusing.ledger_task)
+    pool.route(refusing.where)
+    a = pool.submit(refusing.ledger_task, str(folder), "a")
+    futures.append(a)
+    _ledger_started(folder, "a")
+    b = pool.submit(refusing.ledger_task, str(folder), "b")
+    futures.append(b)
+    with pool._fallback.lock:
+        assert [task.future for task in a._fallback.slot._mg_tasks] == [a, b]
+    return a, b
+
+
+def test_a_process_has_its_next_task_queued_behind_the_running_one(refusing, tmp_path):
+    # So that the process starts it as soon as the running one ends, without a trip
+    # through this process (about half a millisecond per task otherwise).
+    futures = []
+    with InterpreterPoolExecutor(1) as pool, _cancelled_on_failure(futures):
+        a, b = _one_behind_the_other(pool, refusing, tmp_path, futures)
+        c = pool.submit(refusing.where, 3)
+        futures.append(c)
+        with pool._fallback.lock:
+            assert [task.future for task in pool._fallback.pending] == [c]  # one behind each running task
+        _ledger_release(tmp_path, "a")
+        _ledger_started(tmp_path, "b")
+        _ledger_release(tmp_path, "b")
+        assert (a.result(timeout=60), b.result(timeout=60), c.result(timeout=60)[0]) == (1, 1, 6)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("start-")) == ["start-a", "start-b"]
+
+
+@pytest.mark.parametrize("how", ["cancel", "time limit"])
+def test_stopping_a_process_task_does_not_lose_the_one_queued_behind_it(refusing, tmp_path, how):
+    # Its process is terminated: the task behind it had not started (the gate), so it
+    # runs on another process, once.
+    _ledger_fifos(tmp_path, "b")
+    started, release = _fifos(tmp_path)
+    futures = []
+    with InterpreterPoolExecutor(1) as pool, _cancelled_on_failure(futures):
+        pool.route(refusing.block)
+        pool.route(refusing.ledger_task)
+        limited = pool.with_timeout(1) if how == "time limit" else pool
+        a = limited.submit(refusing.block, started, release)
+        futures.append(a)
+        _wait_started(started)
+        b = pool.submit(refusing.ledger_task, str(tmp_path), "b")  # behind a
+        futures.append(b)
+        with pool._fallback.lock:
+            assert [task.future for task in a._fallback.slot._mg_tasks] == [a, b]
+        if how == "cancel":
+            assert a.cancel()
+        else:
+            with pytest.raises(TimeoutError, match="exceeded its time limit"):
+                a.result(timeout=60)
+        _ledger_started(tmp_path, "b")
+        _ledger_release(tmp_path, "b")
+        assert b.result(timeout=60) == 1
+        assert pool.submit(refusing.where, 2).result(timeout=60)[0] == 4
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("start-")] == ["start-b"]
+
+
+def test_cancelling_a_task_queued_behind_a_running_one_never_runs_it(refusing, tmp_path):
+    futures = []
+    with InterpreterPoolExecutor(1) as pool, _cancelled_on_failure(futures):
+        a, b = _one_behind_the_other(pool, refusing, tmp_path, futures)
+        assert b.cancel() and b.cancelled()
+        _ledger_release(tmp_path, "a")
+        assert a.result(timeout=60) == 1
+        pids = {pool.submit(refusing.where, x).result(timeout=60)[1] for x in range(3)}
+        assert len(pids) == 1  # its process was not terminated: only told to skip b
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("start-")] == ["start-a"]
+
+
+def test_stopping_a_task_whose_process_moved_on_leaves_the_next_one_running(refusing, tmp_path, monkeypatch):
+    # a has returned and its process runs b, but a's result is still on its way here
+    # (held below): cancelling a now must not terminate the process, which runs b.
+    from manygil import _fallback
+
+    started, release = _fifos(tmp_path)
+    hold, holding = threading.Event(), threading.Event()
+    original = _fallback._ProcessTask._done
+
+    def held(task, inner):
+        if task.label.endswith("where") and not holding.is_set():
+            holding.set()
+            assert hold.wait(60)
+        original(task, inner)
+
+    futures = []
+    with InterpreterPoolExecutor(1) as pool, _cancelled_on_failure(futures):
+        pool.route(refusing.where)
+        pool.route(refusing.block)
+        assert pool.submit(refusing.where, 0).result(timeout=120)[0] == 0  # a process is up
+        monkeypatch.setattr(_fallback._ProcessTask, "_done", held)
+        a = pool.submit(refusing.where, 1)
+        b = pool.submit(refusing.block, started, release)
+        futures += [a, b]
+        try:
+            _wait_started(started)  # b runs: a is done in its process
+            assert holding.is_set() and not a.done()
+            assert a.cancel()
+        finally:
+            hold.set()
+        with open(release, "w") as f:
+            f.write("released")
+        assert b.result(timeout=60) == "released"

@@ -142,7 +142,7 @@ class Fallback:
         self.warned: set[str] = set()  # route_keys whose FallbackWarning was given
         # The caller's script does not import in an interpreter (numpy at its top): its
         # functions go by value from then on (cloudpickle).
-        self.script_refused = _transport.HAS_CLOUDPICKLE and _main_file() in _SCRIPTS_REFUSED
+        self.script_refused = _transport.has_cloudpickle() and _main_file() in _SCRIPTS_REFUSED
         self.resubmit: Callable[[], Callable[[Any], None] | None] | None = None  # the pool's, weakly
         # The seats both sides share (process side only: a shared-GIL side's tasks take
         # turns on one GIL anyway).  pool_state (the pool's _PoolState, weakly) takes a
@@ -182,7 +182,7 @@ class Fallback:
             or getattr(item.fn, "__module__", None) != "__main__"
             or self.resubmit is None
             or (resubmit := self.resubmit()) is None
-            or not _transport.HAS_CLOUDPICKLE
+            or not _transport.has_cloudpickle()
         ):
             return False
         self.refuse_script()
@@ -195,7 +195,7 @@ class Fallback:
     def refuse_script(self) -> None:
         """A module refused the caller's script: its functions go by value from now on,
         in this pool and in those made after it."""
-        self.script_refused = _transport.HAS_CLOUDPICKLE
+        self.script_refused = _transport.has_cloudpickle()
         if self.script_refused and _main_file():
             _SCRIPTS_REFUSED.add(_main_file())
 
@@ -369,7 +369,8 @@ class Fallback:
                 self.wake.notify_all()
 
     def _pump(self) -> None:
-        """Start pending process tasks on free slots and seats."""
+        """Start pending process tasks on free slots and seats, or queue the next one
+        behind a running task (``_behind``)."""
         while True:
             with self.lock:
                 task = None
@@ -381,23 +382,22 @@ class Fallback:
                     self.wake.notify_all()  # shutdown() may wait for the queue to empty
                     break
                 cause = self.cannot_start
-                if cause is not None:
-                    slot = None
-                elif self.idle:
-                    slot = self.idle.pop()
-                elif self.slots < self.max_workers:
-                    slot = None
-                    self.slots += 1
-                else:
-                    self.pending.appendleft(task)
-                    return
-                if cause is None and self.seats is not None and not self.seats.take("process"):
-                    self.pending.appendleft(task)  # the seat's holder pokes when it leaves
-                    if slot is None:
-                        self.slots -= 1
+                slot = None
+                if cause is None:
+                    free = bool(self.idle) or self.slots < self.max_workers
+                    if free and (self.seats is None or self.seats.take("process")):
+                        if self.idle:
+                            slot = self.idle.pop()
+                            self._queue_on(slot, task)
+                        else:
+                            self.slots += 1  # _launch makes it
                     else:
-                        self.idle.append(slot)
-                    return
+                        slot = self._behind(task)
+                        if slot is None:
+                            self.pending.appendleft(task)  # a seat's holder pokes when it leaves
+                            return
+                        task.seat = False  # it takes the seat of the task it waits behind
+                        self._queue_on(slot, task)
                 self.launching.add(task)
             try:
                 self._launch(task, slot, cause)
@@ -412,6 +412,41 @@ class Fallback:
         if state is not None and state.waiting():
             state.kick()
 
+    def _behind(self, task: _ProcessTask) -> Any:
+        """A slot whose process runs one task, for ``task`` to wait in, so that the
+        process starts it as soon as that one ends (a hand-over through this process
+        left it idle for about half a millisecond per task), or None (lock held).
+
+        Not for a task with a time limit (its clock starts when it starts) nor with
+        ``max_tasks_per_worker`` (the process may leave after its task); not when this
+        side holds more than its share of the seats while interpreter tasks wait for one.
+        Stopping the task in front never loses the one behind: see ``_ProcessTask.stop``."""
+        if task.timeout is not None or self.max_tasks is not None:
+            return None
+        if self.seats is not None and self.seats.above_share("process"):
+            state = self.pool_state()
+            if state is not None and state.waiting():
+                return None
+        for ahead in self.running:
+            slot = ahead.slot
+            if (
+                slot is not None
+                and not slot._mg_dead
+                and len(slot._mg_tasks) == 1
+                and slot._mg_tasks[0] is ahead
+                and ahead.inner is not None  # submitted: the process gets them in order
+                and not ahead.stopped
+            ):
+                return slot
+        return None
+
+    @staticmethod
+    def _queue_on(slot: Any, task: _ProcessTask) -> None:
+        """File ``task`` as the next of ``slot``'s tasks, numbered in their order (lock held)."""
+        slot._mg_count += 1
+        task.seq = slot._mg_count
+        slot._mg_tasks.append(task)
+
     def _launch(self, task: _ProcessTask, slot: Any, cause: BaseException | None) -> None:
         """Start ``task`` on ``slot`` (a new one if None), or fail it with ``cause``."""
         if cause is not None:
@@ -420,11 +455,23 @@ class Fallback:
         try:
             if slot is None:
                 slot = self._new_slot()
+                with self.lock:
+                    self._queue_on(slot, task)
             task.start(self, slot)
         except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
             with self.lock:
+                if slot is not None and task in slot._mg_tasks:
+                    slot._mg_tasks.remove(task)
+                if not task.seat:
+                    # Behind a task whose process ended meanwhile (the slot is shut
+                    # down): it waits for another slot; that task's end counts the slot.
+                    slot._mg_dead = True
+                    task.seat = True
+                    self.pending.appendleft(task)
+                    return
                 self.slots -= 1
                 if slot is not None:
+                    slot._mg_dead = slot._mg_released = True
                     self.dead.append(slot)  # joined by shutdown()
                 self.cannot_start = _bare(exc)
             self._give_seat()
@@ -468,21 +515,55 @@ class Fallback:
             init = _dump_call(self.initializer, self.initargs, {}, [], initializer=True)  # kept by the pool
         context = multiprocessing.get_context(method)
         alive = context.Value("b", 0, lock=False)  # set once its process is ready for tasks
-        slot = _slot_class()(1, mp_context=context, initializer=_slot_init, initargs=(alive, init), **extra)
+        gate = context.Array("q", 4)  # see _ProcessTask.stop; its lock is shared with the process
+        slot = _slot_class()(1, mp_context=context, initializer=_slot_init, initargs=(alive, init, gate), **extra)
         slot._mg_alive = alive
+        slot._mg_gate = gate
+        slot._mg_tasks = deque()  # its tasks, in the order its process gets them (at most 2)
+        slot._mg_count = 0  # the number of the last of them
+        slot._mg_dead = False  # terminated or broken: it takes no task any more
+        slot._mg_released = False  # counted off self.slots, in self.dead
         return slot
 
-    def slot_free(self, slot: Any, killed: bool) -> None:
-        """A slot finished its task (or was terminated): reuse it, pass its seat on,
-        start what waits."""
+    def task_left(self, task: _ProcessTask, not_started: bool, broken: bool) -> bool:
+        """``task``'s process is done with it: its slot takes the next task (the one
+        queued behind it, on its seat) or goes idle, or, broken or terminated, is
+        counted off; a task that never started waits again.  Returns whether it does."""
+        slot = task.slot
         with self.lock:
-            if killed:
+            task.finished = True
+            if task in slot._mg_tasks:
+                slot._mg_tasks.remove(task)
+            if broken or task.killed:
+                slot._mg_dead = True
+            if slot._mg_dead and not slot._mg_released:
+                slot._mg_released = True
                 self.slots -= 1
                 self.dead.append(slot)  # joined by shutdown()
-            else:
-                self.idle.append(slot)
-        self._give_seat()
+            seat = task.seat
+            if not slot._mg_dead:
+                if slot._mg_tasks:
+                    if seat:
+                        slot._mg_tasks[0].seat, seat = True, False  # its process starts it now
+                else:
+                    self.idle.append(slot)
+            again = (
+                not_started
+                and not task.stopped
+                and task.timeout is None
+                and self.cannot_start is None
+                and not task.future.done()
+            )
+            if again:  # never ran: it goes first once a slot is free
+                self.running.discard(task)
+                task.side = task.slot = task.inner = None
+                task.finished = False
+                task.seat = True
+                self.pending.appendleft(task)
+        if seat:
+            self._give_seat()
         self._pump()
+        return again
 
     def watch(self, task: _ProcessTask) -> None:
         """Stop ``task`` when its time limit passes."""
@@ -587,14 +668,17 @@ class _ProcessTask:
         self.side: Fallback | None = None
         self.slot: Any = None
         self.inner: Future[Any] | None = None
-        self.stopped = False  # stop() terminated its process
+        self.seq = 0  # its number among its slot's tasks (the gate's, see stop())
+        self.seat = True  # it holds a seat; one queued behind another takes that one's
+        self.stopped = False  # stop() stopped it: its outcome is not its future's
+        self.killed = False  # stop() terminated its process
         self.finished = False  # its process is done with it: stop() must not terminate it
         self.kept: list[Any] = []
 
     def start(self, side: Fallback, slot: Any) -> None:
         # submit() raises when no process can start (e.g. the forkserver died): then
         # nothing is registered, and the pump fails the task.
-        inner = slot.submit(_call_pickled, self.data, side.forward)
+        inner = slot.submit(_call_gated, self.data, side.forward, self.seq)
         with side.lock:
             self.side, self.slot, self.inner = side, slot, inner  # from now on stop() stops it
             side.running.add(self)
@@ -603,26 +687,34 @@ class _ProcessTask:
         if self.timeout is not None:
             self.deadline = time.monotonic() + self.timeout
             side.watch(self)
-        self.inner.add_done_callback(self._done)
+        inner.add_done_callback(self._done)
 
     def _done(self, inner: Future[Any]) -> None:
-        side = self.side
+        side, slot = self.side, self.slot
         assert side is not None
         # A slot whose process died is broken: never reused.  (This runs on its
         # management thread, which then holds the slot's lock: a submit to it here
         # would wait forever.)
         from concurrent.futures.process import BrokenProcessPool  # loaded: a slot is one
 
-        broken = not inner.cancelled() and isinstance(inner.exception(), BrokenProcessPool)
-        with side.lock:
-            # From here stop() leaves the slot alone: else a stop() that checked just
-            # before would shut down a slot already handed to the next task.
-            self.finished = True
-            if broken and not self.stopped and not self.slot._mg_alive.value:  # died starting up
-                side.cannot_start = _bare(inner.exception())  # type: ignore[arg-type]
+        cancelled = inner.cancelled()  # terminated before its process got it
+        exc = None if cancelled else inner.exception()
+        broken = isinstance(exc, BrokenProcessPool)
+        turned_away = not cancelled and exc is None and inner.result() is None  # by the gate
+        # The process wrote each task's number as it started it, and is gone if broken.
+        not_started = cancelled or turned_away or (broken and slot._mg_gate.get_obj()[_STARTED] < self.seq)
+        if broken and not self.stopped and not slot._mg_alive.value:  # died starting up
+            with side.lock:
+                side.cannot_start = _bare(exc)  # type: ignore[arg-type]
         # The next task first, so that the process does not wait while this result loads.
-        side.slot_free(self.slot, self.stopped or broken)
-        if not self.stopped:
+        if side.task_left(self, not_started, broken):
+            return  # it waits for another slot
+        if self.stopped:
+            pass
+        elif turned_away:
+            _set_exception(self.future, BrokenProcessPool(
+                f"manygil: the process worker of task {self.label} ended before the task started"))
+        else:
             _settle(self.future, inner, forward=side.forward, pickled=True)
         self.kept = []  # the result, which may name a kept buffer, is loaded
         with side.lock:
@@ -641,6 +733,17 @@ class _ProcessTask:
         self.stop()
 
     def stop(self) -> None:
+        """Stop it without touching another task of its slot.
+
+        A slot's process may have the next task queued behind this one, and finishes
+        one and starts the next without this process in between.  So whether this
+        task runs is decided at the gate, an array in memory both processes share,
+        under its lock: the process writes each task's number there as it starts it
+        (``_call_gated``) and turns away one marked skipped, or every one once the slot
+        is closing.  Here, under the same lock: a task that started (and is not done)
+        closes the slot and its process is terminated, so the next one cannot start
+        and waits again for another slot; one that has not started is marked skipped
+        and never runs; one its process finished needs nothing."""
         side = self.side
         if side is None:
             return  # not started: the pump skips it (its future is done)
@@ -648,15 +751,54 @@ class _ProcessTask:
             if self.slot is None or self.stopped or self.finished:
                 return  # finished: its slot may run the next task already
             self.stopped = True
-        _terminate(self.slot)
+            slot = self.slot
+        lock = slot._mg_gate.get_lock()
+        # Held for a few instructions at a time; a process killed holding it (by the
+        # system) gives it up never: then this terminates the process anyway.
+        got = lock.acquire(timeout=1.0)
+        kill = False
+        try:
+            gate = slot._mg_gate.get_obj()
+            if gate[_STARTED] == self.seq or not got:
+                with side.lock:
+                    if not self.finished:
+                        kill = self.killed = slot._mg_dead = True
+                        gate[_CLOSING] = 1
+            elif gate[_STARTED] < self.seq:
+                gate[_SKIP + self.seq % 2] = self.seq  # at most two tasks per slot: one cell each
+        finally:
+            if got:
+                lock.release()
+        if kill:
+            _terminate(slot)
+
+
+# The gate's cells (see _ProcessTask.stop).
+_STARTED, _CLOSING, _SKIP = 0, 1, 2
+_GATE: Any = None  # in a process worker: its slot's gate
+
+
+def _call_gated(data: bytes, forward: bool, seq: int) -> Any:
+    """Run task number ``seq`` of this process's slot, unless it was stopped before it
+    started (then None, which no task's outcome is: ``_call_pickled`` returns bytes or a
+    tuple)."""
+    gate = _GATE
+    with gate.get_lock():
+        cells = gate.get_obj()
+        if cells[_CLOSING] or cells[_SKIP + seq % 2] == seq:
+            return None
+        cells[_STARTED] = seq
+    return _call_pickled(data, forward)
 
 
 def _ready() -> None:
     """The first call a slot's process runs: it is up, its initializer ran."""
 
 
-def _slot_init(alive: Any, init: bytes | None) -> None:
+def _slot_init(alive: Any, init: bytes | None, gate: Any) -> None:
     """A process worker's initializer: the pool's, then say it is ready."""
+    global _GATE
+    _GATE = gate
     if init is not None:
         _call_pickled(init, False)
     alive.value = 1
@@ -727,7 +869,7 @@ def _dump_call(
     from ._handles import dump_foreign
 
     # A process cannot import an interactive __main__: its functions go by value.
-    by_value = _transport.HAS_CLOUDPICKLE and _transport._interactive_main()
+    by_value = _transport.has_cloudpickle() and _transport._interactive_main()
 
     def dump(obj: object) -> bytes:
         return _transport.dumps_by_value(obj) if by_value else pickle.dumps(obj, protocol=5)

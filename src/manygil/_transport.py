@@ -31,31 +31,103 @@ TAG_BYTES = 1
 TAG_STR = 2
 
 __all__ = (
-    "HAS_CLOUDPICKLE",
     "TAG_BYTES",
     "TAG_PICKLE",
     "TAG_STR",
     "describe",
     "dumps",
     "dumps_by_value",
+    "has_cloudpickle",
     "loads",
     "main_hint",
 )
 
-try:  # optional: by-value pickling of lambdas, closures, interactive functions
-    import cloudpickle as _cloudpickle
-except ImportError:  # pragma: no cover - depends on the environment
-    _cloudpickle = None
+# cloudpickle (optional: by-value pickling of lambdas, closures, interactive functions)
+# is imported when a value first needs it, not with this module: a worker that imports
+# the caller's script (which imports manygil) would pay 18 ms for it.  None: not installed.
+_UNKNOWN: Any = object()
+_cloudpickle: Any = _UNKNOWN
 
 
-HAS_CLOUDPICKLE = _cloudpickle is not None
+def _cp() -> Any:
+    """The cloudpickle module, or None when it is not installed."""
+    global _cloudpickle
+    if _cloudpickle is _UNKNOWN:
+        try:
+            import cloudpickle
+        except ImportError:  # pragma: no cover - depends on the environment
+            cloudpickle = None
+        _cloudpickle = cloudpickle
+    return _cloudpickle
+
+
+def has_cloudpickle() -> bool:
+    """Whether cloudpickle is installed (without importing it)."""
+    global _found
+    if _cloudpickle is not _UNKNOWN:
+        return _cloudpickle is not None
+    if _found is None:
+        import importlib.util
+
+        _found = importlib.util.find_spec("cloudpickle") is not None
+    return _found
+
+
+_found: bool | None = None
+
+
+def _slim_names(cp: Any) -> dict[int, str]:
+    """id -> name of cloudpickle's functions that ``_byvalue`` copies, which manygil's
+    pickles name instead (so that loading them does not import cloudpickle)."""
+    if not str(getattr(cp, "__version__", "")).startswith("3."):
+        return {}  # another major version: its pickles may call them differently
+    from . import _byvalue
+
+    inner = cp.cloudpickle
+    return {id(getattr(inner, name)): name for name in _byvalue.NAMES if hasattr(inner, name)}
+
+
+def _pickler_class(checked: bool) -> Any:
+    """cloudpickle's Pickler, naming ``_byvalue``'s copies of its functions; ``checked``:
+    an object that must not cross even by value raises ``_Unsendable``."""
+    cp = _cp()
+    key = (checked, id(cp))
+    cls = _PICKLERS.get(key)
+    if cls is not None:
+        return cls
+    from ._byvalue import lookup
+
+    slim = _slim_names(cp)
+    inner = cp.cloudpickle
+
+    class Pickler(cp.Pickler):  # type: ignore[misc,name-defined]
+        def reducer_override(self, obj: Any) -> Any:
+            name = slim.get(id(obj))
+            if name is not None and getattr(inner, name) is obj:
+                return lookup, (name,)
+            if checked and _unsendable_kind(obj) is not None:
+                raise _Unsendable(obj)
+            return super().reducer_override(obj)
+
+    _PICKLERS[key] = Pickler
+    return Pickler
+
+
+_PICKLERS: dict[tuple[bool, int], Any] = {}
+
+
+def _dump_by_value(obj: object, checked: bool) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    _pickler_class(checked)(buf, protocol=5).dump(obj)
+    return buf.getvalue()
 
 
 def dumps_by_value(obj: object) -> bytes:
     """``obj`` pickled by cloudpickle: what ``__main__`` defines goes by value, the rest
-    by reference (callers check ``HAS_CLOUDPICKLE`` first)."""
-    assert _cloudpickle is not None
-    return bytes(_cloudpickle.dumps(obj, protocol=5))
+    by reference (callers check ``has_cloudpickle()`` first)."""
+    return _dump_by_value(obj, checked=False)
 
 
 def describe(obj: object) -> str:
@@ -152,19 +224,9 @@ def _unsendable_kind(obj: object) -> str | None:
 
 
 def _pickle_fallback(obj: object, error: Exception) -> bytes:
-    if _cloudpickle is not None:
-        import io
-
-        class Pickler(_cloudpickle.Pickler):  # type: ignore[misc]
-            def reducer_override(self, item: Any) -> Any:
-                if _unsendable_kind(item) is not None:
-                    raise _Unsendable(item)
-                return super().reducer_override(item)
-
-        buf = io.BytesIO()
+    if _cp() is not None:
         try:
-            Pickler(buf, protocol=5).dump(obj)
-            return buf.getvalue()
+            return _dump_by_value(obj, checked=True)
         except _Unsendable as exc:
             raise NotShareableError(_not_picklable(exc.obj, error)) from error
         except Exception as exc:
@@ -200,7 +262,7 @@ def _not_picklable(obj: object, error: Exception) -> str:
     if fix is not None:
         return f"cannot send {what} to another interpreter: {fix}"
     fix = "define it at module level"
-    if _cloudpickle is None:
+    if _cp() is None:
         fix += " or install cloudpickle (pip install cloudpickle; manygil depends on it)"
     return (
         f"cannot send {what} to another interpreter: it is not shareable and pickle "
