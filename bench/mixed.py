@@ -14,7 +14,7 @@ Two settings, each timed from creating the pool to the end of its ``with`` block
   runs once; the forkserver starts there too, and manygil learns which functions go
   to processes;
 - a later pool in the same process: the forkserver is up (with this script imported)
-  and manygil's pool learns again (it keeps no routes across pools).
+  and manygil's pool starts from the routes the earlier pools learned.
 
 numpy's BLAS starts a thread per core in every process that imports it; with one
 process per core those threads fight for the cores (seen here: 100 numpy tasks took

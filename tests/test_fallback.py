@@ -762,7 +762,7 @@ def test_stopping_a_task_whose_process_moved_on_leaves_the_next_one_running(refu
         futures += [a, b]
         try:
             _wait_started(started)  # b runs: a is done in its process
-            assert holding.is_set() and not a.done()
+            assert holding.wait(60) and not a.done()  # a's result arrived, and waits here
             assert a.cancel()
         finally:
             hold.set()
