@@ -769,3 +769,24 @@ def test_stopping_a_task_whose_process_moved_on_leaves_the_next_one_running(refu
         with open(release, "w") as f:
             f.write("released")
         assert b.result(timeout=60) == "released"
+
+
+def test_a_process_that_died_while_idle_is_replaced_for_the_next_task(refusing):
+    # Killed from outside (the OOM killer, a user's kill): the next task found its slot
+    # broken, was failed, and "no process worker could start" failed every later one.
+    import signal
+
+    with InterpreterPoolExecutor(1) as pool:
+        pool.route(refusing.where)
+        _, first_pid, _ = pool.submit(refusing.where, 1).result(timeout=120)
+        side = pool._fallback
+        with side.lock:
+            (slot,) = side.idle
+        os.kill(first_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not slot._broken and time.monotonic() < deadline:  # its pool noticed
+            threading.Event().wait(0.01)
+        assert slot._broken
+        results = [pool.submit(refusing.where, x).result(timeout=120) for x in range(3)]
+        assert [value for value, _, _ in results] == [0, 2, 4]
+        assert first_pid not in {pid for _, pid, _ in results}

@@ -462,18 +462,29 @@ class Fallback:
             with self.lock:
                 if slot is not None and task in slot._mg_tasks:
                     slot._mg_tasks.remove(task)
-                if not task.seat:
-                    # Behind a task whose process ended meanwhile (the slot is shut
-                    # down): it waits for another slot; that task's end counts the slot.
+                # Its process had started and ended since (terminated by a stop() of the
+                # task in front, or it died): not a process that cannot start.  The task
+                # never ran and waits for another slot; the slot is counted off by the
+                # end of a task still on it, else here.
+                again = slot is not None and (not task.seat or bool(slot._mg_alive.value))
+                if again:
                     slot._mg_dead = True
-                    task.seat = True
+                    if not slot._mg_tasks and not slot._mg_released:
+                        slot._mg_released = True
+                        self.slots -= 1
+                        self.dead.append(slot)  # joined by shutdown()
+                    seat, task.seat = task.seat, True
                     self.pending.appendleft(task)
-                    return
-                self.slots -= 1
-                if slot is not None:
-                    slot._mg_dead = slot._mg_released = True
-                    self.dead.append(slot)  # joined by shutdown()
-                self.cannot_start = _bare(exc)
+                else:
+                    self.slots -= 1
+                    if slot is not None:
+                        slot._mg_dead = slot._mg_released = True
+                        self.dead.append(slot)  # joined by shutdown()
+                    self.cannot_start = _bare(exc)
+            if again:
+                if seat:
+                    self._give_seat()
+                return
             self._give_seat()
             _set_exception(task.future, exc)
 
