@@ -181,9 +181,7 @@ def scenario(rng: random.Random, number: int, leave_open: bool) -> list[Op]:
             fut = pool.with_timeout(0.2).submit(helpers.in_process_sleep, 60)
             ops.append(Op(kind, fut, expect_error((TimeoutError,), True)))
         del i
-    # Not shutdown(wait=False) with process tasks: it shuts down idle process workers
-    # while tasks may still wait for them (a known issue, docs/limitations.md).
-    end = "open" if leave_open else rng.choice(["wait", "cancel"] if processes else ["wait", "cancel", "nowait"])
+    end = "open" if leave_open else rng.choice(["wait", "cancel", "nowait"])
     if end == "wait":
         pool.shutdown(wait=True)
     elif end == "cancel":

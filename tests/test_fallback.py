@@ -741,26 +741,34 @@ def test_stopping_a_task_whose_process_moved_on_leaves_the_next_one_running(refu
     # (held below): cancelling a now must not terminate the process, which runs b.
     from manygil import _fallback
 
+    _ledger_fifos(tmp_path, "a")
     started, release = _fifos(tmp_path)
     hold, holding = threading.Event(), threading.Event()
     original = _fallback._ProcessTask._done
 
     def held(task, inner):
-        if task.label.endswith("where") and not holding.is_set():
+        if task.label.endswith("ledger_task") and not holding.is_set():
             holding.set()
             assert hold.wait(60)
         original(task, inner)
 
     futures = []
     with InterpreterPoolExecutor(1) as pool, _cancelled_on_failure(futures):
-        pool.route(refusing.where)
+        pool.route(refusing.ledger_task)
         pool.route(refusing.block)
-        assert pool.submit(refusing.where, 0).result(timeout=120)[0] == 0  # a process is up
         monkeypatch.setattr(_fallback._ProcessTask, "_done", held)
-        a = pool.submit(refusing.where, 1)
+        a = pool.submit(refusing.ledger_task, str(tmp_path), "a")
+        futures.append(a)
+        _ledger_started(tmp_path, "a")
         b = pool.submit(refusing.block, started, release)
-        futures += [a, b]
+        futures.append(b)
+        # b is in its process's queue (held, a's result would stop the pool's thread that
+        # puts it there): a ProcessPoolExecutor marks it running then.
+        deadline = time.monotonic() + 60
+        while not b._fallback.inner.running() and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
         try:
+            _ledger_release(tmp_path, "a")
             _wait_started(started)  # b runs: a is done in its process
             assert holding.wait(60) and not a.done()  # a's result arrived, and waits here
             assert a.cancel()
