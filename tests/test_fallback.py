@@ -798,3 +798,4 @@ def test_a_process_that_died_while_idle_is_replaced_for_the_next_task(refusing):
         results = [pool.submit(refusing.where, x).result(timeout=120) for x in range(3)]
         assert [value for value, _, _ in results] == [0, 2, 4]
         assert first_pid not in {pid for _, pid, _ in results}
+

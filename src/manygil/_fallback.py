@@ -475,6 +475,7 @@ class Fallback:
                         self.dead.append(slot)  # joined by shutdown()
                     seat, task.seat = task.seat, True
                     self.pending.appendleft(task)
+                    self._ensure_thread("dispatcher")  # which ends once nothing waits after shutdown
                 else:
                     self.slots -= 1
                     if slot is not None:
@@ -571,6 +572,7 @@ class Fallback:
                 task.finished = False
                 task.seat = True
                 self.pending.appendleft(task)
+                self._ensure_thread("dispatcher")  # which ends once nothing waits after shutdown
         if seat:
             self._give_seat()
         self._pump()
