@@ -799,3 +799,36 @@ def test_a_process_that_died_while_idle_is_replaced_for_the_next_task(refusing):
         assert [value for value, _, _ in results] == [0, 2, 4]
         assert first_pid not in {pid for _, pid, _ in results}
 
+
+
+def test_a_task_queued_behind_a_long_one_moves_to_a_process_that_came_free(refusing, tmp_path):
+    # Queued behind a in a's process, b would wait for a however long it runs; once a
+    # seat and a process are free it runs there instead (a ProcessPoolExecutor's queue
+    # is shared by its processes).
+    _ledger_fifos(tmp_path, "b")
+    started, release = _fifos(tmp_path)
+    inside, release_x = Event(), Event()
+    futures = []
+    with InterpreterPoolExecutor(2) as pool, _cancelled_on_failure(futures):
+        pool.route(refusing.block)
+        pool.route(refusing.ledger_task)
+        a = pool.submit(refusing.block, started, release)
+        futures.append(a)
+        _wait_started(started)
+        x = pool.submit(helpers.acquire_and_hold, Lock(), inside, release_x)  # the other seat
+        futures.append(x)
+        assert inside.wait(60)
+        b = pool.submit(refusing.ledger_task, str(tmp_path), "b")
+        futures.append(b)
+        with pool._fallback.lock:
+            assert [task.future for task in a._fallback.slot._mg_tasks] == [a, b]  # behind a
+        release_x.set()  # a seat comes free
+        assert x.result(timeout=60) is True
+        _ledger_started(tmp_path, "b")  # b runs while a still blocks
+        _ledger_release(tmp_path, "b")
+        assert b.result(timeout=60) == 1
+        assert not a.done()
+        with open(release, "w") as f:
+            f.write("released")
+        assert a.result(timeout=60) == "released"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("start-")] == ["start-b"]

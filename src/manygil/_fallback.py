@@ -303,8 +303,14 @@ class Fallback:
 
     def waiting(self) -> bool:
         """Process tasks wait for a seat and a process is ready for one (read without
-        the lock: a hint).  While the processes start, the interpreters keep the seats."""
-        return bool(self.pending) and (bool(self.idle) or self.slots < self.max_workers)
+        the lock: a hint): in the queue, or behind a running task in its process (which
+        a free seat lets move, see ``_move_one``).  While the processes start, the
+        interpreters keep the seats."""
+        return (bool(self.idle) or self.slots < self.max_workers) and (bool(self.pending) or self._one_behind())
+
+    def _one_behind(self) -> bool:
+        """A task waits behind another in its process (without the lock: a hint)."""
+        return any(task.slot is not None and len(task.slot._mg_tasks) == 2 for task in list(self.running))
 
     def _warm_up(self, count: int) -> None:
         """The warm-up thread: start the processes of ``count`` reserved slots now,
@@ -364,7 +370,7 @@ class Fallback:
         """A seat was freed on the interpreter side: start what waits here, from the
         dispatcher thread (the pool calls this with its own lock held)."""
         with self.lock:
-            if self.pending:
+            if self.pending or self._one_behind():
                 self.poked = True
                 self.wake.notify_all()
 
@@ -405,6 +411,9 @@ class Fallback:
                 with self.lock:
                     self.launching.discard(task)
                     self.wake.notify_all()  # shutdown() may wait for it
+        if self._move_one():
+            self._pump()  # it waits at the front now
+            return
         self._retire_if_closed()
         # Nothing (left) to start here: a seat handed over for a task that was cancelled
         # meanwhile goes back to the pool's waiting tasks.
@@ -439,6 +448,53 @@ class Fallback:
             ):
                 return slot
         return None
+
+    def _move_one(self) -> bool:
+        """A slot and a seat are free and nothing waits: take back a task queued behind
+        a running one that has not started (it would wait for that one however long it
+        runs; a ``ProcessPoolExecutor``'s queue is shared by its processes) and put it
+        first in the queue.  Returns whether one was moved."""
+        with self.lock:
+            if self.pending or self.seats is None or not (self.idle or self.slots < self.max_workers):
+                return False
+            if self.seats.held["interp"] + self.seats.held["process"] >= self.seats.total:
+                return False  # a hint: the pump takes a seat itself
+            behind = next(
+                (
+                    slot._mg_tasks[1]
+                    for slot in {task.slot for task in self.running if task.slot is not None}
+                    if len(slot._mg_tasks) == 2 and slot._mg_tasks[1].inner is not None and not slot._mg_dead
+                ),
+                None,
+            )
+        if behind is None:
+            return False
+        slot = behind.slot
+        lock = slot._mg_gate.get_lock()
+        if not lock.acquire(timeout=1.0):
+            return False
+        try:
+            gate = slot._mg_gate.get_obj()
+            with self.lock:
+                if behind.slot is not slot or behind.stopped or behind.finished or gate[_STARTED] >= behind.seq:
+                    return False  # it started (or ended) meanwhile
+                gate[_SKIP + behind.seq % 2] = behind.seq  # its process turns it away
+                behind.moved = True
+                slot._mg_tasks.remove(behind)
+                self.running.discard(behind)
+                seat, behind.seat = behind.seat, False
+                if seat and not slot._mg_dead and not slot._mg_tasks:
+                    self.idle.append(slot)  # the task in front had ended and passed its seat on
+                again = _ProcessTask(behind.future, behind.data, behind.timeout, behind.label)
+                again.kept = behind.kept
+                behind.future._fallback = again  # what cancel() stops
+                self.pending.appendleft(again)
+                self._ensure_thread("dispatcher")
+        finally:
+            lock.release()
+        if seat:
+            self._give_seat()
+        return True
 
     @staticmethod
     def _queue_on(slot: Any, task: _ProcessTask) -> None:
@@ -686,6 +742,7 @@ class _ProcessTask:
         self.stopped = False  # stop() stopped it: its outcome is not its future's
         self.killed = False  # stop() terminated its process
         self.finished = False  # its process is done with it: stop() must not terminate it
+        self.moved = False  # taken back from its slot before it started (_move_one)
         self.kept: list[Any] = []
 
     def start(self, side: Fallback, slot: Any) -> None:
@@ -703,6 +760,8 @@ class _ProcessTask:
         inner.add_done_callback(self._done)
 
     def _done(self, inner: Future[Any]) -> None:
+        if self.moved:
+            return  # its process turned it away; it runs as another _ProcessTask
         side, slot = self.side, self.slot
         assert side is not None
         # A slot whose process died is broken: never reused.  (This runs on its
