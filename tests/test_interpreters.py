@@ -430,7 +430,16 @@ def test_listing_interpreters_waits_for_a_destroy_on_another_thread(monkeypatch)
             assert release.wait(60)
         original(interp_id)
 
+    blocked = threading.Event()  # a caller found it must wait for its turn
+
+    class Turns(threading.Condition):
+        def wait_for(self, predicate, timeout=None):
+            if not predicate():
+                blocked.set()
+            return super().wait_for(predicate, timeout)
+
     monkeypatch.setattr(_backend._impl, "destroy", held_destroy)
+    monkeypatch.setattr(_backend, "_turns", Turns(threading.RLock()))
     monkeypatch.setattr(_backend, "_LIST_WAIT", 120.0)  # the list below waits, however slow the machine
     interp, other = I.create(), I.create()
     held.add(interp.id)
@@ -438,11 +447,12 @@ def test_listing_interpreters_waits_for_a_destroy_on_another_thread(monkeypatch)
     closer.start()
     assert inside.wait(60)
     other.close()  # not held up by the destroy in progress
+    assert not blocked.is_set()
     listed = []
     lister = threading.Thread(target=lambda: listed.append(I.list_all()))
     lister.start()
-    lister.join(0.2)
-    assert not listed  # still waiting for the destroy (without the wait it lists at once)
+    assert blocked.wait(60)  # the list waits for the destroy (without the wait it lists at once)
+    assert not listed
     release.set()
     closer.join(60)
     lister.join(60)
