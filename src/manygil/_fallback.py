@@ -306,11 +306,19 @@ class Fallback:
         the lock: a hint): in the queue, or behind a running task in its process (which
         a free seat lets move, see ``_move_one``).  While the processes start, the
         interpreters keep the seats."""
-        return (bool(self.idle) or self.slots < self.max_workers) and (bool(self.pending) or self._one_behind())
+        return (bool(self.idle) or self.slots < self.max_workers) and (
+            bool(self.pending) or self._queued_behind() is not None
+        )
 
-    def _one_behind(self) -> bool:
-        """A task waits behind another in its process (without the lock: a hint)."""
-        return any(task.slot is not None and len(task.slot._mg_tasks) == 2 for task in list(self.running))
+    def _queued_behind(self) -> _ProcessTask | None:
+        """A task submitted to a live slot behind the one its process runs (a hint
+        without the lock)."""
+        for ahead in list(self.running):
+            slot = ahead.slot
+            tasks = list(slot._mg_tasks) if slot is not None and not slot._mg_dead else []
+            if len(tasks) == 2 and tasks[1].inner is not None:
+                return tasks[1]  # type: ignore[no-any-return]
+        return None
 
     def _warm_up(self, count: int) -> None:
         """The warm-up thread: start the processes of ``count`` reserved slots now,
@@ -370,7 +378,7 @@ class Fallback:
         """A seat was freed on the interpreter side: start what waits here, from the
         dispatcher thread (the pool calls this with its own lock held)."""
         with self.lock:
-            if self.pending or self._one_behind():
+            if self.pending or self._queued_behind() is not None:
                 self.poked = True
                 self.wake.notify_all()
 
@@ -459,14 +467,7 @@ class Fallback:
                 return False
             if self.seats.held["interp"] + self.seats.held["process"] >= self.seats.total:
                 return False  # a hint: the pump takes a seat itself
-            behind = next(
-                (
-                    slot._mg_tasks[1]
-                    for slot in {task.slot for task in self.running if task.slot is not None}
-                    if len(slot._mg_tasks) == 2 and slot._mg_tasks[1].inner is not None and not slot._mg_dead
-                ),
-                None,
-            )
+            behind = self._queued_behind()
         if behind is None:
             return False
         slot = behind.slot
@@ -478,23 +479,35 @@ class Fallback:
             with self.lock:
                 if behind.slot is not slot or behind.stopped or behind.finished or gate[_STARTED] >= behind.seq:
                     return False  # it started (or ended) meanwhile
-                gate[_SKIP + behind.seq % 2] = behind.seq  # its process turns it away
+                _skip(gate, behind.seq)  # its process turns it away
                 behind.moved = True
                 slot._mg_tasks.remove(behind)
-                self.running.discard(behind)
                 seat, behind.seat = behind.seat, False
                 if seat and not slot._mg_dead and not slot._mg_tasks:
                     self.idle.append(slot)  # the task in front had ended and passed its seat on
-                again = _ProcessTask(behind.future, behind.data, behind.timeout, behind.label)
-                again.kept = behind.kept
-                behind.future._fallback = again  # what cancel() stops
-                self.pending.appendleft(again)
-                self._ensure_thread("dispatcher")
+                self._put_back(behind)
         finally:
             lock.release()
         if seat:
             self._give_seat()
         return True
+
+    def _put_back(self, task: _ProcessTask) -> None:
+        """``task`` never started: a copy of it waits first in the queue, for any slot
+        (lock held).  The copy is what the future's ``cancel()`` stops from now on."""
+        again = _ProcessTask(task.future, task.data, task.timeout, task.label)
+        again.kept = task.kept
+        task.future._fallback = again  # type: ignore[attr-defined]
+        self.running.discard(task)
+        self.pending.appendleft(again)
+        self._ensure_thread("dispatcher")  # which ends once nothing waits after shutdown
+
+    def _count_off(self, slot: Any) -> None:
+        """``slot`` takes no task any more: off ``self.slots``, once (lock held)."""
+        if not slot._mg_released:
+            slot._mg_released = True
+            self.slots -= 1
+            self.dead.append(slot)  # joined by shutdown()
 
     @staticmethod
     def _queue_on(slot: Any, task: _ProcessTask) -> None:
@@ -525,21 +538,18 @@ class Fallback:
                 again = slot is not None and (not task.seat or bool(slot._mg_alive.value))
                 if again:
                     slot._mg_dead = True
-                    if not slot._mg_tasks and not slot._mg_released:
-                        slot._mg_released = True
-                        self.slots -= 1
-                        self.dead.append(slot)  # joined by shutdown()
-                    seat, task.seat = task.seat, True
-                    self.pending.appendleft(task)
-                    self._ensure_thread("dispatcher")  # which ends once nothing waits after shutdown
+                    if not slot._mg_tasks:
+                        self._count_off(slot)
+                    self._put_back(task)
+                elif slot is None:
+                    self.slots -= 1  # the one the pump counted for it
                 else:
-                    self.slots -= 1
-                    if slot is not None:
-                        slot._mg_dead = slot._mg_released = True
-                        self.dead.append(slot)  # joined by shutdown()
+                    slot._mg_dead = True
+                    self._count_off(slot)
+                if not again:
                     self.cannot_start = _bare(exc)
             if again:
-                if seat:
+                if task.seat:
                     self._give_seat()
                 return
             self._give_seat()
@@ -604,10 +614,8 @@ class Fallback:
                 slot._mg_tasks.remove(task)
             if broken or task.killed:
                 slot._mg_dead = True
-            if slot._mg_dead and not slot._mg_released:
-                slot._mg_released = True
-                self.slots -= 1
-                self.dead.append(slot)  # joined by shutdown()
+            if slot._mg_dead:
+                self._count_off(slot)
             seat = task.seat
             if not slot._mg_dead:
                 if slot._mg_tasks:
@@ -623,12 +631,7 @@ class Fallback:
                 and not task.future.done()
             )
             if again:  # never ran: it goes first once a slot is free
-                self.running.discard(task)
-                task.side = task.slot = task.inner = None
-                task.finished = False
-                task.seat = True
-                self.pending.appendleft(task)
-                self._ensure_thread("dispatcher")  # which ends once nothing waits after shutdown
+                self._put_back(task)
         if seat:
             self._give_seat()
         self._pump()
@@ -781,12 +784,10 @@ class _ProcessTask:
         # The next task first, so that the process does not wait while this result loads.
         if side.task_left(self, not_started, broken):
             return  # it waits for another slot
-        if self.stopped:
-            pass
-        elif turned_away:
+        if turned_away and not self.stopped:
             _set_exception(self.future, BrokenProcessPool(
                 f"manygil: the process worker of task {self.label} ended before the task started"))
-        else:
+        elif not self.stopped:
             _settle(self.future, inner, forward=side.forward, pickled=True)
         self.kept = []  # the result, which may name a kept buffer, is loaded
         with side.lock:
@@ -837,7 +838,7 @@ class _ProcessTask:
                         kill = self.killed = slot._mg_dead = True
                         gate[_CLOSING] = 1
             elif gate[_STARTED] < self.seq:
-                gate[_SKIP + self.seq % 2] = self.seq  # at most two tasks per slot: one cell each
+                _skip(gate, self.seq)
         finally:
             if got:
                 lock.release()
@@ -848,6 +849,12 @@ class _ProcessTask:
 # The gate's cells (see _ProcessTask.stop).
 _STARTED, _CLOSING, _SKIP = 0, 1, 2
 _GATE: Any = None  # in a process worker: its slot's gate
+
+
+def _skip(cells: Any, seq: int) -> None:
+    """Mark task ``seq`` of a slot, not started, to be turned away (gate lock held).
+    A slot has at most two tasks, numbered in turn: one cell each, by parity."""
+    cells[_SKIP + seq % 2] = seq
 
 
 def _call_gated(data: bytes, forward: bool, seq: int) -> Any:
