@@ -27,9 +27,11 @@ def unlearned():
 
     _fallback._LEARNED.clear()
     _fallback._SCRIPTS_REFUSED.clear()
+    _fallback._REFUSING.clear()
     yield
     _fallback._LEARNED.clear()
     _fallback._SCRIPTS_REFUSED.clear()
+    _fallback._REFUSING.clear()
 
 
 @pytest.fixture(autouse=True)

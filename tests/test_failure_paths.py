@@ -314,3 +314,33 @@ def test_the_executors_finalizer_can_run_on_a_thread_that_holds_the_pool_lock():
     pool.shutdown(wait=True)
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(helpers.add, 1)
+
+
+def test_a_bug_in_the_pool_breaks_it_loudly_instead_of_losing_results(monkeypatch):
+    # manygil's own code failing where it hands out results (simulated here) must not
+    # leave futures waiting forever: the results it took are settled, the queued tasks
+    # fail with BrokenInterpreterPool naming the bug, and shutdown returns.
+    from concurrent.futures import wait
+
+    from manygil import BrokenInterpreterPool, _pool
+
+    real = _pool._PoolState._route_refused
+
+    def failing(self, done):
+        if done:
+            raise RuntimeError("simulated bug")
+        return real(self, done)
+
+    monkeypatch.setattr(_pool._PoolState, "_route_refused", failing)
+    with InterpreterPoolExecutor(1) as pool:
+        futures = [pool.submit(helpers.add, i, i) for i in range(6)]
+        assert not wait(futures, timeout=60).not_done
+        for i, future in enumerate(futures):
+            exc = future.exception()
+            if exc is None:
+                assert future.result() == 2 * i
+            else:
+                assert isinstance(exc, BrokenInterpreterPool), exc
+                assert "bug in manygil" in str(exc) and "simulated bug" in str(exc.__cause__)
+        with pytest.raises(BrokenInterpreterPool, match="simulated bug"):
+            pool.submit(helpers.add, 1, 1)

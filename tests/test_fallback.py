@@ -481,6 +481,65 @@ def test_a_later_pool_sends_a_refused_function_to_its_processes_from_the_first_c
             pool.submit(refusing.where, 1).result(timeout=120)
 
 
+def test_another_function_of_a_module_that_refused_goes_to_the_processes_untried(refusing):
+    # The first refusal names refusing_tasks (whose import failed on mg_single_phase): a
+    # call of another of its functions is routed as it is submitted, never refused again.
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.warns(FallbackWarning):
+            assert pool.submit(refusing.where, 1).result(timeout=120)[1] != os.getpid()
+        with pytest.warns(FallbackWarning, match="refusing_tasks.shout runs in a process worker"):
+            shouted = pool.submit(refusing.shout, "hi")
+        assert pool.routes()["refusing_tasks.shout"] == (
+            "process: the extension module refusing_tasks refuses an own-GIL interpreter "
+            "(it refused an earlier task)"
+        )
+        assert shouted.result(timeout=120) == 2
+        assert pool.submit(helpers.add, 1, 2).result(timeout=30) == 3  # other modules: unaffected
+
+
+def test_a_script_function_that_uses_a_module_that_refused_goes_by_its_globals(single_phase_dir, tmp_path):
+    # By value, a function of the script sends only the globals it uses: one that uses
+    # the refusing module (itself, or through another function of the script) goes to
+    # the processes untried, a pure one stays in the interpreters.
+    pytest.importorskip("cloudpickle")
+    script = tmp_path / "single_phase_at_the_top.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys, warnings
+        import mg_single_phase
+        from manygil import FallbackWarning, InterpreterPoolExecutor
+
+        def pure(x):
+            return x + 1, os.getpid()
+
+        def uses_it(x):
+            return mg_single_phase.__name__, x, os.getpid()
+
+        def through_another(x):
+            return uses_it(x)
+
+        if __name__ == "__main__":
+            warnings.simplefilter("ignore", FallbackWarning)
+            with InterpreterPoolExecutor(1) as pool:
+                value, pid = pool.submit(pure, 1).result(120)  # the script refuses the worker
+                print(value, pid == os.getpid())
+                for fn in (uses_it, through_another):
+                    name, value, pid = pool.submit(fn, 2).result(120)
+                    print(fn.__name__, name, value, pid != os.getpid(), pool.routes()["__main__." + fn.__name__])
+                value, pid = pool.submit(pure, 5).result(120)
+                print(value, pid == os.getpid(), sorted(pool.routes()))
+    """))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([single_phase_dir, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    why = "process: the extension module mg_single_phase refuses an own-GIL interpreter (it refused an earlier task)"
+    assert out.stdout.splitlines() == [
+        "2 True",
+        f"uses_it mg_single_phase 2 True {why}",
+        f"through_another mg_single_phase 2 True {why}",
+        "6 True ['__main__.through_another', '__main__.uses_it']",
+    ]
+
+
 def test_a_process_shut_down_as_it_starts_is_counted_once(refusing, monkeypatch):
     # shutdown() shuts a starting process's pool down; the warm-up's submit then fails.
     # That failure must not read as "no process can start" (which fails every later

@@ -25,7 +25,9 @@ import heapq
 import pickle
 import threading
 import time
+import types
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -33,7 +35,7 @@ from typing import Any
 
 from . import _transport
 
-__all__ = ("FALLBACKS", "Fallback", "FallbackWarning", "route_key")
+__all__ = ("FALLBACKS", "Fallback", "FallbackWarning", "learn_refusal", "route_key")
 
 FALLBACKS = ("process", "shared-gil", None)
 
@@ -46,6 +48,71 @@ _LEARNED: dict[str, str] = {}
 # The caller's scripts (__main__.__file__) that a module refused: their functions go by
 # value from a later pool's first call.
 _SCRIPTS_REFUSED: set[str] = set()
+
+
+# The modules whose import a refusal failed in an own-GIL interpreter of this process:
+# the refusing extension module and those that were importing it (numpy._core._multiarray_umath,
+# numpy._core, numpy, a module of the caller that imports numpy...).  Their import fails
+# the same way in every such interpreter, so a task whose loading would import one of
+# them goes to the fallback side at once, instead of being sent, refused and sent again.
+_REFUSING: set[str] = set()
+
+
+def learn_refusal(modules: list[str]) -> None:
+    """Remember modules whose import a refusal failed (see ``_worker.refusal``)."""
+    _REFUSING.update(m for m in modules if m and m != "?")
+
+
+def _refusing(module: object) -> str | None:
+    """``module`` (a name), or the package above it, if its import fails on a refusal:
+    importing a module imports its packages first."""
+    name = module if isinstance(module, str) else ""
+    while name:
+        if name in _REFUSING:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    """The global names a function's code may look up, its nested functions' included
+    (what cloudpickle sends of its globals)."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _needs_refusing(fn: types.FunctionType, seen: set[int]) -> str | None:
+    """A module whose import fails on a refusal and that loading ``fn`` by value would
+    import: a module among the globals, closure cells and defaults it sends, or the
+    module of a function, class or object among them (pickled by reference, by the
+    name of its module); functions of ``__main__`` that it uses go by value too."""
+    if id(fn) in seen:
+        return None
+    seen.add(id(fn))
+    glob = fn.__globals__
+    values = [glob[name] for name in _code_names(fn.__code__) if name in glob]
+    for cell in fn.__closure__ or ():
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            pass
+    values += fn.__defaults__ or ()
+    values += (fn.__kwdefaults__ or {}).values()
+    for value in values:
+        if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
+            found = _needs_refusing(value, seen)
+        elif isinstance(value, types.ModuleType):
+            found = _refusing(value.__name__)
+        elif isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):
+            found = _refusing(getattr(value, "__module__", None))
+        else:
+            found = _refusing(type(value).__module__)
+        if found is not None:
+            return found
+    return None
 
 
 def _main_file() -> str:
@@ -140,6 +207,9 @@ class Fallback:
                 for key, module in list(_LEARNED.items())
             }
         self.warned: set[str] = set()  # route_keys whose FallbackWarning was given
+        # Functions of __main__ that needs_refusing() found to need no refusing module,
+        # with how many modules were known to refuse then.
+        self.clean: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         # The caller's script does not import in an interpreter (numpy at its top): its
         # functions go by value from then on (cloudpickle).
         self.script_refused = _transport.has_cloudpickle() and _main_file() in _SCRIPTS_REFUSED
@@ -169,12 +239,31 @@ class Fallback:
             self.routes[key] = why
             return True
 
+    def needs_refusing(self, fn: object, by_value: bool) -> str | None:
+        """A module that refused an own-GIL interpreter earlier in this process and that
+        loading ``fn`` in a worker would import (its module; sent ``by_value``, what it
+        uses): its calls go to this side at once.  None when unknown, or with no side."""
+        if not _REFUSING or self.kind is None:
+            return None
+        module = getattr(fn, "__module__", None)
+        if module != "__main__":
+            return _refusing(module)
+        if not by_value or not isinstance(fn, types.FunctionType):
+            return None
+        if self.clean.get(fn) == len(_REFUSING):
+            return None  # checked since the last refusal learned
+        found = _needs_refusing(fn, set())
+        if found is None:
+            self.clean[fn] = len(_REFUSING)
+        return found
+
     def by_value(self, item: Any) -> bool:
         """Importing the caller's script in the worker failed on a refusing module (a
         script that starts with ``import numpy``): send this function of ``__main__``
         again by value (cloudpickle), with only the globals it uses, so that a pure
         function of the script still runs in an interpreter.  Calls queued by reference
-        before the first resend are each resent too, never routed away for it.  False when
+        before the first resend are each resent too, never routed away for it; one that
+        uses a module known to refuse (``needs_refusing``) runs here instead.  False when
         it cannot."""
         if (
             item.call is None
@@ -186,6 +275,12 @@ class Fallback:
         ):
             return False
         self.refuse_script()
+        module = self.needs_refusing(item.fn, by_value=True)
+        if module is not None:  # what it uses refused too: no need to send it again
+            self.refused(item.fn, module, known=True)
+            fn, args, kwargs = item.call
+            self.run(item.future, fn, args, kwargs, timeout=item.timeout, label=item.label)
+            return True
         try:
             resubmit(item)
         except Exception:  # noqa: BLE001 - shut down meanwhile, or it does not pickle by value
@@ -199,19 +294,22 @@ class Fallback:
         if self.script_refused and _main_file():
             _SCRIPTS_REFUSED.add(_main_file())
 
-    def route_refused(self, fn: object, module: str) -> None:
+    def route_refused(self, fn: object, module: str, known: bool = False) -> None:
         """Route ``fn`` here because ``module`` refused an interpreter: done by the pool
-        as soon as the refusal arrives, before it hands its worker the next tasks."""
-        self.route(fn, f"{self.kind}: the extension module {module} refuses an own-GIL interpreter")
+        as soon as the refusal arrives, before it hands its worker the next tasks
+        (``known``: before any, ``module`` refused an earlier task, see ``needs_refusing``)."""
+        why = f"{self.kind}: the extension module {module} refuses an own-GIL interpreter"
+        self.route(fn, why + (" (it refused an earlier task)" if known else ""))
         if getattr(fn, "__module__", None) != "__main__" or _main_file():
             # Not a notebook's or a REPL's function: redefined there, the name may stand
             # for a pure function next time.
             _LEARNED[route_key(fn)] = module
 
-    def refused(self, fn: object, module: str) -> None:
-        """A worker could not load a call of ``fn``: ``module`` refused its interpreter.
-        Route it, and say so once per function."""
-        self.route_refused(fn, module)
+    def refused(self, fn: object, module: str, known: bool = False) -> None:
+        """A worker could not load a call of ``fn`` (``known``: would not, see
+        ``needs_refusing``): ``module`` refused its interpreter.  Route it, and say so
+        once per function."""
+        self.route_refused(fn, module, known)
         key = route_key(fn)
         with self.lock:
             first = key not in self.warned

@@ -38,7 +38,7 @@ from typing import Any, TextIO
 
 from . import _backend, _native, _output, _tracebacks, _worker
 from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
-from ._fallback import FALLBACKS, Fallback, route_key
+from ._fallback import FALLBACKS, Fallback, learn_refusal, route_key
 from ._handles import collect, out_of_band, release_pins
 from ._interpreters import bootstrap
 from ._transport import describe, dumps, dumps_by_value, main_hint
@@ -304,9 +304,17 @@ def _preloads_main() -> bool:
 
 def _refusal(payload: bytes | memoryview) -> tuple[str, bool]:
     """The module named by a REFUSED payload, and whether importing the caller's script
-    (not the task's own needs) was refused."""
-    module = bytes(payload[2 : 2 + int.from_bytes(payload[:2], "little")]).decode()
-    return module.removeprefix("script:"), module.startswith("script:")
+    (not the task's own needs) was refused; the modules whose import it failed are
+    learned (``learn_refusal``)."""
+    text = bytes(payload[2 : 2 + int.from_bytes(payload[:2], "little")]).decode()
+    return _refused_module(text.removeprefix("script:")), text.startswith("script:")
+
+
+def _refused_module(text: str) -> str:
+    """The refusing module of a ``_worker.refusal()`` text, after learning its chain."""
+    module, _, chain = text.partition("|")
+    learn_refusal([module, *chain.split()])
+    return module
 
 
 class _Lent:
@@ -547,8 +555,19 @@ class _PoolState:
         with self.lock:
             items, self.diverted = self.diverted, []
             again, self.resend = self.resend, []
+        fallback = self.fallback
+        assert fallback is not None or not again
         for item in again:
-            assert item.call is not None
+            assert item.call is not None and fallback is not None
+            module = fallback.needs_refusing(item.fn, by_value=True)
+            if module is not None:  # what it uses refused too: run it there at once
+                fallback.refused(item.fn, module, known=True)
+                items.append(item)
+                with self.lock:
+                    self._divert_queued()  # and the calls of it still queued
+                    items += self.diverted
+                    self.diverted = []
+                continue
             try:
                 payload, pins, keep = _payload(*item.call, by_value=True)
             except BaseException as exc:  # noqa: BLE001 - it does not pickle by value
@@ -770,7 +789,7 @@ class _PoolState:
                 "_mg_index": worker.index,
                 "_mg_init": self.init,
             }
-            _native.push_home(lambda data: self._deliver(worker, data))
+            _native.push_home(lambda data: self._home(worker, data))
             try:
                 failed = _backend.run(interp_id, _SERVE, shared)
             finally:
@@ -803,6 +822,24 @@ class _PoolState:
             done.append((item, record))
         return done
 
+    def _home(self, worker: _WorkerHandle, data: bytes) -> bytes | None:
+        """What a worker's ``call_home`` runs: ``_deliver``.  Should manygil itself fail
+        there (a bug), the pool breaks with that error as the cause and this worker stops:
+        the tasks already handed to the workers still finish, the queued ones fail with
+        ``BrokenInterpreterPool``, and nothing waits forever for a result that was lost."""
+        try:
+            return self._deliver(worker, data)
+        except BaseException as exc:  # noqa: BLE001 - a bug: said loudly, never a hang
+            with self.lock:
+                failed = self._break(
+                    f"manygil failed while handling a worker's results ({type(exc).__name__}: {exc}); "
+                    "this is a bug in manygil, please report it with this traceback",
+                    exc,
+                )
+                self._leave(worker, "retiring")
+            self._fail(failed)
+            return _STOP
+
     def _deliver(self, worker: _WorkerHandle, last: bytes) -> bytes | None:
         """Runs in the main interpreter on a worker's thread: take the results of its
         batch (the last one is the argument), give it the next batch."""
@@ -810,24 +847,27 @@ class _PoolState:
             return self._worker_event(worker, last[8:])
         records = worker.collect() if len(worker.tids) > 1 else []
         records.append(last)
-        with self.lock:
-            done = self._take(worker, records)
-            if worker.sent_at:
-                per_task = (time.monotonic() - worker.sent_at) / len(records)
-                self.task_time = per_task if self.task_time is None else 0.8 * self.task_time + 0.2 * per_task
-            worker.sent_at = 0.0
-            if worker.state == "abandoned":
-                batch: bytes | None = _STOP
-            elif self.max_tasks is not None and worker.done >= self.max_tasks:
-                worker.state = "renewing"  # a fresh interpreter on the same thread
-                self._unseat(worker)
-                batch = _STOP
-            else:
-                self._route_refused(done)
-                batch = self._next_for(worker)
-        self._run_diverted()
-        for item, record in done:
-            _resolve(item, record, self.fallback)
+        done: list[tuple[_Item | None, bytes]] = []
+        try:
+            with self.lock:
+                done = self._take(worker, records)
+                if worker.sent_at:
+                    per_task = (time.monotonic() - worker.sent_at) / len(records)
+                    self.task_time = per_task if self.task_time is None else 0.8 * self.task_time + 0.2 * per_task
+                worker.sent_at = 0.0
+                if worker.state == "abandoned":
+                    batch: bytes | None = _STOP
+                elif self.max_tasks is not None and worker.done >= self.max_tasks:
+                    worker.state = "renewing"  # a fresh interpreter on the same thread
+                    self._unseat(worker)
+                    batch = _STOP
+                else:
+                    self._route_refused(done)
+                    batch = self._next_for(worker)
+            self._run_diverted()
+        finally:  # the results taken are settled, even if manygil failed above (see _home)
+            for item, record in done:
+                _resolve(item, record, self.fallback)
         return batch
 
     def _worker_event(self, worker: _WorkerHandle, event: bytes) -> bytes | None:
@@ -837,8 +877,10 @@ class _PoolState:
         if event[0] in (_worker.READY, _worker.PRELOADED):
             with self.lock:
                 if event[0] == _worker.PRELOADED:
-                    if len(event) > 1 and self.fallback is not None:  # a module refused the script
-                        self.fallback.refuse_script()  # its functions go by value
+                    if len(event) > 1:  # a module refused the script
+                        _refused_module(event[1:].decode())
+                        if self.fallback is not None:
+                            self.fallback.refuse_script()  # its functions go by value
                 elif self.preload and not self.pending and not self.shutting_down and self.broken is None:
                     return _worker.PRELOAD  # nothing to do yet: import the caller's script meanwhile
                 batch = self._next_for(worker)
@@ -898,7 +940,8 @@ class _PoolState:
                 lost = self.running.pop(tid, None)
                 if lost is not None:
                     failed.append(lost.future)
-                    self.broken_cause = RuntimeError(error or "the worker stopped")
+                    if self.broken is None:  # else the cause of the breakage stays
+                        self.broken_cause = RuntimeError(error or "the worker stopped")
             if worker.state == "starting" and error:
                 # The interpreter could not even start: trying again would loop.
                 failed += self._break(f"a worker interpreter could not start: {error}", RuntimeError(error))
@@ -1196,6 +1239,10 @@ class InterpreterPoolExecutor(Executor):
                 return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
             call = (fn, args, kwargs)
             by_value = self._fallback.script_refused and getattr(route_fn, "__module__", None) == "__main__"
+            module = self._fallback.needs_refusing(route_fn, by_value)
+            if module is not None:  # its loading would import a module known to refuse
+                self._fallback.refused(route_fn, module, known=True)
+                return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
         payload, pins, keep = _payload(fn, args, kwargs, by_value)
         future = InterpreterFuture()
         future._state_ref = self._state_ref

@@ -12,7 +12,7 @@ native channels (see ``_native.c``); the pool's protocol is:
              results channel
     event    (worker → main)  call_home([8 zero bytes][READY]), answered like a result, or
              with PRELOAD: import the caller's script now, then call_home([8 zero
-             bytes][PRELOADED][name of the module that refused it, if one did]),
+             bytes][PRELOADED][refusal() of the module that refused it, if one did]),
              call_home([8 zero bytes][INIT_FAILED][status][payload]) or
              call_home([8 zero bytes][OUTPUT][kind][payload]) for what a task printed
     control  (main → worker)  [8-byte task id]  interrupt that task if it still runs or
@@ -46,9 +46,9 @@ READY = 4           # the worker is up (task id 0)
 INIT_FAILED = 5     # the initializer raised (task id 0); payload as RAISED
 OUTPUT = 6          # event: [kind][payload]: what a task wrote, for the caller's streams
 REFUSED = 7         # loading the task needs a module that refuses this interpreter:
-                    # [2-byte n][module name: n bytes] + a RAISED payload
+                    # [2-byte n][n bytes: refusal()] + a RAISED payload
 PRELOADED = 8       # event: the caller's script is imported here (payload: b""), or a
-                    # module refused it (payload: its name)
+                    # module refused it (payload: refusal())
 PRELOAD = b"preload"  # answer to READY: no task yet, import the caller's script meanwhile
 OUT_STDOUT, OUT_STDERR, OUT_LOG = 1, 2, 3
 LENT = 0x40         # status flag: the result is a large bytes that this worker lends (its
@@ -133,7 +133,7 @@ def preload_main() -> bytes:
     try:
         _load_user_main()
     except BaseException as exc:  # noqa: BLE001 - kept for the task that needs the script
-        return (refusing_module(exc) or "").encode()
+        return refusal(exc).encode()
     return b""
 
 
@@ -415,15 +415,50 @@ def refusing_module(exc: BaseException) -> str | None:
     return None
 
 
+def refusal(exc: BaseException) -> str:
+    """What a REFUSED record and a PRELOADED event say of a refusal: the module that
+    refused, then after a "|" the modules whose import it failed here, space-separated
+    (the module-level frames in its traceback and in those of the errors it was raised
+    from: for ``import numpy`` in a script, numpy, numpy._core, ...).  Each of them
+    fails the same way in every interpreter with its own GIL of this process, so the
+    pool sends a task that needs one of them straight to its fallback side (see
+    ``_fallback.learn_refusal``).  "" if ``exc`` is not a refusal."""
+    name = refusing_module(exc)
+    if name is None:
+        return ""
+    chain: list[str] = []
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 10:
+        tb = cur.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            module = frame.f_globals.get("__name__")
+            if (
+                frame.f_code.co_name == "<module>"
+                and isinstance(module, str)
+                and not module.startswith("__")  # the caller's script
+                and module not in chain
+            ):
+                chain.append(module)
+            tb = tb.tb_next
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return name.replace("|", "?") + "|" + " ".join(chain[:50])
+
+
 def _pack_error(exc: BaseException, loading: bool = False) -> bytes:
     """A RAISED record; REFUSED when loading the task (before any of it ran) needed a
     module that refuses this interpreter, so the pool may run it elsewhere."""
     status = RAISED
     name = refusing_module(exc)
+    module = b""
     if name is not None:
         top = name.split(".")[0]
         if loading:
             status = REFUSED
+            # "script:" when importing the caller's main script failed, not the task's own needs.
+            module = (("script:" if getattr(exc, "__mg_script__", False) else "") + refusal(exc)).encode()
         else:
             exc.add_note(
                 f"manygil: the extension module {name} refuses to load in an interpreter with "
@@ -443,8 +478,6 @@ def _pack_error(exc: BaseException, loading: bool = False) -> bytes:
             return bytes((RAISED_INFO,)) + info
     payload = len(info).to_bytes(4, "little") + info + data
     if status == REFUSED:
-        # "script:" when importing the caller's main script failed, not the task's own needs.
-        module = (("script:" if getattr(exc, "__mg_script__", False) else "") + (name or "?")).encode()
         payload = len(module).to_bytes(2, "little") + module + payload
     return pack(status, payload, pins)
 
