@@ -490,7 +490,7 @@ def test_another_function_of_a_module_that_refused_goes_to_the_processes_untried
         with pytest.warns(FallbackWarning, match="refusing_tasks.shout runs in a process worker"):
             shouted = pool.submit(refusing.shout, "hi")
         assert pool.routes()["refusing_tasks.shout"] == (
-            "process: the extension module refusing_tasks refuses an own-GIL interpreter "
+            "process: the extension module mg_single_phase refuses an own-GIL interpreter "
             "(it refused an earlier task)"
         )
         assert shouted.result(timeout=120) == 2
@@ -537,6 +537,32 @@ def test_a_script_function_that_uses_a_module_that_refused_goes_by_its_globals(s
         f"uses_it mg_single_phase 2 True {why}",
         f"through_another mg_single_phase 2 True {why}",
         "6 True ['__main__.through_another', '__main__.uses_it']",
+    ]
+
+
+def test_a_notebook_function_that_uses_a_module_that_refused_goes_untried(single_phase_dir):
+    # Functions of an interactive session always go by value: what they use decides.
+    pytest.importorskip("cloudpickle")
+    code = (
+        "import os, warnings\n"
+        "import mg_single_phase\n"
+        "from manygil import FallbackWarning, InterpreterPoolExecutor\n"
+        "warnings.simplefilter('ignore', FallbackWarning)\n"
+        "def first(n): return mg_single_phase.__name__, os.getpid()\n"
+        "def second(n): return first(n)\n"
+        "def pure(n): return n * 2, os.getpid()\n"
+        "with InterpreterPoolExecutor(1) as pool:\n"
+        "    print(pool.submit(first, 1).result(120)[1] != os.getpid())\n"
+        "    print(pool.submit(second, 1).result(120)[1] != os.getpid(), pool.routes()['__main__.second'])\n"
+        "    print(pool.submit(pure, 1).result(120) == (2, os.getpid()))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([single_phase_dir, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "True",
+        "True process: the extension module mg_single_phase refuses an own-GIL interpreter (it refused an earlier task)",
+        "True",
     ]
 
 

@@ -55,21 +55,24 @@ _SCRIPTS_REFUSED: set[str] = set()
 # numpy._core, numpy, a module of the caller that imports numpy...).  Their import fails
 # the same way in every such interpreter, so a task whose loading would import one of
 # them goes to the fallback side at once, instead of being sent, refused and sent again.
-_REFUSING: set[str] = set()
+_REFUSING: dict[str, str] = {}  # module -> the extension module that refused
 
 
-def learn_refusal(modules: list[str]) -> None:
-    """Remember modules whose import a refusal failed (see ``_worker.refusal``)."""
-    _REFUSING.update(m for m in modules if m and m != "?")
+def learn_refusal(extension: str, modules: list[str]) -> None:
+    """Remember the modules whose import ``extension``'s refusal failed (see
+    ``_worker.refusal``), the extension itself among them."""
+    for module in (extension, *modules):
+        if module and module != "?":
+            _REFUSING.setdefault(module, extension)
 
 
 def _refusing(module: object) -> str | None:
-    """``module`` (a name), or the package above it, if its import fails on a refusal:
-    importing a module imports its packages first."""
+    """The extension module that refused when ``module`` (a name), or the package above
+    it, was imported here, if one did: importing a module imports its packages first."""
     name = module if isinstance(module, str) else ""
     while name:
         if name in _REFUSING:
-            return name
+            return _REFUSING[name]
         name = name.rpartition(".")[0]
     return None
 
@@ -85,7 +88,7 @@ def _code_names(code: types.CodeType) -> set[str]:
 
 
 def _needs_refusing(fn: types.FunctionType, seen: set[int]) -> str | None:
-    """A module whose import fails on a refusal and that loading ``fn`` by value would
+    """The extension module that refused a module which loading ``fn`` by value would
     import: a module among the globals, closure cells and defaults it sends, or the
     module of a function, class or object among them (pickled by reference, by the
     name of its module); functions of ``__main__`` that it uses go by value too."""
@@ -240,16 +243,18 @@ class Fallback:
             return True
 
     def needs_refusing(self, fn: object, by_value: bool) -> str | None:
-        """A module that refused an own-GIL interpreter earlier in this process and that
-        loading ``fn`` in a worker would import (its module; sent ``by_value``, what it
-        uses): its calls go to this side at once.  None when unknown, or with no side."""
+        """The extension module that refused an own-GIL interpreter earlier in this
+        process when a module was imported that loading ``fn`` in a worker would import
+        (its module; sent ``by_value``, as functions of a notebook or a REPL always are,
+        what it uses): its calls go to this side at once.
+        None when unknown, or with no side."""
         if not _REFUSING or self.kind is None:
             return None
         module = getattr(fn, "__module__", None)
         if module != "__main__":
             return _refusing(module)
-        if not by_value or not isinstance(fn, types.FunctionType):
-            return None
+        if not (by_value or _transport._interactive_main()) or not isinstance(fn, types.FunctionType):
+            return None  # by reference: the caller's script, which loads or was refused
         if self.clean.get(fn) == len(_REFUSING):
             return None  # checked since the last refusal learned
         found = _needs_refusing(fn, set())

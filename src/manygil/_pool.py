@@ -313,7 +313,7 @@ def _refusal(payload: bytes | memoryview) -> tuple[str, bool]:
 def _refused_module(text: str) -> str:
     """The refusing module of a ``_worker.refusal()`` text, after learning its chain."""
     module, _, chain = text.partition("|")
-    learn_refusal([module, *chain.split()])
+    learn_refusal(module, chain.split())
     return module
 
 
