@@ -277,6 +277,32 @@ def test_asyncio_run_in_executor_and_run(pool):
     assert asyncio.run(main()) == (3, 7)
 
 
+def test_the_pool_can_be_asyncios_default_executor():
+    # loop.set_default_executor() takes only a ThreadPoolExecutor: the pool is one by
+    # type, as the standard library's InterpreterPoolExecutor is.
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures.thread import BrokenThreadPool
+
+    from manygil import BrokenInterpreterPool
+
+    assert issubclass(BrokenInterpreterPool, BrokenThreadPool)
+    pool = InterpreterPoolExecutor(1)
+    assert isinstance(pool, ThreadPoolExecutor)
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(pool)
+        return await loop.run_in_executor(None, helpers.current_interpreter_id)
+
+    try:
+        assert asyncio.run(main()) != helpers.current_interpreter_id()
+        # asyncio.run() shut its default executor down, as it does a ThreadPoolExecutor.
+        with pytest.raises(RuntimeError, match="shutdown"):
+            pool.submit(helpers.add, 1, 2)
+    finally:
+        pool.shutdown()
+
+
 def test_asyncio_cancel_interrupts_the_running_task():
     with InterpreterPoolExecutor(1, grace_period=5) as pool:
         first_id = pool.submit(helpers.current_interpreter_id).result(timeout=30)

@@ -104,8 +104,6 @@ ALL = ((3, 12), (3, 13), (3, 14), (3, 15))
 UNBOUND = "queue items are copies: an item put by an interpreter later closed is not unbound (docs/interpreters.md)"
 KNOWN: list[tuple[str, str, tuple[tuple[int, int], ...]]] = [
     ("*test_queues.TestQueueOps.test_put_cleared_with_subinterpreter*", UNBOUND, ALL),
-    ("*test_interpreter_pool.AsyncioTest.test_default_executor",
-     "loop.set_default_executor() accepts only a ThreadPoolExecutor (the stdlib pool is one)", ALL),
 ]
 
 CI_SUBSET = [

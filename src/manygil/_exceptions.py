@@ -10,7 +10,8 @@
      ├── TypeError
      │    └── NotShareableError           an object cannot cross to another interpreter
      ├── concurrent.futures.BrokenExecutor
-     │    └── BrokenInterpreterPool       a pool can no longer run tasks (e.g. initializer failed)
+     │    └── concurrent.futures.thread.BrokenThreadPool
+     │         └── BrokenInterpreterPool  a pool can no longer run tasks (e.g. initializer failed)
      └── RemoteError                      a task's exception that could not be pickled,
                                           rebuilt from its type name, message and traceback
 
@@ -24,7 +25,7 @@ that ``concurrent.interpreters`` also has *is* the standard library's (there
 from __future__ import annotations
 
 import queue
-from concurrent.futures import BrokenExecutor
+from concurrent.futures.thread import BrokenThreadPool
 from . import _backend
 from ._backend import InterpreterError, InterpreterNotFoundError, NotShareableError
 from ._excinfo import ExcInfo, ExcTypeInfo
@@ -77,8 +78,10 @@ else:
         """Raised by ``put_nowait()``, and by ``put()`` when it times out."""
 
 
-class BrokenInterpreterPool(BrokenExecutor):
-    """The pool cannot run tasks any more, e.g. because its initializer failed."""
+class BrokenInterpreterPool(BrokenThreadPool):
+    """The pool cannot run tasks any more, e.g. because its initializer failed (a
+    ``BrokenThreadPool``, as the standard library's on 3.14, since the pool is by type
+    a ``ThreadPoolExecutor``)."""
 
 
 class RemoteError(Exception):

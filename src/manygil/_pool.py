@@ -32,7 +32,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Executor, Future
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, LOGGER, PENDING, RUNNING
 from typing import Any, TextIO
 
@@ -1113,7 +1113,7 @@ def _chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[list[tu
         yield chunk
 
 
-class InterpreterPoolExecutor(Executor):
+class InterpreterPoolExecutor(ThreadPoolExecutor):
     """A ``concurrent.futures`` executor that runs tasks in interpreters with their own GIL.
 
     Args:
@@ -1145,6 +1145,11 @@ class InterpreterPoolExecutor(Executor):
             ``fallback`` is not one of the above.
         TypeError: ``initializer`` is not callable.
     """
+
+    # A ThreadPoolExecutor by type only, as the standard library's InterpreterPoolExecutor
+    # is one: asyncio's loop.set_default_executor() accepts nothing else.  None of its
+    # threads or queue are used: __init__, submit, map and shutdown are this pool's own.
+    BROKEN = BrokenInterpreterPool
 
     def __init__(
         self,
@@ -1382,7 +1387,7 @@ class InterpreterPoolExecutor(Executor):
         return await _await(self.submit(fn, *args, **kwargs))
 
     @property
-    def _broken(self) -> str | bool:
+    def _broken(self) -> str | bool:  # type: ignore[override]  # read-only: ThreadPoolExecutor's is set
         """Why the pool is broken, else False: the attribute the standard library's pools
         have, which code written for them (CPython's own tests among it) reads."""
         return self._state.broken or False
