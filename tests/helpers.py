@@ -54,6 +54,27 @@ def spin():
         pass
 
 
+def spin_in_a_weakref_callback(started):
+    """Set the manygil Event ``started`` from inside a weakref callback, then loop there
+    until interrupted (an interrupt raised in a callback is not raised to the task), then
+    loop in the task itself."""
+    import weakref
+
+    class Thing:
+        pass
+
+    def callback(_):
+        started.set()
+        while True:
+            pass
+
+    thing = Thing()
+    ref = weakref.ref(thing, callback)
+    del thing  # runs the callback
+    while ref is not None:
+        pass
+
+
 def current_interpreter_id():
     from manygil import interpreters
 

@@ -254,6 +254,44 @@ def test_queue_outlives_the_interpreter_that_made_it():
     assert q.get() == "still here"
 
 
+def test_items_of_a_closed_interpreter_follow_unbounditems():
+    # As in CPython 3.14: once the interpreter that put an item is closed, get() gives
+    # what the put's (or the queue's) unbounditems says instead, on every version.
+    q = I.create_queue()
+    removing = I.create_queue(unbounditems=I.UNBOUND_REMOVE)
+    assert q.unbounditems is I.UNBOUND and removing.unbounditems is I.UNBOUND_REMOVE
+    other = I.create()
+    other.prepare_main(q=q, removing=removing)
+    other.exec(
+        "import manygil.interpreters as I\n"
+        "q.put(1)\n"
+        "q.put(2, unbounditems=I.UNBOUND_ERROR)\n"
+        "q.put(3, unbounditems=I.UNBOUND_REMOVE)\n"
+        "removing.put(4)\n"
+        "removing.put(5, unbounditems=I.UNBOUND)\n"
+    )
+    q.put("mine")  # this interpreter's item stays
+    assert q.get() == 1  # bound while its interpreter lives
+    other.close()
+    assert q.qsize() == 2 and removing.qsize() == 1
+    with pytest.raises(I.ItemInterpreterDestroyed, match="UNBOUND_ERROR"):
+        q.get()
+    assert q.get() == "mine"
+    assert removing.get() is I.UNBOUND
+    assert q.empty() and removing.empty()
+
+
+def test_items_a_pool_task_put_are_unbound_once_the_pool_is_shut_down():
+    from manygil import InterpreterPoolExecutor
+
+    kept, unbound = I.create_queue(), I.create_queue()
+    with InterpreterPoolExecutor(1) as pool:
+        assert pool.submit(helpers.put_into, kept, "read in time").result(timeout=30)
+        assert kept.get(timeout=10) == "read in time"
+        assert pool.submit(helpers.put_into, unbound, "read too late").result(timeout=30)
+    assert unbound.get(timeout=10) is I.UNBOUND  # its worker's interpreter is closed
+
+
 def test_is_shareable():
     assert I.is_shareable(b"x") and I.is_shareable("x") and I.is_shareable(1) and I.is_shareable(None)
     assert I.is_shareable(I.create_queue())

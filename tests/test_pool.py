@@ -277,6 +277,22 @@ def test_asyncio_run_in_executor_and_run(pool):
     assert asyncio.run(main()) == (3, 7)
 
 
+def test_an_interrupt_that_lands_in_a_callback_still_stops_the_task(capfd):
+    # Python cannot raise an exception out of a weakref callback (or __del__): it prints
+    # it as "Exception ignored" and goes on.  The worker raises the interrupt again, so
+    # the task stops and its worker stays (no abandon after the grace period).
+    from manygil.sync import Event
+
+    started = Event()
+    with InterpreterPoolExecutor(1, grace_period=20) as pool:
+        first_id = pool.submit(helpers.current_interpreter_id).result(timeout=30)
+        future = pool.submit(helpers.spin_in_a_weakref_callback, started)
+        assert started.wait(30)
+        assert future.cancel()
+        assert pool.submit(helpers.current_interpreter_id).result(timeout=30) == first_id
+    assert "TaskInterrupted" not in capfd.readouterr().err
+
+
 def test_the_pool_can_be_asyncios_default_executor():
     # loop.set_default_executor() takes only a ThreadPoolExecutor: the pool is one by
     # type, as the standard library's InterpreterPoolExecutor is.

@@ -52,9 +52,12 @@ def test_queues_cross_both_ways(stdlib):
     interp = stdlib.create()
     try:
         assert interp.call(helpers.put_into, ours, 7)
+        assert ours.get(timeout=10) == 7
+        assert interp.call(helpers.put_into, ours, 8)
     finally:
         interp.close()
-    assert ours.get(timeout=10) == 7
+    # As the standard library's queue would: the item of a closed interpreter is unbound.
+    assert ours.get(timeout=10) is I.UNBOUND
 
 
 def test_the_stdlib_exception_classes_catch_manygil_errors(stdlib):

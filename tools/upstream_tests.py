@@ -101,9 +101,7 @@ SKIP: list[tuple[str, str]] = [
 
 # (test id pattern, reason, versions): expected to fail until fixed.
 ALL = ((3, 12), (3, 13), (3, 14), (3, 15))
-UNBOUND = "queue items are copies: an item put by an interpreter later closed is not unbound (docs/interpreters.md)"
 KNOWN: list[tuple[str, str, tuple[tuple[int, int], ...]]] = [
-    ("*test_queues.TestQueueOps.test_put_cleared_with_subinterpreter*", UNBOUND, ALL),
 ]
 
 CI_SUBSET = [
@@ -135,8 +133,8 @@ REWRITES = [
 SHIMS = {
     "_mg_queues.py": """\
 from manygil.interpreters import (
-    UNBOUND, UNBOUND_ERROR, UNBOUND_REMOVE, Queue, QueueEmpty, QueueError, QueueFull,
-    create_queue as create,
+    UNBOUND, UNBOUND_ERROR, UNBOUND_REMOVE, ItemInterpreterDestroyed, Queue, QueueEmpty, QueueError,
+    QueueFull, create_queue as create,
 )
 QueueNotFoundError = QueueError
 """,

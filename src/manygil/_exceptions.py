@@ -5,6 +5,7 @@
      │    ├── InterpreterNotFoundError    no interpreter with that id (never made, or closed)
      │    ├── ExecutionFailed             uncaught exception inside an interpreter; .excinfo
      │    └── QueueError
+     │         ├── ItemInterpreterDestroyed  the interpreter that put the item was closed
      │         ├── QueueEmpty             (also a queue.Empty)
      │         └── QueueFull              (also a queue.Full)
      ├── TypeError
@@ -37,6 +38,7 @@ __all__ = (
     "ExecutionFailed",
     "InterpreterError",
     "InterpreterNotFoundError",
+    "ItemInterpreterDestroyed",
     "NotShareableError",
     "QueueEmpty",
     "QueueError",
@@ -76,6 +78,15 @@ else:
 
     class QueueFull(QueueError, queue.Full):  # type: ignore[no-redef, valid-type, misc]
         """Raised by ``put_nowait()``, and by ``put()`` when it times out."""
+
+
+if _backend.STDLIB_EXCEPTIONS is not None:  # 3.14+
+    from concurrent.interpreters._queues import ItemInterpreterDestroyed  # type: ignore[attr-defined]  # not in typeshed
+else:
+
+    class ItemInterpreterDestroyed(QueueError):  # type: ignore[no-redef, valid-type, misc]
+        """Raised by ``Queue.get()`` for an item put with ``unbounditems=UNBOUND_ERROR``
+        by an interpreter that was closed since."""
 
 
 class BrokenInterpreterPool(BrokenThreadPool):

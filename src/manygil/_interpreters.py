@@ -20,6 +20,7 @@ from ._exceptions import (
     ExecutionFailed,
     InterpreterError,
     InterpreterNotFoundError,
+    ItemInterpreterDestroyed,
     NotShareableError,
     QueueEmpty,
     QueueError,
@@ -36,6 +37,7 @@ __all__ = (
     "Interpreter",
     "InterpreterError",
     "InterpreterNotFoundError",
+    "ItemInterpreterDestroyed",
     "NotShareableError",
     "Queue",
     "QueueEmpty",
@@ -432,14 +434,21 @@ class _Unbound:
 UNBOUND = _Unbound("UNBOUND")
 UNBOUND_ERROR = _Unbound("UNBOUND_ERROR")
 UNBOUND_REMOVE = _Unbound("UNBOUND_REMOVE")
-_UNBOUND_CHOICES = (UNBOUND, UNBOUND_ERROR, UNBOUND_REMOVE)
+# As the native channels (and CPython 3.14's queues) number them; 0 is "kept".
+_UNBOUND_CODES = {UNBOUND_REMOVE: 1, UNBOUND_ERROR: 2, UNBOUND: 3}
+_UNBOUND_BY_CODE = {code: choice for choice, code in _UNBOUND_CODES.items()}
 
 
-def _check_unbound(unbounditems: object) -> None:
-    if unbounditems is not None and unbounditems not in _UNBOUND_CHOICES:
+def _unbound_code(unbounditems: object) -> int:
+    """The native code of an ``unbounditems`` choice; -1 for None (the queue's own)."""
+    if unbounditems is None:
+        return -1
+    try:
+        return _UNBOUND_CODES[unbounditems]  # type: ignore[index]
+    except (KeyError, TypeError):
         raise ValueError(
             f"unbounditems must be UNBOUND, UNBOUND_ERROR or UNBOUND_REMOVE, got {unbounditems!r}"
-        )
+        ) from None
 
 
 def _check_timeout(timeout: float | None) -> None:
@@ -499,6 +508,13 @@ class Queue:
         """The most items the queue holds (0 or less: no limit)."""
         return int(_native.chan_info(self._id)[1])
 
+    @property
+    def unbounditems(self) -> object:
+        """What ``get()`` gives for an item whose interpreter was closed, unless its
+        ``put()`` said otherwise: ``UNBOUND`` (returned instead), ``UNBOUND_ERROR``
+        (``ItemInterpreterDestroyed`` raised) or ``UNBOUND_REMOVE`` (it leaves the queue)."""
+        return _UNBOUND_BY_CODE.get(_native.chan_info(self._id)[2], UNBOUND)
+
     def qsize(self) -> int:
         """The number of items in the queue now."""
         return int(_native.chan_info(self._id)[0])
@@ -509,7 +525,7 @@ class Queue:
 
     def full(self) -> bool:
         """Whether the queue is full now."""
-        count, maxsize = _native.chan_info(self._id)
+        count, maxsize, _ = _native.chan_info(self._id)
         return maxsize > 0 and count >= maxsize
 
     def put(
@@ -517,14 +533,18 @@ class Queue:
     ) -> None:
         """Add an item, waiting for room if the queue is full.
 
+        The item is a copy, but as in CPython 3.14, once the interpreter that put it is
+        closed, ``get()`` gives what ``unbounditems`` says (None: the queue's own, see
+        ``Queue.unbounditems``) in its place.
+
         Raises:
             QueueFull: no room before the timeout (or at once when ``block`` is false).
             NotShareableError: the item can neither be shared nor pickled.
         """
         _check_timeout(timeout)
-        _check_unbound(unbounditems)
+        unbound = _unbound_code(unbounditems)
         tag, data, pins = dumps(out_of_band_value(obj))  # a memoryview crosses too
-        if not _put(self._id, data, tag, timeout if block else 0, pins):
+        if not _put(self._id, data, tag, timeout if block else 0, pins, unbound):
             raise QueueFull(f"queue {self._id} is full")
 
     def put_nowait(self, obj: object, *, unbounditems: object = None) -> None:
@@ -536,12 +556,21 @@ class Queue:
 
         Raises:
             QueueEmpty: nothing arrived before the timeout (or at once when ``block`` is false).
+            ItemInterpreterDestroyed: the item's interpreter was closed, and it was put
+                with ``unbounditems=UNBOUND_ERROR``.
         """
         _check_timeout(timeout)
         item = _native.chan_get(self._id, timeout if block else 0)
         if item is None:
             raise QueueEmpty(f"queue {self._id} is empty")
         tag, data, pins = item
+        if tag < 0:  # its interpreter was closed: -unbounditems
+            if _UNBOUND_BY_CODE.get(-tag) is UNBOUND_ERROR:
+                raise ItemInterpreterDestroyed(
+                    f"the interpreter that put this item in queue {self._id} was closed "
+                    "(it was put with unbounditems=UNBOUND_ERROR)"
+                )
+            return UNBOUND
         try:
             return loads(tag, data)
         finally:
@@ -552,11 +581,13 @@ class Queue:
         return self.get(block=False)
 
 
-def _put(chan: int, data: bytes, tag: int, timeout: float | None, pins: tuple[int, ...]) -> bool:
+def _put(
+    chan: int, data: bytes, tag: int, timeout: float | None, pins: tuple[int, ...], unbound: int = -1
+) -> bool:
     """Put an item that owns ``pins`` on a channel; if the channel does not take it (full
     at the deadline, or an error), the pins are released here."""
     try:
-        taken = bool(_native.chan_put(chan, data, tag, timeout, pins))
+        taken = bool(_native.chan_put(chan, data, tag, timeout, pins, unbound))
     except BaseException:
         release_pins(pins)
         raise
@@ -578,8 +609,9 @@ def create_queue(maxsize: int = 0, *, unbounditems: object = UNBOUND) -> Queue:
     """Create a cross-interpreter queue holding at most ``maxsize`` items (0: no limit)."""
     if not isinstance(maxsize, int) or isinstance(maxsize, bool):
         raise TypeError(f"maxsize must be an int, got {maxsize!r}")
-    _check_unbound(unbounditems)
-    return Queue._adopt(_native.chan_create(maxsize))
+    if unbounditems is None:
+        raise ValueError("unbounditems must be UNBOUND, UNBOUND_ERROR or UNBOUND_REMOVE, got None")
+    return Queue._adopt(_native.chan_create(maxsize, _unbound_code(unbounditems)))
 
 
 def is_shareable(obj: object) -> bool:

@@ -46,7 +46,17 @@ typedef struct item {
      * getter with the item, released here if the item is never taken. */
     int64_t *pins;
     Py_ssize_t npins;
+    /* What becomes of the item once the interpreter that put it is closed (a queue's
+     * unbounditems; 0 for the pool's own channels: kept) and whether that happened. */
+    int64_t interp;
+    int unbound;              /* UNB_KEEP, UNB_REMOVE, UNB_ERROR or UNB_UNBOUND */
+    int state;                /* ST_LIVE, ST_UNBOUND (get() says so) or ST_REMOVED */
 } item;
+
+/* As CPython 3.14's queues number them (_crossinterp's UNBOUND_REMOVE=1, ERROR=2,
+ * UNBOUND=3), with 0 for "kept". */
+enum { UNB_KEEP = 0, UNB_REMOVE = 1, UNB_ERROR = 2, UNB_UNBOUND = 3 };
+enum { ST_LIVE = 0, ST_UNBOUND = 1, ST_REMOVED = 2 };
 
 typedef struct entry {
     struct entry *next;
@@ -59,7 +69,8 @@ typedef struct entry {
     /* CHAN: a semaphore counts the items (and one the free places when bounded), so
      * a hand-off is one futex wake, not a condition variable plus a mutex. */
     item *head, *tail;
-    Py_ssize_t count, maxsize;
+    Py_ssize_t count, maxsize;  /* count leaves out items removed but still linked */
+    int unbound;              /* the default of chan_put(unbound=-1) */
     sem_t items, space;
     int has_sems;
     /* BLOCK */
@@ -513,17 +524,24 @@ sem_take(sem_t *sem, double timeout)
     return sem_take_spinning(sem, timeout, 0);
 }
 
+/* chan_create(maxsize, unbound=0) -> id; ``unbound``: see item (0: items are kept). */
 static PyObject *
-chan_create(PyObject *mod, PyObject *arg)
+chan_create(PyObject *mod, PyObject *args)
 {
-    Py_ssize_t maxsize = PyLong_AsSsize_t(arg);
-    if (maxsize == -1 && PyErr_Occurred()) {
+    Py_ssize_t maxsize;
+    int unbound = UNB_KEEP;
+    if (!PyArg_ParseTuple(args, "n|i:chan_create", &maxsize, &unbound)) {
+        return NULL;
+    }
+    if (unbound < UNB_KEEP || unbound > UNB_UNBOUND) {
+        PyErr_Format(PyExc_ValueError, "chan_create(): unbound must be 0-3, got %d", unbound);
         return NULL;
     }
     entry *e = new_entry(KIND_CHAN);
     if (e == NULL) {
         return PyErr_NoMemory();
     }
+    e->unbound = unbound;
     e->limit = maxsize;   /* as given (chan_info reports it, as 3.14's Queue.maxsize does) */
     e->maxsize = maxsize > 0 ? maxsize : 0;
     sem_init(&e->items, 0, 0);
@@ -535,18 +553,25 @@ chan_create(PyObject *mod, PyObject *arg)
     return PyLong_FromLongLong(e->id);
 }
 
-/* chan_put(id, data, tag, timeout, pins=()) -> bool (False: still full at the deadline).
- * pins: ids whose references the caller hands over to the item (see item). */
+/* chan_put(id, data, tag, timeout, pins=(), unbound=-1) -> bool (False: still full at
+ * the deadline).  pins: ids whose references the caller hands over to the item (see
+ * item); unbound: what becomes of it once this interpreter is closed (-1: the
+ * channel's default). */
 static PyObject *
 chan_put(PyObject *mod, PyObject *args)
 {
     long long id;
     Py_buffer buf;
-    int tag;
+    int tag, unbound = -1;
     PyObject *timeout_obj, *pins_obj = NULL;
     double timeout;
-    if (!PyArg_ParseTuple(args, "Ly*iO|O!:chan_put", &id, &buf, &tag, &timeout_obj,
-                          &PyTuple_Type, &pins_obj)) {
+    if (!PyArg_ParseTuple(args, "Ly*iO|O!i:chan_put", &id, &buf, &tag, &timeout_obj,
+                          &PyTuple_Type, &pins_obj, &unbound)) {
+        return NULL;
+    }
+    if (unbound < -1 || unbound > UNB_UNBOUND) {
+        PyBuffer_Release(&buf);
+        PyErr_Format(PyExc_ValueError, "chan_put(): unbound must be -1-3, got %d", unbound);
         return NULL;
     }
     if (parse_timeout(timeout_obj, &timeout) < 0) {
@@ -576,12 +601,15 @@ chan_put(PyObject *mod, PyObject *args)
     memcpy(it->data, buf.buf, buf.len);
     it->len = buf.len;
     it->tag = tag;
+    it->state = ST_LIVE;
+    it->interp = PyInterpreterState_GetID(PyInterpreterState_Get());
     PyBuffer_Release(&buf);
     entry *e = acquire_entry(id, KIND_CHAN);
     if (e == NULL) {
         PyMem_RawFree(it);   /* the caller still owns the pins */
         return NULL;
     }
+    it->unbound = unbound >= 0 ? unbound : e->unbound;
     if (e->maxsize > 0) {
         int rc = sem_take(&e->space, timeout);
         if (rc != 1) {
@@ -628,26 +656,41 @@ chan_get(PyObject *mod, PyObject *args)
     if (e == NULL) {
         return NULL;
     }
-    int rc = sem_take_spinning(&e->items, timeout, spin);
-    if (rc != 1) {
-        release_entry(e);
-        if (rc < 0) {
-            return NULL;
+    item *it;
+    for (;;) {
+        int rc = sem_take_spinning(&e->items, timeout, spin);
+        if (rc != 1) {
+            release_entry(e);
+            if (rc < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
         }
-        Py_RETURN_NONE;
-    }
-    pthread_mutex_lock(&e->mu);
-    item *it = e->head;
-    e->head = it->next;
-    if (e->head == NULL) {
-        e->tail = NULL;
-    }
-    e->count--;
-    pthread_mutex_unlock(&e->mu);
-    if (e->maxsize > 0) {
-        sem_post(&e->space);
+        pthread_mutex_lock(&e->mu);
+        it = e->head;
+        e->head = it->next;
+        if (e->head == NULL) {
+            e->tail = NULL;
+        }
+        if (it->state != ST_REMOVED) {
+            e->count--;      /* a removed one was counted off when it was removed */
+        }
+        pthread_mutex_unlock(&e->mu);
+        if (e->maxsize > 0) {
+            sem_post(&e->space);
+        }
+        if (it->state != ST_REMOVED) {
+            break;
+        }
+        free_item(it);       /* removed while this get waited for it: the next one */
     }
     release_entry(e);
+    if (it->state == ST_UNBOUND) {
+        /* Its interpreter was closed: (-unbound, b"", ()) says what to return instead. */
+        int unbound = it->unbound;
+        free_item(it);
+        return Py_BuildValue("(iy#())", -unbound, "", (Py_ssize_t)0);
+    }
     PyObject *data = PyBytes_FromStringAndSize(it->data, it->len);
     PyObject *pins = PyTuple_New(it->npins);
     if (data == NULL || pins == NULL) {
@@ -680,9 +723,83 @@ chan_info(PyObject *mod, PyObject *arg)
     }
     pthread_mutex_lock(&e->mu);
     Py_ssize_t count = e->count, maxsize = (Py_ssize_t)e->limit;
+    int unbound = e->unbound;
     pthread_mutex_unlock(&e->mu);
     release_entry(e);
-    return Py_BuildValue("(nn)", count, maxsize);
+    return Py_BuildValue("(nni)", count, maxsize, unbound);
+}
+
+/*
+ * An interpreter that imported this module is being closed (its atexit): the items it
+ * put in a queue become unbound, as the queue's (or the put's) unbounditems says, as
+ * CPython 3.14's queues do.  UNB_REMOVE items leave the queue: unlinked now when no
+ * get() waits for them, else marked so that the get() that takes them skips them.
+ */
+static void
+unbind_interpreter(void *data)
+{
+    int64_t interp = (int64_t)(intptr_t)data;
+    pthread_mutex_lock(&reg_mu);
+    Py_ssize_t n = live[KIND_CHAN], found = 0;
+    entry **chans = n > 0 ? PyMem_RawMalloc((size_t)n * sizeof(entry *)) : NULL;
+    for (int b = 0; chans != NULL && b < BUCKETS; b++) {
+        for (entry *e = registry[b]; e != NULL && found < n; e = e->next) {
+            if (e->kind == KIND_CHAN) {
+                e->refs++;
+                chans[found++] = e;
+            }
+        }
+    }
+    pthread_mutex_unlock(&reg_mu);
+    for (Py_ssize_t i = 0; i < found; i++) {
+        entry *e = chans[i];
+        item *gone = NULL;   /* unlinked here: freed once the mutex is released */
+        int freed = 0;
+        pthread_mutex_lock(&e->mu);
+        item *prev = NULL, *it = e->head;
+        while (it != NULL) {
+            item *next = it->next;
+            if (it->interp == interp && it->unbound != UNB_KEEP && it->state == ST_LIVE) {
+                if (it->unbound != UNB_REMOVE) {
+                    it->state = ST_UNBOUND;
+                }
+                else if (sem_trywait(&e->items) == 0) {
+                    if (prev == NULL) {
+                        e->head = next;
+                    }
+                    else {
+                        prev->next = next;
+                    }
+                    if (e->tail == it) {
+                        e->tail = prev;
+                    }
+                    e->count--;
+                    it->next = gone;
+                    gone = it;
+                    freed++;
+                    it = next;
+                    continue;
+                }
+                else {
+                    it->state = ST_REMOVED;   /* a get() that waits takes it: it skips it */
+                    e->count--;
+                }
+            }
+            prev = it;
+            it = next;
+        }
+        pthread_mutex_unlock(&e->mu);
+        while (gone != NULL) {
+            item *next = gone->next;
+            free_item(gone);
+            gone = next;
+        }
+        for (int k = 0; k < freed && e->maxsize > 0; k++) {
+            sem_post(&e->space);
+        }
+        release_entry(e);
+    }
+    PyMem_RawFree(chans);
 }
 
 /* ------------------------------------------------------------------ sync */
@@ -1910,7 +2027,7 @@ static PyMethodDef native_methods[] = {
     {"release", native_release, METH_O, "release(id): drop one reference; frees at zero."},
     {"refcount", native_refcount, METH_O, "refcount(id) -> int (0 once freed)."},
     {"live", native_live, METH_NOARGS, "live() -> counts of live objects by kind."},
-    {"chan_create", chan_create, METH_O, "chan_create(maxsize) -> id"},
+    {"chan_create", chan_create, METH_VARARGS, "chan_create(maxsize, unbound=0) -> id"},
     {"block_from", block_from, METH_O, "block_from(buffer) -> id: a block holding a copy"},
     {"block_bytes", block_bytes, METH_VARARGS, "block_bytes(id, bytearray=False) -> a copy"},
     {"block_borrow", block_borrow, METH_O, "block_borrow(bytes) -> id: a block on the object's own memory"},
@@ -1918,9 +2035,9 @@ static PyMethodDef native_methods[] = {
     {"home_calls", native_home_calls, METH_NOARGS, "home_calls() -> call_home() calls returned"},
     {"await_home_call", native_await_home_call, METH_VARARGS, "await_home_call(seen, spin) -> bool"},
     {"copied_into_blocks", native_copied_into_blocks, METH_NOARGS, "copied_into_blocks() -> bytes copied, ever"},
-    {"chan_put", chan_put, METH_VARARGS, "chan_put(id, data, tag, timeout, pins=()) -> bool"},
+    {"chan_put", chan_put, METH_VARARGS, "chan_put(id, data, tag, timeout, pins=(), unbound=-1) -> bool"},
     {"chan_get", chan_get, METH_VARARGS, "chan_get(id, timeout, spin=0) -> (tag, bytes, pins) | None"},
-    {"chan_info", chan_info, METH_O, "chan_info(id) -> (count, maxsize as given; <= 0: unbounded)"},
+    {"chan_info", chan_info, METH_O, "chan_info(id) -> (count, maxsize as given (<= 0: unbounded), unbound)"},
     {"sync_create", sync_create, METH_VARARGS, "sync_create(value, limit) -> id"},
     {"sync_acquire", sync_acquire, METH_VARARGS, "sync_acquire(id, timeout) -> bool"},
     {"sync_release", sync_release, METH_VARARGS, "sync_release(id, n) -> bool"},
@@ -1948,6 +2065,16 @@ static PyMethodDef native_methods[] = {
 static int
 native_exec(PyObject *mod)
 {
+    PyInterpreterState *interp = PyInterpreterState_Get();
+    void *id = (void *)(intptr_t)PyInterpreterState_GetID(interp);
+    /* Where that fails (3.12 holds 32 such callbacks), the items stay: no error. */
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyUnstable_AtExit(interp, unbind_interpreter, id) < 0) {
+#else
+    if (_Py_AtExit(interp, unbind_interpreter, id) < 0) {
+#endif
+        PyErr_Clear();
+    }
     PyObject *tp = PyType_FromModuleAndSpec(mod, &blockview_spec, NULL);
     if (tp == NULL) {
         return -1;

@@ -627,6 +627,23 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
         mark(started, -current.last)  # finished: not running, but started
         clear(me, None)
 
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        # An interrupt that lands in a weakref callback or a __del__ cannot leave it:
+        # Python prints it as "Exception ignored" and the task runs on.  The control
+        # thread raises it again once this thread is back in the task (raised here, it
+        # would land in this hook, which cannot raise either).
+        if info.exc_type is TaskInterrupted:
+            with current.lock:
+                tid = current.tid
+            if tid:
+                put(control, tid.to_bytes(8, "little"), 0, None)
+            return
+        previous_hook(info)
+
+    sys.unraisablehook = unraisable
+
     try:
         if init:
             try:

@@ -21,9 +21,10 @@ own, so an ``except`` written for the standard library catches manygil's errors.
 
 Differences from 3.14's module are listed in the docs (interpreters page), e.g.:
 
-* ``Queue`` items are copies (bytes, str, or a pickle); an item never becomes
-  "unbound" when the interpreter that put it is closed, so ``unbounditems`` is accepted
-  and checked but has no effect.
+* ``Queue`` items are copies (bytes, str, or a pickle); as in 3.14, an item whose
+  interpreter is closed becomes "unbound" (``unbounditems``), also on 3.12 and 3.13:
+  ``get()`` returns ``UNBOUND`` or raises ``ItemInterpreterDestroyed`` instead, or the
+  item leaves the queue.
 * ``prepare_main()`` and ``Queue.put()`` accept anything picklable, as 3.14 does;
   objects that are neither shareable nor picklable raise ``NotShareableError``.
 """
@@ -38,6 +39,7 @@ from ._interpreters import (
     Interpreter,
     InterpreterError,
     InterpreterNotFoundError,
+    ItemInterpreterDestroyed,
     NotShareableError,
     Queue,
     QueueEmpty,
@@ -59,6 +61,7 @@ __all__ = (
     "Interpreter",
     "InterpreterError",
     "InterpreterNotFoundError",
+    "ItemInterpreterDestroyed",
     "NotShareableError",
     "Queue",
     "QueueEmpty",
