@@ -344,3 +344,20 @@ def test_a_bug_in_the_pool_breaks_it_loudly_instead_of_losing_results(monkeypatc
                 assert "bug in manygil" in str(exc) and "simulated bug" in str(exc.__cause__)
         with pytest.raises(BrokenInterpreterPool, match="simulated bug"):
             pool.submit(helpers.add, 1, 1)
+
+
+def test_a_bug_when_a_worker_stops_does_not_hang_shutdown(monkeypatch):
+    # manygil's own code failing as a worker stops (simulated here) must not leave the
+    # worker counted as alive, which shutdown(wait=True) would wait for forever.
+    from manygil import BrokenInterpreterPool, _pool
+
+    def failing(self, worker, error):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(_pool._PoolState, "_worker_exited", failing)
+    pool = InterpreterPoolExecutor(1, max_tasks_per_worker=1)
+    assert pool.submit(helpers.add, 1, 2).result(timeout=30) == 3
+    pool.shutdown(wait=True)  # returns
+    with pytest.raises(BrokenInterpreterPool, match="bug in manygil") as caught:
+        pool.submit(helpers.add, 1, 2)
+    assert "simulated bug" in str(caught.value.__cause__)

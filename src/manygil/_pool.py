@@ -769,8 +769,36 @@ class _PoolState:
                     _native.sync_set(worker.started, 0)
             if not renew:
                 break
-        self._worker_exited(worker, error)
-        worker.release()
+        try:
+            self._worker_exited(worker, error)
+        except BaseException as exc:  # noqa: BLE001 - a bug: said loudly, never a hung shutdown
+            self._exit_failed(worker, exc)
+        finally:
+            worker.release()
+
+    def _exit_failed(self, worker: _WorkerHandle, exc: BaseException) -> None:
+        """manygil itself failed while a worker stopped (a bug): the pool breaks with that
+        error as the cause, and the worker is counted out so that shutdown() returns."""
+        reason = (
+            f"manygil failed while a worker stopped ({type(exc).__name__}: {exc}); "
+            "this is a bug in manygil, please report it with this traceback"
+        )
+        LOGGER.error("%s", reason, exc_info=exc)
+        with self.lock:
+            if self.workers.get(worker.index) is worker:
+                del self.workers[worker.index]
+                if worker.state in ("retiring", "abandoned"):
+                    self.leaving -= 1  # counted among the workers that leave
+                if worker.thread is not None:
+                    self.exited.append(worker.thread)
+            failed = self._break(reason, exc)
+            for tid in worker.tids:
+                lost = self.running.pop(tid, None)
+                if lost is not None:
+                    failed.append(lost.future)
+            self.watch.notify_all()
+            self.changed.notify_all()
+        self._fail(failed)
 
     def _run_interpreter(self, worker: _WorkerHandle) -> str:
         """Create the worker's interpreter, serve in it, destroy it; what went wrong."""
