@@ -361,3 +361,20 @@ def test_a_bug_when_a_worker_stops_does_not_hang_shutdown(monkeypatch):
     with pytest.raises(BrokenInterpreterPool, match="bug in manygil") as caught:
         pool.submit(helpers.add, 1, 2)
     assert "simulated bug" in str(caught.value.__cause__)
+
+
+def test_a_queue_put_in_exec_code_does_not_abort_the_process_at_exit():
+    # CPython 3.12.1 aborted at exit (free(): invalid pointer) when the first call of
+    # pickle.dumps(..., protocol=5) was made in an interpreter closed since: manygil makes
+    # that call in the main interpreter first.
+    code = textwrap.dedent("""
+        from manygil import interpreters as I
+        q = I.create_queue()
+        it = I.create()
+        it.exec(f"from manygil import interpreters as I\\nI.Queue({q.id}).put(1)")
+        print(q.get())
+        it.close()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1"]

@@ -23,8 +23,20 @@ import sys
 import types
 from typing import Any
 
+from . import _backend
 from ._exceptions import NotShareableError
 from ._handles import collect
+
+if sys.version_info < (3, 13) and _backend.get_current()[0] == _backend.get_main()[0]:
+    # CPython 3.12: the first call with keyword arguments of a C function whose arguments
+    # Argument Clinic parses sets up a parser shared by every interpreter, in the
+    # interpreter that calls; made in an own-GIL interpreter that is closed later, the
+    # process aborts at exit (free(): invalid pointer).  Interpreters call these with
+    # protocol=5 (a Queue.put() in exec() code, for one): the main interpreter first.
+    import io as _io
+
+    pickle.dumps(None, protocol=5)
+    pickle.Pickler(_io.BytesIO(), protocol=5)
 
 TAG_PICKLE = 0
 TAG_BYTES = 1
