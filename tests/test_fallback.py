@@ -342,6 +342,37 @@ def test_shutdown_waits_for_tasks_in_flight_on_both_sides(refusing):
         pool.submit(refusing.where, 1)
 
 
+def test_shutdown_with_wait_after_one_without_waits_for_the_processes(refusing, tmp_path):
+    # A ProcessPoolExecutor shut down without waiting forgets its manager thread, so
+    # its shutdown(wait=True) later returns at once: the pool waits for it itself (a
+    # process outlived shutdown(wait=True) when the last task's slot was retired
+    # without waiting just before, a rare race that CI caught once on 3.12).
+    pool = InterpreterPoolExecutor(1)
+    with pytest.warns(FallbackWarning):
+        assert pool.submit(refusing.where, 1).result(timeout=120)[0] == 2
+    # Its process now takes a second to exit: shutdown(wait=True) must wait for that.
+    assert pool.submit(refusing.slow_to_exit, 3).result(timeout=120) == 3
+    pool.shutdown(wait=False)  # its idle slot is shut down without waiting
+    pool.shutdown(wait=True)
+    assert not multiprocessing.active_children()
+
+    # The slot of the last task retires without waiting as the task ends, just before
+    # shutdown(wait=True) collects it.
+    started, release = _fifos(tmp_path)
+    pool = InterpreterPoolExecutor(1)
+    pool.route(refusing.slow_to_exit, "process")
+    pool.route(refusing.block, "process")
+    assert pool.submit(refusing.slow_to_exit, 4).result(timeout=120) == 4
+    blocked = pool.submit(refusing.block, started, release)
+    _wait_started(started)
+    pool.shutdown(wait=False)
+    with open(release, "w") as f:
+        f.write("go")
+    pool.shutdown(wait=True)
+    assert not multiprocessing.active_children()
+    assert blocked.result(timeout=0) == "go"
+
+
 def test_await_run_and_cancelling_the_await_on_the_process_side(refusing, tmp_path):
     import asyncio
 

@@ -669,7 +669,7 @@ class Fallback:
             self.slots -= len(slots)
             self.dead.extend(slots)  # joined by shutdown(wait=True)
         for slot in slots:
-            slot.shutdown(wait=False)
+            _shut(slot, wait=False)
 
     def _give_seat(self) -> None:
         """A process task left its seat: to the next task here while this side is within
@@ -825,10 +825,21 @@ class Fallback:
                 self.starting.clear()
             threads = [t for t in (self.dispatcher, self.timer, self.warmer) if t is not None]
         for slot in slots:
-            slot.shutdown(wait=wait)
+            _shut(slot, wait)
         if wait:
+            me = threading.current_thread()
+            for slot in slots:
+                # One shut down without waiting before (here, by _retire_if_closed or
+                # _terminate) is forgotten by its ProcessPoolExecutor: wait for its
+                # manager thread, which ends once its process has.
+                manager = getattr(slot, "_mg_manager", None)
+                if manager is not None and manager is not me:
+                    manager.join()
             for thread in threads:
                 thread.join()
+        else:
+            with self.lock:
+                self.dead.extend(slots)  # a later shutdown(wait=True) waits for them
 
 
 class _ProcessTask:
@@ -1009,8 +1020,21 @@ def _cannot_start(cause: BaseException) -> BaseException:
     return err
 
 
+def _shut(slot: Any, wait: bool, cancel_futures: bool = False) -> None:
+    """``slot.shutdown()``, keeping its manager thread on it first (``_mg_manager``): a
+    ``ProcessPoolExecutor`` shut down without waiting forgets that thread, and a later
+    ``shutdown(wait=True)`` of it returns at once while its process may still run."""
+    manager = getattr(slot, "_executor_manager_thread", None)
+    if manager is not None:
+        slot._mg_manager = manager
+    slot.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
 def _terminate(slot: Any) -> None:
     """End a one-process ProcessPoolExecutor now, whatever it runs."""
+    manager = getattr(slot, "_executor_manager_thread", None)
+    if manager is not None:
+        slot._mg_manager = manager  # see _shut
     stop = getattr(slot, "terminate_workers", None)  # 3.14+
     if stop is not None:
         stop()
