@@ -378,3 +378,17 @@ def test_a_queue_put_in_exec_code_does_not_abort_the_process_at_exit():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1"]
+
+
+def test_a_task_that_imports_hashlib_does_not_abort_the_process_at_exit():
+    # CPython 3.12.1 aborted at exit once an own-GIL interpreter imported hashlib first
+    # (its import makes keyword calls that set up parsers in the calling interpreter).
+    code = textwrap.dedent("""
+        from manygil import interpreters as I
+        it = I.create()
+        it.exec("import hashlib\\nprint(hashlib.sha256(b'x').hexdigest()[:8])")
+        it.close()
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2d711642"]

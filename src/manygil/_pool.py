@@ -292,8 +292,9 @@ def _preloads_main() -> bool:
     """Whether a new pool's workers import the caller's script as they start: when it is
     a ``.py`` file or a module run with ``-m`` (not an installed command such as
     ``pytest``, nor a package's ``__main__``, whose functions are not tasks), and not on
-    3.12, where an own-GIL interpreter that imports ``hashlib`` (scripts do, through
-    ``secrets``, ``urllib.request`` or ``requests``) makes the process abort at exit."""
+    3.12, where a keyword call of some C functions made first in an own-GIL interpreter
+    (a script's imports may make one) makes the process abort at exit (see
+    ``_transport``)."""
     if sys.version_info < (3, 13) or _backend.get_current()[0] != _backend.get_main()[0]:
         return False
     name, file = main_hint()

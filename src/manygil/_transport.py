@@ -33,6 +33,10 @@ if sys.version_info < (3, 13) and _backend.get_current()[0] == _backend.get_main
     # interpreter that calls; made in an own-GIL interpreter that is closed later, the
     # process aborts at exit (free(): invalid pointer).  Interpreters call these with
     # protocol=5 (a Queue.put() in exec() code, for one): the main interpreter first.
+    # hashlib's import makes such calls too (usedforsecurity=False, for every OpenSSL
+    # constructor), which made a process whose task or script imported hashlib (through
+    # secrets, uuid, urllib.request, requests...) abort at exit.
+    import hashlib  # noqa: F401
     import io as _io
 
     pickle.dumps(None, protocol=5)

@@ -73,8 +73,9 @@ def diagnose() -> list[Finding]:
         out.append(Finding("python", f"{impl} {version}", "fail", "use CPython 3.12 or newer (3.13 recommended)"))
     elif sys.version_info < (3, 13):
         out.append(Finding("python", f"CPython {version}", "warn",
-                           "3.12 works but its interpreter API is thin and its hashlib crashes at exit "
-                           "after an own-GIL interpreter imported it; prefer 3.13"))
+                           "3.12 works but its interpreter API is thin, and a keyword call of some C "
+                           "functions made first in an own-GIL interpreter crashes the process at exit "
+                           "(see the limitations page); prefer 3.13"))
     else:
         out.append(Finding("python", f"CPython {version}", "ok"))
 
