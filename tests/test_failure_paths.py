@@ -281,7 +281,9 @@ def test_ctrl_c_in_a_with_block_cancels_pending_and_running_tasks():
             signal.signal(signal.SIGINT, signal.default_int_handler)
             sys.path.insert(0, "tests")
             import helpers
+            import manygil
             from manygil import InterpreterPoolExecutor
+            manygil.dump_tracebacks_later(30)  # should it hang: every interpreter's stacks
             futures = []
             try:
                 with InterpreterPoolExecutor(1) as pool:
@@ -296,7 +298,12 @@ def test_ctrl_c_in_a_with_block_cancels_pending_and_running_tasks():
     try:
         assert proc.stdout.readline() == "submitted\n"
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        try:
+            out, err = proc.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            pytest.fail(f"the process did not end after Ctrl-C; its output: {out!r}; its stderr:\n{err}")
     finally:
         proc.kill()
     assert proc.returncode == 0, err
