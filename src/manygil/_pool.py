@@ -389,6 +389,14 @@ def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None
         release_pins(pins)
 
 
+def _bug(when: str, exc: BaseException) -> str:
+    """Why a pool broke when manygil's own code failed ``when``."""
+    return (
+        f"manygil failed {when} ({type(exc).__name__}: {exc}); "
+        "this is a bug in manygil, please report it with this traceback"
+    )
+
+
 class _PoolState:
     """Everything the pool's threads share; the executor is a thin facade over it.
 
@@ -780,10 +788,7 @@ class _PoolState:
     def _exit_failed(self, worker: _WorkerHandle, exc: BaseException) -> None:
         """manygil itself failed while a worker stopped (a bug): the pool breaks with that
         error as the cause, and the worker is counted out so that shutdown() returns."""
-        reason = (
-            f"manygil failed while a worker stopped ({type(exc).__name__}: {exc}); "
-            "this is a bug in manygil, please report it with this traceback"
-        )
+        reason = _bug("while a worker stopped", exc)
         LOGGER.error("%s", reason, exc_info=exc)
         with self.lock:
             if self.workers.get(worker.index) is worker:
@@ -859,12 +864,9 @@ class _PoolState:
         try:
             return self._deliver(worker, data)
         except BaseException as exc:  # noqa: BLE001 - a bug: said loudly, never a hang
+            reason = _bug("while handling a worker's results", exc)
             with self.lock:
-                failed = self._break(
-                    f"manygil failed while handling a worker's results ({type(exc).__name__}: {exc}); "
-                    "this is a bug in manygil, please report it with this traceback",
-                    exc,
-                )
+                failed = self._break(reason, exc)
                 self._leave(worker, "retiring")
             self._fail(failed)
             return _STOP
