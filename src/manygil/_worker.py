@@ -22,8 +22,8 @@ native channels (see ``_native.c``); the pool's protocol is:
 from __future__ import annotations
 
 import _pickle as pickle  # the C module: pickle.py would cost 10 ms more per worker
+import _thread  # not threading, which costs each worker 0.8 ms: see _start_thread
 import sys
-import threading
 import time
 import types
 
@@ -178,6 +178,8 @@ def bootstrap(path: str, main_name: str, main_file: str, forward: int = 1, log_l
         # CPython 3.12: the thread that first imported threading here counts as this
         # interpreter's main thread, and closing the interpreter waits for it to end:
         # forever when it is another OS thread than the closing one (a bug 3.13 fixed).
+        import threading
+
         shutdown_locks = threading._shutdown_locks  # type: ignore[attr-defined]
         shutdown_locks.discard(threading._main_thread._tstate_lock)  # type: ignore[attr-defined]
     main = sys.modules["__main__"]
@@ -328,20 +330,25 @@ def _call_in_main(fn: Any, args: Any, kwargs: Any) -> Any:
     namespace, as 3.14's ``Interpreter.call`` does: ``call(eval, "x")``, ``call(globals)``
     and ``call(dir)`` see ``__main__`` and nothing of manygil's.  The names this needs are
     popped from the namespace while the call's arguments are evaluated, before it runs."""
+    global _in_main
+    if _in_main is None:
+        # Compiled at the first call, not at import: an interpreter's first compile()
+        # costs 0.5 ms, which every pool worker would pay at its start.
+        _in_main = compile(
+            '__mg_pop__("__mg_f__")(*__mg_pop__("__mg_a__"), **__mg_pop__("__mg_pop__")("__mg_k__"))',
+            "<interpreter call>",
+            "eval",
+        )
     ns = sys.modules["__main__"].__dict__
     ns.update(__mg_pop__=ns.pop, __mg_f__=fn, __mg_a__=args, __mg_k__=kwargs)
     try:
-        return eval(_IN_MAIN, ns)
+        return eval(_in_main, ns)
     finally:
         for name in ("__mg_pop__", "__mg_f__", "__mg_a__", "__mg_k__"):
             ns.pop(name, None)
 
 
-_IN_MAIN = compile(
-    '__mg_pop__("__mg_f__")(*__mg_pop__("__mg_a__"), **__mg_pop__("__mg_pop__")("__mg_k__"))',
-    "<interpreter call>",
-    "eval",
-)
+_in_main: Any = None  # a code object
 
 
 def call_once(inbox: int, reply: int) -> None:
@@ -522,12 +529,13 @@ class _Current:
     __slots__ = ("early", "last", "lock", "tid")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
         self.tid = 0          # the task running now (0: none)
         self.last = 0         # the last task that started
         self.early: set[int] = set()  # interrupts that came before their task started
 
 
+_thread_names: dict[int, str] = {}  # the pool's task thread, which threading may not know
 DUMP = (1 << 63) - 1  # control message: [DUMP][8-byte reply channel] -> stack text
 
 
@@ -535,8 +543,10 @@ def format_stacks() -> str:
     """The Python stack of every thread of this interpreter but the caller."""
     import traceback
 
-    me = threading.get_ident()
-    names = {t.ident: t.name for t in threading.enumerate()}
+    me = _thread.get_ident()
+    threading = sys.modules.get("threading")  # not imported: no thread but the pool's has a name
+    names = {t.ident: t.name for t in threading.enumerate()} if threading is not None else {}
+    names.update(_thread_names)
     out = []
     for ident, frame in _native.current_frames().items():
         if ident == me:
@@ -575,11 +585,28 @@ def agent(control: int, current: _Current | None, worker_thread: int) -> None:
                 current.early.add(tid)  # dispatched, but not started yet
 
 
-_agent_thread: threading.Thread | None = None
+def _start_thread(target: Any, args: tuple[Any, ...], name: str) -> Any:
+    """Start a thread of this interpreter; its ``join``.  On 3.13+ through ``_thread``:
+    importing threading would cost each worker 0.8 ms of its start (threading, imported
+    later by a task, still sees the worker's thread as its main thread).  On 3.12
+    ``bootstrap`` imports threading anyway."""
+    if sys.version_info >= (3, 13):
+        # daemon=False: an interpreter with its own GIL allows no daemon thread.
+        return _thread.start_joinable_thread(lambda: target(*args), daemon=False).join
+    import threading
+
+    thread = threading.Thread(target=target, args=args, name=name)
+    thread.start()
+    return thread.join
+
+
+_agent_thread: Any = None  # a threading.Thread
 
 
 def start_agent(control: int) -> None:
     """Start the helper thread of an interpreter made by ``interpreters.create()``."""
+    import threading
+
     global _agent_thread
     _agent_thread = threading.Thread(target=agent, args=(control, None, 0), name="manygil-agent")
     _agent_thread.start()
@@ -613,12 +640,12 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
     clear = _native.set_async_exc
     mark = _native.sync_set
     monotonic = time.monotonic  # loaded with the interpreter: no import cost
-    me = threading.get_ident()
+    me = _thread.get_ident()
+    _thread_names[me] = "runs the tasks"
     current = _Current()
     task: memoryview | None
     forwarding = isinstance(sys.stdout, _Forward) or isinstance(sys.stderr, _Forward)
-    ctl = threading.Thread(target=agent, args=(control, current, me), name=f"manygil-control-{index}")
-    ctl.start()
+    join_control = _start_thread(agent, (control, current, me), f"manygil-control-{index}")
 
     def finished() -> None:
         # Called with current.lock held: no interrupt can be requested after this,
@@ -738,4 +765,4 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
     finally:
         lent.clear()
         _native.chan_put(control, (0).to_bytes(8, "little"), 0, None)
-        ctl.join()
+        join_control()
