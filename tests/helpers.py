@@ -54,6 +54,19 @@ def spin():
         pass
 
 
+def ctrl_c_once_waiting(condition):
+    """Once the main thread waits on ``condition``, press Ctrl-C on this thread rather
+    than on the main one: the main thread is not woken by the signal (as when one lands
+    just as it starts to block), and sees it only when it next runs bytecode."""
+    import signal
+    import threading
+    import time
+
+    while not condition._waiters:
+        time.sleep(0.001)  # a poll for the main thread's wait: no timing is assumed
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+
 def spin_in_a_weakref_callback(started):
     """Set the manygil Event ``started`` from inside a weakref callback, then loop there
     until interrupted (an interrupt raised in a callback is not raised to the task), then

@@ -58,6 +58,15 @@ _SCRIPTS_REFUSED: set[str] = set()
 _REFUSING: dict[str, str] = {}  # module -> the extension module that refused
 
 
+def main_wait(condition: threading.Condition) -> None:
+    """``condition.wait()`` that lets Ctrl-C through.  CPython runs a signal's Python
+    handler when the main thread next runs bytecode: a signal that lands just as that
+    thread starts to block (or on another thread, such as one of the pool's, which call
+    home often) would wait for the wait's end, forever for a task that never ends.  The
+    main thread so waits in slices of 0.1 s, as ``_native``'s waits do."""
+    condition.wait(0.1 if threading.current_thread() is threading.main_thread() else None)
+
+
 def learn_refusal(extension: str, modules: list[str]) -> None:
     """Remember the modules whose import ``extension``'s refusal failed (see
     ``_worker.refusal``), the extension itself among them."""
@@ -808,7 +817,7 @@ class Fallback:
         if wait:
             with self.lock:
                 while self.pending or self.launching or self.running:
-                    self.wake.wait()
+                    main_wait(self.wake)
                 self.deadlines.clear()  # every task finished: the timer may stop
                 self.wake.notify_all()
         with self.lock:
