@@ -571,6 +571,32 @@ def test_a_script_function_that_uses_a_module_that_refused_goes_by_its_globals(s
     ]
 
 
+def test_a_worker_meets_the_refusal_of_a_scripts_import_before_the_rest_of_the_script(single_phase_dir, tmp_path):
+    # A worker imports the script's top-level imports that load extension modules
+    # first: mg_single_phase refuses before the script's code and other imports run
+    # there (each worker printed both lines before, then met the refusal).
+    pytest.importorskip("cloudpickle")
+    (tmp_path / "noisy.py").write_text('print("noisy imported", flush=True)\n')
+    script = tmp_path / "refused_late.py"
+    script.write_text(textwrap.dedent("""
+        print("script runs", flush=True)
+        import noisy
+        import mg_single_phase
+        from manygil import InterpreterPoolExecutor
+
+        def pure(x):
+            return x + 1
+
+        if __name__ == "__main__":
+            with InterpreterPoolExecutor(2) as pool:
+                print(list(pool.map(pure, range(4))), flush=True)
+    """))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([single_phase_dir, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["script runs", "noisy imported", "[1, 2, 3, 4]"]
+
+
 def test_a_notebook_function_that_uses_a_module_that_refused_goes_untried(single_phase_dir):
     # Functions of an interactive session always go by value: what they use decides.
     pytest.importorskip("cloudpickle")

@@ -27,7 +27,7 @@ from ._exceptions import (
     QueueFull,
 )
 from ._handles import carry, landed, out_of_band, out_of_band_value, release_pins
-from ._transport import describe, dumps, loads, main_hint
+from ._transport import describe, dumps, loads, main_extension_imports, main_hint
 
 __all__ = (
     "UNBOUND",
@@ -56,8 +56,8 @@ _BOOT = (
     "import sys\n"
     "sys.path[:] = _mg_path.split('\\0')\n"
     "import manygil._worker as _mg_worker\n"
-    "_mg_worker.bootstrap(_mg_path, _mg_main_name, _mg_main_file, _mg_forward, _mg_log)\n"
-    "del _mg_path, _mg_main_name, _mg_main_file, _mg_forward, _mg_log\n"
+    "_mg_worker.bootstrap(_mg_path, _mg_main_name, _mg_main_file, _mg_forward, _mg_log, _mg_main_first)\n"
+    "del _mg_path, _mg_main_name, _mg_main_file, _mg_forward, _mg_log, _mg_main_first\n"
 )
 _START_AGENT = "_mg_worker.start_agent(_mg_control)\ndel _mg_control\n"
 _STOP_AGENT = "_mg_worker.stop_agent(_mg_control)\ndel _mg_control\n"
@@ -99,6 +99,7 @@ def bootstrap(interp_id: int, forward_output: bool = True) -> None:
         "_mg_path": "\0".join(sys.path),
         "_mg_main_name": name,
         "_mg_main_file": file,
+        "_mg_main_first": main_extension_imports(),
         "_mg_forward": int(forward_output),
         "_mg_log": _output.log_level() if forward_output else -1,
     }

@@ -63,6 +63,7 @@ _LENT_KEPT = 0.05  # seconds an idle worker keeps the object of its last large r
 _user_main: types.ModuleType | None = None
 _main_failed: tuple[BaseException, Any] | None = None  # importing it failed, and where
 _main_hint: tuple[str, str] = ("", "")
+_main_first: tuple[str, ...] = ()  # _transport.main_extension_imports()
 
 
 class TaskInterrupted(BaseException):
@@ -80,6 +81,7 @@ def _load_user_main() -> types.ModuleType:
             import importlib
 
             try:
+                _refuse_early()
                 _user_main = importlib.import_module(name)
             except BaseException as exc:
                 _main_failed = _failed_main(exc)
@@ -92,6 +94,7 @@ def _load_user_main() -> types.ModuleType:
             module.__file__ = file
             _importing_main = True
             try:
+                _refuse_early()
                 module.__dict__.update(runpy.run_path(file, run_name="__mg_main__"))
             except BaseException as exc:
                 _main_failed = _failed_main(exc)
@@ -114,6 +117,24 @@ def _load_user_main() -> types.ModuleType:
 
 
 _importing_main = False
+
+
+def _refuse_early() -> None:
+    """Import first the modules that the caller's script imports unconditionally at its
+    top and that load extension modules (``_main_first``), and raise the refusal of one
+    of them: the script would raise it at that statement, after its other imports.  Any
+    other failure is left for the script's own import to meet, or not."""
+    import importlib
+
+    for name in _main_first:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            if refusing_module(exc) is not None:
+                raise
+            return
+        except Exception:  # noqa: BLE001 - the script's own import decides
+            return
 
 
 def _failed_main(exc: BaseException) -> tuple[BaseException, Any] | None:
@@ -167,13 +188,17 @@ def _main_getattr(name: str) -> Any:
         raise AttributeError(f"module '__main__' has no attribute {name!r}") from None
 
 
-def bootstrap(path: str, main_name: str, main_file: str, forward: int = 1, log_level: int = -1) -> None:
-    """Make this interpreter see the caller's import path and its ``__main__``, and
-    (``forward``) send what it prints to the caller's ``sys.stdout``/``sys.stderr`` and,
-    with ``log_level`` >= 0, its logging records to the caller's handlers."""
-    global _main_hint
+def bootstrap(
+    path: str, main_name: str, main_file: str, forward: int = 1, log_level: int = -1, main_first: str = ""
+) -> None:
+    """Make this interpreter see the caller's import path and its ``__main__`` (and the
+    modules to import before it, see ``_load_user_main``), and (``forward``) send what it
+    prints to the caller's ``sys.stdout``/``sys.stderr`` and, with ``log_level`` >= 0,
+    its logging records to the caller's handlers."""
+    global _main_hint, _main_first
     sys.path[:] = path.split("\0")
     _main_hint = (main_name, main_file)
+    _main_first = tuple(main_first.split("\0")) if main_first else ()
     if sys.version_info < (3, 13):
         # CPython 3.12: the thread that first imported threading here counts as this
         # interpreter's main thread, and closing the interpreter waits for it to end:
