@@ -344,6 +344,29 @@ def test_ctrl_c_that_does_not_wake_the_main_thread_still_cancels_the_tasks(waiti
     assert out == "interrupted [True, True]\n"
 
 
+def test_ctrl_c_while_the_program_end_waits_for_the_tasks_stops_them_without_a_crash():
+    # The end of a program waits for its pools' tasks, as concurrent.futures does; Ctrl-C
+    # there used to leave the task running while CPython finalized: "Fatal Python error:
+    # Py_EndInterpreter: not the last thread" (3.13), an abort.
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import signal, sys, threading
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+            sys.path.insert(0, "tests")
+            import helpers
+            import manygil
+            manygil.dump_tracebacks_later(30)  # should it hang: every interpreter's stacks
+            pool = manygil.InterpreterPoolExecutor(1)
+            future = pool.submit(helpers.spin)
+            threading.Thread(target=helpers.ctrl_c_once_waiting, args=(pool._state.changed,)).start()
+        """)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr  # CPython's status for Ctrl-C at its exit
+    assert proc.stderr.splitlines()[-1].startswith("KeyboardInterrupt"), proc.stderr
+    assert "Fatal Python error" not in proc.stderr
+
+
 def test_the_executors_finalizer_can_run_on_a_thread_that_holds_the_pool_lock():
     # A garbage collection runs weakref finalizers on whatever thread allocates, and the
     # pool's own threads allocate while they hold its lock (the watchdog did, at exit).

@@ -62,14 +62,28 @@ def _python_exit() -> None:
     with _global_lock:
         _global_shutdown = True
     states = list(_pools)
-    for state in states:
-        state.shutdown(wait=True, cancel_futures=False)
+    interrupted = None
+    try:
+        for state in states:
+            state.shutdown(wait=True, cancel_futures=False)
+    except KeyboardInterrupt as exc:
+        # Ctrl-C while the program's end waits for the tasks: stop them all, as leaving
+        # a with block by Ctrl-C does (finalizing with a task running aborted the process).
+        interrupted = exc
+        for state in states:
+            state.cancel_all()
+            if state.fallback is not None:
+                state.fallback.cancel_all()
+        for state in states:
+            state.shutdown(wait=True, cancel_futures=True)
     # A worker abandoned in C still runs inside its interpreter, and CPython cannot
     # finalize an interpreter with a running thread (3.13 waits forever, 3.12 aborts).
     # Give each one its pool's grace period once more, then leave without finalizing.
     stuck = [line for state in states for line in state.join_abandoned(state.grace)]
     if stuck:
         _exit_without_finalizing(stuck)
+    if interrupted is not None:
+        raise interrupted
 
 
 def _exit_without_finalizing(stuck: list[str]) -> None:
@@ -800,6 +814,11 @@ class _PoolState:
         finally:
             worker.release()
 
+    def _lost(self, worker: _WorkerHandle) -> list[InterpreterFuture]:
+        """The futures of the tasks that a stopped worker still held, taken out of
+        ``running`` (lock held): they fail, nothing will deliver their results."""
+        return [self.running.pop(tid).future for tid in worker.tids if tid in self.running]
+
     def _exit_failed(self, worker: _WorkerHandle, exc: BaseException) -> None:
         """manygil itself failed while a worker stopped (a bug): the pool breaks with that
         error as the cause, and the worker is counted out so that shutdown() returns."""
@@ -812,11 +831,7 @@ class _PoolState:
                     self.leaving -= 1  # counted among the workers that leave
                 if worker.thread is not None:
                     self.exited.append(worker.thread)
-            failed = self._break(reason, exc)
-            for tid in worker.tids:
-                lost = self.running.pop(tid, None)
-                if lost is not None:
-                    failed.append(lost.future)
+            failed = self._break(reason, exc) + self._lost(worker)
             self.watch.notify_all()
             self.changed.notify_all()
         self._fail(failed)
@@ -974,7 +989,6 @@ class _PoolState:
                 pass
 
     def _worker_exited(self, worker: _WorkerHandle, error: str) -> None:
-        failed: list[InterpreterFuture] = []
         records = worker.collect()
         with self.lock:
             done = self._take(worker, records)
@@ -986,12 +1000,9 @@ class _PoolState:
                 self.leaving -= 1
             if worker in self.idle:
                 self.idle.remove(worker)
-            for tid in worker.tids:
-                lost = self.running.pop(tid, None)
-                if lost is not None:
-                    failed.append(lost.future)
-                    if self.broken is None:  # else the cause of the breakage stays
-                        self.broken_cause = RuntimeError(error or "the worker stopped")
+            failed = self._lost(worker)
+            if failed and self.broken is None:  # else the cause of the breakage stays
+                self.broken_cause = RuntimeError(error or "the worker stopped")
             if worker.state == "starting" and error:
                 # The interpreter could not even start: trying again would loop.
                 failed += self._break(f"a worker interpreter could not start: {error}", RuntimeError(error))

@@ -33,6 +33,7 @@ from ._handles import collect, lent, out_of_band_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 TAG_PICKLE = 0  # as in _transport, which only the interpreters API needs here
@@ -436,15 +437,21 @@ def refusing_module(exc: BaseException) -> str | None:
     was caused by) CPython's refusal: numpy, for one, wraps it in its own ImportError."""
     import re
 
-    seen = 0
-    cur: BaseException | None = exc
-    while cur is not None and seen < 10:
+    for cur in _chain(exc):
         if isinstance(cur, ImportError) and _REFUSED in str(cur):
             found = re.search(r"module (\S+) " + _REFUSED, str(cur))
             return found.group(1) if found else (cur.name or "an extension module")
-        cur = cur.__cause__ or cur.__context__
-        seen += 1
     return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the errors it was raised from (or while handling), 10 at most."""
+    cur: BaseException | None = exc
+    for _ in range(10):
+        if cur is None:
+            return
+        yield cur
+        cur = cur.__cause__ or cur.__context__
 
 
 def refusal(exc: BaseException) -> str:
@@ -459,9 +466,7 @@ def refusal(exc: BaseException) -> str:
     if name is None:
         return ""
     chain: list[str] = []
-    seen = 0
-    cur: BaseException | None = exc
-    while cur is not None and seen < 10:
+    for cur in _chain(exc):
         tb = cur.__traceback__
         while tb is not None:
             frame = tb.tb_frame
@@ -474,8 +479,6 @@ def refusal(exc: BaseException) -> str:
             ):
                 chain.append(module)
             tb = tb.tb_next
-        cur = cur.__cause__ or cur.__context__
-        seen += 1
     return name.replace("|", "?") + "|" + " ".join(chain[:50])
 
 
