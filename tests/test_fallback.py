@@ -62,6 +62,8 @@ def test_fallback_none_raises_the_import_error_with_the_fix(refusing):
         with pytest.raises(ImportError, match="mg_single_phase") as info:
             pool.submit(refusing.where, 1).result(timeout=60)
         assert any('fallback="process"' in note for note in info.value.__notes__)
+        # The worker's traceback, which a pool with a fallback side leaves out.
+        assert "refusing_tasks.py" in info.value.__cause__.excinfo.errdisplay
         assert pool.routes() == {}
 
 

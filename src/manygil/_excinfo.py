@@ -51,6 +51,14 @@ class ExcInfo:
         return f"ExcInfo({self.formatted!r})"
 
     @classmethod
+    def brief(cls, exc: BaseException) -> ExcInfo:
+        """Summarise ``exc`` without its traceback (cheap: no import)."""
+        tp = type(exc)
+        msg = str(exc)
+        formatted = f"{tp.__name__}: {msg}" if msg else tp.__name__
+        return cls(ExcTypeInfo(tp.__name__, tp.__qualname__, tp.__module__), msg, formatted)
+
+    @classmethod
     def from_exception(cls, exc: BaseException, *, skip: int = 0) -> ExcInfo:
         """Summarise ``exc``, leaving out the first ``skip`` frames of its traceback."""
         import traceback  # only when something failed: it is slow to import
@@ -59,8 +67,6 @@ class ExcInfo:
         for _ in range(skip):
             if tb is not None and tb.tb_next is not None:
                 tb = tb.tb_next
-        tp = type(exc)
-        msg = str(exc)
-        formatted = f"{tp.__name__}: {msg}" if msg else tp.__name__
-        display = "".join(traceback.format_exception(tp, exc, tb))
-        return cls(ExcTypeInfo(tp.__name__, tp.__qualname__, tp.__module__), msg, formatted, display)
+        info = cls.brief(exc)
+        info.errdisplay = "".join(traceback.format_exception(type(exc), exc, tb))
+        return info

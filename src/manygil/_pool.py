@@ -47,7 +47,7 @@ __all__ = ("InterpreterFuture", "InterpreterPoolExecutor")
 
 _STOP = bytes(12)  # a task record with id 0
 _EVENT = bytes(8)  # the task id of a worker's events (READY, INIT_FAILED)
-_SERVE = "_mg_worker.serve(_mg_inbox, _mg_results, _mg_control, _mg_started, _mg_index, _mg_init)\n"
+_SERVE = "_mg_worker.serve(_mg_inbox, _mg_results, _mg_control, _mg_started, _mg_index, _mg_init, _mg_explain)\n"
 _MAX_BATCH = 64
 _CALLER_SPIN = 50e-6  # InterpreterFuture.result() polls this long before it sleeps...
 _SHORT_TASK = 200e-6  # ...when the pool's tasks take less than this (its moving average)
@@ -852,6 +852,8 @@ class _PoolState:
                 "_mg_started": worker.started,
                 "_mg_index": worker.index,
                 "_mg_init": self.init,
+                # A refusal's traceback is shown only without a fallback side to run the task.
+                "_mg_explain": int(self.fallback is None or self.fallback.kind is None),
             }
             _native.push_home(lambda data: self._home(worker, data))
             try:

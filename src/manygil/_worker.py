@@ -482,16 +482,20 @@ def refusal(exc: BaseException) -> str:
     return name.replace("|", "?") + "|" + " ".join(chain[:50])
 
 
-def _pack_error(exc: BaseException, loading: bool = False) -> bytes:
+def _pack_error(exc: BaseException, loading: bool = False, explain: int = 1) -> bytes:
     """A RAISED record; REFUSED when loading the task (before any of it ran) needed a
-    module that refuses this interpreter, so the pool may run it elsewhere."""
+    module that refuses this interpreter, so the pool may run it elsewhere.  Without
+    ``explain`` (the pool runs such a task elsewhere), a REFUSED record's traceback is
+    left out: formatting it cost a worker 16 ms (importing traceback, reading sources)."""
     status = RAISED
     name = refusing_module(exc)
     module = b""
+    brief = False
     if name is not None:
         top = name.split(".")[0]
         if loading:
             status = REFUSED
+            brief = not explain
             # "script:" when importing the caller's main script failed, not the task's own needs.
             module = (("script:" if getattr(exc, "__mg_script__", False) else "") + refusal(exc)).encode()
         else:
@@ -503,7 +507,7 @@ def _pack_error(exc: BaseException, loading: bool = False) -> bytes:
                 f"such tasks under the main GIL with InterpreterPoolExecutor(shared_gil=True), "
                 f"or see `python -m manygil check {top}`"
             )
-    info = pickle.dumps(_excinfo(exc, 1), protocol=5)
+    info = pickle.dumps(ExcInfo.brief(exc) if brief else _excinfo(exc, 1), protocol=5)
     exc.__traceback__ = None
     try:
         data, pins = collect(_dump5, exc)
@@ -652,7 +656,7 @@ def stop_agent(control: int) -> None:
         _agent_thread = None
 
 
-def serve(inbox: int, results: int, control: int, started: int, index: int, init: bytes) -> None:
+def serve(inbox: int, results: int, control: int, started: int, index: int, init: bytes, explain: int = 1) -> None:
     """The worker loop: run batches of tasks until told to stop.
 
     A batch is one or more task records.  Each task's result record goes into the
@@ -774,7 +778,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         fn = args = kwargs = task = None
                         with current.lock:
                             finished()
-                        out = head + _pack_error(exc, loading)
+                        out = head + _pack_error(exc, loading, explain)
                 except TaskInterrupted:
                     # Raised between the task's end and the lock: report it as interrupted.
                     with current.lock:
