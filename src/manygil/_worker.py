@@ -618,9 +618,9 @@ def agent(control: int, current: _Current | None, worker_thread: int) -> None:
 
 
 def _start_thread(target: Any, args: tuple[Any, ...], name: str) -> Any:
-    """Start a thread of this interpreter; its ``join``.  On 3.13+ through ``_thread``:
-    importing threading would cost each worker 0.8 ms of its start (threading, imported
-    later by a task, still sees the worker's thread as its main thread).  On 3.12
+    """Start a thread of this interpreter; its ``join``.  On 3.13+ through ``_thread``
+    (so unnamed, and not in ``threading.enumerate()`` of a task that imports threading):
+    importing threading would cost each worker 0.8 ms of its start.  On 3.12
     ``bootstrap`` imports threading anyway."""
     if sys.version_info >= (3, 13):
         # daemon=False: an interpreter with its own GIL allows no daemon thread.
