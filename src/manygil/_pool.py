@@ -140,10 +140,16 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
                     _native.await_home_call(seen, left)
                 if timeout is not None:
                     timeout = max(0.0, timeout - (time.monotonic() - start))
-        if timeout is None:
+        if timeout is None or timeout > 0:
+            end = None if timeout is None else time.monotonic() + timeout
             with self._condition:
                 while self._state in (PENDING, RUNNING):
-                    main_wait(self._condition)
+                    remaining = None if end is None else end - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    main_wait(self._condition, remaining)
+            if end is not None:
+                timeout = max(0.0, end - time.monotonic())
         return super().result(timeout)
 
     def _Future__get_result(self) -> Any:
