@@ -1035,17 +1035,19 @@ def _shut(slot: Any, wait: bool, cancel_futures: bool = False) -> None:
     """``slot.shutdown()``, keeping its manager thread on it first (``_mg_manager``): a
     ``ProcessPoolExecutor`` shut down without waiting forgets that thread, and a later
     ``shutdown(wait=True)`` of it returns at once while its process may still run."""
+    _keep_manager(slot)
+    slot.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+def _keep_manager(slot: Any) -> None:
     manager = getattr(slot, "_executor_manager_thread", None)
     if manager is not None:
         slot._mg_manager = manager
-    slot.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 def _terminate(slot: Any) -> None:
     """End a one-process ProcessPoolExecutor now, whatever it runs."""
-    manager = getattr(slot, "_executor_manager_thread", None)
-    if manager is not None:
-        slot._mg_manager = manager  # see _shut
+    _keep_manager(slot)  # see _shut
     stop = getattr(slot, "terminate_workers", None)  # 3.14+
     if stop is not None:
         stop()

@@ -72,8 +72,6 @@ def _python_exit() -> None:
         interrupted = exc
         for state in states:
             state.cancel_all()
-            if state.fallback is not None:
-                state.fallback.cancel_all()
         for state in states:
             state.shutdown(wait=True, cancel_futures=True)
     # A worker abandoned in C still runs inside its interpreter, and CPython cannot
@@ -820,6 +818,14 @@ class _PoolState:
         finally:
             worker.release()
 
+    def _count_out(self, worker: _WorkerHandle) -> None:
+        """Remove a worker whose thread is ending from the pool's count (lock held)."""
+        del self.workers[worker.index]
+        if worker.thread is not None:
+            self.exited.append(worker.thread)  # for shutdown(wait=True) to join
+        if worker.state in ("retiring", "abandoned"):
+            self.leaving -= 1  # it was counted among the workers that leave
+
     def _lost(self, worker: _WorkerHandle) -> list[InterpreterFuture]:
         """The futures of the tasks that a stopped worker still held, taken out of
         ``running`` (lock held): they fail, nothing will deliver their results."""
@@ -832,11 +838,7 @@ class _PoolState:
         LOGGER.error("%s", reason, exc_info=exc)
         with self.lock:
             if self.workers.get(worker.index) is worker:
-                del self.workers[worker.index]
-                if worker.state in ("retiring", "abandoned"):
-                    self.leaving -= 1  # counted among the workers that leave
-                if worker.thread is not None:
-                    self.exited.append(worker.thread)
+                self._count_out(worker)
             failed = self._break(reason, exc) + self._lost(worker)
             self.watch.notify_all()
             self.changed.notify_all()
@@ -1001,11 +1003,7 @@ class _PoolState:
         with self.lock:
             done = self._take(worker, records)
             self._unseat(worker)
-            del self.workers[worker.index]
-            if worker.thread is not None:
-                self.exited.append(worker.thread)  # for shutdown(wait=True) to join
-            if worker.state in ("retiring", "abandoned"):
-                self.leaving -= 1
+            self._count_out(worker)
             if worker in self.idle:
                 self.idle.remove(worker)
             failed = self._lost(worker)
@@ -1169,11 +1167,14 @@ class _PoolState:
         return stuck
 
     def cancel_all(self) -> None:
-        """Cancel every task, pending or running (leaving a ``with`` block by Ctrl-C)."""
+        """Cancel every task, pending or running, the fallback side's too (Ctrl-C while
+        a ``with`` block or the program's end waits)."""
         with self.lock:
             futures = [item.future for _, item in self.pending] + [item.future for item in self.running.values()]
         for future in futures:
             future.cancel()
+        if self.fallback is not None:
+            self.fallback.cancel_all()
 
 
 def _chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[list[tuple[Any, ...]]]:
@@ -1484,8 +1485,6 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
 
     def _stop_all(self) -> None:
         self._state.cancel_all()
-        if self._fallback is not None:
-            self._fallback.cancel_all()
         self.shutdown(True, cancel_futures=True)
 
 
