@@ -25,6 +25,7 @@
 #endif
 #include <Python.h>
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <stdint.h>
@@ -125,9 +126,22 @@ now(struct timespec *ts)
 #endif
 }
 
+/* Waits longer than this (threading.TIMEOUT_MAX: 2**63 ns) are waits without a
+ * deadline: a deadline that far off cannot be reached, and computing it would
+ * overflow a timespec. */
+#define FOREVER_AFTER 9223372036.0
+
+/* A deadline ``secs`` from ``ts``; saturates at FOREVER_AFTER (a NaN counts as 0), so
+ * that no caller can overflow a timespec and make pthread_cond_timedwait() fail. */
 static void
 add_seconds(struct timespec *ts, double secs)
 {
+    if (!(secs > 0)) {
+        secs = 0;
+    }
+    if (secs > FOREVER_AFTER) {
+        secs = FOREVER_AFTER;
+    }
     time_t whole = (time_t)secs;
     long nsec = (long)((secs - (double)whole) * 1e9);
     ts->tv_sec += whole;
@@ -305,7 +319,7 @@ block_until(entry *e, pthread_cond_t *c, ready_fn ready, act_fn act, void *arg,
     if (timeout == 0) {
         return 0;
     }
-    int has_deadline = timeout > 0;
+    int has_deadline = timeout > 0 && timeout <= FOREVER_AFTER;
     struct timespec deadline;
     if (has_deadline) {
         now(&deadline);
@@ -326,7 +340,9 @@ block_until(entry *e, pthread_cond_t *c, ready_fn ready, act_fn act, void *arg,
                 result = 1;
                 break;
             }
-            if (pthread_cond_timedwait(c, &e->mu, until) == ETIMEDOUT) {
+            /* anything but a wake-up ends the slice (an invalid deadline must not
+             * spin here holding the mutex) */
+            if (pthread_cond_timedwait(c, &e->mu, until) != 0) {
                 if (ready(e, arg)) {
                     wake = act(e, arg);
                     result = 1;
@@ -351,6 +367,41 @@ block_until(entry *e, pthread_cond_t *c, ready_fn ready, act_fn act, void *arg,
     }
 }
 
+/* A timeout object as seconds, with the errors of manygil._timeouts.check_timeout
+ * (the one check; this one guards the native calls): not a number is a TypeError, a
+ * NaN a ValueError; an int too large for a double is an infinity. */
+static int
+seconds_of(PyObject *obj, double *t)
+{
+    if (!PyUnicode_Check(obj) && !PyBytes_Check(obj) && !PyBool_Check(obj)) {
+        *t = PyFloat_AsDouble(obj);
+        if (*t == -1.0 && PyErr_Occurred()) {
+            int overflow = 0;
+            if (PyLong_Check(obj) && PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                PyErr_Clear();
+                (void)PyLong_AsLongLongAndOverflow(obj, &overflow);
+                *t = overflow > 0 ? HUGE_VAL : -HUGE_VAL;
+                return 0;
+            }
+            if (!PyErr_ExceptionMatches(PyExc_TypeError)) {
+                return -1;   /* the object's own error */
+            }
+            PyErr_Clear();
+        }
+        else if (isnan(*t)) {
+            PyErr_SetString(PyExc_ValueError,
+                            "timeout must be a number of seconds, got nan; pass None to wait forever");
+            return -1;
+        }
+        else {
+            return 0;
+        }
+    }
+    PyErr_Format(PyExc_TypeError, "timeout must be a number of seconds or None, got %R", obj);
+    return -1;
+}
+
+/* A wait's timeout: None (or too far off) is -1, forever; a negative one is 0. */
 static int
 parse_timeout(PyObject *obj, double *out)
 {
@@ -358,14 +409,11 @@ parse_timeout(PyObject *obj, double *out)
         *out = -1.0;
         return 0;
     }
-    double t = PyFloat_AsDouble(obj);
-    if (t == -1.0 && PyErr_Occurred()) {
+    double t;
+    if (seconds_of(obj, &t) < 0) {
         return -1;
     }
-    if (t < 0) {
-        t = 0;
-    }
-    *out = t;
+    *out = t < 0 ? 0 : t > FOREVER_AFTER ? -1.0 : t;
     return 0;
 }
 
@@ -481,7 +529,7 @@ sem_take_spinning(sem_t *sem, double timeout, double spin)
     if (spin > 0 && poll_briefly(sem_ready, sem, spin)) {
         return 1;
     }
-    int has_deadline = timeout > 0;
+    int has_deadline = timeout > 0 && timeout <= FOREVER_AFTER;
     struct timespec deadline;
     if (has_deadline) {
         now(&deadline);
@@ -1290,8 +1338,7 @@ syncobj_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject 
     }
     double timeout = -1.0;
     if (timeout_obj != NULL && timeout_obj != Py_None) {
-        timeout = PyFloat_AsDouble(timeout_obj);
-        if (timeout == -1.0 && PyErr_Occurred()) {
+        if (seconds_of(timeout_obj, &timeout) < 0) {
             return NULL;
         }
         if (!blocking && timeout != -1.0) {
@@ -1301,6 +1348,9 @@ syncobj_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject 
         if (timeout < 0 && timeout != -1.0) {
             PyErr_SetString(PyExc_ValueError, "timeout value must be a non-negative number");
             return NULL;
+        }
+        if (timeout > FOREVER_AFTER) {
+            timeout = -1.0;
         }
     }
     if (!blocking) {

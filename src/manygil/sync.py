@@ -22,6 +22,7 @@ from typing import Any
 
 from . import _native
 from ._handles import Handle, carry, landed
+from ._timeouts import check_timeout
 
 __all__ = ("Barrier", "BoundedSemaphore", "BrokenBarrierError", "Condition", "Event", "Lock", "RLock", "Semaphore")
 
@@ -36,15 +37,12 @@ def _timeout(blocking: bool, timeout: float) -> float | None:
         return 0
     if timeout == -1:
         return None
-    if timeout < 0:
-        raise ValueError("timeout value must be a non-negative number")
-    return timeout
+    return check_timeout(timeout)
 
 
 def _wait_timeout(timeout: float | None) -> float | None:
-    if timeout is not None and timeout < 0:
-        return 0
-    return timeout
+    """The timeout of a wait that ``threading`` lets return at once when it is negative."""
+    return check_timeout(timeout, negative_is_zero=True)
 
 
 class _Context:
@@ -298,6 +296,7 @@ class Condition(Handle, _Context):
         """Wait until ``predicate()`` is true (checked after each notify) or the timeout."""
         import time
 
+        timeout = _wait_timeout(timeout)
         end = None if timeout is None else time.monotonic() + timeout
         result = predicate()
         while not result:
@@ -335,7 +334,7 @@ class Barrier(Handle):
             raise ValueError("parties must be > 0")
         self._parties = parties
         self._action = action
-        self._timeout = timeout
+        self._timeout = _wait_timeout(timeout)
         self._own(_native.sync_create(0, -1))
 
     def _state(self) -> tuple[object, ...]:

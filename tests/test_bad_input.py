@@ -1,0 +1,169 @@
+"""Bad input to the shared objects and their waits (issue 30, section 1): each case was
+a crash, a hang or silent corruption, and is now a clear error or correct behaviour.
+
+A case that hung the whole process before its fix runs in a subprocess with a time
+limit.  Nothing waits on the clock: a waker waits until the waiter is inside the
+native wait (a profile hook sees the call start, and the waiter then lets go of the GIL).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from manygil._timeouts import TIMEOUT_MAX, check_timeout
+from manygil.sync import Barrier, Condition, Event, Lock, RLock, Semaphore
+
+from .test_failure_paths import run_script
+
+# ------------------------------------------------------------------ timeouts
+
+# For each waiting primitive: how to make one, how a thread waits on it with timeout T
+# (its result is printed), and how another thread then wakes that waiter.
+WAITS = {
+    "Lock": ("o = Lock(); o.acquire()", "o.acquire(timeout=T)", "o.release()"),
+    "RLock": ("o = RLock(); o.acquire()", "o.acquire(timeout=T)", "o.release()"),
+    "Semaphore": ("o = Semaphore(0)", "o.acquire(timeout=T)", "o.release()"),
+    "Event": ("o = Event()", "o.wait(T)", "o.set()"),
+    "Condition": ("o = Condition()", "o.acquire() and o.wait(T)", "o.acquire(); o.notify(); o.release()"),
+    "Barrier": ("o = Barrier(2)", "o.wait(T)", "o.wait(10)"),
+}
+
+NATIVE_WAITS = {"acquire", "sync_acquire", "sync_wait_nonzero", "cond_wait", "barrier_wait"}
+
+
+@pytest.mark.parametrize("kind", sorted(WAITS))
+def test_an_infinite_or_huge_timeout_waits_until_woken(kind):
+    """inf and 2**63 s overflowed the native deadline: the waiter spun holding the
+    object's mutex, and the waker then blocked on it with its GIL held (the process hung)."""
+    make, wait, wake = WAITS[kind]
+    script = f"""
+        import sys, threading
+        from manygil.sync import {kind}
+        for T in (float("inf"), 2.0 ** 63, 1e300):
+            {make}
+            in_native_wait, results = threading.Event(), []
+
+            def seen(frame, event, arg):
+                if event == "c_call" and getattr(arg, "__name__", "") in {NATIVE_WAITS!r}:
+                    in_native_wait.set()
+
+            def waiter():
+                sys.setprofile(seen)
+                try:
+                    results.append({wait})
+                finally:
+                    sys.setprofile(None)
+
+            t = threading.Thread(target=waiter)
+            t.start()
+            assert in_native_wait.wait(30)
+            {wake}
+            t.join(30)
+            assert not t.is_alive(), "the waiter was not woken"
+            print(T, results)
+    """
+    out = run_script(script, timeout=40)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 3 and all(line.endswith(("[True]", "[0]", "[1]")) for line in lines), out.stdout
+
+
+def _waits_in_process(kind: str, timeout: object) -> object:
+    """One wait with ``timeout`` on a primitive that is ready, so that a wait that
+    ignores a bad timeout returns at once instead of hanging (Condition has no such
+    state: it is left to the subprocess test)."""
+    if kind == "Lock":
+        return Lock().acquire(timeout=timeout)
+    if kind == "RLock":
+        return RLock().acquire(timeout=timeout)
+    if kind == "Semaphore":
+        return Semaphore(1).acquire(timeout=timeout)
+    if kind == "Event":
+        event = Event()
+        event.set()
+        return event.wait(timeout)  # type: ignore[arg-type]
+    if kind == "Barrier":
+        return Barrier(1).wait(timeout)  # type: ignore[arg-type]
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["Barrier", "Event", "Lock", "RLock", "Semaphore"])
+def test_a_nan_timeout_is_a_value_error(kind):
+    with pytest.raises(ValueError, match="timeout must be a number of seconds, got nan"):
+        _waits_in_process(kind, math.nan)
+
+
+@pytest.mark.parametrize("kind", ["Barrier", "Event", "Lock", "RLock", "Semaphore"])
+def test_a_timeout_that_is_not_a_number_is_a_type_error(kind):
+    with pytest.raises(TypeError, match="timeout must be a number of seconds or None, got '1'"):
+        _waits_in_process(kind, "1")
+
+
+def test_a_nan_timeout_on_a_condition_or_barrier_is_a_value_error():
+    """Condition.wait(nan) waited forever: it runs in a subprocess."""
+    out = run_script(
+        """
+        import math
+        from manygil.sync import Barrier, Condition
+        c = Condition()
+        with c:
+            for call in (lambda: c.wait(math.nan), lambda: c.wait_for(lambda: False, math.nan)):
+                try:
+                    call()
+                except ValueError as e:
+                    print(e)
+        try:
+            Barrier(2, timeout=math.nan)
+        except ValueError as e:
+            print(e)
+        """,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [
+        "timeout must be a number of seconds, got nan; pass None to wait forever"
+    ] * 3, out.stdout
+
+
+def test_negative_timeouts_behave_as_threading():
+    with pytest.raises(ValueError, match="non-negative"):
+        Lock().acquire(timeout=-2)
+    with pytest.raises(ValueError, match="non-negative"):
+        RLock().acquire(timeout=-0.5)
+    assert Semaphore(0).acquire(timeout=-5) is False  # threading: do not wait
+    assert Event().wait(-1) is False
+    c = Condition()
+    with c:
+        assert c.wait(-1) is False
+
+
+def test_check_timeout():
+    assert check_timeout(None) is None
+    assert check_timeout(math.inf) is None
+    assert check_timeout(TIMEOUT_MAX * 2) is None
+    assert check_timeout(10**400) is None
+    assert check_timeout(2) == 2.0 and type(check_timeout(2)) is float
+    assert check_timeout(-3, negative_is_zero=True) == 0.0
+    with pytest.raises(ValueError, match="grace must be a non-negative number, got -3"):
+        check_timeout(-3, "grace")
+    with pytest.raises(ValueError, match="nan"):
+        check_timeout(-math.nan, negative_is_zero=True)
+    with pytest.raises(TypeError, match="got True"):
+        check_timeout(True)
+    with pytest.raises(TypeError, match="got b'1'"):
+        check_timeout(b"1")
+
+
+def test_a_nan_timeout_on_a_queue_is_a_value_error():
+    """It waited forever; the queue here is ready, so that a timeout ignored returns."""
+    from manygil.interpreters import create_queue
+
+    q = create_queue()
+    with pytest.raises(ValueError, match="got nan"):
+        q.put(1, timeout=math.nan)
+    q.put(1)
+    with pytest.raises(ValueError, match="got nan"):
+        q.get(timeout=math.nan)
+    assert q.get(timeout=math.inf) == 1
