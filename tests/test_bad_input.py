@@ -13,7 +13,8 @@ import math
 import pytest
 
 from manygil._timeouts import TIMEOUT_MAX, check_timeout
-from manygil.sync import Barrier, Condition, Event, Lock, RLock, Semaphore
+from manygil.shared import SharedValue
+from manygil.sync import Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore
 
 from .test_failure_paths import run_script
 
@@ -167,3 +168,47 @@ def test_a_nan_timeout_on_a_queue_is_a_value_error():
     with pytest.raises(ValueError, match="got nan"):
         q.get(timeout=math.nan)
     assert q.get(timeout=math.inf) == 1
+
+
+# ------------------------------------------------------------------ 64-bit counters
+
+INT64_MAX = 2**63 - 1
+
+
+def test_a_bounded_semaphore_released_past_2_63_refuses_instead_of_wrapping():
+    sem = BoundedSemaphore(2)
+    sem.acquire()
+    with pytest.raises(ValueError, match="released too many times"):
+        sem.release(INT64_MAX)
+    assert sem.value == 1  # unchanged, and not wrapped to a negative count
+    assert sem.acquire(timeout=0)
+
+
+def test_a_semaphore_count_past_2_63_is_an_overflow_error():
+    sem = Semaphore(1)
+    with pytest.raises(OverflowError, match=r"semaphore .*2\*\*63 - 1"):
+        sem.release(INT64_MAX)
+    assert sem.value == 1
+    with pytest.raises(OverflowError, match=r"semaphore .*2\*\*63 - 1"):
+        sem.release(2**64)
+    with pytest.raises(OverflowError, match=r"semaphore .*2\*\*63 - 1"):
+        Semaphore(2**63)
+
+
+def test_a_shared_value_past_64_bits_is_an_overflow_error():
+    value = SharedValue(INT64_MAX)
+    with pytest.raises(OverflowError, match=r"cannot add 1 to <SharedValue 9223372036854775807>: .*-2\*\*63 to 2\*\*63 - 1"):
+        value.add(1)
+    assert value.value == INT64_MAX
+    low = SharedValue(-(2**63))
+    with pytest.raises(OverflowError, match="cannot add -1"):
+        low.add(-1)
+    with pytest.raises(OverflowError, match=r"a SharedValue holds .*2\*\*63 - 1.*got 9223372036854775808"):
+        SharedValue(2**63)
+    with pytest.raises(OverflowError, match="got 9223372036854775808"):
+        value.value = 2**63
+    with pytest.raises(OverflowError, match="got 9223372036854775808"):
+        value.compare_and_set(0, 2**63)
+    with pytest.raises(OverflowError, match="cannot add"):
+        value.add(2**70)
+    assert value.value == INT64_MAX

@@ -906,7 +906,8 @@ sync_acquire(PyObject *mod, PyObject *args)
     return PyBool_FromLong(rc);
 }
 
-/* release(id, n) -> bool: add n to value; False (and no change) if limit would pass */
+/* release(id, n) -> bool: add n to value; False (and no change) if limit would pass,
+ * OverflowError (and no change) if 64 bits would */
 static PyObject *
 sync_release(PyObject *mod, PyObject *args)
 {
@@ -919,12 +920,16 @@ sync_release(PyObject *mod, PyObject *args)
         return NULL;
     }
     int ok = 1;
+    int64_t sum;
     pthread_mutex_lock(&e->mu);
-    if (e->limit >= 0 && e->value + n > e->limit) {
+    if (__builtin_add_overflow(e->value, n, &sum)) {
+        ok = e->limit >= 0 ? 0 : -1;   /* past any limit; else past 64 bits */
+    }
+    else if (e->limit >= 0 && sum > e->limit) {
         ok = 0;
     }
     else {
-        e->value += n;
+        e->value = sum;
         if (n == 1) {
             pthread_cond_signal(&e->cond);
         }
@@ -934,10 +939,14 @@ sync_release(PyObject *mod, PyObject *args)
     }
     pthread_mutex_unlock(&e->mu);
     release_entry(e);
+    if (ok < 0) {
+        return PyErr_Format(PyExc_OverflowError, "the count would pass 2**63 - 1");
+    }
     return PyBool_FromLong(ok);
 }
 
-/* add(id, delta) -> new value (atomic), wakes waiters */
+/* add(id, delta) -> new value (atomic), wakes waiters; OverflowError (and no change)
+ * when the value would leave the 64-bit range */
 static PyObject *
 sync_add(PyObject *mod, PyObject *args)
 {
@@ -950,11 +959,17 @@ sync_add(PyObject *mod, PyObject *args)
         return NULL;
     }
     pthread_mutex_lock(&e->mu);
-    e->value += delta;
-    int64_t v = e->value;
-    pthread_cond_broadcast(&e->cond);
+    int64_t v;
+    int overflow = __builtin_add_overflow(e->value, delta, &v);
+    if (!overflow) {
+        e->value = v;
+        pthread_cond_broadcast(&e->cond);
+    }
     pthread_mutex_unlock(&e->mu);
     release_entry(e);
+    if (overflow) {
+        return PyErr_Format(PyExc_OverflowError, "the value would leave the range [-2**63, 2**63 - 1]");
+    }
     return PyLong_FromLongLong(v);
 }
 
@@ -1381,15 +1396,23 @@ syncobj_release(PyObject *op, PyObject *unused)
     }
     int ok = 1;
     pthread_mutex_lock(&e->mu);
-    if (e->limit >= 0 && e->value + 1 > e->limit) {
+    if (e->limit >= 0 && e->value >= e->limit) {
         ok = 0;
+    }
+    else if (e->value == INT64_MAX) {
+        ok = -1;
     }
     else {
         e->value++;
     }
     pthread_mutex_unlock(&e->mu);
-    if (!ok) {
+    if (ok == 0) {
         PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
+        return NULL;
+    }
+    if (ok < 0) {
+        PyErr_Format(PyExc_OverflowError, "cannot release this %s: its count would pass 2**63 - 1",
+                     Py_TYPE(op)->tp_name);
         return NULL;
     }
     pthread_cond_signal(&e->cond);

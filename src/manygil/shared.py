@@ -327,13 +327,25 @@ class SharedArray:
         return f"<SharedArray shape={self.shape} dtype={self.dtype} buffer id={self.buffer.id}>"
 
 
+def _int64(value: int) -> int:
+    value = int(value)
+    if not -(2**63) <= value < 2**63:
+        raise OverflowError(f"a SharedValue holds a signed 64-bit integer, from -2**63 to 2**63 - 1; got {value}")
+    return value
+
+
 class SharedValue(Handle):
-    """A 64-bit integer that every interpreter can read and update atomically."""
+    """A 64-bit integer that every interpreter can read and update atomically.
+
+    Raises:
+        OverflowError: a value, or the result of ``add``, outside [-2**63, 2**63 - 1]
+            (it never wraps).
+    """
 
     __slots__ = ()
 
     def __init__(self, value: int = 0) -> None:
-        self._own(_native.sync_create(int(value), -1))
+        self._own(_native.sync_create(_int64(value), -1))
 
     @property
     def value(self) -> int:
@@ -342,15 +354,22 @@ class SharedValue(Handle):
 
     @value.setter
     def value(self, new: int) -> None:
-        _native.sync_set(self._ids[0], int(new))
+        _native.sync_set(self._ids[0], _int64(new))
 
     def add(self, delta: int = 1) -> int:
         """Add ``delta`` atomically; returns the new value."""
-        return int(_native.sync_add(self._ids[0], int(delta)))
+        delta = int(delta)
+        try:
+            return int(_native.sync_add(self._ids[0], delta))
+        except OverflowError:
+            raise OverflowError(
+                f"cannot add {delta} to {self!r}: the result would leave the range of a SharedValue, "
+                "a signed 64-bit integer (-2**63 to 2**63 - 1)"
+            ) from None
 
     def compare_and_set(self, expected: int, new: int) -> bool:
         """Set to ``new`` only if the value is ``expected``; whether it was set."""
-        return bool(_native.sync_cas(self._ids[0], int(expected), int(new)))
+        return bool(_native.sync_cas(self._ids[0], int(expected), _int64(new)))
 
     def __repr__(self) -> str:
         return f"<SharedValue {self.value}>"

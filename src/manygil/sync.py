@@ -28,6 +28,8 @@ __all__ = ("Barrier", "BoundedSemaphore", "BrokenBarrierError", "Condition", "Ev
 
 BrokenBarrierError = threading.BrokenBarrierError
 
+_INT64_MAX = 2**63 - 1  # the native counters are signed 64-bit integers
+
 
 def _timeout(blocking: bool, timeout: float) -> float | None:
     """``threading``'s (blocking, timeout) as the native layer's timeout."""
@@ -180,6 +182,8 @@ class Semaphore(_SyncBase):
     def __init__(self, value: int = 1) -> None:
         if value < 0:
             raise ValueError("semaphore initial value must be >= 0")
+        if value > _INT64_MAX:
+            raise OverflowError(f"semaphore initial value must be at most 2**63 - 1, got {value}")
         self._create(value, value if self._bounded else -1)
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
@@ -194,10 +198,17 @@ class Semaphore(_SyncBase):
 
         Raises:
             ValueError: a ``BoundedSemaphore`` would go above its initial value.
+            OverflowError: the count would pass 2**63 - 1.
         """
         if n < 1:
             raise ValueError("n must be one or more")
-        if not _native.sync_release(self.id, n):
+        try:
+            released = _native.sync_release(self.id, n)
+        except OverflowError:  # past 64 bits (or n itself is)
+            if not self._bounded:
+                raise OverflowError(f"cannot release this semaphore by {n}: its count would pass 2**63 - 1") from None
+            released = False
+        if not released:
             raise ValueError("Semaphore released too many times")
 
     def __exit__(self, *exc: object) -> None:
