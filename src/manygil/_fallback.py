@@ -33,7 +33,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from . import _transport
+from . import _exit, _transport
 
 __all__ = ("FALLBACKS", "Fallback", "FallbackWarning", "learn_refusal", "route_key")
 
@@ -368,26 +368,43 @@ class Fallback:
             NotShareableError: an argument is a manygil shared object (process side).
         """
         if self.kind == "process":
+            _exit.run_first()  # concurrent.futures.process may have been imported since
             kept: list[Any] = []  # shared buffers the process maps: alive until the task ends
             task = _ProcessTask(future, _dump_call(fn, args, kwargs, kept), timeout, label or route_key(fn))
             task.kept = kept
             future._fallback = task  # type: ignore[attr-defined]
             with self.lock:
                 self.pending.append(task)
-                # Both now: at exit 3.12 starts no thread, and a task may start then.
-                self._ensure_thread("dispatcher")
-                self._ensure_thread("timer")
-                if not self.warmed and not self.closed and self.cannot_start is None:
-                    self.warmed = True
-                    reserved = self.max_workers - self.slots
-                    self.slots += reserved  # the pump waits for them, starts none
-                    # Its own thread: starting the first process takes 100-300 ms (the
-                    # forkserver imports the caller's script), and the thread that got
-                    # here is often an interpreter worker's, whose tasks would wait.
-                    self.warmer = threading.Thread(
-                        target=self._warm_up, args=(reserved,), name="manygil-fallback-warm-up", daemon=True
-                    )
-                    self.warmer.start()
+                try:
+                    # Both now: at exit 3.12 starts no thread, and a task may start then.
+                    self._ensure_thread("dispatcher")
+                    self._ensure_thread("timer")
+                    if not self.warmed and not self.closed and self.cannot_start is None:
+                        self.warmed = True
+                        reserved = self.max_workers - self.slots
+                        self.slots += reserved  # the pump waits for them, starts none
+                        # Its own thread: starting the first process takes 100-300 ms (the
+                        # forkserver imports the caller's script), and the thread that got
+                        # here is often an interpreter worker's, whose tasks would wait.
+                        warmer = threading.Thread(
+                            target=self._warm_up, args=(reserved,), name="manygil-fallback-warm-up", daemon=True
+                        )
+                        try:
+                            warmer.start()
+                        except RuntimeError:
+                            self.slots -= reserved
+                            raise
+                        self.warmer = warmer
+                except RuntimeError as exc:  # "can't create new thread at interpreter shutdown"
+                    # CPython 3.12, once the program's end has begun: no process worker can
+                    # start (each needs a thread), so this task and those after it fail
+                    # (the pump fails them) rather than wait forever.
+                    if self.cannot_start is None:
+                        self.cannot_start = RuntimeError(
+                            f"{exc}: CPython 3.12 starts no thread once the program ends, and a "
+                            "process worker needs one; call pool.shutdown() (or use a with block) "
+                            "before the script ends"
+                        )
             self._pump()
             return
         pool = self._shared_gil_pool()
@@ -470,7 +487,7 @@ class Fallback:
 
     def _slot_ready(self, slot: Any, done: Future[Any]) -> None:
         """A slot's process started (or could not): it takes tasks from now on."""
-        from concurrent.futures.process import BrokenProcessPool
+        BrokenProcessPool = _exit.process_module().BrokenProcessPool
 
         failed = done.cancelled() or done.exception() is not None
         with self.lock:
@@ -765,8 +782,8 @@ class Fallback:
         if thread is None or not thread.is_alive():
             target = self._dispatch if which == "dispatcher" else self._time_limits
             thread = threading.Thread(target=target, name=f"manygil-fallback-{which}", daemon=True)
+            thread.start()  # first: shutdown() joins it (3.12 starts none at the program's end)
             setattr(self, which, thread)
-            thread.start()
 
     def _dispatch(self) -> None:
         """The dispatcher thread: starts the tasks that waited for a seat when an
@@ -895,7 +912,7 @@ class _ProcessTask:
         # A slot whose process died is broken: never reused.  (This runs on its
         # management thread, which then holds the slot's lock: a submit to it here
         # would wait forever.)
-        from concurrent.futures.process import BrokenProcessPool  # loaded: a slot is one
+        BrokenProcessPool = _exit.process_module().BrokenProcessPool  # loaded: a slot is one
 
         cancelled = inner.cancelled()  # terminated before its process got it
         exc = None if cancelled else inner.exception()
@@ -1021,9 +1038,7 @@ def _bare(exc: BaseException) -> BaseException:
 
 
 def _cannot_start(cause: BaseException) -> BaseException:
-    from concurrent.futures.process import BrokenProcessPool
-
-    err = BrokenProcessPool(
+    err: BaseException = _exit.process_module().BrokenProcessPool(
         "manygil: no process worker of this pool could start (the first "
         f"failure: {type(cause).__name__}: {cause}; see its message above), so this task did not run"
     )
@@ -1065,9 +1080,7 @@ def _slot_class() -> type:
     management thread, which crashed in ``_adjust_process_count`` (TypeError) when a
     process of a pool with ``max_tasks_per_child`` had just left; the fault injection
     found it on 3.13.0."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    class Slot(ProcessPoolExecutor):
+    class Slot(_exit.process_module().ProcessPoolExecutor):  # type: ignore[misc]
         def _adjust_process_count(self) -> None:
             if self._processes is None:
                 return  # shut down meanwhile: no process to start

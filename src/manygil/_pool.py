@@ -36,7 +36,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, LOGGER, PENDING, RUNNING
 from typing import Any, TextIO
 
-from . import _backend, _native, _output, _tracebacks, _worker
+from . import _backend, _exit, _native, _output, _tracebacks, _worker
 from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._fallback import FALLBACKS, Fallback, learn_refusal, main_wait, route_key
 from ._handles import collect, out_of_band, release_pins
@@ -66,6 +66,11 @@ def _python_exit() -> None:
     try:
         for state in states:
             state.shutdown(wait=True, cancel_futures=False)
+        # The process sides last: an interpreter may hand one a task (a refusal) until
+        # its own tasks are done.  Their tasks run too, as a ProcessPoolExecutor's do.
+        for state in states:
+            if state.fallback is not None:
+                state.fallback.shutdown(wait=True, cancel_futures=False)
     except KeyboardInterrupt as exc:
         # Ctrl-C while the program's end waits for the tasks: stop them all, as leaving
         # a with block by Ctrl-C does (finalizing with a task running aborted the process).
@@ -74,6 +79,8 @@ def _python_exit() -> None:
             state.cancel_all()
         for state in states:
             state.shutdown(wait=True, cancel_futures=True)
+            if state.fallback is not None:
+                state.fallback.shutdown(wait=True, cancel_futures=True)
     # A worker abandoned in C still runs inside its interpreter, and CPython cannot
     # finalize an interpreter with a running thread (3.13 waits forever, 3.12 aborts).
     # Give each one its pool's grace period once more, then leave without finalizing.
@@ -105,7 +112,7 @@ def _exit_without_finalizing(stuck: list[str]) -> None:
 
 # Like ThreadPoolExecutor: finish the work in flight before non-daemon threads are
 # joined at interpreter exit (atexit handlers would run too late).
-threading._register_atexit(_python_exit)  # type: ignore[attr-defined]
+_exit.register(_python_exit)
 
 
 class InterpreterFuture(Future):  # type: ignore[type-arg]
@@ -484,13 +491,16 @@ class _PoolState:
 
     # ------------------------------------------------------------ submitting
 
-    def submit(self, item: _Item) -> None:
+    def submit(self, item: _Item, resend: bool = False) -> None:
+        """Queue ``item`` or start it on an idle worker (caller's thread, or a worker's in
+        ``call_home`` for a ``resend``: a task submitted before the pool began to shut
+        down, sent again by value, which still runs then, as it would have)."""
         with self.lock:
             if self.broken is not None:
                 raise BrokenInterpreterPool(self.broken) from self.broken_cause
-            if self.shutting_down:
+            if self.shutting_down and not resend:
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            if _global_shutdown:
+            if _global_shutdown and not resend:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
             tid = next(self.tids)
             item.future._tid = tid
@@ -764,7 +774,11 @@ class _PoolState:
             worker.release()
             if self._active():
                 return []  # the other workers take the pending tasks
-            return self._break(f"no worker is left and none can start now ({exc})", exc)
+            return self._break(
+                f"no worker is left and none can start now ({exc}): CPython 3.12 starts no thread "
+                "once the program ends; call pool.shutdown() (or use a with block) before the script ends",
+                exc,
+            )
         # The watchdog starts with the first worker, since a time limit may come when no
         # thread can start (3.12 at exit); after it, which meanwhile creates its
         # interpreter (a pool's first result comes 0.3 ms sooner).
@@ -1250,6 +1264,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         _check_timeout("task_timeout", task_timeout)
+        _exit.run_first()  # the program's end waits for this pool before process pools stop
         init: bytes = b""
         init_pins: tuple[int, ...] = ()
         if initializer is not None:
@@ -1336,7 +1351,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         again = _Item(item.future, payload, pins, item.timeout, item.fn, item.call, by_value=True, keep=keep)
         again.started = True  # its future is running already
         try:
-            self._state.submit(again)
+            self._state.submit(again, resend=True)
         except BaseException:
             again.drop()
             raise

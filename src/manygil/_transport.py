@@ -155,14 +155,30 @@ def describe(obj: object) -> str:
     return f"{type(obj).__qualname__} object"
 
 
+# The last __main__ seen with a file or a spec name, and that hint: CPython 3.12 and 3.13
+# delete ``__file__`` from ``__main__`` once the script has run, before the program's end
+# runs the tasks still waiting (a worker started then must still import the script).
+_seen_main: tuple[object, tuple[str, str]] | None = None
+
+
 def main_hint() -> tuple[str, str]:
-    """Where the caller's ``__main__`` came from: ``(spec name, file)``, each may be ""."""
+    """Where the caller's ``__main__`` came from: ``(spec name, file)``, each may be "".
+
+    A script piped to ``python -`` (``<stdin>``) has no file to import again: it counts
+    as interactive, like ``python -c``, and its functions cross by value."""
+    global _seen_main
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     name = getattr(spec, "name", "") or ""
     file = getattr(main, "__file__", "") or ""
     if name == "__main__":
         name = ""
+    if file.startswith("<") and file.endswith(">"):  # <stdin>, <string>: no file
+        file = ""
+    if name or file:
+        _seen_main = (main, (name, file))
+    elif _seen_main is not None and _seen_main[0] is main:
+        return _seen_main[1]
     return name, file
 
 

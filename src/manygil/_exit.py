@@ -1,0 +1,68 @@
+"""manygil's place in the program's end.
+
+At the end of a program, before the interpreter joins its non-daemon threads,
+``threading._shutdown`` calls the hooks of ``threading._register_atexit``, the last
+registered first.  ``concurrent.futures`` waits there for its pools' tasks, and so does
+manygil (``_pool._python_exit``), which must run before ``concurrent.futures.process``'s
+hook: that one stops every ``ProcessPoolExecutor`` from taking work, and the process side
+of a pool may still have tasks to start then (tasks waiting for a seat, or refused by an
+interpreter as the program ended).  Each pool and each import of that module here puts
+manygil's hook back in front (:func:`run_first`).
+
+Which thread: the caller's (``register``, ``run_first``), or any thread of the main
+interpreter, the program's end included (``process_module``).  The list of hooks is
+changed only before the end begins, by threads holding the main GIL; ``_importing``
+serializes the imports that lift ``threading``'s end flag.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+from collections.abc import Callable
+
+__all__ = ("process_module", "register", "run_first")
+
+_hook: object = None  # manygil's entry in threading._threading_atexits
+_importing = threading.Lock()  # guards the lifted flag of process_module()
+
+
+def register(fn: Callable[[], None]) -> None:
+    """Call ``fn`` at the program's end, before non-daemon threads are joined."""
+    global _hook
+    threading._register_atexit(fn)  # type: ignore[attr-defined]
+    hooks = getattr(threading, "_threading_atexits", None)
+    _hook = hooks[-1] if hooks else None
+
+
+def run_first() -> None:
+    """Make manygil's hook the next to run (after every hook registered so far)."""
+    hooks = getattr(threading, "_threading_atexits", None)
+    if _hook is None or not isinstance(hooks, list) or getattr(threading, "_SHUTTING_DOWN", True):
+        return
+    if hooks[-1] is not _hook and _hook in hooks:
+        hooks.remove(_hook)
+        hooks.append(_hook)
+
+
+def process_module() -> types.ModuleType:
+    """``concurrent.futures.process``, imported now if it was not, the program's end
+    included: its import registers its own exit hook, which ``threading`` refuses once
+    the end has begun.  Allowed then, that hook does not run (the hooks to run were
+    taken before), and it need not: manygil's waits for every task of its process side."""
+    loaded = sys.modules.get("concurrent.futures.process")
+    if loaded is not None and not getattr(loaded.__spec__, "_initializing", False):
+        return loaded
+    with _importing:  # one thread lifts the flag at a time; the others wait for the import
+        ending = getattr(threading, "_SHUTTING_DOWN", False)
+        if ending:
+            threading._SHUTTING_DOWN = False  # type: ignore[attr-defined]
+        try:
+            import concurrent.futures.process as module
+        finally:
+            if ending:
+                threading._SHUTTING_DOWN = True  # type: ignore[attr-defined]
+        if not ending:
+            run_first()
+    return module

@@ -1,0 +1,135 @@
+"""The program's end without ``shutdown()`` or a ``with`` block (issue 23, section 1).
+
+Each test runs a real script, as ``python script.py`` (or piped to ``python -``), in a
+child process, and checks what ``ProcessPoolExecutor`` guarantees there: every task
+submitted runs, every callback runs once, and the exit status is 0.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+# What every script's callbacks print: one line per task, "done N" or "error ...".
+CALLBACK = """
+import sys
+def report(f):  # one write per line: callbacks run on several threads
+    if f.cancelled():
+        line = "cancelled"
+    elif f.exception() is not None:
+        line = f"error {f.exception()!r}"
+    else:
+        line = f"done {f.result()}"
+    sys.stdout.write(line + chr(10))
+    sys.stdout.flush()
+"""
+
+
+def run(source: str, tmp_path, *, stdin: bool = False, path: tuple[str, ...] = (), timeout: float = 120):
+    """Run ``source`` as a script file (or piped to ``python -``) in ``tmp_path``."""
+    source = textwrap.dedent(source).replace("#CALLBACK", CALLBACK)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join((*path, os.path.join(ROOT, "src"))))
+    if stdin:
+        args, text = [sys.executable, "-"], source
+    else:
+        script = tmp_path / "prog.py"
+        script.write_text(source)
+        args, text = [sys.executable, str(script)], None
+    return subprocess.run(
+        args, input=text, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def outcomes(stdout: str) -> list[str]:
+    return sorted(line for line in stdout.splitlines() if line.startswith(("done", "error", "cancelled")))
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_tasks_of_a_function_defined_in_the_script_run_at_exit_without_shutdown(tmp_path, how):
+    proc = run(
+        """
+        from manygil import InterpreterPoolExecutor
+        #CALLBACK
+        def work(n):
+            return n * 10
+
+        if __name__ == "__main__":
+            pool = InterpreterPoolExecutor(2)
+            for i in range(8):
+                pool.submit(work, i).add_done_callback(report)
+            print("exiting", flush=True)
+        """,
+        tmp_path,
+        stdin=how == "stdin",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert outcomes(proc.stdout) == sorted(f"done {i * 10}" for i in range(8)), proc.stdout + proc.stderr
+    assert proc.stderr == ""
+
+
+def test_a_script_piped_to_python_runs_its_functions_in_a_with_block(tmp_path):
+    proc = run(
+        """
+        from manygil import InterpreterPoolExecutor
+
+        def work(n):
+            return n + 1
+
+        with InterpreterPoolExecutor(2) as pool:
+            print(list(pool.map(work, range(4))))
+        """,
+        tmp_path,
+        stdin=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[1, 2, 3, 4]\n"
+
+
+def test_process_tasks_waiting_at_exit_without_shutdown_all_run(tmp_path, single_phase_dir):
+    # 12 tasks of a function whose module refuses an own-GIL interpreter (they run in
+    # process workers) and 4 pure ones, then the script ends without shutdown().
+    proc = run(
+        """
+        import os
+        import refusing_tasks
+        from manygil import InterpreterPoolExecutor
+        #CALLBACK
+        def pure(n):
+            return -n
+
+        if __name__ == "__main__":
+            import warnings
+            warnings.simplefilter("ignore")  # the FallbackWarning
+            pool = InterpreterPoolExecutor(2)
+            for i in range(12):
+                pool.submit(refusing_tasks.where, i).add_done_callback(report)
+            for i in range(1, 5):
+                pool.submit(pure, i).add_done_callback(report)
+            print("exiting, pid", os.getpid(), flush=True)
+        """,
+        tmp_path,
+        path=(single_phase_dir, FIXTURES),
+    )
+    assert proc.returncode == 0, proc.stderr
+    if sys.version_info < (3, 13):
+        # CPython 3.12 starts no thread once the program's end has begun, and a process
+        # worker (or a new interpreter worker) needs one: what cannot start fails with
+        # the fix, and nothing waits forever.
+        lines = outcomes(proc.stdout)
+        assert len(lines) == 16, proc.stdout + proc.stderr
+        for line in lines:
+            assert line.startswith("done") or "before the script ends" in line, line
+        return
+    done = [line.split(",")[0].replace("(", "") for line in outcomes(proc.stdout)]  # "done (2, pid, -1)"
+    assert sorted(done) == sorted([f"done {2 * i}" for i in range(12)] + [f"done {-i}" for i in range(1, 5)]), (
+        proc.stdout + proc.stderr
+    )
+    pid = proc.stdout.split("exiting, pid ")[1].split()[0]
+    assert f" {pid}," not in proc.stdout  # where() ran in process workers
