@@ -9,12 +9,13 @@ native wait (a profile hook sees the call start, and the waiter then lets go of 
 from __future__ import annotations
 
 import math
+import pickle
 
 import pytest
 
 from manygil._timeouts import TIMEOUT_MAX, check_timeout
-from manygil.shared import SharedValue
-from manygil.sync import Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore
+from manygil.shared import SharedArray, SharedBuffer, SharedValue
+from manygil.sync import Barrier, BoundedSemaphore, BrokenBarrierError, Condition, Event, Lock, RLock, Semaphore
 
 from .test_failure_paths import run_script
 
@@ -212,3 +213,61 @@ def test_a_shared_value_past_64_bits_is_an_overflow_error():
     with pytest.raises(OverflowError, match="cannot add"):
         value.add(2**70)
     assert value.value == INT64_MAX
+
+
+# ------------------------------------------------------------------ smaller cases
+
+
+@pytest.mark.parametrize("shape", [0, (0,), (2, 0), (0, 3)])
+def test_a_shared_array_with_a_zero_in_its_shape_is_empty(shape):
+    a = SharedArray(shape, "d")
+    dims = (shape,) if isinstance(shape, int) else shape
+    assert a.shape == dims and a.nbytes == 0 and len(a) == dims[0]
+    assert a.tolist() == ([[]] * dims[0] if len(dims) == 2 else [])
+    back = pickle.loads(pickle.dumps(a))
+    assert back.shape == dims and back.buffer.id == a.buffer.id
+
+
+def test_an_empty_slice_of_a_shared_array_is_an_empty_array():
+    a = SharedArray(5, "q")
+    assert a[3:3].tolist() == [] and len(a[4:2]) == 0
+    a[2:2] = []
+
+
+def test_an_empty_shared_array_in_numpy_keeps_its_shape():
+    pytest.importorskip("numpy")
+    assert SharedArray((2, 0), "float64").numpy().shape == (2, 0)
+
+
+@pytest.mark.parametrize("buffer", [bytearray(24), memoryview(bytearray(24)), b"x" * 24])
+def test_a_shared_array_over_memory_that_is_not_shared_is_refused(buffer):
+    with pytest.raises(TypeError, match=r"SharedArray needs a SharedBuffer, got .*SharedBuffer.from_bytes"):
+        SharedArray(3, "d", buffer=buffer)
+
+
+def test_a_barrier_that_timed_out_has_no_waiter_left():
+    barrier = Barrier(2)
+    with pytest.raises(BrokenBarrierError):
+        barrier.wait(0.01)
+    assert barrier.broken and barrier.n_waiting == 0
+    barrier.reset()
+    assert barrier.n_waiting == 0
+
+
+def test_notify_without_the_lock_says_notify():
+    for cond in (Condition(), Condition(Lock())):
+        with pytest.raises(RuntimeError, match="cannot notify on un-acquired lock"):
+            cond.notify()
+        with pytest.raises(RuntimeError, match="cannot notify on un-acquired lock"):
+            cond.notify_all()
+        with pytest.raises(RuntimeError, match="cannot wait on un-acquired lock"):
+            cond.wait(0)
+
+
+def test_a_shared_buffer_larger_than_the_machine_is_a_memory_error():
+    """It was made lazily, and the process was killed when it was used."""
+    with pytest.raises(MemoryError, match="cannot make a SharedBuffer of 70368744177664 bytes"):
+        SharedBuffer(2**46)
+    with pytest.raises(MemoryError, match="bytes"):
+        SharedBuffer(2**63 - 1)
+    assert len(SharedBuffer(2**30)) == 2**30  # large, untouched, fine

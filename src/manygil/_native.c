@@ -33,6 +33,7 @@
 #include <time.h>
 #if defined(__linux__)
 #include <sys/mman.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 #endif
 
@@ -1215,9 +1216,12 @@ barrier_wait(PyObject *mod, PyObject *args)
     int rc = block_until(e, &e->cond, barrier_done, nothing, &ba, timeout);
     pthread_mutex_lock(&e->mu);
     int ok = rc == 1 && !e->broken && e->aux != ba.generation && e->limit == ba.epoch;
-    if (!ok && !e->broken && e->limit == ba.epoch) {
-        e->broken = 1;            /* a timeout or an interrupt breaks the barrier */
-        pthread_cond_broadcast(&e->cond);
+    if (!ok && e->aux == ba.generation && e->limit == ba.epoch) {
+        e->value--;               /* it leaves without the barrier opening */
+        if (!e->broken) {
+            e->broken = 1;        /* a timeout or an interrupt breaks the barrier */
+            pthread_cond_broadcast(&e->cond);
+        }
     }
     pthread_mutex_unlock(&e->mu);
     release_entry(e);
@@ -1564,6 +1568,18 @@ block_create(PyObject *mod, PyObject *arg)
         return NULL;
     }
 #if defined(__linux__)
+    /* The memory comes page by page as it is first written, so a size the machine
+     * cannot hold would succeed here and get the process killed later. */
+    struct sysinfo si;
+    if (size >= (1 << 30) && sysinfo(&si) == 0) {
+        unsigned long long room = ((unsigned long long)si.totalram + si.totalswap) * si.mem_unit;
+        if ((unsigned long long)size > room) {
+            PyErr_Format(PyExc_MemoryError,
+                         "cannot make a SharedBuffer of %zd bytes: it is more than this machine's "
+                         "memory and swap (%llu bytes)", size, room);
+            return NULL;
+        }
+    }
     PyObject *mapped = new_mapped_block(size);
     if (mapped != Py_None) {
         return mapped;   /* the id, or NULL with an exception set */

@@ -227,17 +227,27 @@ def _typecode(dtype: object) -> str:
     return code
 
 
+def _empty_lists(shape: tuple[int, ...]) -> list[Any]:
+    """``tolist()`` of an empty array of this shape (as numpy's: (2, 0) is [[], []])."""
+    if len(shape) == 1 or shape[0] == 0:
+        return []
+    return [_empty_lists(shape[1:]) for _ in range(shape[0])]
+
+
 class SharedArray:
     """A typed, shaped array over a ``SharedBuffer``; crosses interpreters without copying.
 
     Args:
         shape: an int or a tuple of ints.
         dtype: an array typecode ("d", "q", ...) or a numpy dtype name ("float64", ...).
-        buffer: an existing buffer to view (default: a new zeroed one).
+        buffer: an existing ``SharedBuffer`` to view (default: a new zeroed one).
         offset: where the array starts in ``buffer``, in bytes.
 
+    An array with a 0 in its shape is empty; its buffer protocol view is 1-D (a
+    memoryview cannot have a 0 in its shape), ``numpy()`` and ``tolist()`` keep the shape.
+
     Raises:
-        TypeError: unsupported dtype.
+        TypeError: unsupported dtype, or ``buffer`` is not a ``SharedBuffer``.
         ValueError: bad shape, or the array does not fit in ``buffer``.
     """
 
@@ -256,6 +266,11 @@ class SharedArray:
         nbytes = count * struct.calcsize(code)
         if buffer is None:
             buffer = SharedBuffer(nbytes)
+        elif not isinstance(buffer, _Bytes):  # a MappedBuffer is one, in a process worker
+            raise TypeError(
+                f"SharedArray needs a SharedBuffer, got {type(buffer).__name__}: its memory is not shared "
+                "with other interpreters; copy it into one with SharedBuffer.from_bytes(data)"
+            )
         if offset < 0 or offset + nbytes > len(buffer):
             raise ValueError(
                 f"an array of shape {shape} and dtype {_NUMPY[code]} needs {nbytes} bytes at offset {offset}; "
@@ -265,7 +280,9 @@ class SharedArray:
         self.shape = shape
         self.dtype = _NUMPY[code]
         self.offset = offset
-        self._view = memoryview(buffer)[offset : offset + nbytes].cast("B").cast(code, shape)  # type: ignore[call-overload]
+        view = memoryview(buffer)[offset : offset + nbytes].cast("B")
+        # a memoryview cannot have a 0 in its shape: an empty array's view is 1-D
+        self._view = view.cast(code, shape) if count else view.cast(code)  # type: ignore[call-overload]
 
     @property
     def nbytes(self) -> int:
@@ -308,6 +325,8 @@ class SharedArray:
 
     def tolist(self) -> list[Any]:
         """The values as (nested) lists."""
+        if not self._view.nbytes:
+            return _empty_lists(self.shape)
         return self._view.tolist()  # type: ignore[no-any-return]
 
     def numpy(self) -> Any:

@@ -281,10 +281,10 @@ class Condition(Handle, _Context):
         """Free the underlying lock."""
         self._lock.release()
 
-    def _check_owned(self) -> None:
+    def _check_owned(self, action: str = "wait") -> None:
         owned = self._lock._is_owned() if isinstance(self._lock, RLock) else self._lock.locked()
         if not owned:
-            raise RuntimeError("cannot wait on un-acquired lock")
+            raise RuntimeError(f"cannot {action} on un-acquired lock")
 
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock, wait for a notify (or the timeout), take the lock again."""
@@ -322,12 +322,12 @@ class Condition(Handle, _Context):
 
     def notify(self, n: int = 1) -> None:
         """Wake up to ``n`` waiters, in any interpreter."""
-        self._check_owned()
+        self._check_owned("notify")
         _native.cond_notify(self._ids[0], n)
 
     def notify_all(self) -> None:
         """Wake every waiter."""
-        self._check_owned()
+        self._check_owned("notify")
         _native.cond_notify(self._ids[0], -1)
 
 
