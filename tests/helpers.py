@@ -481,3 +481,11 @@ def in_process_wait_for_path(path, timeout=60):
             raise TimeoutError(path)
         time.sleep(0.01)
     return path
+
+
+def nested_pool():
+    """Create a pool inside a task (issue 23): it must fail at once, with the fix."""
+    from manygil import InterpreterPoolExecutor
+
+    with InterpreterPoolExecutor(1) as inner:
+        return inner.submit(add, 1, 2).result()

@@ -456,3 +456,25 @@ def test_a_task_that_imports_hashlib_does_not_abort_the_process_at_exit():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["2d711642"]
+
+
+def test_a_pool_created_inside_a_task_fails_at_once_and_both_pools_end():
+    # It raised "daemon threads are disabled in this (sub)interpreter" after registering
+    # a worker that never started, and the inner and the outer with blocks waited forever.
+    proc = run_script("""
+        import sys
+        sys.path.insert(0, "tests")
+        import helpers
+        from manygil import InterpreterPoolExecutor
+        with InterpreterPoolExecutor(1) as pool:
+            try:
+                pool.submit(helpers.nested_pool).result(timeout=60)
+            except RuntimeError as exc:
+                print("error:", exc)
+            print(pool.submit(helpers.add, 1, 2).result(timeout=60))
+    """, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    assert first.startswith("error: cannot create an InterpreterPoolExecutor inside interpreter "), first
+    assert "submit from the main interpreter" in first
+    assert second == "3"

@@ -1251,6 +1251,16 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         fallback: str | None = "process",
     ) -> None:
         _worker.check_not_importing_main()
+        here, main = _backend.get_current()[0], _backend.get_main()[0]
+        if here != main:
+            # Its workers would be daemon threads, which an interpreter other than the
+            # main one cannot start; refused before anything is registered, so that no
+            # shutdown() waits for a worker that never started.
+            raise RuntimeError(
+                f"cannot create an InterpreterPoolExecutor inside interpreter {here}, only in the "
+                "main interpreter: a task that needs more tasks can return them to its caller, "
+                "which can submit from the main interpreter"
+            )
         if fallback not in FALLBACKS:
             raise ValueError(
                 f"fallback must be \"process\", \"shared-gil\" or None, got {fallback!r}"
