@@ -133,3 +133,57 @@ def test_process_tasks_waiting_at_exit_without_shutdown_all_run(tmp_path, single
     )
     pid = proc.stdout.split("exiting, pid ")[1].split()[0]
     assert f" {pid}," not in proc.stdout  # where() ran in process workers
+
+
+def test_a_function_defined_under_the_main_guard_runs(tmp_path):
+    # The worker imports the script, where the guarded block never runs: such a
+    # function crosses by value, as a lambda defined there does (issue 29).
+    proc = run(
+        """
+        from manygil import InterpreterPoolExecutor
+
+        def top(n):
+            return n
+
+        if __name__ == "__main__":
+            def work(n):
+                return top(n) * 3
+
+            with InterpreterPoolExecutor(2) as pool:
+                print(list(pool.map(work, range(4))), pool.submit(top, 5).result())
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "[0, 3, 6, 9] 5\n"
+
+
+def test_which_names_a_script_defines_outside_its_main_guard(tmp_path):
+    from manygil import _transport
+
+    script = tmp_path / "names.py"
+    script.write_text(textwrap.dedent("""
+        import os.path, json as j
+        from x import y as z
+        A = B = 1
+        for i in range(2):
+            pass
+        try:
+            def tried(): pass
+        except ImportError:
+            class Fallen: pass
+        with open(__file__) as fh:
+            pass
+        if __name__ == "__main__":
+            def guarded(): local = 1
+            G = 2
+        else:
+            def imported(): pass
+        def f():
+            inner = 1
+    """))
+    assert _transport._names_bound_outside_guard(str(script)) == {
+        "os", "j", "z", "A", "B", "i", "tried", "Fallen", "fh", "imported", "f"
+    }
+    script.write_text("from os import *\nif __name__ == '__main__':\n    def g(): pass\n")
+    assert _transport._names_bound_outside_guard(str(script)) is None  # unknown: by reference

@@ -41,7 +41,7 @@ from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._fallback import FALLBACKS, Fallback, learn_refusal, main_wait, route_key
 from ._handles import collect, out_of_band, release_pins
 from ._interpreters import bootstrap
-from ._transport import describe, dumps, dumps_by_value, main_hint
+from ._transport import describe, dumps, dumps_by_value, has_cloudpickle, main_hint, under_main_guard
 
 __all__ = ("InterpreterFuture", "InterpreterPoolExecutor")
 
@@ -1339,6 +1339,10 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
                 return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
             call = (fn, args, kwargs)
             by_value = self._fallback.script_refused and getattr(route_fn, "__module__", None) == "__main__"
+        # A function defined under the script's main guard: the worker's import of the
+        # script does not define it.
+        by_value = by_value or (under_main_guard(route_fn) and has_cloudpickle())
+        if self._fallback is not None:
             module = self._fallback.needs_refusing(route_fn, by_value)
             if module is not None:  # its loading would import a module known to refuse
                 self._fallback.refused(route_fn, module, known=True)

@@ -224,6 +224,83 @@ def _top_level_extension_imports(file: str) -> list[str]:
     return [name for name in dict.fromkeys(names) if loaded.get(name.partition(".")[0])]
 
 
+_bound_outside_guard: dict[str, frozenset[str] | None] = {}
+
+
+def under_main_guard(fn: object) -> bool:
+    """Whether ``fn``, a function or class of the caller's script, is defined only under
+    its ``if __name__ == "__main__":`` block: a worker that imports the script (as spawn
+    does) never runs that block, so it must cross by value."""
+    if getattr(fn, "__module__", None) != "__main__":
+        return False
+    file = main_hint()[1]
+    if not file.endswith(".py"):
+        return False  # interactive: by value anyway
+    if file not in _bound_outside_guard:
+        _bound_outside_guard[file] = _names_bound_outside_guard(file)
+    names = _bound_outside_guard[file]
+    top = str(getattr(fn, "__qualname__", "")).partition(".")[0]
+    return names is not None and bool(top) and top not in names
+
+
+def _is_main_guard(test: object) -> bool:
+    import ast
+
+    if not (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.ops[0], ast.Eq)):
+        return False
+    sides = [test.left, test.comparators[0]]
+    return any(isinstance(n, ast.Name) and n.id == "__name__" for n in sides) and any(
+        isinstance(n, ast.Constant) and n.value == "__main__" for n in sides
+    )
+
+
+def _names_bound_outside_guard(file: str) -> frozenset[str] | None:
+    """The names the script binds at its top level outside its main guard (in any other
+    ``if``, ``try``, ``with`` or loop too), or None when that cannot be known (it could
+    not be read, or it has a ``from ... import *``)."""
+    import ast
+
+    try:
+        with open(file, "rb") as f:
+            tree = ast.parse(f.read())
+    except (OSError, SyntaxError, ValueError):
+        return None
+    names: set[str] = set()
+    todo: list[ast.stmt] = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.If) and _is_main_guard(node.test):
+            todo.extend(node.orelse)
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            continue
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*":
+                    return None
+                names.add(alias.asname or alias.name.partition(".")[0])
+            continue
+        # Assignments (and walrus) of a simple statement; the targets of a loop or a with.
+        if isinstance(node, (ast.For, ast.AsyncFor)):
+            bound: list[ast.AST] = [node.target]
+        elif isinstance(node, (ast.With, ast.AsyncWith)):
+            bound = [item.optional_vars for item in node.items if item.optional_vars is not None]
+        else:
+            bound = [] if hasattr(node, "body") else [node]
+        for part in bound:
+            for child in ast.walk(part):
+                if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Store):
+                    names.add(child.id)
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            for child in getattr(node, field, ()):
+                if isinstance(child, ast.ExceptHandler):
+                    todo.extend(child.body)
+                elif isinstance(child, ast.stmt):
+                    todo.append(child)
+    return frozenset(names)
+
+
 def _interactive_main() -> bool:
     return main_hint() == ("", "")
 
