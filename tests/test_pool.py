@@ -174,6 +174,38 @@ def test_bad_arguments():
             pool.with_timeout(0)
 
 
+@pytest.mark.parametrize("value, error", [
+    (float("nan"), ValueError), (-1, ValueError), (0, ValueError), ("x", TypeError), (True, TypeError),
+])
+def test_a_time_limit_that_is_not_a_positive_number_is_refused(value, error):
+    # NaN was accepted (and made no limit); "x" failed later, in the watchdog.
+    with pytest.raises(error, match="task_timeout must be a positive number of seconds or None"):
+        InterpreterPoolExecutor(1, task_timeout=value)
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.raises(error, match="seconds must be a positive number of seconds or None"):
+            pool.with_timeout(value)
+
+
+@pytest.mark.parametrize("value, error", [
+    (float("inf"), ValueError), (float("nan"), ValueError), (-0.5, ValueError), (None, TypeError), ("x", TypeError),
+])
+def test_a_grace_period_that_is_not_a_finite_number_is_refused(value, error):
+    # Each was accepted, and the pool's watchdog died at the first time limit.
+    with pytest.raises(error, match="grace_period must be a finite number of seconds >= 0"):
+        InterpreterPoolExecutor(1, grace_period=value)
+
+
+def test_an_infinite_time_limit_is_no_limit_and_a_nan_wait_is_refused():
+    with InterpreterPoolExecutor(1, task_timeout=float("inf")) as pool:
+        future = pool.submit(helpers.add, 1, 2)
+        assert future.result(timeout=float("inf")) == 3
+        assert pool.with_timeout(float("inf")).submit(helpers.add, 2).result(timeout=30) == 2
+        with pytest.raises(ValueError, match="timeout must be a number of seconds, got nan"):
+            future.result(timeout=float("nan"))  # it timed out at once
+        with pytest.raises(ValueError, match="got nan"):
+            future.exception(timeout=float("nan"))
+
+
 def test_submit_after_shutdown():
     pool = InterpreterPoolExecutor(1)
     pool.submit(helpers.add, 1).result(timeout=30)

@@ -27,6 +27,7 @@ from ._exceptions import (
     QueueFull,
 )
 from ._handles import carry, landed, out_of_band, out_of_band_value, release_pins
+from ._timeouts import check_timeout
 from ._transport import describe, dumps, loads, main_extension_imports, main_hint
 
 __all__ = (
@@ -452,11 +453,6 @@ def _unbound_code(unbounditems: object) -> int:
         ) from None
 
 
-def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be a non-negative number, got {timeout!r}")
-
-
 class Queue:
     """A FIFO that is the same queue in every interpreter it is passed to.
 
@@ -542,7 +538,7 @@ class Queue:
             QueueFull: no room before the timeout (or at once when ``block`` is false).
             NotShareableError: the item can neither be shared nor pickled.
         """
-        _check_timeout(timeout)
+        timeout = check_timeout(timeout)  # NaN: ValueError; inf: wait forever
         unbound = _unbound_code(unbounditems)
         tag, data, pins = dumps(out_of_band_value(obj))  # a memoryview crosses too
         if not _put(self._id, data, tag, timeout if block else 0, pins, unbound):
@@ -560,7 +556,7 @@ class Queue:
             ItemInterpreterDestroyed: the item's interpreter was closed, and it was put
                 with ``unbounditems=UNBOUND_ERROR``.
         """
-        _check_timeout(timeout)
+        timeout = check_timeout(timeout)  # NaN: ValueError; inf: wait forever
         item = _native.chan_get(self._id, timeout if block else 0)
         if item is None:
             raise QueueEmpty(f"queue {self._id} is empty")

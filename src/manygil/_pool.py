@@ -41,6 +41,7 @@ from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._fallback import FALLBACKS, Fallback, learn_refusal, main_wait, route_key
 from ._handles import collect, out_of_band, release_pins
 from ._interpreters import bootstrap
+from ._timeouts import TIMEOUT_MAX, check_timeout
 from ._transport import describe, dumps, dumps_by_value, has_cloudpickle, main_hint, under_main_guard
 
 __all__ = ("InterpreterFuture", "InterpreterPoolExecutor")
@@ -131,6 +132,8 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
         """The task's result (as ``Future.result``).  When the pool's tasks are short,
         it first polls for up to 50 µs before it sleeps: waking a sleeping thread costs
         more than that on many machines."""
+        if timeout is not None:
+            timeout = check_timeout(timeout, negative_is_zero=True)  # NaN: ValueError; inf: None
         if self._state in (PENDING, RUNNING):
             self._awaited = True  # a large bytes result is read by the thread that asks (see _Lent)
         if self._state in (PENDING, RUNNING) and self._fallback is None and (timeout is None or timeout > 0):
@@ -156,6 +159,13 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
             if end is not None:
                 timeout = max(0.0, end - time.monotonic())
         return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The task's exception (as ``Future.exception``), its ``timeout`` checked as
+        ``result()`` checks it."""
+        if timeout is not None:
+            timeout = check_timeout(timeout, negative_is_zero=True)
+        return super().exception(timeout)
 
     def _Future__get_result(self) -> Any:
         # 3.12/3.13's Future tests "if self._exception:", so an exception whose
@@ -1273,7 +1283,8 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
             raise ValueError("max_tasks_per_worker must be greater than 0")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        _check_timeout("task_timeout", task_timeout)
+        task_timeout = _check_timeout("task_timeout", task_timeout)
+        grace_period = _check_grace(grace_period)
         _exit.run_first()  # the program's end waits for this pool before process pools stop
         init: bytes = b""
         init_pins: tuple[int, ...] = ()
@@ -1416,8 +1427,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         ``pool.with_timeout(2).submit(fn, x)`` ends the future with ``TimeoutError`` and
         interrupts ``fn`` inside its interpreter if it runs longer than 2 s.
         """
-        _check_timeout("seconds", seconds)
-        return _TimedSubmitter(self, seconds)
+        return _TimedSubmitter(self, _check_timeout("seconds", seconds))
 
     def map(
         self,
@@ -1590,6 +1600,20 @@ def _with_progress(results: Iterator[Any], total: int | None) -> Iterator[Any]:
             yield value
 
 
-def _check_timeout(name: str, value: float | None) -> None:
-    if value is not None and (not isinstance(value, (int, float)) or value <= 0):
+def _check_timeout(name: str, value: float | None) -> float | None:
+    """A time limit: a positive number of seconds, or None (inf too) for no limit."""
+    try:
+        seconds = check_timeout(value, name)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name} must be a positive number of seconds or None, got {value!r}") from None
+    if seconds == 0:
         raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+    return seconds
+
+
+def _check_grace(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"grace_period must be a finite number of seconds >= 0, got {value!r}")
+    if not 0 <= value < TIMEOUT_MAX:  # NaN fails this too
+        raise ValueError(f"grace_period must be a finite number of seconds >= 0, got {value!r}")
+    return float(value)
