@@ -151,6 +151,17 @@ def test_failing_initializer_breaks_the_pool():
     pool.shutdown(wait=True)
 
 
+def test_a_broken_pool_refuses_tasks_routed_to_processes_too():
+    # _submit_fallback checked only shutdown: a broken pool still took them (issue 30).
+    pool = InterpreterPoolExecutor(2, initializer=helpers.failing_init, fallback="shared-gil")
+    pool.route(helpers.add, "shared-gil")
+    with pytest.raises(BrokenInterpreterPool):
+        pool.submit(helpers.cpu, 10).result(timeout=30)
+    with pytest.raises(BrokenInterpreterPool, match="initializer"):
+        pool.submit(helpers.add, 1)
+    pool.shutdown(wait=True)
+
+
 def test_max_tasks_per_worker_replaces_the_interpreter():
     with InterpreterPoolExecutor(1, max_tasks_per_worker=2) as pool:
         ids = [pool.submit(helpers.current_interpreter_id).result(timeout=30) for _ in range(6)]

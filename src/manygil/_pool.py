@@ -1390,9 +1390,14 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         route_fn: Callable[..., Any],
     ) -> InterpreterFuture:
         assert self._fallback is not None
-        with self._state.lock:
-            if self._state.shutting_down:
+        state = self._state
+        with state.lock:  # the same refusals as _PoolState.submit
+            if state.broken is not None:
+                raise BrokenInterpreterPool(state.broken) from state.broken_cause
+            if state.shutting_down:
                 raise RuntimeError("cannot schedule new futures after shutdown")
+            if _global_shutdown:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         future = InterpreterFuture()
         future.set_running_or_notify_cancel()
         label = str(getattr(route_fn, "__qualname__", None) or repr(route_fn))
