@@ -12,8 +12,11 @@ transport is a *payload* that owns its references ("pins")::
 
 A channel item carries its pins natively: the getter receives them with the item, and
 a channel freed with items still in it releases theirs.  A handle pickled outside a
-manygil transport (``pickle.dumps`` by the user, ``copy.deepcopy``) falls back to the
-one-shot rule: the pickle owns one reference that its single load adopts.
+manygil transport (``pickle.dumps`` by the user, ``copy.deepcopy``) holds no reference:
+each load takes its own while the object lives, and fails with a ``LookupError`` that
+says so once it is gone.  So such a pickle may be loaded any number of times, and one
+never loaded keeps nothing alive.  (It used to own one reference that its one load
+adopted: a second load took another handle's, and freed the object under it.)
 """
 
 from __future__ import annotations
@@ -29,36 +32,50 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-__all__ = ("Handle", "carry", "collect", "dump_foreign", "foreign_kept", "landed", "release_pins")
+__all__ = ("Handle", "carry", "collect", "dump_foreign", "foreign_kept", "gone", "landed", "release_pins", "retain_all")
 
 _local = _thread._local()  # threading.local
 
 
 def carry(ids: tuple[int, ...]) -> bool:
-    """Take one reference per id for a pickle that is being made.
-
-    Returns True when a payload collects them (each load then takes its own
-    reference), False when the pickle itself owns them (its one load adopts them).
-    """
+    """For a pickle that is being made: when a payload collects pins, take one
+    reference per id for it and return True; else (a pickle outside manygil's
+    transports) take none and return False.  Either way each load takes its own."""
     if getattr(_local, "foreign", None) is not None:
         raise TypeError(
             "manygil's shared objects (SharedValue, Queue, the manygil.sync locks) live in "
             "this process and cannot reach a process worker"
         )
-    for i in ids:
-        _native.retain(i)
     pins = getattr(_local, "pins", None)
     if pins is None:
         return False
+    for i in ids:
+        _native.retain(i)
     pins.extend(ids)
     return True
 
 
 def landed(ids: tuple[int, ...], pinned: bool) -> None:
-    """Called by a loader after the new handle took its own references."""
-    if not pinned:
-        for i in ids:
-            _native.release(i)  # the one the one-shot pickle carried
+    """Called by a loader after the new handle took its own references: nothing is
+    left to do (a pickle owns no reference; a payload's pins are released by its owner)."""
+
+
+def gone(what: str, i: int) -> LookupError:
+    """The error of a load whose object no longer exists."""
+    return LookupError(
+        f"cannot load a {what}: the object it was pickled from (id {i}) is gone; a pickle "
+        "holds no reference of its own, so keep the object alive until the pickle is loaded"
+    )
+
+
+def retain_all(what: str, ids: tuple[int, ...]) -> None:
+    """Take one reference per id for a handle being loaded, or none (``gone``)."""
+    for n, i in enumerate(ids):
+        try:
+            _native.retain(i)
+        except LookupError:
+            release_pins(ids[:n])
+            raise gone(what, i) from None
 
 
 def dump_foreign(dump: Callable[[Any], T], obj: Any, kept: list[Any] | None = None) -> T:
@@ -131,9 +148,7 @@ def _release_all(ids: tuple[int, ...]) -> None:
 
 def _load(cls: type[Handle], ids: tuple[int, ...], state: tuple[object, ...], pinned: bool) -> Handle:
     self = cls.__new__(cls)
-    for i in ids:
-        _native.retain(i)
-    landed(ids, pinned)
+    retain_all(cls.__name__, ids)
     self._own(*ids)
     self._restore(state)
     return self

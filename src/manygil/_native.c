@@ -253,6 +253,15 @@ entry_from_arg(PyObject *arg, int kind)
     return acquire_entry(id, kind);
 }
 
+/* One more reference to an entry that the caller already holds one to. */
+static void
+retain_entry(entry *e)
+{
+    pthread_mutex_lock(&reg_mu);
+    e->refs++;
+    pthread_mutex_unlock(&reg_mu);
+}
+
 static void
 release_entry(entry *e)
 {
@@ -1383,7 +1392,11 @@ syncobj_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject 
         Py_RETURN_TRUE;
     }
     pthread_mutex_unlock(&e->mu);
+    /* The wait holds a reference of its own: without the GIL, the handle may let go of
+     * its entry meanwhile (__init__ called again). */
+    retain_entry(e);
     int rc = block_until(e, &e->cond, sync_positive, sync_take, NULL, timeout);
+    release_entry(e);
     if (rc < 0) {
         return NULL;
     }

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import _native
-from ._handles import Handle, carry, foreign_kept, landed
+from ._handles import Handle, carry, foreign_kept, gone
 
 __all__ = ("SharedArray", "SharedBuffer", "SharedValue")
 
@@ -159,8 +159,10 @@ class SharedBuffer(_Bytes, _native.BlockView):
 
 def _load_block(block: int, readonly: bool, pinned: bool) -> SharedBuffer:
     buf = SharedBuffer.__new__(SharedBuffer)
-    _native.BlockView.__init__(buf, block, readonly)  # takes a reference
-    landed((block,), pinned)
+    try:
+        _native.BlockView.__init__(buf, block, readonly)  # takes a reference
+    except LookupError:
+        raise gone("SharedBuffer", block) from None
     return buf
 
 

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _native
-from ._handles import Handle, carry, landed
+from ._handles import Handle, carry, gone
 from ._timeouts import check_timeout
 
 __all__ = ("Barrier", "BoundedSemaphore", "BrokenBarrierError", "Condition", "Event", "Lock", "RLock", "Semaphore")
@@ -69,8 +69,10 @@ def _load_sync(
     cls: type[_SyncBase], sid: int, state: tuple[object, ...], pinned: bool
 ) -> _SyncBase:
     obj = cls.__new__(cls)
-    _native.Sync.__init__(obj, sid)  # takes a reference
-    landed((sid,), pinned)
+    try:
+        _native.Sync.__init__(obj, sid)  # takes a reference
+    except LookupError:
+        raise gone(cls.__name__, sid) from None
     obj._restore(state)
     return obj
 
