@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import pickle
+import threading
 
 import pytest
 
+from manygil import _native
 from manygil._timeouts import TIMEOUT_MAX, check_timeout
 from manygil.shared import SharedArray, SharedBuffer, SharedValue
 from manygil.sync import Barrier, BoundedSemaphore, BrokenBarrierError, Condition, Event, Lock, RLock, Semaphore
@@ -414,3 +416,46 @@ def test_a_waiter_holds_its_own_reference(kind):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "[True]"], out.stdout
+
+
+# ------------------------------------------------------------------ more bad arguments
+
+
+@pytest.mark.parametrize(
+    "make, error, message",
+    [
+        (lambda: SharedBuffer(2**64), MemoryError, "cannot make a SharedBuffer of 18446744073709551616 bytes"),
+        (lambda: SharedArray((2**40, 2**40)), MemoryError, "cannot make a SharedBuffer of 9671406556917033397649408 bytes"),
+        (lambda: SharedArray(True), ValueError, "shape must be non-negative ints, got True"),
+        (lambda: SharedArray(2.0), ValueError, "shape must be non-negative ints, got 2.0"),
+        (lambda: SharedValue(0).add(1.5), TypeError, "a SharedValue holds an integer, got 1.5"),
+        (lambda: SharedValue("5"), TypeError, "a SharedValue holds an integer, got '5'"),
+        (lambda: setattr(SharedValue(0), "value", 2.5), TypeError, "a SharedValue holds an integer, got 2.5"),
+        (lambda: Barrier(2.5), TypeError, "parties must be an int, got 2.5"),
+        (lambda: Barrier(2**63), ValueError, "parties must be at most 2\\*\\*63 - 1"),
+    ],
+    ids=["buffer-2**64", "array-2**80", "shape-bool", "shape-float", "add-float", "value-str", "set-float",
+         "parties-float", "parties-2**63"],
+)
+def test_bad_arguments_are_clear_errors(make, error, message):
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_notify_with_a_negative_count_wakes_no_one_as_in_threading():
+    cond, holding, out = Condition(), threading.Event(), []
+
+    def waiter():
+        with cond:
+            holding.set()
+            out.append(cond.wait(30))
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    assert holding.wait(30)
+    with cond:  # taken once the waiter waits (it is counted as one before it lets go)
+        cond.notify(-1)
+        assert _native.sync_get(cond._ids[0])[0] == 0  # no notification pending
+        cond.notify()
+    t.join(30)
+    assert out == [True]

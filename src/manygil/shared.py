@@ -22,6 +22,7 @@ the same buffer again.
 
 from __future__ import annotations
 
+import operator
 import os
 import struct
 import sys
@@ -97,11 +98,14 @@ class SharedBuffer(_Bytes, _native.BlockView):
 
     Raises:
         ValueError: ``nbytes`` is negative or not an int.
+        MemoryError: ``nbytes`` is more than the machine's memory and swap.
     """
 
     def __init__(self, nbytes: int) -> None:
         if not isinstance(nbytes, int) or isinstance(nbytes, bool) or nbytes < 0:
             raise ValueError(f"SharedBuffer size must be a non-negative int, got {nbytes!r}")
+        if nbytes > sys.maxsize:
+            raise MemoryError(f"cannot make a SharedBuffer of {nbytes} bytes: no process can address so much")
         block = _native.block_create(nbytes)
         try:
             super().__init__(block)
@@ -258,9 +262,10 @@ class SharedArray:
     def __init__(
         self, shape: int | Iterable[int], dtype: object = "d", *, buffer: SharedBuffer | None = None, offset: int = 0
     ) -> None:
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        if not shape or any(not isinstance(n, int) or n < 0 for n in shape):
-            raise ValueError(f"shape must be non-negative ints, got {shape!r}")
+        given = shape
+        shape = (shape,) if isinstance(shape, int) else tuple(shape) if isinstance(shape, Iterable) else ()
+        if not shape or any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in shape):
+            raise ValueError(f"shape must be non-negative ints, got {given!r}")
         code = _typecode(dtype)
         count = 1
         for n in shape:
@@ -348,8 +353,15 @@ class SharedArray:
         return f"<SharedArray shape={self.shape} dtype={self.dtype} buffer id={self.buffer.id}>"
 
 
+def _integer(value: int) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"a SharedValue holds an integer, got {value!r}") from None
+
+
 def _int64(value: int) -> int:
-    value = int(value)
+    value = _integer(value)
     if not -(2**63) <= value < 2**63:
         raise OverflowError(f"a SharedValue holds a signed 64-bit integer, from -2**63 to 2**63 - 1; got {value}")
     return value
@@ -379,7 +391,7 @@ class SharedValue(Handle):
 
     def add(self, delta: int = 1) -> int:
         """Add ``delta`` atomically; returns the new value."""
-        delta = int(delta)
+        delta = _integer(delta)
         try:
             return int(_native.sync_add(self._ids[0], delta))
         except OverflowError:
@@ -390,7 +402,7 @@ class SharedValue(Handle):
 
     def compare_and_set(self, expected: int, new: int) -> bool:
         """Set to ``new`` only if the value is ``expected``; whether it was set."""
-        return bool(_native.sync_cas(self._ids[0], int(expected), _int64(new)))
+        return bool(_native.sync_cas(self._ids[0], _integer(expected), _int64(new)))
 
     def __repr__(self) -> str:
         return f"<SharedValue {self.value}>"

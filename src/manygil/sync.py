@@ -323,9 +323,10 @@ class Condition(Handle, _Context):
         return result
 
     def notify(self, n: int = 1) -> None:
-        """Wake up to ``n`` waiters, in any interpreter."""
+        """Wake up to ``n`` waiters, in any interpreter (none if ``n`` < 1, as ``threading``)."""
         self._check_owned("notify")
-        _native.cond_notify(self._ids[0], n)
+        if n > 0:  # the native -1 means all
+            _native.cond_notify(self._ids[0], n)
 
     def notify_all(self) -> None:
         """Wake every waiter."""
@@ -343,8 +344,12 @@ class Barrier(Handle):
     __slots__ = ("_action", "_parties", "_timeout")
 
     def __init__(self, parties: int, action: Callable[[], object] | None = None, timeout: float | None = None) -> None:
+        if not isinstance(parties, int) or isinstance(parties, bool):
+            raise TypeError(f"parties must be an int, got {parties!r}")
         if parties < 1:
             raise ValueError("parties must be > 0")
+        if parties > _INT64_MAX:
+            raise ValueError(f"parties must be at most 2**63 - 1, got {parties}")
         self._parties = parties
         self._action = action
         self._timeout = _wait_timeout(timeout)
