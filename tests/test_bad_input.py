@@ -32,9 +32,10 @@ WAITS = {
     "Event": ("o = Event()", "o.wait(T)", "o.set()"),
     "Condition": ("o = Condition()", "o.acquire() and o.wait(T)", "o.acquire(); o.notify(); o.release()"),
     "Barrier": ("o = Barrier(2)", "o.wait(T)", "o.wait(10)"),
+    "Queue": ("o = create_queue()", "o.get(timeout=T)", "o.put(1)"),
 }
 
-NATIVE_WAITS = {"acquire", "sync_acquire", "sync_wait_nonzero", "cond_wait", "barrier_wait"}
+NATIVE_WAITS = {"acquire", "sync_acquire", "sync_wait_nonzero", "cond_wait", "barrier_wait", "chan_get"}
 
 
 @pytest.mark.parametrize("kind", sorted(WAITS))
@@ -44,7 +45,8 @@ def test_an_infinite_or_huge_timeout_waits_until_woken(kind):
     make, wait, wake = WAITS[kind]
     script = f"""
         import sys, threading
-        from manygil.sync import {kind}
+        from manygil.interpreters import create_queue
+        from manygil.sync import {kind if kind != "Queue" else "Lock"}
         for T in (float("inf"), 2.0 ** 63, 1e300):
             {make}
             in_native_wait, results = threading.Event(), []
