@@ -217,6 +217,7 @@ def test_a_shared_value_past_64_bits_is_an_overflow_error():
     with pytest.raises(OverflowError, match="cannot add"):
         value.add(2**70)
     assert value.value == INT64_MAX
+    assert value.compare_and_set(2**64, 0) is False  # it cannot hold that value
 
 
 # ------------------------------------------------------------------ smaller cases

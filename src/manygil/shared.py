@@ -402,7 +402,10 @@ class SharedValue(Handle):
 
     def compare_and_set(self, expected: int, new: int) -> bool:
         """Set to ``new`` only if the value is ``expected``; whether it was set."""
-        return bool(_native.sync_cas(self._ids[0], _integer(expected), _int64(new)))
+        new, expected = _int64(new), _integer(expected)
+        if not -(2**63) <= expected < 2**63:
+            return False  # never the value
+        return bool(_native.sync_cas(self._ids[0], expected, new))
 
     def __repr__(self) -> str:
         return f"<SharedValue {self.value}>"
