@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 HUNG = '''
@@ -45,3 +47,41 @@ def test_a_hung_test_fails_with_every_interpreters_stacks_and_the_run_goes_on(tm
     assert "timed out after 2 s" in proc.stdout
     # The worker interpreter's stack, formatted inside it, names the task's function.
     assert "spin_named_for_the_dump" in proc.stdout, proc.stdout  # in the test's captured stderr
+
+
+USERS_SUITE = '''
+import time
+import pytest
+from manygil import InterpreterPoolExecutor
+
+
+def add(a, b):
+    return a + b
+
+
+@pytest.mark.timeout(2, method={method!r})
+def test_sleeps_past_its_time_limit():
+    with InterpreterPoolExecutor(2) as pool:
+        assert pool.submit(add, 1, 2).result() == 3
+        time.sleep(30)
+'''
+
+
+@pytest.mark.parametrize("method", ["signal", "thread"])
+def test_a_users_suite_timed_out_by_the_real_pytest_timeout_fails_cleanly(tmp_path, method):
+    # pytest-timeout dumps the stacks with sys._current_frames(), which on 3.12/3.13
+    # crashed a process that ran interpreters (SIGSEGV on 3.13, abort on 3.12): with
+    # neither manygil's plugin nor its conftest, as a user's own suite runs (issue 23).
+    (tmp_path / "test_user.py").write_text(USERS_SUITE.format(method=method))
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "faulthandler_timeout=0",
+         "--rootdir", str(tmp_path), str(tmp_path / "test_user.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src")),
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out
+    assert "Fatal Python error" not in out and "Segmentation fault" not in out
+    assert "Timeout" in out and "test_sleeps_past_its_time_limit" in out  # pytest-timeout's dump
+    if method == "signal":
+        assert "1 failed" in out

@@ -22,6 +22,8 @@ from __future__ import annotations
 import sys
 import threading
 
+from .. import _native
+
 if sys.version_info < (3, 12):  # pragma: no cover - guarded in manygil/__init__.py
     raise ImportError("manygil needs CPython 3.12 or newer")
 
@@ -41,7 +43,6 @@ else:
 InterpreterError = _impl.InterpreterError
 InterpreterNotFoundError = _impl.InterpreterNotFoundError
 NotShareableError = _impl.NotShareableError
-create = _impl.create
 get_current = _impl.get_current
 get_main = _impl.get_main
 is_running = _impl.is_running
@@ -91,6 +92,26 @@ def list_all() -> list[tuple[int, str]]:
             if not _listing[me]:
                 del _listing[me]
             _turns.notify_all()
+
+
+def create(own_gil: bool = True) -> int:
+    """A new interpreter, with its own GIL or the main one; its id."""
+    if _FRAMES_OF_EVERY_INTERPRETER and sys._current_frames is not _native.current_frames:
+        _guard_current_frames()
+    return _impl.create(own_gil)
+
+
+# CPython 3.12 and 3.13: sys._current_frames() walks the threads of every interpreter and
+# builds frame objects for threads whose interpreter's GIL the caller does not hold, which
+# crashes (pytest-timeout's signal method calls it when a test times out; so do
+# profilers and Dask's).  Once this process makes an interpreter, the calling
+# interpreter's sys._current_frames() gives its own threads only (3.14 no longer crashes),
+# and manygil.dump_tracebacks() gives every interpreter's stacks.
+_FRAMES_OF_EVERY_INTERPRETER = PY_VERSION in ("3.12", "3.13")
+
+
+def _guard_current_frames() -> None:
+    sys._current_frames = _native.current_frames
 
 
 run = _impl.run
