@@ -489,3 +489,10 @@ def nested_pool():
 
     with InterpreterPoolExecutor(1) as inner:
         return inner.submit(add, 1, 2).result()
+
+
+def read_fifo(path):
+    """Block in C (the open() of the FIFO ``path``, deaf to interrupts) until a writer
+    opens it; return what it wrote."""
+    with open(path) as f:
+        return f.read()

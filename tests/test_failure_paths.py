@@ -210,7 +210,7 @@ def test_exit_with_a_worker_stuck_in_c_forever_says_so_and_exits():
         from manygil import InterpreterPoolExecutor
         atexit.register(print, "atexit ran")
         r, w = os.pipe()
-        pool = InterpreterPoolExecutor(1, grace_period=0.2)
+        pool = InterpreterPoolExecutor(1, grace_period=0.2, exit_timeout=0.5)
         try:
             pool.with_timeout(0.2).submit(helpers.block_in_c, r).result()
         except TimeoutError:
@@ -219,8 +219,58 @@ def test_exit_with_a_worker_stuck_in_c_forever_says_so_and_exits():
     """)
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout == "timed out\natexit ran\n"
+    assert "waits up to 0.5 s for manygil-pool-" in proc.stderr and "block_in_c()" in proc.stderr
     assert "manygil: exiting with status 1 without finalizing" in proc.stderr
-    assert "still stuck" in proc.stderr and "Fatal" not in proc.stderr
+    assert "still stuck in block_in_c()" in proc.stderr and "Fatal" not in proc.stderr
+
+
+EXITS_WITH_A_WORKER_ABANDONED = """
+    import sys
+    sys.path.insert(0, "tests")
+    import helpers
+    from manygil import InterpreterPoolExecutor
+    pool = InterpreterPoolExecutor(1, grace_period=0.1, exit_timeout=60)
+    future = pool.with_timeout(0.1).submit(helpers.read_fifo, sys.argv[1])
+    print(type(future.exception()).__name__, flush=True)
+"""
+
+
+def _exit_waits_for_the_abandoned_worker(tmp_path):
+    """Run the script above until it says that it waits for its abandoned worker."""
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(EXITS_WITH_A_WORKER_ABANDONED), fifo],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    line = proc.stderr.readline()  # blocks until the program's end says it waits
+    assert "Ctrl-C to exit now" in line and "read_fifo()" in line, line
+    return proc, fifo
+
+
+def test_the_program_end_waits_for_an_abandoned_worker_and_exits_0_when_it_returns(tmp_path):
+    # The program did all its work, but exited with status 1 once grace_period had
+    # passed, although the C call returned a moment later (issue 23, section 3).
+    proc, fifo = _exit_waits_for_the_abandoned_worker(tmp_path)
+    os.close(os.open(fifo, os.O_WRONLY))  # the abandoned task's C call (its open()) returns
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert out == "TimeoutError\n" and err == ""
+
+
+def test_ctrl_c_while_the_program_end_waits_for_an_abandoned_worker_exits_1_at_once(tmp_path):
+    proc, fifo = _exit_waits_for_the_abandoned_worker(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        try:  # let the blocked open() in the child go, if the child still lives
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader left: the child is gone
+            pass
+    assert proc.returncode == 1, err
+    assert out == "TimeoutError\n"
+    assert "exiting with status 1 without finalizing" in err and "still stuck in read_fifo()" in err
 
 
 # ------------------------------------------------------------ 6. a result that raises as it loads

@@ -84,12 +84,30 @@ def _python_exit() -> None:
                 state.fallback.shutdown(wait=True, cancel_futures=True)
     # A worker abandoned in C still runs inside its interpreter, and CPython cannot
     # finalize an interpreter with a running thread (3.13 waits forever, 3.12 aborts).
-    # Give each one its pool's grace period once more, then leave without finalizing.
-    stuck = [line for state in states for line in state.join_abandoned(state.grace)]
+    stuck = _wait_for_abandoned(states)
     if stuck:
         _exit_without_finalizing(stuck)
     if interrupted is not None:
         raise interrupted
+
+
+def _wait_for_abandoned(states: list[_PoolState]) -> list[str]:
+    """Wait for the workers abandoned in C (main thread, at the program's end), as Python
+    waits at exit for work in flight: each pool's grace period once more, then, saying so
+    on ``sys.stderr``, up to its ``exit_timeout`` in all; what still runs then, or at once
+    on Ctrl-C."""
+    try:
+        waiting = [(s, w) for s in states for w in s.join_abandoned(min(s.grace, s.exit_timeout))]
+        for state, worker in waiting:
+            sys.stderr.write(
+                f"manygil: the program's end waits up to {state.exit_timeout:g} s for {worker.name}, "
+                f"abandoned in {worker.abandoned_in}() past its time limit, to return; Ctrl-C to exit now\n"
+            )
+        sys.stderr.flush()
+        stuck = [w for s in states for w in s.join_abandoned(max(0.0, s.exit_timeout - s.grace))]
+    except KeyboardInterrupt:
+        stuck = [w for s in states for w in s.join_abandoned(0.0)]
+    return [f"{w.name} is still stuck in {w.abandoned_in}(), abandoned past its time limit" for w in stuck]
 
 
 def _exit_without_finalizing(stuck: list[str]) -> None:
@@ -242,8 +260,8 @@ class _Item:
 
 class _WorkerHandle:
     __slots__ = (
-        "control", "done", "inbox", "index", "interp_id", "results", "seated", "sent_at", "started", "state",
-        "thread", "tids",
+        "abandoned_in", "control", "done", "gone", "inbox", "index", "interp_id", "results", "seated",
+        "sent_at", "started", "state", "thread", "tids",
     )
 
     def __init__(self, index: int) -> None:
@@ -259,6 +277,14 @@ class _WorkerHandle:
         self.interp_id = -1
         self.state = "starting"  # starting | idle | busy | renewing | retiring | abandoned
         self.seated = False  # holds one of the seats it shares with the process side
+        self.abandoned_in = ""  # the task it was abandoned in, for the program's end
+        # Set as its thread ends: what the program's end waits on for an abandoned worker
+        # (on 3.12 a Thread.join() that Ctrl-C interrupts marks a running thread stopped).
+        self.gone = threading.Event()
+
+    @property
+    def name(self) -> str:
+        return self.thread.name if self.thread is not None else f"worker {self.index}"
 
     def wake(self, batch: bytes) -> None:
         """Hand a batch (or the stop message) to a worker that waits on its inbox."""
@@ -451,6 +477,7 @@ class _PoolState:
         max_tasks_per_worker: int | None,
         own_gil: bool,
         grace_period: float,
+        exit_timeout: float,
         name: str,
         dump_on_timeout: object = False,
         forward_output: bool = True,
@@ -463,6 +490,7 @@ class _PoolState:
         self.max_tasks = max_tasks_per_worker
         self.own_gil = own_gil
         self.grace = grace_period
+        self.exit_timeout = exit_timeout
         self.name = name
         # Re-entrant: the executor's finalizer calls shutdown(wait=False), and a garbage
         # collection can run it on any thread at any allocation, including one that holds
@@ -841,6 +869,7 @@ class _PoolState:
             self._exit_failed(worker, exc)
         finally:
             worker.release()
+            worker.gone.set()
 
     def _count_out(self, worker: _WorkerHandle) -> None:
         """Remove a worker whose thread is ending from the pool's count (lock held)."""
@@ -1121,6 +1150,7 @@ class _PoolState:
         if worker.running_now() != tid:
             return  # not started yet, or already done: the interrupt will be seen
         self._leave(worker, "abandoned")
+        worker.abandoned_in = item.label
         done = self._take(worker, worker.collect())
         for old in [t for t in worker.tids if t != tid]:
             moved = self.running.pop(old, None)
@@ -1177,17 +1207,18 @@ class _PoolState:
                 if thread is not None and thread is not me:
                     thread.join()  # each has left its loop: this is only its last steps
 
-    def join_abandoned(self, timeout: float) -> list[str]:
-        """Wait up to ``timeout`` for abandoned workers to come back from C; what still runs."""
+    def join_abandoned(self, timeout: float) -> list[_WorkerHandle]:
+        """Wait up to ``timeout`` for abandoned workers to come back from C; those that
+        still run (main thread; Ctrl-C raises ``KeyboardInterrupt`` here)."""
         deadline = time.monotonic() + timeout
         with self.lock:
             left = [w for w in self.workers.values() if w.state == "abandoned"]
         stuck = []
         for worker in left:
-            if worker.thread is not None:
-                worker.thread.join(max(0.0, deadline - time.monotonic()))
-                if worker.thread.is_alive():
-                    stuck.append(f"{worker.thread.name} is still stuck in a task it was abandoned in")
+            while not worker.gone.is_set() and (rest := deadline - time.monotonic()) > 0:
+                worker.gone.wait(min(rest, 0.1))  # a Ctrl-C is seen within 0.1 s
+            if not worker.gone.is_set():
+                stuck.append(worker)
         return stuck
 
     def cancel_all(self) -> None:
@@ -1221,6 +1252,11 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
             refuse to load in an interpreter with its own GIL (no parallel speed-up).
         grace_period: seconds a task has to stop after its time limit or ``cancel()``
             before its worker is abandoned and replaced.
+        exit_timeout: at the program's end, how long to wait for a worker abandoned in a
+            C call to return (Python waits at exit for work in flight; CPython cannot
+            finalize an interpreter whose thread runs): then, or on Ctrl-C, the process
+            exits with status 1 without finalizing.  Default ``$MANYGIL_EXIT_TIMEOUT``,
+            else 30 s.
         thread_name_prefix: prefix for the names of the pool's threads.
         dump_on_timeout: when a task hits its time limit, write its interpreter's
             stacks (see ``manygil.dump_tracebacks``) to ``sys.stderr``, or to this file.
@@ -1255,6 +1291,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         task_timeout: float | None = None,
         shared_gil: bool = False,
         grace_period: float = 2.0,
+        exit_timeout: float | None = None,
         thread_name_prefix: str = "",
         dump_on_timeout: bool | TextIO = False,
         forward_output: bool = True,
@@ -1284,7 +1321,8 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         task_timeout = _check_timeout("task_timeout", task_timeout)
-        grace_period = _check_grace(grace_period)
+        grace_period = _check_seconds("grace_period", grace_period)
+        exit_timeout = _default_exit_timeout() if exit_timeout is None else _check_seconds("exit_timeout", exit_timeout)
         _exit.run_first()  # the program's end waits for this pool before process pools stop
         init: bytes = b""
         init_pins: tuple[int, ...] = ()
@@ -1298,6 +1336,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
             max_tasks_per_worker,
             not shared_gil,
             grace_period,
+            exit_timeout,
             thread_name_prefix or f"manygil-pool-{id(self):x}-",
             dump_on_timeout,
             forward_output,
@@ -1616,9 +1655,18 @@ def _check_timeout(name: str, value: float | None) -> float | None:
     return seconds
 
 
-def _check_grace(value: float) -> float:
+def _default_exit_timeout() -> float:
+    text = os.environ.get("MANYGIL_EXIT_TIMEOUT", "")
+    try:
+        seconds = float(text) if text.strip() else 30.0
+    except ValueError:
+        raise ValueError(f"MANYGIL_EXIT_TIMEOUT must be a number of seconds, got {text!r}") from None
+    return _check_seconds("MANYGIL_EXIT_TIMEOUT", seconds)
+
+
+def _check_seconds(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"grace_period must be a finite number of seconds >= 0, got {value!r}")
+        raise TypeError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
     if not 0 <= value < TIMEOUT_MAX:  # NaN fails this too
-        raise ValueError(f"grace_period must be a finite number of seconds >= 0, got {value!r}")
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
     return float(value)
