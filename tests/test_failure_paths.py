@@ -413,8 +413,37 @@ def test_ctrl_c_while_the_program_end_waits_for_the_tasks_stops_them_without_a_c
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr  # CPython's status for Ctrl-C at its exit
-    assert proc.stderr.splitlines()[-1].startswith("KeyboardInterrupt"), proc.stderr
-    assert "Fatal Python error" not in proc.stderr
+    # One line, not the "Exception ignored on threading shutdown" traceback.
+    assert proc.stderr == "manygil: Ctrl-C at the program's end: the pools' tasks were cancelled\n"
+
+
+def test_a_script_ended_by_ctrl_c_says_why_it_waits_and_a_second_ctrl_c_cancels_cleanly():
+    # The first Ctrl-C printed its traceback, then the program waited for the tasks with
+    # no word; the second one ended it with an "Exception ignored" traceback (issue 23).
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import signal, sys, threading
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+            sys.path.insert(0, "tests")
+            import helpers
+            import manygil
+            manygil.dump_tracebacks_later(30)  # should it hang: every interpreter's stacks
+            pool = manygil.InterpreterPoolExecutor(1)
+            futures = [pool.submit(helpers.spin), pool.submit(helpers.add, 1)]
+            for condition in (futures[0]._condition, pool._state.changed):  # in result(), then at exit
+                threading.Thread(target=helpers.ctrl_c_once_waiting, args=(condition,), daemon=True).start()
+            futures[0].result()
+        """)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == -signal.SIGINT, proc.stderr  # the script's own Ctrl-C
+    lines = proc.stderr.splitlines()
+    assert lines[-3] == "KeyboardInterrupt", proc.stderr  # the first Ctrl-C's traceback
+    assert lines[-2] == (
+        "manygil: waiting for the 2 tasks left in the pools before exiting, as concurrent.futures does; "
+        "Ctrl-C again cancels them"
+    )
+    assert lines[-1] == "manygil: Ctrl-C at the program's end: the pools' tasks were cancelled"
 
 
 def test_the_executors_finalizer_can_run_on_a_thread_that_holds_the_pool_lock():

@@ -811,6 +811,11 @@ class Fallback:
                 _, _, task = heapq.heappop(self.deadlines)
             task.expire()
 
+    def in_flight(self) -> int:
+        """How many process tasks are pending, starting or running (any thread)."""
+        with self.lock:
+            return len(self.pending) + len(self.launching) + len(self.running)
+
     def cancel_all(self) -> None:
         """Cancel every task of this side, running ones included (Ctrl-C in a ``with``)."""
         with self.lock:

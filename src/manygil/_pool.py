@@ -63,8 +63,17 @@ def _python_exit() -> None:
     with _global_lock:
         _global_shutdown = True
     states = list(_pools)
-    interrupted = None
+    interrupted = False
     try:
+        if isinstance(getattr(sys, "last_exc", None), KeyboardInterrupt):
+            # The script ended by Ctrl-C, its traceback just printed: say why it waits.
+            count = sum(s.in_flight() + (s.fallback.in_flight() if s.fallback else 0) for s in states)
+            if count:
+                sys.stderr.write(
+                    f"manygil: waiting for the {count} task{'s' if count > 1 else ''} left in the pools "
+                    "before exiting, as concurrent.futures does; Ctrl-C again cancels them\n"
+                )
+                sys.stderr.flush()
         for state in states:
             state.shutdown(wait=True, cancel_futures=False)
         # The process sides last: an interpreter may hand one a task (a refusal) until
@@ -72,10 +81,10 @@ def _python_exit() -> None:
         for state in states:
             if state.fallback is not None:
                 state.fallback.shutdown(wait=True, cancel_futures=False)
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt:
         # Ctrl-C while the program's end waits for the tasks: stop them all, as leaving
         # a with block by Ctrl-C does (finalizing with a task running aborted the process).
-        interrupted = exc
+        interrupted = True
         for state in states:
             state.cancel_all()
         for state in states:
@@ -87,8 +96,11 @@ def _python_exit() -> None:
     stuck = _wait_for_abandoned(states)
     if stuck:
         _exit_without_finalizing(stuck)
-    if interrupted is not None:
-        raise interrupted
+    if interrupted:
+        # Said in one line, not raised: raised here, it is only printed ("Exception
+        # ignored on threading shutdown" and a traceback); the exit status is CPython's.
+        sys.stderr.write("manygil: Ctrl-C at the program's end: the pools' tasks were cancelled\n")
+        sys.stderr.flush()
 
 
 def _wait_for_abandoned(states: list[_PoolState]) -> list[str]:
@@ -1206,6 +1218,11 @@ class _PoolState:
             for thread in threads:
                 if thread is not None and thread is not me:
                     thread.join()  # each has left its loop: this is only its last steps
+
+    def in_flight(self) -> int:
+        """How many tasks are pending or running (any thread)."""
+        with self.lock:
+            return len(self.pending) + len(self.running)
 
     def join_abandoned(self, timeout: float) -> list[_WorkerHandle]:
         """Wait up to ``timeout`` for abandoned workers to come back from C; those that
