@@ -557,3 +557,27 @@ def test_a_pool_created_inside_a_task_fails_at_once_and_both_pools_end():
     assert first.startswith("error: cannot create an InterpreterPoolExecutor inside interpreter "), first
     assert "submit from the main interpreter" in first
     assert second == "3"
+
+
+def test_a_late_result_that_the_pool_drops_releases_the_shared_objects_in_it(tmp_path):
+    # A task past its time limit swallowed the interrupt and, its worker abandoned,
+    # returned the SharedBuffer it was given: the pool dropped that result, but its
+    # block stayed live (3.12, 3.13).
+    from manygil.sync import Event
+
+    before = dict(_native.live())
+    release = str(tmp_path / "release")
+    os.mkfifo(release)
+    buf = SharedBuffer(1 << 16)
+    started = Event()
+    with InterpreterPoolExecutor(1, grace_period=0.1) as pool:
+        future = pool.with_timeout(0.1).submit(helpers.swallow_interrupt_and_return, buf, started, release)
+        assert isinstance(future.exception(timeout=60), TimeoutError)
+        assert pool.submit(helpers.add, 1).result(timeout=60) == 1  # on a new worker
+        abandoned = [w for w in pool._state.workers.values() if w.state == "abandoned"]
+        assert len(abandoned) == 1
+        os.close(os.open(release, os.O_WRONLY))  # the abandoned task returns buf now
+        assert abandoned[0].gone.wait(60)
+    del buf, started, future
+    gc.collect()
+    assert dict(_native.live()) == before
