@@ -509,3 +509,11 @@ def swallow_interrupt_and_return(value, started, release):
     except BaseException:  # on purpose: the interrupt is swallowed
         read_fifo(release)
         return value
+
+
+def make_deep(depth):
+    """A list nested ``depth`` levels deep: too deep for pickle."""
+    x = []
+    for _ in range(depth):
+        x = [x]
+    return x

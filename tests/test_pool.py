@@ -15,6 +15,7 @@ import pytest
 
 from manygil import BrokenInterpreterPool, InterpreterPoolExecutor, RemoteError, _native, _transport
 from manygil import interpreters as I
+from manygil.shared import SharedBuffer
 
 from . import helpers
 
@@ -89,6 +90,24 @@ def test_unpicklable_function_fails_at_submit(pool, monkeypatch):
         pool.submit(lambda: 1)
     with pytest.raises(I.NotShareableError, match="lock"):
         pool.submit(helpers.add, threading.Lock(), 1)
+
+
+def test_the_hint_of_what_cannot_be_sent_fits_its_cause(pool):
+    # Each ended with "define it at module level", which fits only what pickle sends by
+    # name (issue 23).
+    deep = helpers.make_deep(100_000)
+    with pytest.raises(I.NotShareableError, match="nested too deeply for pickle: send a flatter structure$"):
+        pool.submit(helpers.add, deep)
+    with pytest.raises(I.NotShareableError, match="nested too deeply") as info:
+        pool.submit(helpers.make_deep, 100_000).result(timeout=60)
+    assert "module level" not in str(info.value)
+    buf = SharedBuffer(16)
+    buf.release()
+    with pytest.raises(I.NotShareableError, match=r"\(ValueError: cannot use this SharedBuffer: it was released\)$"):
+        pool.submit(helpers.add, buf)
+    with pytest.raises(I.NotShareableError, match="define __reduce__|__reduce__") as info:
+        pool.submit(helpers.add, helpers.Unpicklable())
+    assert "module level" in str(info.value)  # ...of a class defined at module level
 
 
 def test_lambda_and_closure_with_cloudpickle(pool):

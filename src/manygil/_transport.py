@@ -413,13 +413,25 @@ def _not_picklable(obj: object, error: Exception) -> str:
     fix = _unsendable_kind(bad)
     if fix is not None:
         return f"cannot send {what} to another interpreter: {fix}"
-    fix = "define it at module level"
-    if _cp() is None:
-        fix += " or install cloudpickle (pip install cloudpickle; manygil depends on it)"
-    return (
-        f"cannot send {what} to another interpreter: it is not shareable and pickle "
-        f"failed ({type(error).__name__}: {error}); {fix}"
-    )
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, RecursionError) or "recursion" in str(error):
+        fix = "; it is nested too deeply for pickle: send a flatter structure"
+    elif isinstance(bad, (types.FunctionType, types.MethodType, type)) or "local object" in str(error) or (
+        "attribute" in str(error) and "__main__" in str(error)
+    ):
+        # pickle sends these by name, and the name leads nowhere: a lambda, a closure,
+        # a class or function defined inside a function or an interactive session
+        fix = "; define it at module level"
+        if _cp() is None:
+            fix += " or install cloudpickle (pip install cloudpickle; manygil depends on it)"
+    elif type(bad).__module__.startswith("manygil."):
+        fix = ""  # manygil's own objects say what is wrong with them
+    else:
+        fix = (
+            "; send built-in values, or an object whose class is defined at module level and "
+            "that pickle can rebuild (see copyreg or __reduce__)"
+        )
+    return f"cannot send {what} to another interpreter: it is not shareable and pickle failed ({text}){fix}"
 
 
 _NO_PINS: tuple[int, ...] = ()
