@@ -581,3 +581,32 @@ def test_a_late_result_that_the_pool_drops_releases_the_shared_objects_in_it(tmp
     del buf, started, future
     gc.collect()
     assert dict(_native.live()) == before
+
+
+def test_tracemalloc_with_an_own_gil_on_3_12_and_3_14_is_refused_with_the_fix():
+    # On 3.12.1 the results printed, then "double free or corruption" and status 134; on
+    # 3.14.10 the next interpreter's creation crashed (SIGSEGV) or hung.
+    proc = subprocess.run(
+        [sys.executable, "-X", "tracemalloc", "-c", textwrap.dedent("""
+            import sys
+            sys.path.insert(0, "tests")
+            import helpers
+            from manygil import InterpreterPoolExecutor
+            try:
+                with InterpreterPoolExecutor(1) as pool:
+                    print(pool.submit(helpers.add, 1, 2).result(timeout=60))
+            except RuntimeError as exc:
+                print("refused:", exc)
+            with InterpreterPoolExecutor(1, shared_gil=True) as pool:  # the main GIL: no trap
+                print(pool.submit(helpers.add, 2, 2).result(timeout=60))
+        """)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    if sys.version_info[:2] in ((3, 12), (3, 14)):
+        assert first.startswith("refused: cannot create an interpreter with its own GIL while tracemalloc")
+        assert "-X tracemalloc" in first and "shared_gil=True" in first
+    else:
+        assert first == "3"
+    assert second == "4"

@@ -1288,9 +1288,11 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
             ``routes()`` and ``route()``.
 
     Raises:
-        ValueError: ``max_workers`` or ``max_tasks_per_worker`` is not positive, or
-            ``fallback`` is not one of the above.
+        ValueError: ``max_workers`` or ``max_tasks_per_worker`` is not positive, a time
+            argument is not a number of seconds, or ``fallback`` is not one of the above.
         TypeError: ``initializer`` is not callable.
+        RuntimeError: created inside an interpreter other than the main one, or (without
+            ``shared_gil``) while tracemalloc traces on CPython 3.12 or 3.14.
     """
 
     # A ThreadPoolExecutor by type only, as the standard library's InterpreterPoolExecutor
@@ -1325,6 +1327,8 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
                 "main interpreter: a task that needs more tasks can return them to its caller, "
                 "which can submit from the main interpreter"
             )
+        if not shared_gil:
+            _backend.check_own_gil()
         if fallback not in FALLBACKS:
             raise ValueError(
                 f"fallback must be \"process\", \"shared-gil\" or None, got {fallback!r}"

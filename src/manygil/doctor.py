@@ -12,6 +12,8 @@ import os
 import sys
 import sysconfig
 
+from . import _backend
+
 __all__ = ("Finding", "diagnose")
 
 
@@ -130,10 +132,11 @@ def diagnose() -> list[Finding]:
 
     import tracemalloc
 
-    if tracemalloc.is_tracing() and sys.version_info < (3, 13):
+    if tracemalloc.is_tracing() and _backend.TRACEMALLOC_BREAKS_OWN_GIL:
         out.append(Finding("tracemalloc", "tracing", "fail",
-                           "on CPython 3.12, tracemalloc and an interpreter with its own GIL corrupt memory "
-                           "(the process aborts, at exit at the latest); stop tracemalloc or use 3.13"))
+                           "on CPython 3.12 and 3.14, tracemalloc and an interpreter with its own GIL corrupt "
+                           "memory (the process crashes; manygil refuses to create one); stop tracemalloc, "
+                           "or use 3.13 or 3.15"))
     elif tracemalloc.is_tracing():
         out.append(Finding("tracemalloc", "tracing", "warn",
                            "tracemalloc hooks the allocators and takes a process-wide lock on every allocation, "

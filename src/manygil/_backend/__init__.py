@@ -95,10 +95,44 @@ def list_all() -> list[tuple[int, str]]:
 
 
 def create(own_gil: bool = True) -> int:
-    """A new interpreter, with its own GIL or the main one; its id."""
+    """A new interpreter, with its own GIL or the main one; its id.
+
+    Raises:
+        RuntimeError: an own GIL on CPython 3.12 while tracemalloc traces.
+    """
     if _FRAMES_OF_EVERY_INTERPRETER and sys._current_frames is not _native.current_frames:
         _guard_current_frames()
+    if own_gil:
+        check_own_gil()
     return _impl.create(own_gil)
+
+
+def check_own_gil() -> None:
+    """Raise what stops this process from running an interpreter with its own GIL now.
+
+    Raises:
+        RuntimeError: tracemalloc traces on CPython 3.12 or 3.14.
+    """
+    if TRACEMALLOC_BREAKS_OWN_GIL and _tracing():
+        raise RuntimeError(
+            f"cannot create an interpreter with its own GIL while tracemalloc traces on CPython "
+            f"{sys.version_info[0]}.{sys.version_info[1]}: together they corrupt memory and the process "
+            "crashes (a CPython bug: a double free at exit on 3.12, a segfault as the interpreter is "
+            "destroyed on 3.14); run without -X tracemalloc and PYTHONTRACEMALLOC (or call "
+            "tracemalloc.stop()), use CPython 3.13 or 3.15, or create the pool with shared_gil=True"
+        )
+
+
+# tracemalloc and an interpreter with its own GIL crash the process on CPython 3.12
+# (3.12.1: "double free or corruption" at exit) and 3.14 (3.14.10: a segfault in the
+# destroy of an isolated interpreter, with _interpreters alone); 3.13 and 3.15 are fine.
+TRACEMALLOC_BREAKS_OWN_GIL = sys.version_info[:2] in ((3, 12), (3, 14))
+
+
+def _tracing() -> bool:
+    import _tracemalloc  # built in: -X tracemalloc starts it without importing tracemalloc
+
+    return bool(_tracemalloc.is_tracing())
 
 
 # CPython 3.12 and 3.13: sys._current_frames() walks the threads of every interpreter and
@@ -126,6 +160,8 @@ __all__ = (
     "NotShareableError",
     "PY_VERSION",
     "STDLIB_EXCEPTIONS",
+    "TRACEMALLOC_BREAKS_OWN_GIL",
+    "check_own_gil",
     "create",
     "destroy",
     "get_current",
