@@ -517,3 +517,18 @@ def make_deep(depth):
     for _ in range(depth):
         x = [x]
     return x
+
+
+def started_then_wait_on(started, q, timeout=60):
+    """Set the manygil Event ``started``, then wait for an item on the queue ``q``."""
+    started.set()
+    return q.get(timeout=timeout)
+
+
+def fifo_handshake(started, release):
+    """Say so through the FIFO ``started``, then wait in C until the FIFO ``release`` is
+    opened for writing (a task that the test holds, in a process worker too)."""
+    with open(started, "w") as f:
+        f.write("started")
+    with open(release) as f:
+        return f.read()

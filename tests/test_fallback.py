@@ -978,3 +978,113 @@ def test_a_task_queued_behind_a_long_one_moves_to_a_process_that_came_free(refus
             f.write("released")
         assert a.result(timeout=60) == "released"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("start-")] == ["start-b"]
+
+
+# ------------------------------------------------------------ the seats both sides share
+
+
+def test_a_seat_given_back_wakes_the_side_that_found_none():
+    # The policy, without threads: a side whose take() failed is reported by the other
+    # side's next give(), under the seats' one lock (issue 30, section 2.1).
+    from manygil._fallback import Seats
+
+    seats = Seats(1)
+    assert seats.take("interp")
+    assert seats.give("interp") is False  # nobody asked
+    assert seats.take("interp")
+    assert not seats.take("process")  # the process side found no seat...
+    assert seats.give("interp") is True  # ...so this give must wake it
+    assert seats.take("process")
+    assert not seats.take("interp")
+    assert seats.give("process") is True
+    assert seats.take("interp")
+    assert seats.give("interp") is False  # its take succeeded since: nobody waits
+
+
+def test_a_seat_freed_while_a_process_task_queues_itself_is_not_lost(monkeypatch):
+    # The lost wake-up found by reading: the process side's pump found no seat and, before
+    # it queued its task, the interpreter side gave its seat back and looked at the queue
+    # (without the process side's lock): empty, so nobody was woken, and the task waited
+    # beside a free seat (a caller in result() forever).  The window is forced open here.
+    from manygil import interpreters as I
+    from manygil._fallback import Fallback
+
+    checked = threading.Event()
+    real_waiting, real_poke, real_behind = Fallback.waiting, Fallback.poke, Fallback._behind
+    q = I.create_queue()
+
+    def waiting(self):
+        result = real_waiting(self)
+        checked.set()  # the interpreter side has decided whether to wake this side
+        return result
+
+    def poke(self):
+        checked.set()
+        real_poke(self)
+
+    def behind(self, task):  # the pump, its take() failed, the lock held, not queued yet
+        if forcing:
+            forcing.clear()
+            q.put("go")  # the interpreter task ends: its worker gives its seat back
+            assert checked.wait(60)
+        return real_behind(self, task)
+
+    forcing = []
+    monkeypatch.setattr(Fallback, "waiting", waiting)
+    monkeypatch.setattr(Fallback, "poke", poke)
+    monkeypatch.setattr(Fallback, "_behind", behind)
+    with InterpreterPoolExecutor(1) as pool:
+        pool.route(helpers.add)
+        assert pool.submit(helpers.add, 0, 1).result(timeout=120) == 1  # its process is up, idle
+        started = Event()
+        blocker = pool.submit(helpers.started_then_wait_on, started, q)
+        assert started.wait(60)  # it holds the only seat
+        forcing.append(True)
+        checked.clear()
+        assert pool.submit(helpers.add, 2, 3).result(timeout=30) == 5  # hung before
+        assert blocker.result(timeout=60) == "go"
+
+
+def test_a_seat_freed_while_an_interpreter_task_queues_itself_is_not_lost(monkeypatch, tmp_path):
+    # The mirror case: the interpreter side found no seat (a process task held it) and,
+    # before it queued its task, the process side gave the seat back and looked (without
+    # the pool's lock) for waiting tasks: none yet, so nobody was woken.
+    from manygil._pool import _PoolState
+
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    os.mkfifo(started)
+    os.mkfifo(release)
+    checked = threading.Event()
+    forcing: list[bool] = []
+    real_seat, real_waiting, real_kick = _PoolState._seat, _PoolState.waiting, _PoolState.kick
+
+    def seat(self, worker):  # the pool's lock held
+        seated = real_seat(self, worker)
+        if not seated and forcing:
+            forcing.clear()
+            os.close(os.open(release, os.O_WRONLY))  # the process task ends: its seat comes back
+            assert checked.wait(60)
+        return seated
+
+    def waiting(self):
+        result = real_waiting(self)
+        checked.set()  # the process side has decided whether to wake this side
+        return result
+
+    def kick(self):
+        checked.set()
+        real_kick(self)
+
+    monkeypatch.setattr(_PoolState, "_seat", seat)
+    monkeypatch.setattr(_PoolState, "waiting", waiting)
+    monkeypatch.setattr(_PoolState, "kick", kick)
+    with InterpreterPoolExecutor(1) as pool:
+        assert pool.submit(helpers.cpu, 10).result(timeout=60) == helpers.cpu(10)  # a worker, idle
+        pool.route(helpers.fifo_handshake)
+        held = pool.submit(helpers.fifo_handshake, started, release)
+        with open(started) as f:
+            assert f.read() == "started"  # the process task runs, on the only seat
+        forcing.append(True)
+        checked.clear()
+        assert pool.submit(helpers.cpu, 20).result(timeout=30) == helpers.cpu(20)  # hung before
+        assert held.result(timeout=60) == ""

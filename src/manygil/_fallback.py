@@ -153,18 +153,31 @@ class Seats:
         self.total = total
         self.share = total // 2
         self.held = {"interp": 0, "process": 0}
+        # The sides whose last take() failed: a seat given back must wake them.  Kept
+        # under the same lock as the count, so that a side that found no seat cannot
+        # miss the one given back just after (a lost wake-up: its task waited beside a
+        # free seat until the next submit).
+        self.wanted: set[str] = set()
         self.lock = threading.Lock()  # a leaf: nothing else is locked while it is held
 
     def take(self, side: str) -> bool:
+        """Take a seat for ``side``; False when none is free (``side`` is then woken by
+        the next ``give`` of the other side)."""
         with self.lock:
             if self.held["interp"] + self.held["process"] >= self.total:
+                self.wanted.add(side)
                 return False
             self.held[side] += 1
+            self.wanted.discard(side)
             return True
 
-    def give(self, side: str) -> None:
+    def give(self, side: str) -> bool:
+        """Give back a seat of ``side``; whether the other side wanted one since its
+        last take (the caller wakes it, unless ``side`` keeps the seat for its own
+        waiting task within its fair share: the other side is woken at a later give)."""
         with self.lock:
             self.held[side] -= 1
+            return ("process" if side == "interp" else "interp") in self.wanted
 
     def above_share(self, side: str) -> bool:
         """Whether ``side`` holds more than its fair share (read without the lock: a hint)."""
@@ -705,11 +718,11 @@ class Fallback:
         if self.seats is None:
             return
         keep = bool(self.pending) and not self.seats.above_share("process")
-        self.seats.give("process")
+        wanted = self.seats.give("process")
         if keep:
             return  # the caller's _pump takes it for the next task
         state = self.pool_state()
-        if state is not None and state.waiting():
+        if state is not None and (wanted or state.waiting()):
             state.kick()
 
     def _new_slot(self) -> Any:

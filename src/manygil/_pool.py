@@ -765,8 +765,7 @@ class _PoolState:
         worker.seated = False
         fallback = self.fallback
         assert fallback is not None and fallback.seats is not None
-        fallback.seats.give("interp")
-        if fallback.waiting():
+        if fallback.seats.give("interp") or fallback.waiting():
             fallback.poke()
         elif self.pending and self.idle and self.broken is None:
             other = self.idle.pop()
