@@ -60,18 +60,58 @@ _BOOT = (
     "_mg_worker.bootstrap(_mg_path, _mg_main_name, _mg_main_file, _mg_forward, _mg_log, _mg_main_first)\n"
     "del _mg_path, _mg_main_name, _mg_main_file, _mg_forward, _mg_log, _mg_main_first\n"
 )
-_START_AGENT = "_mg_worker.start_agent(_mg_control)\ndel _mg_control\n"
-_STOP_AGENT = "_mg_worker.stop_agent(_mg_control)\ndel _mg_control\n"
+# What runs in an interpreter after its bootstrap depends on no name in its __main__,
+# which is the user's: code there may clear it (globals().clear()) or rebind a name.
+# Each source imports the worker module again (from sys.modules; an import statement
+# takes __import__ from the builtins, not from __main__), and the channels it uses are
+# numbers in its text, not names bound in __main__ before it runs, which another
+# thread's call could rebind or delete first.
+_WORKER = "import manygil._worker as _mg_worker\n"
+_RESERVED = "_mg_worker"  # the one name of manygil's in __main__, bound again by each source
+_START_AGENT = _WORKER + "_mg_worker.start_agent({control})\n"
+_STOP_AGENT = _WORKER + "_mg_worker.stop_agent({control})\n"
+_EXEC = _WORKER + "_mg_worker.exec_source({source!r}, {reply})\n"
+_CALL = _WORKER + "_mg_worker.call_once({inbox}, {reply})\n"
+_PREPARE = _WORKER + (  # the values that cross by pickle: (tag, data) in the channel
+    "_mg_worker.sys.modules['__main__'].__dict__.update("
+    "_mg_worker.loads(*_mg_worker._native.chan_get({inbox}, 0)[:2]))\n"
+)
 
 # interpreter id -> its agent's control channel (interpreters made by create())
 _agent_channels: dict[int, int] = {}
-_EXEC = "_mg_worker.exec_source(_mg_src, _mg_reply)\ndel _mg_src, _mg_reply\n"
-_CALL = "_mg_worker.call_once(_mg_in, _mg_reply)\ndel _mg_in, _mg_reply\n"
 
 # Interpreters this process created through manygil and has not closed yet.
 _owned: set[int] = set()
 _booted: set[int] = set()
 _owned_lock = threading.Lock()
+
+
+# One thread at a time runs code in an interpreter, as in CPython 3.14's
+# concurrent.interpreters: a call, exec or prepare_main that finds the interpreter
+# running raises "already running" before anything of its own is done, and close()
+# says it is running.  The threads of this interpreter meet in ``_entered`` (guarded by
+# ``_entered_lock``, re-entrant: a collection may close an interpreter, through
+# ``Interpreter.__del__``, while a thread holds it); code that another interpreter runs
+# there is seen by ``is_running()``, and on 3.13+ ``_interpreters.exec`` refuses a
+# running interpreter by itself, so nothing of a loser's runs even then.
+_entered: set[int] = set()
+_entered_lock = threading.RLock()
+
+
+def _enter(interp_id: int) -> None:
+    """Claim ``interp_id`` for this thread's code, or raise ``InterpreterError``."""
+    with _entered_lock:
+        if interp_id in _entered or _backend.is_running(interp_id):
+            raise InterpreterError(
+                f"interpreter {interp_id} already running (another thread is running code in it); "
+                "wait for that call to return, or create another interpreter for this one"
+            )
+        _entered.add(interp_id)
+
+
+def _leave(interp_id: int) -> None:
+    with _entered_lock:
+        _entered.discard(interp_id)
 
 
 def _run(interp_id: int, source: str, shared: dict[str, object]) -> None:
@@ -183,6 +223,10 @@ class Interpreter:
             InterpreterError: it is running code, or it is the current interpreter.
             InterpreterNotFoundError: it was already closed.
         """
+        if self._id == _backend.get_current()[0]:
+            raise InterpreterError(
+                f"cannot close interpreter {self._id}: it is the current interpreter; close it from another one"
+            )
         try:
             _destroy(self._id)
         except InterpreterError as exc:
@@ -204,6 +248,11 @@ class Interpreter:
         values = dict(ns, **kwargs) if ns is not None else kwargs
         if not values:
             raise ValueError("prepare_main() needs at least one name to bind, e.g. prepare_main(x=1)")
+        if _RESERVED in values:
+            raise ValueError(
+                f"cannot bind {_RESERVED} in interpreter {self._id}'s __main__: manygil keeps its "
+                "worker module under that name there; choose another name"
+            )
         shared: dict[str, object] = {}
         pickled: dict[str, object] = {}
         for name, value in values.items():
@@ -212,20 +261,27 @@ class Interpreter:
             else:
                 pickled[name] = value
         pins: tuple[int, ...] = ()
-        if pickled:
-            tag, data, pins = dumps(pickled)
-            shared["_mg_ns"] = data
+        inbox = 0
         try:
+            if pickled:
+                tag, data, pins = dumps(pickled)
+                inbox = _native.chan_create(0)
+                _native.chan_put(inbox, data, tag, 0, ())  # the pins stay ours
             self._ensure_ready()
-            source = "globals().update(_mg_worker.loads(0, _mg_ns))\ndel _mg_ns\n" if pickled else "pass"
-            _run(self._id, source, shared)
+            _enter(self._id)
+            try:
+                _ensure_booted(self._id)
+                _run(self._id, _PREPARE.format(inbox=inbox) if pickled else "pass", shared)
+            finally:
+                _leave(self._id)
         finally:
+            if inbox:
+                _native.release(inbox)
             release_pins(pins)  # loaded there by now, or never will be
 
     def _ensure_ready(self) -> None:
         if self._id == _backend.get_current()[0]:
             raise InterpreterError(f"interpreter {self._id} is the current interpreter; call the code directly")
-        _ensure_booted(self._id)
 
     def exec(self, code: str | types.FunctionType | types.CodeType, /) -> None:
         """Run source code (or a function's body) in the interpreter's ``__main__``.
@@ -248,12 +304,17 @@ class Interpreter:
         else:
             raise TypeError(f"exec() takes source code or a function, got {describe(code)}")
         self._ensure_ready()
-        reply = _native.chan_create(0)
+        _enter(self._id)
         try:
-            _run(self._id, _EXEC, {"_mg_src": src, "_mg_reply": reply})
-            item = _native.chan_get(reply, 0)
+            _ensure_booted(self._id)
+            reply = _native.chan_create(0)
+            try:
+                _run(self._id, _EXEC.format(source=src, reply=reply), {})
+                item = _native.chan_get(reply, 0)
+            finally:
+                _native.release(reply)
         finally:
-            _native.release(reply)
+            _leave(self._id)
         if item is not None:
             raise ExecutionFailed(pickle.loads(item[1]))
 
@@ -269,18 +330,23 @@ class Interpreter:
         tag, data, pins = dumps((callable, out_of_band(args), kwargs))
         try:
             self._ensure_ready()
+            _enter(self._id)
         except BaseException:
             release_pins(pins)
             raise
-        inbox = _native.chan_create(0)
-        reply = _native.chan_create(0)
         try:
-            _put(inbox, data, tag, 0, pins)
-            _run(self._id, _CALL, {"_mg_in": inbox, "_mg_reply": reply})
-            item = _native.chan_get(reply, 0)
+            inbox = _native.chan_create(0)
+            reply = _native.chan_create(0)
+            try:
+                _put(inbox, data, tag, 0, pins)  # the inbox owns the pins now
+                _ensure_booted(self._id)
+                _run(self._id, _CALL.format(inbox=inbox, reply=reply), {})
+                item = _native.chan_get(reply, 0)
+            finally:
+                _native.release(inbox)
+                _native.release(reply)
         finally:
-            _native.release(inbox)
-            _native.release(reply)
+            _leave(self._id)
         if item is None:
             raise InterpreterError(f"interpreter {self._id} returned no result")
         try:
@@ -316,11 +382,15 @@ def create() -> Interpreter:
     with _owned_lock:
         _owned.add(interp_id)
     try:
-        bootstrap(interp_id)
-        control = _native.chan_create(0)
-        _agent_channels[interp_id] = control
-        _run(interp_id, _START_AGENT, {"_mg_control": control})
-        _tracebacks.register(interp_id, control, "interpreters.create()")
+        _enter(interp_id)  # another thread may find it in list_all() already
+        try:
+            bootstrap(interp_id)
+            control = _native.chan_create(0)
+            _agent_channels[interp_id] = control
+            _run(interp_id, _START_AGENT.format(control=control), {})
+            _tracebacks.register(interp_id, control, "interpreters.create()")
+        finally:
+            _leave(interp_id)
     except BaseException:
         _close_quietly(interp_id)
         raise
@@ -332,7 +402,7 @@ def create() -> Interpreter:
 def _stop_agent(interp_id: int) -> None:
     control = _agent_channels.get(interp_id)
     if control is not None:
-        _run(interp_id, _STOP_AGENT, {"_mg_control": control})
+        _run(interp_id, _STOP_AGENT.format(control=control), {})
 
 
 def _forget(interp_id: int) -> None:
@@ -348,9 +418,13 @@ def _forget(interp_id: int) -> None:
 def _destroy(interp_id: int) -> None:
     """Stop the agent thread (an interpreter with threads cannot be closed), destroy
     the interpreter and forget it; a running interpreter raises and is kept."""
-    if interp_id in _agent_channels and not _backend.is_running(interp_id):
-        _stop_agent(interp_id)
-    _backend.destroy(interp_id)
+    _enter(interp_id)
+    try:
+        if interp_id in _agent_channels:
+            _stop_agent(interp_id)
+        _backend.destroy(interp_id)
+    finally:
+        _leave(interp_id)
     _forget(interp_id)
 
 
