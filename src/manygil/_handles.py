@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-__all__ = ("Handle", "carry", "collect", "dump_foreign", "foreign_kept", "gone", "landed", "release_pins", "retain_all")
+__all__ = ("Handle", "carry", "collect", "dump_foreign", "foreign_kept", "gone", "release_pins", "retain_all")
 
 _local = _thread._local()  # threading.local
 
@@ -53,11 +53,6 @@ def carry(ids: tuple[int, ...]) -> bool:
         _native.retain(i)
     pins.extend(ids)
     return True
-
-
-def landed(ids: tuple[int, ...], pinned: bool) -> None:
-    """Called by a loader after the new handle took its own references: nothing is
-    left to do (a pickle owns no reference; a payload's pins are released by its owner)."""
 
 
 def gone(what: str, i: int) -> LookupError:
@@ -138,7 +133,8 @@ class Handle:
         """Set the extra state on an unpickled handle (override)."""
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_load, (type(self), self._ids, self._state(), carry(self._ids)))
+        carry(self._ids)
+        return (_load, (type(self), self._ids, self._state()))
 
 
 def _release_all(ids: tuple[int, ...]) -> None:
@@ -146,7 +142,7 @@ def _release_all(ids: tuple[int, ...]) -> None:
         _native.release(i)
 
 
-def _load(cls: type[Handle], ids: tuple[int, ...], state: tuple[object, ...], pinned: bool) -> Handle:
+def _load(cls: type[Handle], ids: tuple[int, ...], state: tuple[object, ...]) -> Handle:
     self = cls.__new__(cls)
     retain_all(cls.__name__, ids)
     self._own(*ids)

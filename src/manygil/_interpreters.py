@@ -26,7 +26,7 @@ from ._exceptions import (
     QueueError,
     QueueFull,
 )
-from ._handles import carry, landed, out_of_band, out_of_band_value, release_pins
+from ._handles import carry, out_of_band, out_of_band_value, release_pins
 from ._timeouts import check_timeout
 from ._transport import describe, dumps, loads, main_extension_imports, main_hint
 
@@ -561,7 +561,8 @@ class Queue:
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_queue_from_transit, (self._id, carry((self._id,))))
+        carry((self._id,))
+        return (_queue_from_transit, (self._id,))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._id})"
@@ -667,12 +668,11 @@ def _put(
     return taken
 
 
-def _queue_from_transit(qid: int, pinned: bool = False) -> Queue:
+def _queue_from_transit(qid: int) -> Queue:
     known = Queue._known.get(qid)
     if known is None:
         _native.retain(qid)
         known = Queue._adopt(qid)
-    landed((qid,), pinned)
     return known
 
 
