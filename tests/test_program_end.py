@@ -187,3 +187,34 @@ def test_which_names_a_script_defines_outside_its_main_guard(tmp_path):
     }
     script.write_text("from os import *\nif __name__ == '__main__':\n    def g(): pass\n")
     assert _transport._names_bound_outside_guard(str(script)) is None  # unknown: by reference
+
+
+def test_why_a_refused_scripts_function_could_not_go_by_value_is_said(tmp_path, single_phase_dir):
+    # The script imports a module that refuses an own GIL, so the worker cannot import it:
+    # its function is sent again by value, which fails here (a lock among its globals).
+    # That second error was swallowed; the task's error now says it (issue 30, 2.3).
+    proc = run(
+        """
+        import threading
+        import mg_single_phase  # refuses an own-GIL interpreter
+        from manygil import InterpreterPoolExecutor
+
+        LOCK = threading.Lock()
+
+        def work(n):
+            with LOCK:
+                return n
+
+        if __name__ == "__main__":
+            with InterpreterPoolExecutor(1, fallback=None) as pool:
+                try:
+                    pool.submit(work, 1).result(timeout=60)
+                except ImportError as exc:
+                    print(*exc.__notes__, sep="\\n")
+        """,
+        tmp_path,
+        path=(single_phase_dir,),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "mg_single_phase refuses to load" in proc.stdout, proc.stdout
+    assert "work could not be sent by value either" in proc.stdout and "lock" in proc.stdout, proc.stdout

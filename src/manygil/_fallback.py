@@ -312,7 +312,8 @@ class Fallback:
             return True
         try:
             resubmit(item)
-        except Exception:  # noqa: BLE001 - shut down meanwhile, or it does not pickle by value
+        except Exception as exc:  # noqa: BLE001 - shut down meanwhile, or it does not pickle by value
+            item.by_value_error = exc  # said with the refusal, should the task fail for it
             return False
         return True
 

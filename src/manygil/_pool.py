@@ -233,7 +233,10 @@ class _Item:
     released when the item is dropped, which happens only once no worker can load the
     payload any more (its result arrived, its worker is gone, or it never started)."""
 
-    __slots__ = ("by_value", "call", "fn", "future", "keep", "payload", "pins", "started", "timeout", "worker")
+    __slots__ = (
+        "by_value", "by_value_error", "call", "fn", "future", "keep", "payload", "pins", "started", "timeout",
+        "worker",
+    )
 
     def __init__(
         self,
@@ -256,6 +259,7 @@ class _Item:
         self.fn = fn  # the user's function (for a chunk of map(), the mapped one)
         self.call = call  # what was submitted, kept to run it in the fallback pool
         self.started = False
+        self.by_value_error: BaseException | None = None  # why a resend by value failed
 
     def drop(self, release_pins: Callable[[tuple[int, ...]], None] = release_pins) -> None:
         """Release the payload's pins now (no worker will load it)."""
@@ -447,6 +451,12 @@ def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None
                     f"with its own GIL, so this task did not run; InterpreterPoolExecutor("
                     f"fallback=\"process\") (the default) runs such tasks in a process worker"
                 )
+                if item.by_value_error is not None:
+                    error = item.by_value_error
+                    exc.add_note(
+                        f"manygil: {item.label} could not be sent by value either (to run it without "
+                        f"importing the script): {type(error).__name__}: {error}"
+                    )
                 future.set_exception(exc)
             elif status == _worker.OK:
                 # Read by the caller waiting in result() (see _Lent), else here and now.
