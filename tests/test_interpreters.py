@@ -234,6 +234,23 @@ def test_queue_is_the_same_queue_everywhere(interp):
     interp.exec("del inner, carrier")
 
 
+def test_a_pickle_of_a_queue_loads_any_number_of_times_and_says_when_it_is_gone(interp):
+    import gc
+    import pickle
+
+    q = I.create_queue()
+    data = pickle.dumps(q)  # by the user: the pickle holds no reference
+    interp.prepare_main(data=data)
+    interp.exec("import pickle\na, b = pickle.loads(data), pickle.loads(data)\na.put(1)\ndel a\nb.put(2)\ndel b")
+    assert (q.get(timeout=5), q.get(timeout=5)) == (1, 2)
+    q.put(3)  # the loads dropped their own references, not the caller's
+    assert q.get(timeout=5) == 3
+    del q
+    gc.collect()
+    with pytest.raises(LookupError, match=r"cannot load a Queue: .* is gone; .*keep the object alive until"):
+        pickle.loads(data)
+
+
 def test_blocking_get_wakes_when_another_interpreter_puts(interp):
     q = I.create_queue()
     results = []

@@ -26,7 +26,7 @@ from ._exceptions import (
     QueueError,
     QueueFull,
 )
-from ._handles import carry, out_of_band, out_of_band_value, release_pins
+from ._handles import carry, gone, out_of_band, out_of_band_value, release_pins
 from ._timeouts import check_timeout
 from ._transport import describe, dumps, loads, main_extension_imports, main_hint
 
@@ -671,7 +671,10 @@ def _put(
 def _queue_from_transit(qid: int) -> Queue:
     known = Queue._known.get(qid)
     if known is None:
-        _native.retain(qid)
+        try:
+            _native.retain(qid)
+        except LookupError:
+            raise gone("Queue", qid) from None
         known = Queue._adopt(qid)
     return known
 
