@@ -74,6 +74,19 @@ def test_a_reserved_name_is_refused_before_anything_is_bound():
         interp.close()
 
 
+def test_exec_runs_the_text_of_a_str_subclass_whatever_its_repr():
+    class Source(str):
+        def __repr__(self) -> str:
+            return "'x = 2'"
+
+    interp = I.create()
+    try:
+        interp.exec(Source("x = 1"))
+        assert interp.call(eval, "x") == 1
+    finally:
+        interp.close()
+
+
 # ---------------------------------------------------------------------- one call at a time
 
 

@@ -70,7 +70,7 @@ _WORKER = "import manygil._worker as _mg_worker\n"
 _RESERVED = "_mg_worker"  # the one name of manygil's in __main__, bound again by each source
 _START_AGENT = _WORKER + "_mg_worker.start_agent({control})\n"
 _STOP_AGENT = _WORKER + "_mg_worker.stop_agent({control})\n"
-_EXEC = _WORKER + "_mg_worker.exec_source({source!r}, {reply})\n"
+_EXEC = _WORKER + "_mg_worker.exec_source({source}, {reply})\n"  # source: a literal
 _CALL = _WORKER + "_mg_worker.call_once({inbox}, {reply})\n"
 _PREPARE = _WORKER + (  # the values that cross by pickle: (tag, data) in the channel
     "_mg_worker.sys.modules['__main__'].__dict__.update("
@@ -309,7 +309,9 @@ class Interpreter:
             _ensure_booted(self._id)
             reply = _native.chan_create(0)
             try:
-                _run(self._id, _EXEC.format(source=src, reply=reply), {})
+                # str's own repr: a subclass's could say anything
+                literal = str.__repr__(src) if isinstance(src, str) else repr(src)
+                _run(self._id, _EXEC.format(source=literal, reply=reply), {})
                 item = _native.chan_get(reply, 0)
             finally:
                 _native.release(reply)
