@@ -33,8 +33,9 @@ CLEARS_MAIN = {
 }
 
 
+@pytest.mark.parametrize("close", ["close()", "left to the program's end"])
 @pytest.mark.parametrize("misuse", list(CLEARS_MAIN))
-def test_clearing_or_overwriting_main_leaves_the_interpreter_usable_and_closable(misuse):
+def test_clearing_or_overwriting_main_leaves_the_interpreter_usable_and_closable(misuse, close):
     source = textwrap.dedent("""
         from manygil import interpreters as I
 
@@ -47,18 +48,18 @@ def test_clearing_or_overwriting_main_leaves_the_interpreter_usable_and_closable
         interp.exec("q.put((y, d))")
         assert q.get(timeout=10) == (42, {"k": 1})
         assert interp.call(eval, "y + d['k']") == 43
+    """) + ("" if close != "close()" else textwrap.dedent("""
         interp.close()
         assert interp.id not in [i.id for i in I.list_all()]
-        print("closed")
-    """)
+    """)) + 'print("done")\n'
     try:
         proc = subprocess.run(
             [sys.executable, "-c", source], capture_output=True, text=True, timeout=40
         )
     except subprocess.TimeoutExpired:
-        pytest.fail(f"after {misuse}, the program did not end within 40 s")
+        pytest.fail(f"after {misuse}, with the interpreter {close}, the program did not end within 40 s")
     assert proc.returncode == 0, proc.stderr
-    assert "closed" in proc.stdout
+    assert "done" in proc.stdout
     if misuse.startswith("prepare_main"):
         assert "refused: cannot bind _mg_worker in interpreter" in proc.stdout
         assert "choose another name" in proc.stdout
