@@ -130,8 +130,10 @@ TRACEMALLOC_BREAKS_OWN_GIL = sys.version_info[:2] in ((3, 12), (3, 14))
 
 
 def _tracing() -> bool:
-    import _tracemalloc  # built in: -X tracemalloc starts it without importing tracemalloc
-
+    try:
+        import _tracemalloc  # -X tracemalloc starts it without importing tracemalloc
+    except ImportError:  # 3.12, inside an interpreter with its own GIL: refused there
+        return False  # its pool was checked in the main interpreter
     return bool(_tracemalloc.is_tracing())
 
 
