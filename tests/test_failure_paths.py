@@ -610,3 +610,31 @@ def test_tracemalloc_with_an_own_gil_on_3_12_and_3_14_is_refused_with_the_fix():
     else:
         assert first == "3"
     assert second == "4"
+
+
+def test_a_time_limit_settles_its_future_without_the_pool_lock_even_when_held_twice():
+    # _expire and _abandon released and took back the re-entrant pool lock by hand, so
+    # entered with it held twice they ran the futures' callbacks with it still held
+    # (issue 30, section 2.4).  They now return what to run once the lock is left.
+    from manygil.sync import Event
+
+    q = I.create_queue()
+    started = Event()
+    with InterpreterPoolExecutor(1, grace_period=30) as pool:
+        state = pool._state
+        future = pool.submit(helpers.started_then_wait_on, started, q)
+        assert started.wait(60)
+        seen = []
+        future.add_done_callback(lambda f: seen.append(state.lock._is_owned()))
+        with state.lock:
+            (tid, item), = state.running.items()  # it waits on q, running
+        item.timeout = 0.0
+        with state.lock, state.lock:
+            then = state._expire(tid, item)
+            assert not future.done()  # nothing was settled with the lock held
+        assert then is not None
+        then()
+        assert seen == [False]
+        assert isinstance(future.exception(timeout=60), TimeoutError)
+        q.put("go")  # should the interrupt wait for the native wait to end
+    del q, started

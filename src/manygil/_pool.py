@@ -1106,46 +1106,63 @@ class _PoolState:
         self.watch.notify()  # the watchdog started with the first worker
 
     def _watch(self) -> None:
-        with self.lock:
-            while True:
-                if self.shutting_down and not self._active():
-                    return
-                now = time.monotonic()
-                if not self.deadlines:
-                    self.watch.wait()
-                    continue
-                when, tid, stage = self.deadlines[0]
-                if when > now:
-                    self.watch.wait(when - now)
-                    continue
-                heapq.heappop(self.deadlines)
-                item = self.running.get(tid)
-                if item is None:
-                    continue
-                if stage == 0:
-                    self._expire(tid, item)
-                else:
-                    self._abandon(tid, item)
+        """The watchdog thread: ends tasks past their time limit, then abandons the
+        workers of those that ignore the interrupt.  What a deadline sets off runs
+        without the pool's lock (futures' callbacks, stack dumps): the lock is left by
+        its ``with``, never released by hand, which would leave it held when entered twice."""
+        while True:
+            with self.lock:
+                then = self._due()
+            if then is None:
+                return
+            then()
 
-    def _expire(self, tid: int, item: _Item) -> None:
+    def _due(self) -> Callable[[], None] | None:
+        """Wait for the next deadline and act on it (lock held); what to run next without
+        the lock, or None once the pool stops."""
+        while True:
+            if self.shutting_down and not self._active():
+                return None
+            now = time.monotonic()
+            if not self.deadlines:
+                self.watch.wait()
+                continue
+            when, tid, stage = self.deadlines[0]
+            if when > now:
+                self.watch.wait(when - now)
+                continue
+            heapq.heappop(self.deadlines)
+            item = self.running.get(tid)
+            if item is None:
+                continue
+            then = self._expire(tid, item) if stage == 0 else self._abandon(tid, item)
+            if then is not None:
+                return then
+
+    def _expire(self, tid: int, item: _Item) -> Callable[[], None] | None:
+        """``item`` passed its time limit (lock held): what ends its future and interrupts
+        it, to run without the lock (``set_exception`` runs callbacks, and the stacks
+        take a moment); or None when its future is done already (it is interrupted now)."""
         future = item.future
-        if not future.done():
-            message = f"task {item.label} exceeded its time limit of {item.timeout:g} s"
-            # set_exception runs callbacks, and the stacks take a moment: do both
-            # without holding the pool lock.
-            self.lock.release()
+        if future.done():
+            self._interrupt_locked(tid)
+            return None
+        message = f"task {item.label} exceeded its time limit of {item.timeout:g} s"
+        worker = item.worker
+
+        def then() -> None:
+            if self.dump_on_timeout and worker is not None:
+                stacks = _tracebacks.format_tracebacks(interp_ids=[worker.interp_id])
+                stream = self.dump_on_timeout if hasattr(self.dump_on_timeout, "write") else sys.stderr
+                stream.write(f"manygil: {message}; its interpreter's stacks:\n{stacks}")
             try:
-                if self.dump_on_timeout and item.worker is not None:
-                    stacks = _tracebacks.format_tracebacks(interp_ids=[item.worker.interp_id])
-                    stream = self.dump_on_timeout if hasattr(self.dump_on_timeout, "write") else sys.stderr
-                    stream.write(f"manygil: {message}; its interpreter's stacks:\n{stacks}")
-                try:
-                    future.set_exception(TimeoutError(message))
-                except Exception:  # noqa: BLE001 - it finished in between
-                    pass
-            finally:
-                self.lock.acquire()
-        self._interrupt_locked(tid)
+                future.set_exception(TimeoutError(message))
+            except Exception:  # noqa: BLE001 - it finished in between
+                pass
+            with self.lock:
+                self._interrupt_locked(tid)
+
+        return then
 
     def interrupt(self, tid: int) -> None:
         """Stop a running task in its interpreter (its future is already resolved)."""
@@ -1159,17 +1176,18 @@ class _PoolState:
         _native.chan_put(item.worker.control, tid.to_bytes(8, "little"), 0, None)
         self._add_deadline(time.monotonic() + self.grace, tid, 1)
 
-    def _abandon(self, tid: int, item: _Item) -> None:
-        """The task ignored its interrupt (stuck in C): leave its worker, start another.
+    def _abandon(self, tid: int, item: _Item) -> Callable[[], None] | None:
+        """The task ignored its interrupt (stuck in C): leave its worker, start another
+        (lock held); what settles the futures this touched, to run without the lock.
 
         Results the worker already produced are collected; tasks of its batch that had
         not started are revoked there and handed to other workers under new ids.
         """
         worker = item.worker
         if worker is None or worker.state == "abandoned":
-            return
+            return None
         if worker.running_now() != tid:
-            return  # not started yet, or already done: the interrupt will be seen
+            return None  # not started yet, or already done: the interrupt will be seen
         self._leave(worker, "abandoned")
         worker.abandoned_in = item.label
         done = self._take(worker, worker.collect())
@@ -1186,15 +1204,16 @@ class _PoolState:
             failed = self._maybe_start_worker()  # also while shutting down: pending tasks still run
         self.watch.notify_all()
         self.changed.notify_all()
-        if done or failed or self.diverted:
-            self.lock.release()
-            try:
-                self._run_diverted()
-                for finished, record in done:
-                    _resolve(finished, record, self.fallback)
-                self._fail(failed)
-            finally:
-                self.lock.acquire()
+        if not (done or failed or self.diverted):
+            return None
+
+        def then() -> None:
+            self._run_diverted()
+            for finished, record in done:
+                _resolve(finished, record, self.fallback)
+            self._fail(failed)
+
+        return then
 
     # ------------------------------------------------------------ shutdown
 
