@@ -244,6 +244,8 @@ class Interpreter:
 
         Raises:
             NotShareableError: a value is neither shareable nor picklable.
+            ValueError: a name is ``_mg_worker``, which manygil keeps there.
+            InterpreterError: another thread runs code in the interpreter ("already running").
         """
         values = dict(ns, **kwargs) if ns is not None else kwargs
         if not values:
@@ -289,6 +291,7 @@ class Interpreter:
         Raises:
             ExecutionFailed: the code raised; ``excinfo`` carries its type, message and
                 traceback text.
+            InterpreterError: another thread runs code in the interpreter ("already running").
         """
         if isinstance(code, str):
             src: str | bytes = code
@@ -328,6 +331,7 @@ class Interpreter:
         Raises:
             NotShareableError: the callable, an argument or the result cannot cross.
             ExecutionFailed: the call raised.
+            InterpreterError: another thread runs code in the interpreter ("already running").
         """
         tag, data, pins = dumps((callable, out_of_band(args), kwargs))
         try:
