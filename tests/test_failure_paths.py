@@ -638,3 +638,38 @@ def test_a_time_limit_settles_its_future_without_the_pool_lock_even_when_held_tw
         assert isinstance(future.exception(timeout=60), TimeoutError)
         q.put("go")  # should the interrupt wait for the native wait to end
     del q, started
+
+
+def test_a_failure_of_the_home_call_itself_stops_the_worker_and_fails_its_task():
+    # Should the pool's callback fail in a way its own guard cannot catch (here, made to
+    # raise outright), native call_home printed the error and answered None: the worker
+    # waited on its inbox while the pool counted its task as running, forever
+    # (issue 30, section 2.5).  The worker now stops with the error; its task fails.
+    proc = run_script("""
+        import sys
+        sys.path.insert(0, "tests")
+        import helpers
+        from manygil import InterpreterPoolExecutor, _pool
+        real = _pool._PoolState._home
+        calls = []
+
+        def home(self, worker, data):
+            if data[:8] != _pool._EVENT and not calls:
+                calls.append(1)
+                raise MemoryError("made to fail")
+            return real(self, worker, data)
+
+        _pool._PoolState._home = home
+        with InterpreterPoolExecutor(1) as pool:
+            try:
+                pool.submit(helpers.add, 1, 2).result(timeout=60)
+            except Exception as exc:
+                print("failed:", type(exc).__name__, exc, "| cause:", exc.__cause__)
+            print(pool.submit(helpers.add, 2, 2).result(timeout=60))
+    """, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    assert first.startswith("failed: BrokenInterpreterPool the worker running this task stopped"), first
+    assert "the pool's call in the main interpreter failed (MemoryError('made to fail'))" in first, first
+    assert "MemoryError: made to fail" in proc.stderr  # its traceback, where it happened
+    assert second == "4"

@@ -2083,6 +2083,11 @@ native_call_home(PyObject *mod, PyObject *arg)
     char *outbuf = NULL;
     Py_ssize_t outlen = -1;   /* -1: None */
     int nomem = 0;
+    /* The home call failed (its error cannot cross): what it said, for the error this
+     * worker raises, so that it stops and the pool counts its tasks lost, instead of
+     * waiting on its inbox for tasks the pool believes it runs. */
+    char *failure = NULL;
+    int failed = 0;
 
     PyThreadState *sub = PyEval_SaveThread();
     PyEval_RestoreThread(home_tstate);
@@ -2091,7 +2096,21 @@ native_call_home(PyObject *mod, PyObject *arg)
         PyObject *res = data ? PyObject_CallOneArg(home_callback, data) : NULL;
         Py_XDECREF(data);
         if (res == NULL) {
-            PyErr_WriteUnraisable(home_callback);
+            failed = 1;
+            PyObject *exc = PyErr_GetRaisedException();
+            PyObject *text = exc ? PyObject_Repr(exc) : NULL;
+            const char *utf8 = text ? PyUnicode_AsUTF8(text) : NULL;
+            if (utf8 != NULL) {
+                size_t n = strlen(utf8) + 1;
+                failure = PyMem_RawMalloc(n);
+                if (failure != NULL) {
+                    memcpy(failure, utf8, n);
+                }
+            }
+            PyErr_Clear();  /* a failure of the repr itself */
+            Py_XDECREF(text);
+            PyErr_SetRaisedException(exc);
+            PyErr_WriteUnraisable(home_callback);  /* its traceback, in the main interpreter */
         }
         else if (PyBytes_Check(res)) {
             outlen = PyBytes_GET_SIZE(res);
@@ -2111,6 +2130,12 @@ native_call_home(PyObject *mod, PyObject *arg)
     PyEval_RestoreThread(sub);
 
     PyMem_RawFree(inbuf);
+    if (failed) {
+        PyErr_Format(PyExc_RuntimeError, "manygil: the pool's call in the main interpreter failed (%s); "
+                     "this worker stops, and its tasks fail", failure ? failure : "its error could not be read");
+        PyMem_RawFree(failure);
+        return NULL;
+    }
     if (nomem) {
         return PyErr_NoMemory();
     }
