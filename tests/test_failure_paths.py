@@ -673,3 +673,36 @@ def test_a_failure_of_the_home_call_itself_stops_the_worker_and_fails_its_task()
     assert "the pool's call in the main interpreter failed (MemoryError('made to fail'))" in first, first
     assert "MemoryError: made to fail" in proc.stderr  # its traceback, where it happened
     assert second == "4"
+
+
+def test_os_fork_with_interpreters_running_ends_the_child_at_once_with_the_fix():
+    # The child of os.fork() cannot go on in a process that runs subinterpreters: 3.12
+    # hung in the child's fork handling (and the parent, waiting for it, hung too), 3.13+
+    # aborts there.  It now exits at once, saying why (issue 23, section 3).
+    proc = run_script("""
+        import os, sys, warnings
+        sys.path.insert(0, "tests")
+        import helpers
+        from manygil import InterpreterPoolExecutor
+        warnings.simplefilter("ignore")  # manygil's warning before the fork, and CPython's
+        pool = InterpreterPoolExecutor(1)
+        print(pool.submit(helpers.add, 1, 2).result(timeout=60), flush=True)
+        pid = os.fork()
+        if pid == 0:
+            print("the child went on", flush=True)
+            os._exit(0)
+        print("child status", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+        pool.shutdown()
+        pid = os.fork()  # no interpreter runs now: a child as any other
+        if pid == 0:
+            print("the second child went on", flush=True)
+            os._exit(0)
+        print("child status", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+    """, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["3", "child status 1", "the second child went on", "child status 0"], (
+        proc.stdout
+    )
+    assert "the child went on" not in proc.stdout
+    assert "manygil: this child of os.fork() exits at once" in proc.stderr
+    assert "Fatal Python error" not in proc.stderr

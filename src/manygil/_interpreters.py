@@ -443,13 +443,15 @@ def _close_quietly(interp_id: int) -> None:
 
 def _warn_before_fork() -> None:
     count = len(_backend.list_all()) - 1
+    # The child of this fork ends at once if interpreters run (see _native's fork_guard).
+    _native.set_fork_guard(count > 0)
     if count > 0:
         import warnings
 
         warnings.warn(
             f"manygil: os.fork() while this process runs {count} interpreter{'s' * (count > 1)} "
-            "besides the main one: the child process will die at once (Fatal Python error: "
-            "PyThreadState_Get), because CPython cannot fork a process that has subinterpreters; "
+            "besides the main one: the child process exits at once (with status 1), because "
+            "CPython cannot go on in the child of a process that has subinterpreters; "
             "fork before creating interpreters, or use multiprocessing's 'forkserver' or 'spawn' "
             "start method (ProcessPoolExecutor(mp_context=multiprocessing.get_context('forkserver')))",
             RuntimeWarning,
@@ -458,7 +460,7 @@ def _warn_before_fork() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_warn_before_fork)
+    os.register_at_fork(before=_warn_before_fork, after_in_parent=lambda: _native.set_fork_guard(False))
 
 
 @atexit.register

@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <semaphore.h>
 #include <stdint.h>
 #include <string.h>
@@ -2147,6 +2148,52 @@ native_call_home(PyObject *mod, PyObject *arg)
     return out;
 }
 
+/* ------------------------------------------------------------------ os.fork() */
+
+/*
+ * The child of os.fork() in a process that runs subinterpreters cannot go on: CPython
+ * clears their state in the child (PyOS_AfterFork_Child), which hangs on 3.12 (a lock
+ * a worker thread held) and aborts on 3.13+, before any os.register_at_fork hook of
+ * the child runs.  manygil's "before" hook (Python) sets fork_guard to the number of
+ * such interpreters; a pthread_atfork child handler, which runs inside fork() before
+ * anything of CPython's, ends such a child at once, saying why; the "after_in_parent"
+ * hook clears it.  Process-global; set and cleared by the forking thread.
+ */
+static volatile sig_atomic_t fork_guard = 0;
+static pthread_once_t fork_guard_once = PTHREAD_ONCE_INIT;
+
+static void
+fork_guard_child(void)
+{
+    if (!fork_guard) {
+        return;
+    }
+    static const char msg[] =
+        "manygil: this child of os.fork() exits at once: its parent ran interpreters besides the "
+        "main one, and CPython cannot go on in such a child (3.12 hangs, 3.13 and later abort); fork "
+        "before creating interpreters, or use multiprocessing's 'forkserver' or 'spawn' start method\n";
+    ssize_t unused = write(2, msg, sizeof(msg) - 1);
+    (void)unused;
+    _exit(1);
+}
+
+static void
+fork_guard_install(void)
+{
+    (void)pthread_atfork(NULL, NULL, fork_guard_child);
+}
+
+static PyObject *
+native_set_fork_guard(PyObject *mod, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) {
+        return NULL;
+    }
+    fork_guard = on;
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------ module */
 
 static PyMethodDef native_methods[] = {
@@ -2186,12 +2233,15 @@ static PyMethodDef native_methods[] = {
     {"push_home", native_push_home, METH_O, "push_home(callback): this thread's home, until pop_home()."},
     {"pop_home", native_pop_home, METH_NOARGS, "pop_home(): back to the previous home."},
     {"call_home", native_call_home, METH_O, "call_home(data) -> bytes | None, run in the home interpreter."},
+    {"set_fork_guard", native_set_fork_guard, METH_O,
+     "set_fork_guard(on): end a child of the next fork() at once (interpreters run)."},
     {NULL, NULL, 0, NULL},
 };
 
 static int
 native_exec(PyObject *mod)
 {
+    (void)pthread_once(&fork_guard_once, fork_guard_install);
     PyInterpreterState *interp = PyInterpreterState_Get();
     void *id = (void *)(intptr_t)PyInterpreterState_GetID(interp);
     /* Where that fails (3.12 holds 32 such callbacks), the items stay: no error. */
