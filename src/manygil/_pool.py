@@ -614,23 +614,26 @@ class _PoolState:
             self._add_deadline(time.monotonic() + item.timeout, tid, 0)
         return tid.to_bytes(8, "little") + len(item.payload).to_bytes(4, "little") + item.payload
 
-    def _route_refused(self, done: list[tuple[_Item | None, bytes]]) -> None:
+    def _route_refused(self, done: list[tuple[_Item | None, bytes]]) -> bool:
         """Route the functions of refused tasks now (lock held), so that their calls still
-        waiting go to the fallback side instead of being refused one by one."""
+        waiting go to the fallback side instead of being refused one by one; whether some
+        may come back by value (``_resolve``), which a worker must stay for."""
         fallback = self.fallback
         if fallback is None:
-            return
-        routed = False
+            return False
+        routed = resent = False
         for item, record in done:
             if record[8] & ~_worker.PINNED == _worker.REFUSED and item is not None and item.call is not None:
                 module, script = _refusal(_worker.unpack(record, 8)[1])
                 if script:  # answered by a resend by value, for the queued calls too
                     fallback.refuse_script()
+                    resent = True
                 elif fallback.kind is not None:
                     fallback.route_refused(item.fn, module)
                     routed = True
         if routed:
             self._divert_queued()
+        return resent
 
     def _divert_queued(self) -> None:
         """Take the queued calls of functions now routed to the fallback out of the queue
@@ -699,9 +702,10 @@ class _PoolState:
                 if not item.future.done():
                     item.future.set_exception(exc)
 
-    def _next_for(self, worker: _WorkerHandle) -> bytes | None:
+    def _next_for(self, worker: _WorkerHandle, stay: bool = False) -> bytes | None:
         """The next batch for a free worker (lock held): task records, the stop message,
-        or None when it should wait on its inbox.
+        or None when it should wait on its inbox (``stay``: also when the pool shuts
+        down, for a task on its way back).
 
         Tasks travel alone until they are known to be short (under 0.5 ms on average);
         then batches follow guided self-scheduling: at most 1/(2 * workers) of what is
@@ -735,7 +739,7 @@ class _PoolState:
             if batch:
                 return b"".join(batch)
         self._unseat(worker)
-        if self.shutting_down or self.broken is not None:
+        if self.broken is not None or (self.shutting_down and not stay):
             self._leave(worker, "retiring")
             self._retire_idle()
             return _STOP
@@ -1007,12 +1011,18 @@ class _PoolState:
                     self._unseat(worker)
                     batch = _STOP
                 else:
-                    self._route_refused(done)
-                    batch = self._next_for(worker)
+                    # A task sent again by value comes back to the queue in _resolve
+                    # below: the worker stays for it even if the pool shuts down (at
+                    # exit on 3.12 none could start to run it).
+                    stay = self._route_refused(done)
+                    batch = self._next_for(worker, stay)
             self._run_diverted()
         finally:  # the results taken are settled, even if manygil failed above (see _home)
             for item, record in done:
                 _resolve(item, record, self.fallback)
+        if batch is None and self.shutting_down:
+            with self.lock:
+                self._retire_idle()  # nothing came back after all: it may go now
         return batch
 
     def _worker_event(self, worker: _WorkerHandle, event: bytes) -> bytes | None:
