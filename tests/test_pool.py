@@ -355,6 +355,22 @@ def test_an_interrupt_that_lands_in_a_callback_still_stops_the_task(capfd):
     assert "TaskInterrupted" not in capfd.readouterr().err
 
 
+def test_asyncio_to_thread_with_the_pool_as_default_executor_says_what_to_do():
+    # It said "cannot pickle '_contextvars.Context' object ... define it at module level",
+    # which does not fit: to_thread() wraps every call in its thread's context (issue 29).
+    async def main(pool):
+        asyncio.get_running_loop().set_default_executor(pool)
+        with pytest.raises(I.NotShareableError) as info:
+            await asyncio.to_thread(helpers.add, 1, 2)
+        assert await pool.run(helpers.add, 1, 2) == 3  # what to use instead
+        return str(info.value)
+
+    with InterpreterPoolExecutor(1) as pool:
+        message = asyncio.run(main(pool))
+    assert "asyncio.to_thread()" in message and "set_default_executor" in message
+    assert "await pool.run(fn, ...)" in message and "module level" not in message
+
+
 def test_the_pool_can_be_asyncios_default_executor():
     # loop.set_default_executor() takes only a ThreadPoolExecutor: the pool is one by
     # type, as the standard library's InterpreterPoolExecutor is.

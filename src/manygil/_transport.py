@@ -372,6 +372,22 @@ def _unsendable_kind(obj: object) -> str | None:
         )
     if isinstance(obj, types.GeneratorType):
         return "send a list of its items, or the arguments that make it and iterate in the task"
+    functools = sys.modules.get("functools")
+    contextvars = sys.modules.get("contextvars")
+    if (
+        functools is not None
+        and contextvars is not None
+        and isinstance(obj, functools.partial)
+        and isinstance(getattr(obj.func, "__self__", None), contextvars.Context)
+    ):
+        # asyncio.to_thread(fn, ...) runs loop.run_in_executor(None, partial(ctx.run, fn, ...)).
+        return (
+            "asyncio.to_thread() wraps each call in its thread's contextvars.Context, which "
+            "cannot cross, and it reached this pool because the pool is the loop's default "
+            "executor (loop.set_default_executor(pool)); keep a thread pool as the default "
+            "executor for to_thread(), and send interpreter work with `await pool.run(fn, ...)` "
+            "or `loop.run_in_executor(pool, fn, ...)`"
+        )
     return None
 
 
