@@ -107,8 +107,22 @@ class NeedsTwoArgs(Exception):
         super().__init__(f"{a} and {b}")
 
 
-def raise_unrebuildable():
+def raise_needs_two_args():
     raise NeedsTwoArgs(1, 2)
+
+
+class BadReduceError(Exception):
+    """Its own __reduce__ rebuilds it with no arguments, which its __init__ refuses."""
+
+    def __init__(self, a, b):
+        super().__init__(f"{a} and {b}")
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
+def raise_unrebuildable():
+    raise BadReduceError(1, 2)
 
 
 _initialized = []
@@ -532,3 +546,4 @@ def fifo_handshake(started, release):
         f.write("started")
     with open(release) as f:
         return f.read()
+

@@ -67,10 +67,20 @@ def test_exception_keeps_its_type_and_remote_traceback(pool):
     assert pool.submit(helpers.add, 1, 1).result(timeout=30) == 2
 
 
+def test_an_exception_whose_init_takes_other_arguments_comes_back_as_itself(pool):
+    # It came back as RemoteError('NeedsTwoArgs: 1 and 2'): unpickling called
+    # NeedsTwoArgs('1 and 2'), which its __init__ refuses, so `except NeedsTwoArgs`
+    # missed it (issue 29).  It is now made without its __init__, as copy does.
+    with pytest.raises(helpers.NeedsTwoArgs, match="1 and 2") as info:
+        pool.submit(helpers.raise_needs_two_args).result(timeout=30)
+    assert info.value.args == ("1 and 2",)
+    assert "raise_needs_two_args" in info.value.__cause__.excinfo.errdisplay  # the worker's traceback
+
+
 def test_exception_that_cannot_be_rebuilt_arrives_as_remote_error(pool):
-    with pytest.raises(RemoteError, match="NeedsTwoArgs: 1 and 2") as info:
+    with pytest.raises(RemoteError, match="BadReduceError: 1 and 2") as info:
         pool.submit(helpers.raise_unrebuildable).result(timeout=30)
-    assert info.value.excinfo.type.__name__ == "NeedsTwoArgs"
+    assert info.value.excinfo.type.__name__ == "BadReduceError"
     assert "raise_unrebuildable" in info.value.excinfo.errdisplay
 
 

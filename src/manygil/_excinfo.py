@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-__all__ = ("ExcInfo", "ExcTypeInfo")
+__all__ = ("ExcInfo", "ExcTypeInfo", "rebuild_exception")
+
+
+def rebuild_exception(cls: type[BaseException], args: tuple[object, ...], state: dict[str, object] | None) -> BaseException:
+    """An exception pickled in another interpreter (see ``_worker._dump_error``):
+    ``cls(*args)`` as pickle does, or, when its ``__init__`` does not take its ``args``
+    back (``MyError(code, msg)`` that passes only ``msg`` on), made without calling
+    ``__init__``, as ``copy`` makes objects; then its attributes.  So ``except MyError``
+    catches it in the caller."""
+    try:
+        exc = cls(*args)
+    except Exception:  # noqa: BLE001 - its __init__ wants other arguments
+        exc = cls.__new__(cls, *args)  # BaseException.__new__ sets .args
+    if state:
+        exc.__dict__.update(state)
+    return exc
 
 
 class ExcTypeInfo:

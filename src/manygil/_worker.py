@@ -28,7 +28,7 @@ import time
 import types
 
 from . import _native
-from ._excinfo import ExcInfo
+from ._excinfo import ExcInfo, rebuild_exception
 from ._handles import collect, lent, out_of_band_value
 
 TYPE_CHECKING = False
@@ -510,7 +510,7 @@ def _pack_error(exc: BaseException, loading: bool = False, explain: int = 1) -> 
     info = pickle.dumps(ExcInfo.brief(exc) if brief else _excinfo(exc, 1), protocol=5)
     exc.__traceback__ = None
     try:
-        data, pins = collect(_dump5, exc)
+        data, pins = collect(_dump_error, exc)
     except Exception:
         data, pins = pickle.dumps(None), ()  # rebuilt from its ExcInfo as a RemoteError
         if status == RAISED:
@@ -539,6 +539,31 @@ def _result_error(fn: Any, result: object, exc: BaseException) -> BaseException:
         f"{describe(result)}, cannot come back from its interpreter "
         f"({type(exc).__name__}: {exc}); {hint}"
     )
+
+
+class _ErrorPickler(pickle.Pickler):
+    """Pickles exceptions as ``_excinfo.rebuild_exception(cls, args, state)`` (those
+    whose class keeps ``BaseException``'s reduce), so that one whose ``__init__`` takes
+    other arguments than its ``args`` is still rebuilt as itself, not as a RemoteError."""
+
+    def reducer_override(self, obj: object) -> Any:
+        if isinstance(obj, BaseException) and type(obj).__reduce_ex__ is BaseException.__reduce_ex__ and (
+            type(obj).__reduce__ is BaseException.__reduce__
+        ):
+            return rebuild_exception, (type(obj), obj.args, obj.__dict__ or None)
+        return NotImplemented
+
+
+def _dump_error(exc: BaseException) -> bytes:
+    """A task's exception for the caller (see ``_ErrorPickler``), else as ``_dump5``."""
+    import io
+
+    buf = io.BytesIO()
+    try:
+        _ErrorPickler(buf, protocol=5).dump(exc)
+    except Exception:  # noqa: BLE001 - its class is not importable there, say: by value
+        return _dump5(exc)
+    return buf.getvalue()
 
 
 def _dump5(obj: object) -> bytes:
