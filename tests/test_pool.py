@@ -120,6 +120,26 @@ def test_the_hint_of_what_cannot_be_sent_fits_its_cause(pool):
     assert "module level" in str(info.value)  # ...of a class defined at module level
 
 
+@pytest.mark.parametrize("make", ["queue.Queue", "queue.SimpleQueue", "multiprocessing.Queue"])
+def test_a_queue_of_threads_or_processes_is_named_with_the_queue_to_use(pool, make):
+    # It said "cannot send lock object ... use manygil.sync.Lock instead" (issue 29).
+    import multiprocessing
+    import queue
+
+    q = {"queue.Queue": queue.Queue, "queue.SimpleQueue": queue.SimpleQueue,
+         "multiprocessing.Queue": multiprocessing.Queue}[make]()
+    try:
+        with pytest.raises(I.NotShareableError) as info:
+            pool.submit(helpers.add, q)
+    finally:
+        if make == "multiprocessing.Queue":
+            q.close()
+            q.join_thread()
+    message = str(info.value)
+    assert f"cannot send {type(q).__qualname__} object" in message, message
+    assert "use manygil.interpreters.Queue" in message and "Lock" not in message
+
+
 def test_lambda_and_closure_with_cloudpickle(pool):
     pytest.importorskip("cloudpickle")
     k = 10

@@ -353,6 +353,15 @@ def _unsendable_kind(obj: object) -> str | None:
     socket = sys.modules.get("socket")
     if socket is not None and isinstance(obj, socket.socket):
         return "send the address (or the data) and connect in the task"
+    queue = sys.modules.get("queue")
+    mp_queues = sys.modules.get("multiprocessing.queues")
+    if (queue is not None and isinstance(obj, (queue.Queue, queue.SimpleQueue))) or (
+        mp_queues is not None and isinstance(obj, (mp_queues.Queue, mp_queues.SimpleQueue))
+    ):
+        return (
+            "use manygil.interpreters.Queue (manygil.interpreters.create_queue()) instead, "
+            "which is the same queue in every interpreter"
+        )
     threading = sys.modules.get("threading")
     if threading is not None and isinstance(
         obj,
