@@ -27,3 +27,31 @@ def test_all_names_exist_and_have_docstrings(name):
             assert attr in module.__doc__, f"{name}.{attr} is re-exported but not described"
             continue
         assert getattr(obj, "__doc__", None), f"{name}.{attr} has no docstring"
+
+
+EXCEPTIONS = [
+    "BrokenInterpreterPool", "ExecutionFailed", "InterpreterError", "InterpreterNotFoundError",
+    "ItemInterpreterDestroyed", "NotShareableError", "QueueEmpty", "QueueError", "QueueFull", "RemoteError",
+    "TaskInterrupted",
+]
+
+
+@pytest.mark.parametrize("name", EXCEPTIONS)
+def test_every_exception_a_user_may_catch_is_manygils_own_name(name):
+    # NotShareableError printed as manygil._backend.py313.NotShareableError and was not in
+    # manygil; TaskInterrupted lived only in manygil._worker (issue 29).
+    import pickle
+
+    import manygil
+    from manygil import interpreters
+
+    cls = getattr(manygil, name)
+    assert name in manygil.__all__
+    assert issubclass(cls, BaseException)
+    if name in interpreters.__all__:
+        assert getattr(interpreters, name) is cls
+    # manygil's own classes print as manygil.X; on 3.14+ some are the standard library's
+    assert cls.__module__ in ("manygil", "concurrent.interpreters", "interpreters",
+                              "concurrent.interpreters._queues"), cls.__module__
+    if cls.__module__ == "manygil":
+        assert pickle.loads(pickle.dumps(cls)) is cls

@@ -3,6 +3,14 @@
 Run pure-Python work on every core with CPython's per-interpreter GIL (PEP 684):
 a ``concurrent.futures`` pool of interpreters, the PEP 734 interpreter API on 3.12+,
 and the tools to see what goes on inside them.
+
+Every exception a user may catch is here (see ``manygil._exceptions`` for the tree):
+``BrokenInterpreterPool``, ``RemoteError``, ``TaskInterrupted`` (raised inside a task by
+its time limit or ``cancel()``), and the interpreter API's ``InterpreterError``,
+``InterpreterNotFoundError``, ``ExecutionFailed``, ``NotShareableError``, ``QueueError``,
+``QueueEmpty``, ``QueueFull`` and ``ItemInterpreterDestroyed``, which on 3.14+ are the
+standard library's own classes (``concurrent.interpreters``), and on 3.13 partly
+``_interpreters``' own.  manygil's own classes print as ``manygil.X``.
 """
 
 from __future__ import annotations
@@ -19,10 +27,19 @@ __version__ = "0.1.0"
 
 __all__ = (
     "BrokenInterpreterPool",
+    "ExecutionFailed",
     "FallbackWarning",
+    "InterpreterError",
     "InterpreterFuture",
+    "InterpreterNotFoundError",
     "InterpreterPoolExecutor",
+    "ItemInterpreterDestroyed",
+    "NotShareableError",
+    "QueueEmpty",
+    "QueueError",
+    "QueueFull",
     "RemoteError",
+    "TaskInterrupted",
     "__version__",
     "cancel_dump_tracebacks_later",
     "dump_tracebacks",
@@ -31,7 +48,19 @@ __all__ = (
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs every worker 8 ms
 if TYPE_CHECKING:
-    from ._exceptions import BrokenInterpreterPool, RemoteError
+    from ._exceptions import (
+        BrokenInterpreterPool,
+        ExecutionFailed,
+        InterpreterError,
+        InterpreterNotFoundError,
+        ItemInterpreterDestroyed,
+        NotShareableError,
+        QueueEmpty,
+        QueueError,
+        QueueFull,
+        RemoteError,
+    )
+    from ._worker import TaskInterrupted
     from ._fallback import FallbackWarning
     from ._tracebacks import cancel_dump_tracebacks_later, dump_tracebacks, dump_tracebacks_later
     from .pool import InterpreterFuture, InterpreterPoolExecutor
@@ -40,7 +69,16 @@ if TYPE_CHECKING:
 # below are imported on first use, so that a worker does not pay for the pool's imports.
 _LAZY = {
     "BrokenInterpreterPool": "._exceptions",
+    "ExecutionFailed": "._exceptions",
+    "InterpreterError": "._exceptions",
+    "InterpreterNotFoundError": "._exceptions",
+    "ItemInterpreterDestroyed": "._exceptions",
+    "NotShareableError": "._exceptions",
+    "QueueEmpty": "._exceptions",
+    "QueueError": "._exceptions",
+    "QueueFull": "._exceptions",
     "RemoteError": "._exceptions",
+    "TaskInterrupted": "._worker",
     "FallbackWarning": "._fallback",
     "InterpreterFuture": ".pool",
     "InterpreterPoolExecutor": ".pool",

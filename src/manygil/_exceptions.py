@@ -108,3 +108,14 @@ class RemoteError(Exception):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.excinfo,))
+
+
+# manygil's own classes print (and pickle) as manygil.X, the name users catch them by;
+# the standard library's and _interpreters' keep theirs.
+for _cls in (
+    BrokenInterpreterPool, ExecutionFailed, InterpreterError, InterpreterNotFoundError,
+    ItemInterpreterDestroyed, NotShareableError, QueueEmpty, QueueError, QueueFull, RemoteError,
+):
+    if _cls.__module__.startswith("manygil."):
+        _cls.__module__ = "manygil"
+del _cls

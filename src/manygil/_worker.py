@@ -71,6 +71,9 @@ class TaskInterrupted(BaseException):
     """Raised inside a task by a time limit or by cancelling its future."""
 
 
+TaskInterrupted.__module__ = "manygil"  # its public name (manygil/__init__.py)
+
+
 def _load_user_main() -> types.ModuleType:
     """Import the caller's main script here under another name (as spawn does)."""
     global _user_main, _main_failed
