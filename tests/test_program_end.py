@@ -218,3 +218,33 @@ def test_why_a_refused_scripts_function_could_not_go_by_value_is_said(tmp_path, 
     assert proc.returncode == 0, proc.stderr
     assert "mg_single_phase refuses to load" in proc.stdout, proc.stdout
     assert "work could not be sent by value either" in proc.stdout and "lock" in proc.stdout, proc.stdout
+
+
+def test_the_process_module_imports_when_the_program_end_begins_during_its_import(tmp_path):
+    # The fault injection caught it (seed 12, 3.13): a pool's thread imported
+    # concurrent.futures.process just as the main thread began the program's end, and the
+    # import failed ("can't register atexit after shutdown"): the process tasks failed.
+    # Here a meta path hook begins "the end" during that import.
+    proc = run(
+        """
+        import importlib.abc, sys, threading
+        from manygil import _exit
+
+        class EndBegins(importlib.abc.MetaPathFinder):
+            begun = False
+
+            def find_spec(self, name, path, target=None):
+                if name == "concurrent.futures.process" and not self.begun:
+                    self.begun = True  # the end begins once
+                    threading._SHUTTING_DOWN = True
+                return None
+
+        sys.meta_path.insert(0, EndBegins())
+        module = _exit.process_module()
+        print(module.__name__, hasattr(module, "ProcessPoolExecutor"))
+        threading._SHUTTING_DOWN = False
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "concurrent.futures.process True\n"

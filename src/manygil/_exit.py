@@ -55,14 +55,26 @@ def process_module() -> types.ModuleType:
     if loaded is not None and not getattr(loaded.__spec__, "_initializing", False):
         return loaded
     with _importing:  # one thread lifts the flag at a time; the others wait for the import
-        ending = getattr(threading, "_SHUTTING_DOWN", False)
-        if ending:
-            threading._SHUTTING_DOWN = False  # type: ignore[attr-defined]
         try:
-            import concurrent.futures.process as module
-        finally:
-            if ending:
-                threading._SHUTTING_DOWN = True  # type: ignore[attr-defined]
-        if not ending:
-            run_first()
+            module = _import_process_module()
+        except RuntimeError:  # "can't register atexit after shutdown"
+            if not getattr(threading, "_SHUTTING_DOWN", False):
+                raise
+            # The program's end began during the import (a pool's thread imported it
+            # as the main thread ended): the failed import left nothing; again, as then.
+            module = _import_process_module()
+    return module
+
+
+def _import_process_module() -> types.ModuleType:
+    ending = getattr(threading, "_SHUTTING_DOWN", False)
+    if ending:
+        threading._SHUTTING_DOWN = False  # type: ignore[attr-defined]
+    try:
+        import concurrent.futures.process as module
+    finally:
+        if ending:
+            threading._SHUTTING_DOWN = True  # type: ignore[attr-defined]
+    if not ending:
+        run_first()
     return module
