@@ -547,3 +547,8 @@ def fifo_handshake(started, release):
     with open(release) as f:
         return f.read()
 
+
+
+def value_and_pid(obj):
+    """``obj.value`` and the pid that read it."""
+    return obj.value, os.getpid()

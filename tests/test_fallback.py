@@ -1088,3 +1088,22 @@ def test_a_seat_freed_while_an_interpreter_task_queues_itself_is_not_lost(monkey
         checked.clear()
         assert pool.submit(helpers.cpu, 20).result(timeout=30) == helpers.cpu(20)  # hung before
         assert held.result(timeout=60) == ""
+
+
+def test_a_call_whose_argument_refused_runs_in_a_process_but_the_function_is_not_routed(refusing):
+    # One call with an argument whose class needs a refusing module sent every later call
+    # of the function to processes ("builtins.sum runs in a process worker from now on"),
+    # though the function itself loads fine (issue 29, item 6).
+    import types
+
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.warns(FallbackWarning, match="a call of tests.helpers.value_and_pid ran in a process worker.*argument"):
+            value, pid = pool.submit(helpers.value_and_pid, refusing.Box(2)).result(timeout=120)
+        assert value == 2 and pid != os.getpid()
+        assert pool.routes() == {}
+        value, pid = pool.submit(helpers.value_and_pid, types.SimpleNamespace(value=3)).result(timeout=60)
+        assert value == 3 and pid == os.getpid()  # in an interpreter
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # said once per function
+            value, pid = pool.submit(helpers.value_and_pid, refusing.Box(4)).result(timeout=120)
+        assert value == 4 and pid != os.getpid()

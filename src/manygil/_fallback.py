@@ -139,6 +139,9 @@ class FallbackWarning(UserWarning):
     """A function's tasks run outside the own-GIL interpreters from now on (once per function)."""
 
 
+FallbackWarning.__module__ = "manygil"  # its public name
+
+
 class Seats:
     """``max_workers`` shared by a pool's interpreter workers and its process side: a task
     runs only on a seat, so the two kinds together run at most ``max_workers`` tasks and
@@ -234,6 +237,7 @@ class Fallback:
                 for key, module in list(_LEARNED.items())
             }
         self.warned: set[str] = set()  # route_keys whose FallbackWarning was given
+        self.warned_args: set[str] = set()  # ... for a call whose argument refused
         # Functions of __main__ that needs_refusing() found to need no refusing module,
         # with how many modules were known to refuse then.
         self.clean: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -285,6 +289,37 @@ class Fallback:
         if found is None:
             self.clean[fn] = len(_REFUSING)
         return found
+
+    def refused_by_function(self, fn: object, by_value: bool) -> bool:
+        """Whether a refusal just learned (``learn_refusal``) came from loading ``fn``
+        itself, or cannot be told apart; False when ``fn``, a function or class, loads
+        without any module known to refuse: one of its call's arguments refused, and
+        only that call goes to this side."""
+        if not isinstance(fn, (types.FunctionType, types.BuiltinFunctionType, type)):
+            return True
+        if getattr(fn, "__module__", None) == "__main__" and not by_value and not _transport._interactive_main():
+            return True  # by reference: its loading imports the caller's script
+        return self.needs_refusing(fn, by_value) is not None
+
+    def argument_refused(self, fn: object, module: str) -> None:
+        """A call of ``fn`` could not load because an argument needs ``module``, which
+        refused: that call runs here; ``fn`` stays where it is.  Said once per function."""
+        key = route_key(fn)
+        with self.lock:
+            first = key not in self.warned_args
+            self.warned_args.add(key)
+        if first:
+            where = "a process worker" if self.kind == "process" else "a shared-GIL interpreter"
+            try:
+                warnings.warn(
+                    f"manygil: a call of {key} ran in {where}: an argument of it needs the "
+                    f"extension module {module}, which refuses to load in an interpreter with its "
+                    "own GIL; its other calls still run in the interpreters",
+                    FallbackWarning,
+                    stacklevel=2,
+                )
+            except Exception:  # noqa: BLE001 - warnings turned into errors, on a worker thread
+                pass
 
     def by_value(self, item: Any) -> bool:
         """Importing the caller's script in the worker failed on a refusing module (a

@@ -442,7 +442,10 @@ def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None
                     if script and fallback.by_value(item):
                         return  # sent again with the function by value: only what it uses
                 if fallback is not None and fallback.kind is not None and item.call is not None:
-                    fallback.refused(item.fn, module)
+                    if fallback.refused_by_function(item.fn, item.by_value):
+                        fallback.refused(item.fn, module)
+                    else:  # only this call: an argument of it refused
+                        fallback.argument_refused(item.fn, module)
                     fallback.run(future, *item.call, timeout=item.timeout, label=item.label)
                     return
                 exc = _rebuild_exception(status, payload)
@@ -628,7 +631,7 @@ class _PoolState:
                 if script:  # answered by a resend by value, for the queued calls too
                     fallback.refuse_script()
                     resent = True
-                elif fallback.kind is not None:
+                elif fallback.kind is not None and fallback.refused_by_function(item.fn, item.by_value):
                     fallback.route_refused(item.fn, module)
                     routed = True
         if routed:
