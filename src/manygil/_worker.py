@@ -502,7 +502,7 @@ def _pack_error(exc: BaseException, loading: bool = False, explain: int = 1) -> 
             # "script:" when importing the caller's main script failed, not the task's own needs.
             module = (("script:" if getattr(exc, "__mg_script__", False) else "") + refusal(exc)).encode()
         else:
-            exc.add_note(
+            explanation = (
                 f"manygil: the extension module {name} refuses to load in an interpreter with "
                 f"its own GIL, and this task imported it while running, so it was not run again "
                 f"elsewhere; send this function to a process worker with "
@@ -510,6 +510,13 @@ def _pack_error(exc: BaseException, loading: bool = False, explain: int = 1) -> 
                 f"such tasks under the main GIL with InterpreterPoolExecutor(shared_gil=True), "
                 f"or see `python -m manygil check {top}`"
             )
+            if type(exc) is ImportError and isinstance(exc.msg, str):
+                # First, before the module's own text (numpy's is 25 lines of advice on
+                # a broken install, which does not apply).
+                exc.msg = f"{explanation}\n\nThe import's own message:\n{exc.msg}"
+                exc.args = (exc.msg,)
+            else:
+                exc.add_note(explanation)
     info = pickle.dumps(ExcInfo.brief(exc) if brief else _excinfo(exc, 1), protocol=5)
     exc.__traceback__ = None
     try:
