@@ -73,7 +73,7 @@ def main() -> None:
               f"   USS of the worker processes {r['uss_mib']:6.1f} MiB")
     path = HERE / "results" / "dask.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"python": platform.python_version(), **out}, indent=2))
+    path.write_text(json.dumps({"python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M"), **out}, indent=2))
     print(f"wrote {path}")
 
 

@@ -94,6 +94,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {
         "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
         "duckdb": duckdb.__version__,
         "rows": args.rows,
         "seconds": {source: {f: med[source, f] for f in udfs} for source in sources},

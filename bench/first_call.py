@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -108,7 +109,7 @@ def main() -> None:
             f"{row['warm_map_ms']:9.1f} ms"
         )
     print(f"(the script's imports take {rows['manygil']['script_import_ms']:.0f} ms in the main interpreter)")
-    report = {"python": sys.version.split()[0], "repeat": args.repeat, "executors": rows, "cpus": os.cpu_count()}
+    report = {"python": sys.version.split()[0], "date": time.strftime("%Y-%m-%d %H:%M"), "repeat": args.repeat, "executors": rows, "cpus": os.cpu_count()}
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
 
 

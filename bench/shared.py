@@ -109,7 +109,7 @@ def main() -> None:
           f"   (manygil is {r['lock_manygil_ns'] / r['lock_multiprocessing_ns']:.2f}x)")
     print(f"  Event.set → waiter running in another interpreter: {r['wakeup_us']:.1f} µs median")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"python": platform.python_version(), **r}, indent=2))
+    args.out.write_text(json.dumps({"python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M"), **r}, indent=2))
     print(f"wrote {args.out}")
 
 
