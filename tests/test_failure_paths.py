@@ -583,9 +583,10 @@ def test_a_late_result_that_the_pool_drops_releases_the_shared_objects_in_it(tmp
     assert dict(_native.live()) == before
 
 
-def test_tracemalloc_with_an_own_gil_on_3_12_and_3_14_is_refused_with_the_fix():
+def test_tracemalloc_beside_interpreters_on_3_12_and_3_14_is_refused_with_the_fix():
     # On 3.12.1 the results printed, then "double free or corruption" and status 134; on
-    # 3.14.10 the next interpreter's creation crashed (SIGSEGV) or hung.
+    # 3.14.10 the next interpreter's creation crashed (SIGSEGV) or hung, and a shared-GIL
+    # pool deadlocked about once in ten runs.
     proc = subprocess.run(
         [sys.executable, "-X", "tracemalloc", "-c", textwrap.dedent("""
             import sys
@@ -597,19 +598,27 @@ def test_tracemalloc_with_an_own_gil_on_3_12_and_3_14_is_refused_with_the_fix():
                     print(pool.submit(helpers.add, 1, 2).result(timeout=60))
             except RuntimeError as exc:
                 print("refused:", exc)
-            with InterpreterPoolExecutor(1, shared_gil=True) as pool:  # the main GIL: no trap
-                print(pool.submit(helpers.add, 2, 2).result(timeout=60))
+            try:
+                with InterpreterPoolExecutor(1, shared_gil=True) as pool:  # the main GIL
+                    print(pool.submit(helpers.add, 2, 2).result(timeout=60))
+            except RuntimeError as exc:
+                print("refused:", exc)
         """)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     first, second = proc.stdout.splitlines()
-    if sys.version_info[:2] in ((3, 12), (3, 14)):
+    if sys.version_info[:2] == (3, 12):
         assert first.startswith("refused: cannot create an interpreter with its own GIL while tracemalloc")
         assert "-X tracemalloc" in first and "shared_gil=True" in first
+        assert second == "4"  # under the main GIL, 3.12 has no such trap
+    elif sys.version_info[:2] == (3, 14):
+        # 3.14: a shared-GIL interpreter deadlocks there too, about once in ten runs
+        for line in (first, second):
+            assert line.startswith("refused: cannot create an interpreter while tracemalloc"), line
+            assert "-X tracemalloc" in line and "shared_gil" not in line
     else:
-        assert first == "3"
-    assert second == "4"
+        assert (first, second) == ("3", "4")
 
 
 def test_a_time_limit_settles_its_future_without_the_pool_lock_even_when_held_twice():

@@ -1332,8 +1332,8 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         ValueError: ``max_workers`` or ``max_tasks_per_worker`` is not positive, a time
             argument is not a number of seconds, or ``fallback`` is not one of the above.
         TypeError: ``initializer`` is not callable.
-        RuntimeError: created inside an interpreter other than the main one, or (without
-            ``shared_gil``) while tracemalloc traces on CPython 3.12 or 3.14.
+        RuntimeError: created inside an interpreter other than the main one, or while
+            tracemalloc traces on CPython 3.14 (or, without ``shared_gil``, on 3.12).
     """
 
     # A ThreadPoolExecutor by type only, as the standard library's InterpreterPoolExecutor
@@ -1368,8 +1368,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
                 "main interpreter: a task that needs more tasks can return them to its caller, "
                 "which can submit from the main interpreter"
             )
-        if not shared_gil:
-            _backend.check_own_gil()
+        _backend.check_tracemalloc(own_gil=not shared_gil)
         if fallback not in FALLBACKS:
             raise ValueError(
                 f"fallback must be \"process\", \"shared-gil\" or None, got {fallback!r}"

@@ -132,11 +132,13 @@ def diagnose() -> list[Finding]:
 
     import tracemalloc
 
-    if tracemalloc.is_tracing() and _backend.TRACEMALLOC_BREAKS_OWN_GIL:
-        out.append(Finding("tracemalloc", "tracing", "fail",
-                           "on CPython 3.12 and 3.14, tracemalloc and an interpreter with its own GIL corrupt "
-                           "memory (the process crashes; manygil refuses to create one); stop tracemalloc, "
-                           "or use 3.13 or 3.15"))
+    try:
+        _backend.check_tracemalloc()
+        refused = ""
+    except RuntimeError as exc:
+        refused = str(exc)
+    if refused:
+        out.append(Finding("tracemalloc", "tracing", "fail", refused.replace("cannot create", "manygil refuses", 1)))
     elif tracemalloc.is_tracing():
         out.append(Finding("tracemalloc", "tracing", "warn",
                            "tracemalloc hooks the allocators and takes a process-wide lock on every allocation, "

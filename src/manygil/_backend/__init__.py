@@ -98,35 +98,39 @@ def create(own_gil: bool = True) -> int:
     """A new interpreter, with its own GIL or the main one; its id.
 
     Raises:
-        RuntimeError: an own GIL on CPython 3.12 while tracemalloc traces.
+        RuntimeError: tracemalloc traces where CPython cannot run such an interpreter
+            beside it (see ``check_tracemalloc``).
     """
     if _FRAMES_OF_EVERY_INTERPRETER and sys._current_frames is not _native.current_frames:
         _guard_current_frames()
-    if own_gil:
-        check_own_gil()
+    check_tracemalloc(own_gil)
     return _impl.create(own_gil)
 
 
-def check_own_gil() -> None:
-    """Raise what stops this process from running an interpreter with its own GIL now.
+def check_tracemalloc(own_gil: bool = True) -> None:
+    """Raise when tracemalloc traces and CPython cannot run an interpreter beside it:
+    with its own GIL on 3.12 (3.12.1: "double free or corruption" at exit) and 3.14
+    (3.14.10: a segfault in the destroy of an isolated interpreter, with _interpreters
+    alone), and even under the main GIL on 3.14 (a shared-GIL interpreter deadlocks the
+    main thread's next threading.Thread() about once in ten runs).  3.13 and 3.15 are fine.
 
     Raises:
-        RuntimeError: tracemalloc traces on CPython 3.12 or 3.14.
+        RuntimeError: the message names the fixes.
     """
-    if TRACEMALLOC_BREAKS_OWN_GIL and _tracing():
+    if not _tracing():
+        return
+    version = sys.version_info[:2]
+    if version == (3, 14) or (own_gil and version == (3, 12)):
+        kind = "with its own GIL " if version == (3, 12) else ""
+        shared = ", or create the pool with shared_gil=True" if version == (3, 12) else ""
         raise RuntimeError(
-            f"cannot create an interpreter with its own GIL while tracemalloc traces on CPython "
-            f"{sys.version_info[0]}.{sys.version_info[1]}: together they corrupt memory and the process "
-            "crashes (a CPython bug: a double free at exit on 3.12, a segfault as the interpreter is "
-            "destroyed on 3.14); run without -X tracemalloc and PYTHONTRACEMALLOC (or call "
-            "tracemalloc.stop()), use CPython 3.13 or 3.15, or create the pool with shared_gil=True"
+            f"cannot create an interpreter {kind}while tracemalloc traces on CPython "
+            f"{version[0]}.{version[1]}: together they corrupt memory or deadlock (a CPython bug: a "
+            "double free at exit on 3.12; on 3.14 a segfault as an interpreter with its own GIL "
+            "is destroyed, and a deadlock beside one that shares the main GIL); run without "
+            f"-X tracemalloc and PYTHONTRACEMALLOC (or call tracemalloc.stop()), or use CPython 3.13 "
+            f"or 3.15{shared}"
         )
-
-
-# tracemalloc and an interpreter with its own GIL crash the process on CPython 3.12
-# (3.12.1: "double free or corruption" at exit) and 3.14 (3.14.10: a segfault in the
-# destroy of an isolated interpreter, with _interpreters alone); 3.13 and 3.15 are fine.
-TRACEMALLOC_BREAKS_OWN_GIL = sys.version_info[:2] in ((3, 12), (3, 14))
 
 
 def _tracing() -> bool:
@@ -162,8 +166,7 @@ __all__ = (
     "NotShareableError",
     "PY_VERSION",
     "STDLIB_EXCEPTIONS",
-    "TRACEMALLOC_BREAKS_OWN_GIL",
-    "check_own_gil",
+    "check_tracemalloc",
     "create",
     "destroy",
     "get_current",
