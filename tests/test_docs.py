@@ -41,3 +41,20 @@ def test_doc_example_runs(name, code, tmp_path):
 
 def test_there_are_examples_to_run():
     assert len(_blocks()) >= 10
+
+
+def test_examples_need_only_what_the_set_up_installs():
+    """The set-up installs manygil and cloudpickle, no numpy: an example that uses numpy
+    fails for a new user (issue 29: the SharedArray example called arr.numpy()). A
+    comment may mention it."""
+    for name, code in _blocks():
+        used = [line for line in code.splitlines() if re.search(r"\bnumpy\b", line.split("#")[0])]
+        assert not used, f"{name} needs numpy, which the set-up does not install: {used}"
+
+
+def test_a_time_limit_example_shows_its_timeout_error():
+    """A with_timeout() example waits for the result, or no TimeoutError appears (issue 29:
+    the README's did not)."""
+    for name, code in _blocks():
+        if "with_timeout(" in code:
+            assert ".result()" in code and "except TimeoutError" in code, name
