@@ -134,7 +134,7 @@ def bench_table(r: Results) -> str:
             notes.append(f"{name}, which failed to start ({why.rsplit('.', 1)[-1]})")
     head = (
         f"CPython {r['python']}, {r['cores']} cores, {r['workers']} workers, medians of "
-        f"{r['repeats']} runs ({r.source}; `bench/results/{r.name}`); in brackets, the ratio "
+        f"{r['repeats']} runs (`{COMMANDS[r.name]}`, {r.date}; `bench/results/{r.name}`); in brackets, the ratio "
         "to manygil:"
     )
     tail = f"Cold start floor (one bare interpreter created and one call run in it) in the same run: {r['floor_ms']:.1f} ms."
