@@ -10,6 +10,7 @@ hand between the markers, when the results changed and the pages were not regene
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -117,3 +118,20 @@ def test_the_scan_finds_figures_written_by_hand():
     for words in ("costs about a third of a process pool's", "an eighth of\na process pool's",
                   "is half a thread pool's", "(a few hundred µs, the pool's round trip)"):
         assert WORDS.search(_prose(words)), words
+
+
+def test_a_new_run_makes_the_pages_stale(tmp_path, monkeypatch):
+    """With other results (a fake copy of bench/results), the same pages no longer match:
+    the check sees a run that was not written into the pages, and the date goes with it."""
+    for f in doc_figures.RESULTS.glob("*.json"):
+        (tmp_path / f.name).write_text(f.read_text())
+    latest = json.loads((tmp_path / "latest.json").read_text())
+    latest["results"]["manygil"]["latency_us"] = 123.4
+    latest["date"] = "2031-01-02 03:04"
+    (tmp_path / "latest.json").write_text(json.dumps(latest))
+    monkeypatch.setattr(doc_figures, "RESULTS", tmp_path)
+    page = (ROOT / "docs" / "pool.md").read_text()
+    new = doc_figures.render(page)
+    assert new != page
+    assert f"123.4 µs (`./dev bench`, CPython {latest['python']}, 2031-01-02 03:04)" in new
+    assert doc_figures.render(new) == new
