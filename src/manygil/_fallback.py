@@ -256,6 +256,7 @@ class Fallback:
         # once instead of each starting a process that fails the same way.
         self.cannot_start: BaseException | None = None
         self.warmed = False  # the first process task starts every slot's process at once
+        self.threadless = False  # no thread starts now (3.12, the program's end): _run_alone
 
     def routed(self, fn: object) -> bool:
         # Every submit and dispatch asks: no name is made while nothing is routed.
@@ -444,16 +445,11 @@ class Fallback:
                             self.slots -= reserved
                             raise
                         self.warmer = warmer
-                except RuntimeError as exc:  # "can't create new thread at interpreter shutdown"
+                except RuntimeError:  # "can't create new thread at interpreter shutdown"
                     # CPython 3.12, once the program's end has begun: no process worker can
-                    # start (each needs a thread), so this task and those after it fail
-                    # (the pump fails them) rather than wait forever.
-                    if self.cannot_start is None:
-                        self.cannot_start = RuntimeError(
-                            f"{exc}: CPython 3.12 starts no thread once the program ends, and a "
-                            "process worker needs one; call pool.shutdown() (or use a with block) "
-                            "before the script ends"
-                        )
+                    # start (each needs its manager thread), so this task and those after
+                    # it each run in a process of its own, on this thread (_run_alone).
+                    self.threadless = True
             self._pump()
             return
         pool = self._shared_gil_pool()
@@ -579,7 +575,9 @@ class Fallback:
                 slot = None
                 if cause is None:
                     free = bool(self.idle) or self.slots < self.max_workers
-                    if free and (self.seats is None or self.seats.take("process")):
+                    # Without threads (3.12 at the program's end) no seat is kept: its
+                    # holder could not wake this side; the interpreters are ending anyway.
+                    if free and (self.seats is None or self.threadless or self.seats.take("process")):
                         if self.idle:
                             slot = self.idle.pop()
                             self._queue_on(slot, task)
@@ -701,6 +699,10 @@ class Fallback:
         if cause is not None:
             _set_exception(task.future, _cannot_start(cause))
             return
+        if self.threadless and slot is None:
+            self.slots -= 1  # the one the pump counted for it
+            self._run_alone(task)
+            return
         try:
             if slot is None:
                 slot = self._new_slot()
@@ -734,6 +736,40 @@ class Fallback:
                 return
             self._give_seat()
             _set_exception(task.future, exc)
+
+    def _run_alone(self, task: _ProcessTask) -> None:
+        """Run ``task`` in a process of its own and settle its future, on this thread
+        (the caller's, at the program's end on CPython 3.12, which starts no thread then:
+        a ``ProcessPoolExecutor`` needs one).  No time limit or ``cancel()`` reaches it."""
+        import multiprocessing
+
+        done: Future[Any] = Future()
+        init = None
+        if self.initializer is not None:
+            init = _dump_call(self.initializer, self.initargs, {}, [], initializer=True)
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        try:
+            reader, writer = context.Pipe(duplex=False)
+            process = context.Process(  # type: ignore[attr-defined]
+                target=_alone, args=(task.data, self.forward, init, writer), daemon=True
+            )
+            process.start()
+            writer.close()
+            try:
+                ok, value = reader.recv()
+            except EOFError:
+                ok, value = False, _exit_module_error("its process ended before it answered")
+            finally:
+                reader.close()
+                process.join()
+        except BaseException as exc:  # noqa: BLE001 - no process could start
+            ok, value = False, exc
+        if ok:
+            done.set_result(value)
+        else:
+            done.set_exception(value)
+        _settle(task.future, done, self.forward, pickled=True)
 
     def _retire_if_closed(self) -> None:
         """Once the pool is shut down and no task is left here, end the idle processes,
@@ -888,6 +924,8 @@ class Fallback:
         if pool is not None:
             pool.shutdown(wait=wait, cancel_futures=cancel_futures)
         if wait:
+            if self.threadless:
+                self._pump()  # no dispatcher thread could start: the tasks left run here
             with self.lock:
                 while self.pending or self.launching or self.running:
                     main_wait(self.wake)
@@ -1064,6 +1102,28 @@ def _call_gated(data: bytes, forward: bool, seq: int) -> Any:
             return None
         cells[_STARTED] = seq
     return _call_pickled(data, forward)
+
+
+def _alone(data: bytes, forward: bool, init: bytes | None, writer: Any) -> None:
+    """In the process of ``Fallback._run_alone``: the pool's initializer, the task, and
+    its outcome sent back (an exception that does not pickle as a RuntimeError)."""
+    try:
+        if init is not None:
+            fn, args, kwargs = pickle.loads(init)
+            fn(*args, **kwargs)
+        answer: tuple[bool, Any] = (True, _call_pickled(data, forward))
+    except BaseException as exc:  # noqa: BLE001 - the task's own error, sent back
+        answer = (False, exc)
+    try:
+        writer.send(answer)
+    except Exception:  # noqa: BLE001 - it does not pickle
+        writer.send((False, RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
+    writer.close()
+
+
+def _exit_module_error(why: str) -> BaseException:
+    error: BaseException = _exit.process_module().BrokenProcessPool(f"manygil: a process task's worker failed: {why}")
+    return error
 
 
 def _ready() -> None:
