@@ -1375,10 +1375,9 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
             )
         if max_workers is None:
             max_workers = os.cpu_count() or 1
-        if max_workers <= 0:
-            raise ValueError("max_workers must be greater than 0")
-        if max_tasks_per_worker is not None and max_tasks_per_worker <= 0:
-            raise ValueError("max_tasks_per_worker must be greater than 0")
+        _check_count("max_workers", max_workers)
+        if max_tasks_per_worker is not None:
+            _check_count("max_tasks_per_worker", max_tasks_per_worker)
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         task_timeout = _check_timeout("task_timeout", task_timeout)
@@ -1563,6 +1562,8 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         task_timeout: float | None,
         buffersize: int | None = None,
     ) -> Iterator[Any]:
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+            raise TypeError(f"chunksize must be an int, got {chunksize!r}")
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if buffersize is not None and (not isinstance(buffersize, int) or isinstance(buffersize, bool)):
@@ -1714,6 +1715,14 @@ def _check_timeout(name: str, value: float | None) -> float | None:
     if seconds == 0:
         raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
     return seconds
+
+
+def _check_count(name: str, value: object) -> None:
+    """A count of workers or tasks: an int greater than 0 (NaN, 1.5 and True were taken)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be greater than 0")  # the standard library's words
 
 
 def _default_exit_timeout() -> float:
