@@ -241,3 +241,30 @@ def test_the_process_module_imports_when_the_program_end_begins_during_its_impor
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "concurrent.futures.process True\n"
+
+
+@pytest.mark.parametrize("end", ["del", "fall off"])
+def test_a_refused_scripts_functions_run_when_the_pool_is_dropped_without_shutdown(tmp_path, single_phase_dir, end):
+    # The fault injection found it (issue 23): the script imports a module that refuses
+    # an own GIL, so its functions are sent again by value, which went through the
+    # executor object: once `del pool` had dropped it, every task failed with
+    # AttributeError "Can't get attribute 'work' on <module '__main__'>".
+    proc = run(
+        f"""
+        import mg_single_phase  # refuses an own-GIL interpreter
+        from manygil import InterpreterPoolExecutor
+        #CALLBACK
+        def work(n):
+            return n * 2
+
+        if __name__ == "__main__":
+            pool = InterpreterPoolExecutor(2)
+            for i in range(6):
+                pool.submit(work, i).add_done_callback(report)
+            {"del pool" if end == "del" else "pass"}
+        """,
+        tmp_path,
+        path=(single_phase_dir,),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert outcomes(proc.stdout) == sorted(f"done {2 * i}" for i in range(6)), proc.stdout + proc.stderr

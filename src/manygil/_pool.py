@@ -554,6 +554,19 @@ class _PoolState:
 
     # ------------------------------------------------------------ submitting
 
+    def resubmit(self, item: _Item) -> None:
+        """Send a refused task again, its function by value (see ``Fallback.by_value``);
+        a worker's thread, in ``call_home``."""
+        assert item.call is not None
+        payload, pins, keep = _payload(*item.call, by_value=True)
+        again = _Item(item.future, payload, pins, item.timeout, item.fn, item.call, by_value=True, keep=keep)
+        again.started = True  # its future is running already
+        try:
+            self.submit(again, resend=True)
+        except BaseException:
+            again.drop()
+            raise
+
     def submit(self, item: _Item, resend: bool = False) -> None:
         """Queue ``item`` or start it on an idle worker (caller's thread, or a worker's in
         ``call_home`` for a ``resend``: a task submitted before the pool began to shut
@@ -1410,7 +1423,9 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
             self._fallback = Fallback(
                 fallback, max_workers, initializer, tuple(initargs), max_tasks_per_worker, forward_output
             )
-            self._fallback.resubmit = weakref.WeakMethod(self._resubmit)
+            # The state's, not this object's: the pool still runs its tasks once the
+            # executor is dropped (`del pool` before the program's end).
+            self._fallback.resubmit = weakref.WeakMethod(self._state.resubmit)
             self._fallback.pool_state = weakref.ref(self._state)
             self._state.fallback = self._fallback
             weakref.finalize(self, self._fallback.shutdown, False, False)
@@ -1467,18 +1482,6 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
             item.drop()  # now, not when the traceback that holds it is collected
             raise
         return future
-
-    def _resubmit(self, item: _Item) -> None:
-        """Send a refused task again, its function by value (see ``Fallback.by_value``)."""
-        assert item.call is not None
-        payload, pins, keep = _payload(*item.call, by_value=True)
-        again = _Item(item.future, payload, pins, item.timeout, item.fn, item.call, by_value=True, keep=keep)
-        again.started = True  # its future is running already
-        try:
-            self._state.submit(again, resend=True)
-        except BaseException:
-            again.drop()
-            raise
 
     def _submit_fallback(
         self,
