@@ -462,3 +462,30 @@ def test_notify_with_a_negative_count_wakes_no_one_as_in_threading():
         cond.notify()
     t.join(30)
     assert out == [True]
+
+
+def test_a_timeout_whose_float_reinitializes_the_lock_is_not_a_use_after_free():
+    # Review found it: acquire() read the lock's entry, then the timeout's __float__ (user
+    # code) called __init__ again, which freed that entry: the wait then locked freed
+    # memory (SIGSEGV with MALLOC_PERTURB_).  The entry is read after the arguments now.
+    import subprocess
+    import sys
+    import textwrap
+
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            from manygil import sync
+            lock = sync.Lock()
+            lock.acquire()  # held: no fast path
+
+            class Timeout:
+                def __float__(self):
+                    sync.Lock.__init__(lock)  # the handle lets go of its only entry
+                    return 0.05
+
+            print(lock.acquire(True, Timeout()))
+        """)],
+        capture_output=True, text=True, timeout=60, env=dict(__import__("os").environ, MALLOC_PERTURB_="165"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "True\n"  # a new, free lock

@@ -268,3 +268,28 @@ def test_a_refused_scripts_functions_run_when_the_pool_is_dropped_without_shutdo
     )
     assert proc.returncode == 0, proc.stderr
     assert outcomes(proc.stdout) == sorted(f"done {2 * i}" for i in range(6)), proc.stdout + proc.stderr
+
+
+def test_process_tasks_run_at_exit_when_the_script_imports_process_pools_after_the_pool(tmp_path, single_phase_dir):
+    # Review found it: concurrent.futures.process imported after the pool was made ran its
+    # exit hook before manygil's, which stopped the pool's process side: every process
+    # task left at the end failed ("cannot schedule new futures after interpreter shutdown").
+    proc = run(
+        """
+        import refusing_tasks
+        from manygil import InterpreterPoolExecutor
+        #CALLBACK
+        if __name__ == "__main__":
+            import warnings
+            warnings.simplefilter("ignore")  # the FallbackWarning
+            pool = InterpreterPoolExecutor(2)
+            from concurrent.futures import ProcessPoolExecutor  # noqa: F401 - as a program may
+            for i in range(6):
+                pool.submit(refusing_tasks.where, i).add_done_callback(report)
+        """,
+        tmp_path,
+        path=(single_phase_dir, FIXTURES),
+    )
+    assert proc.returncode == 0, proc.stderr
+    done = [line.split(",")[0].replace("(", "") for line in outcomes(proc.stdout)]
+    assert sorted(done) == sorted(f"done {2 * i}" for i in range(6)), proc.stdout + proc.stderr

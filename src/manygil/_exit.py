@@ -29,11 +29,22 @@ _importing = threading.Lock()  # guards the lifted flag of process_module()
 
 
 def register(fn: Callable[[], None]) -> None:
-    """Call ``fn`` at the program's end, before non-daemon threads are joined."""
+    """Call ``fn`` at the program's end, before non-daemon threads are joined, and
+    before the hooks registered later too: ``threading._register_atexit`` (which only
+    ``concurrent.futures`` calls, as it is imported) keeps it first from now on.  A
+    ``concurrent.futures.process`` imported after a pool was made (the program's own
+    ``ProcessPoolExecutor``) ran its hook first, which stopped the pool's process side."""
     global _hook
     threading._register_atexit(fn)  # type: ignore[attr-defined]
     hooks = getattr(threading, "_threading_atexits", None)
     _hook = hooks[-1] if hooks else None
+    original = threading._register_atexit  # type: ignore[attr-defined]
+
+    def register_atexit(func: Callable[..., object], /, *args: object, **kwargs: object) -> None:
+        original(func, *args, **kwargs)
+        run_first()
+
+    threading._register_atexit = register_atexit  # type: ignore[attr-defined]
 
 
 def run_first() -> None:

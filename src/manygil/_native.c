@@ -1332,10 +1332,8 @@ sync_entry(PyObject *op)
 static PyObject *
 syncobj_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    entry *e = sync_entry(op);
-    if (e == NULL) {
-        return NULL;
-    }
+    /* The entry is read once the arguments are: reading them runs user code
+     * (__bool__, __float__), which may call __init__ again and free the entry. */
     int blocking = 1;
     PyObject *timeout_obj = NULL;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
@@ -1384,6 +1382,10 @@ syncobj_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject 
     }
     if (!blocking) {
         timeout = 0;
+    }
+    entry *e = sync_entry(op);
+    if (e == NULL) {
+        return NULL;
     }
     /* uncontended fast path */
     pthread_mutex_lock(&e->mu);
