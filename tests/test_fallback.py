@@ -1112,3 +1112,39 @@ def test_a_call_whose_argument_refused_runs_in_a_process_but_the_function_is_not
             warnings.simplefilter("error")  # said once per function
             value, pid = pool.submit(helpers.value_and_pid, refusing.Box(4)).result(timeout=120)
         assert value == 4 and pid != os.getpid()
+
+
+def test_ctrl_c_stops_a_process_task_run_alone_at_the_program_end():
+    # Review found it: _run_alone (CPython 3.12 at the program's end, where no thread can
+    # start) took Ctrl-C for the task's outcome, and went on to the next task: one Ctrl-C
+    # per task.  Now the task is cancelled, its process ended, and Ctrl-C goes on.
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import multiprocessing, signal, sys, threading, time
+            sys.path.insert(0, "tests")
+            import helpers
+            from manygil import InterpreterFuture
+            from manygil._fallback import Fallback, _dump_call, _ProcessTask
+
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            side = Fallback("process", 1, None, (), None)
+            future = InterpreterFuture()  # what a pool's task has: cancel() stops it running
+            future.set_running_or_notify_cancel()
+            task = _ProcessTask(future, _dump_call(helpers.block_in_c_for, (60,), {}, []), None, "block")
+
+            def ctrl_c_once_it_runs():
+                while not multiprocessing.active_children():
+                    time.sleep(0.01)  # a poll for the child: no timing is assumed
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+            threading.Thread(target=ctrl_c_once_it_runs, daemon=True).start()
+            try:
+                side._run_alone(task)
+            except KeyboardInterrupt:
+                print("interrupted", future.cancelled(), multiprocessing.active_children())
+        """)],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        capture_output=True, text=True, timeout=50,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "interrupted True []\n", proc.stdout + proc.stderr

@@ -30,10 +30,10 @@ _importing = threading.Lock()  # guards the lifted flag of process_module()
 
 def register(fn: Callable[[], None]) -> None:
     """Call ``fn`` at the program's end, before non-daemon threads are joined, and
-    before the hooks registered later too: ``threading._register_atexit`` (which only
-    ``concurrent.futures`` calls, as it is imported) keeps it first from now on.  A
-    ``concurrent.futures.process`` imported after a pool was made (the program's own
-    ``ProcessPoolExecutor``) ran its hook first, which stopped the pool's process side."""
+    before ``concurrent.futures.process``'s hook even when that module is imported
+    later: ``threading._register_atexit`` puts manygil's back in front after that one's
+    (a program's own ``ProcessPoolExecutor``, imported after a pool was made, ran its
+    hook first, which stopped the pool's process side).  Other hooks keep their order."""
     global _hook
     threading._register_atexit(fn)  # type: ignore[attr-defined]
     hooks = getattr(threading, "_threading_atexits", None)
@@ -42,7 +42,8 @@ def register(fn: Callable[[], None]) -> None:
 
     def register_atexit(func: Callable[..., object], /, *args: object, **kwargs: object) -> None:
         original(func, *args, **kwargs)
-        run_first()
+        if getattr(func, "__module__", None) == "concurrent.futures.process":
+            run_first()
 
     threading._register_atexit = register_atexit  # type: ignore[attr-defined]
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import heapq
 import pickle
+import sys
 import threading
 import time
 import types
@@ -446,6 +447,9 @@ class Fallback:
                             raise
                         self.warmer = warmer
                 except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                    if not (sys.is_finalizing() or getattr(threading, "_SHUTTING_DOWN", False)):
+                        self.pending.remove(task)  # another cause (no memory left): said as it is
+                        raise
                     # CPython 3.12, once the program's end has begun: no process worker can
                     # start (each needs its manager thread), so this task and those after
                     # it each run in a process of its own, on this thread (_run_alone).
@@ -581,6 +585,8 @@ class Fallback:
                         if self.idle:
                             slot = self.idle.pop()
                             self._queue_on(slot, task)
+                            if self.threadless:
+                                task.seat = False  # none was taken: none to give back
                         else:
                             self.slots += 1  # _launch makes it
                     else:
@@ -749,6 +755,7 @@ class Fallback:
             init = _dump_call(self.initializer, self.initargs, {}, [], initializer=True)
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
+        process = None
         try:
             reader, writer = context.Pipe(duplex=False)
             process = context.Process(  # type: ignore[attr-defined]
@@ -759,12 +766,18 @@ class Fallback:
             try:
                 ok, value = reader.recv()
             except EOFError:
-                ok, value = False, _exit_module_error("its process ended before it answered")
+                ok, value = False, _broken_process_pool("its process ended before it answered")
             finally:
                 reader.close()
-                process.join()
-        except BaseException as exc:  # noqa: BLE001 - no process could start
+            process.join()
+        except Exception as exc:  # noqa: BLE001 - no process could start
             ok, value = False, exc
+        except BaseException:  # Ctrl-C: this task stops, and the program's end sees it
+            if process is not None and process.is_alive():
+                process.terminate()
+                process.join()
+            task.future.cancel()
+            raise
         if ok:
             done.set_result(value)
         else:
@@ -1121,7 +1134,7 @@ def _alone(data: bytes, forward: bool, init: bytes | None, writer: Any) -> None:
     writer.close()
 
 
-def _exit_module_error(why: str) -> BaseException:
+def _broken_process_pool(why: str) -> BaseException:
     error: BaseException = _exit.process_module().BrokenProcessPool(f"manygil: a process task's worker failed: {why}")
     return error
 

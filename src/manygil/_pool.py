@@ -113,13 +113,14 @@ def _wait_for_abandoned(states: list[_PoolState]) -> list[str]:
         for state, worker in waiting:
             sys.stderr.write(
                 f"manygil: the program's end waits up to {state.exit_timeout:g} s for {worker.name}, "
-                f"abandoned in {worker.abandoned_in}() past its time limit, to return; Ctrl-C to exit now\n"
+                f"abandoned in {worker.abandoned_in}() after its time limit or cancel(), to return; "
+                "Ctrl-C to exit now\n"
             )
         sys.stderr.flush()
         stuck = [w for s in states for w in s.join_abandoned(max(0.0, s.exit_timeout - s.grace))]
     except KeyboardInterrupt:
         stuck = [w for s in states for w in s.join_abandoned(0.0)]
-    return [f"{w.name} is still stuck in {w.abandoned_in}(), abandoned past its time limit" for w in stuck]
+    return [f"{w.name} is still stuck in {w.abandoned_in}(), abandoned after its time limit or cancel()" for w in stuck]
 
 
 def _exit_without_finalizing(stuck: list[str]) -> None:
@@ -535,6 +536,9 @@ class _PoolState:
         self.resend: list[_Item] = []  # script functions queued by reference: to go by value
         self.watchdog: threading.Thread | None = None
         self.leaving = 0  # workers in self.workers that are retiring or abandoned
+        # Deliveries whose refused tasks are on their way back by value (_deliver): the
+        # idle workers stay for them while the pool shuts down.
+        self.resending = 0
         self.task_time: float | None = None  # running average of one task's time, seconds
         self.deadlines: list[tuple[float, int, int]] = []
         self.watch = threading.Condition(self.lock)  # the watchdog waits on it
@@ -766,7 +770,9 @@ class _PoolState:
     def _retire_idle(self) -> None:
         """Stop the idle workers once the pool shuts down and no task is left (lock held):
         workers that waited for a seat have nothing left either."""
-        if (self.shutting_down or self.broken is not None) and not self.pending:
+        if self.broken is None and (not self.shutting_down or self.resending):
+            return
+        if not self.pending:
             for other in self.idle:
                 self._leave(other, "retiring")
                 other.wake(_STOP)
@@ -1013,6 +1019,7 @@ class _PoolState:
         records = worker.collect() if len(worker.tids) > 1 else []
         records.append(last)
         done: list[tuple[_Item | None, bytes]] = []
+        stay = False
         try:
             with self.lock:
                 done = self._take(worker, records)
@@ -1028,17 +1035,21 @@ class _PoolState:
                     batch = _STOP
                 else:
                     # A task sent again by value comes back to the queue in _resolve
-                    # below: the worker stays for it even if the pool shuts down (at
-                    # exit on 3.12 none could start to run it).
+                    # below: the idle workers stay for it even if the pool shuts down
+                    # (at exit on 3.12 none could start to run it).
                     stay = self._route_refused(done)
+                    self.resending += stay
                     batch = self._next_for(worker, stay)
             self._run_diverted()
         finally:  # the results taken are settled, even if manygil failed above (see _home)
-            for item, record in done:
-                _resolve(item, record, self.fallback)
-        if batch is None and self.shutting_down:
-            with self.lock:
-                self._retire_idle()  # nothing came back after all: it may go now
+            try:
+                for item, record in done:
+                    _resolve(item, record, self.fallback)
+            finally:
+                if stay:
+                    with self.lock:
+                        self.resending -= 1
+                        self._retire_idle()  # what was to come back is queued, or is not coming
         return batch
 
     def _worker_event(self, worker: _WorkerHandle, event: bytes) -> bytes | None:
