@@ -37,10 +37,10 @@ __all__ = ("Handle", "carry", "collect", "dump_foreign", "foreign_kept", "gone",
 _local = _thread._local()  # threading.local
 
 
-def carry(ids: tuple[int, ...]) -> bool:
+def carry(ids: tuple[int, ...]) -> None:
     """For a pickle that is being made: when a payload collects pins, take one
-    reference per id for it and return True; else (a pickle outside manygil's
-    transports) take none and return False.  Either way each load takes its own."""
+    reference per id for it; else (a pickle outside manygil's transports) take none.
+    Either way each load takes its own."""
     if getattr(_local, "foreign", None) is not None:
         raise TypeError(
             "manygil's shared objects (SharedValue, Queue, the manygil.sync locks) live in "
@@ -48,11 +48,10 @@ def carry(ids: tuple[int, ...]) -> bool:
         )
     pins = getattr(_local, "pins", None)
     if pins is None:
-        return False
+        return
     for i in ids:
         _native.retain(i)
     pins.extend(ids)
-    return True
 
 
 def gone(what: str, i: int) -> LookupError:

@@ -123,7 +123,7 @@ class SharedBuffer(_Bytes, _native.BlockView):
 
     def readonly_view(self) -> SharedBuffer:
         """Another handle on the same memory whose buffers are read-only."""
-        return _load_block(self._live_id(), True, True)
+        return _load_block(self._live_id(), True)
 
     def _live_id(self) -> int:
         if self.released:
@@ -135,7 +135,8 @@ class SharedBuffer(_Bytes, _native.BlockView):
         kept = foreign_kept()
         if kept is not None:
             return self._to_process(block, kept)
-        return (_load_block, (block, bool(self.readonly), carry((block,))))
+        carry((block,))
+        return (_load_block, (block, bool(self.readonly)))
 
     def _to_process(self, block: int, kept: list[Any] | tuple[()]) -> tuple[Any, ...]:
         """How this buffer reaches a process worker: as its memfd, mapped there."""
@@ -161,7 +162,7 @@ class SharedBuffer(_Bytes, _native.BlockView):
         return f"<SharedBuffer id={self.id} nbytes={self.nbytes}{ro}>"
 
 
-def _load_block(block: int, readonly: bool, pinned: bool) -> SharedBuffer:
+def _load_block(block: int, readonly: bool) -> SharedBuffer:
     buf = SharedBuffer.__new__(SharedBuffer)
     try:
         _native.BlockView.__init__(buf, block, readonly)  # takes a reference
@@ -194,7 +195,7 @@ class MappedBuffer(_Bytes):
         view.release()
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_load_block, (self.id, self.readonly, True))  # the caller holds it meanwhile
+        return (_load_block, (self.id, self.readonly))  # the caller holds it meanwhile
 
     def __repr__(self) -> str:
         ro = " read-only" if self.readonly else ""

@@ -65,9 +65,7 @@ class _Context:
         self.release()
 
 
-def _load_sync(
-    cls: type[_SyncBase], sid: int, state: tuple[object, ...], pinned: bool
-) -> _SyncBase:
+def _load_sync(cls: type[_SyncBase], sid: int, state: tuple[object, ...]) -> _SyncBase:
     obj = cls.__new__(cls)
     try:
         _native.Sync.__init__(obj, sid)  # takes a reference
@@ -94,7 +92,8 @@ class _SyncBase(_native.Sync):
         pass
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_load_sync, (type(self), self.id, self._state(), carry((self.id,))))
+        carry((self.id,))
+        return (_load_sync, (type(self), self.id, self._state()))
 
 
 class Lock(_SyncBase):
