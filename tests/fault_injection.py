@@ -261,24 +261,16 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 # What the program-end scripts leave out, unless --known-failures: cases that fail today,
 # for the product to fix (issue 23, section 1).
 # - CPython 3.12 starts no thread once the program's end has begun, and a process worker
-#   needs some.  There (after 3919151, seeds 10-17 x 5 scripts) process tasks at the end
-#   still hang the exit after every callback ran (seeds 13-15), put "cannot join thread
-#   before it is started" (ProcessPoolExecutor.shutdown) and a forkserver traceback on
-#   stderr (seed 12), fail with BrokenProcessPool "can't create new thread at
-#   interpreter shutdown", or run a task past its time limit (0.3 s) to its end, 60 s
-#   later (seeds 10, 11, 16).  So on 3.12 the scripts have no process tasks.
-# - A process task whose process worker must start once the program's end has begun
-#   (none had started, or a time limit replaced it) failed with BrokenProcessPool "no
-#   process worker of this pool could start (... RuntimeError: can't register atexit
-#   after shutdown ...)" on 3.13+ too (ProcessPoolExecutor starts its manager thread
-#   with threading._register_atexit, refused then): seen on 3.13 (seed 14, 5 scripts)
-#   and on 3.14's debug build (seed 12, 3 scripts), timing-dependent; not seen again
-#   after 135307c (40 scripts on 3.13).  That outcome is accepted for now.
-# (A refusing script's `del pool` failed every task of the script's own functions with
-# AttributeError "Can't get attribute 'work' on <module '__main__'>": fixed by f12c682,
-# and no longer left out.)
+#   needs some: process tasks left then run each in a process of their own (_run_alone),
+#   where no time limit reaches them (a 0.3 s task runs its 60 s: seeds 14, 15), and a
+#   slot whose process was still starting as the end began can put a forkserver
+#   traceback (FileNotFoundError for its semaphore) on stderr (seed 12).  So on 3.12
+#   the scripts have no process tasks.
+# (Fixed and no longer left out: a process worker that had to start once the end had
+# begun failed with "can't register atexit after shutdown" on 3.13+, seeds 14 and 12:
+# 7dbb943 and 135307c; a refusing script's `del pool` failed every task of the script's
+# own functions with "Can't get attribute": f12c682.)
 KNOWN_FAILURES = False
-ATEXIT_REFUSED = "can't register atexit after shutdown"
 
 # Process tasks: a module that imports an extension refusing an own-GIL interpreter.
 REFUSING_MODULE = '''"""Written by tests/fault_injection.py: its functions run in process workers."""
@@ -449,8 +441,6 @@ def matches(line: str, expect: str, may_cancel: bool) -> bool:
         return True
     if may_cancel and (line == "cancelled" or line.startswith(("raised CancelledError", "raised TimeoutError"))):
         return True
-    if not KNOWN_FAILURES and line.startswith("raised BrokenProcessPool") and ATEXIT_REFUSED in line:
-        return True  # see KNOWN_FAILURES
     # CPython 3.12 starts no thread once the program's end has begun: a task that needs a
     # new worker then (an interpreter or a process one) fails, saying how to avoid it.
     return sys.version_info < (3, 13) and line.startswith("raised ") and (

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from . import _exit, _transport
+from . import _backend, _exit, _transport
 
 __all__ = ("FALLBACKS", "Fallback", "FallbackWarning", "learn_refusal", "route_key")
 
@@ -447,7 +447,7 @@ class Fallback:
                             raise
                         self.warmer = warmer
                 except RuntimeError:  # "can't create new thread at interpreter shutdown"
-                    if not (sys.is_finalizing() or getattr(threading, "_SHUTTING_DOWN", False)):
+                    if not _ending():
                         self.pending.remove(task)  # another cause (no memory left): said as it is
                         raise
                     # CPython 3.12, once the program's end has begun: no process worker can
@@ -705,8 +705,13 @@ class Fallback:
         if cause is not None:
             _set_exception(task.future, _cannot_start(cause))
             return
+        if slot is None and not self.threadless and not _backend.STARTS_THREADS_AT_EXIT and _ending():
+            self.threadless = True  # a new slot's manager thread could not start
         if self.threadless and slot is None:
-            self.slots -= 1  # the one the pump counted for it
+            with self.lock:
+                self.slots -= 1  # the one the pump counted for it
+            if task.seat:
+                self._give_seat()  # none is kept now: the interpreters' tasks may need it
             self._run_alone(task)
             return
         try:
@@ -715,33 +720,58 @@ class Fallback:
                 with self.lock:
                     self._queue_on(slot, task)
             task.start(self, slot)
-        except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
+        except RuntimeError as exc:  # noqa: BLE001 - 3.12 at the program's end: no thread
+            if not _ending():
+                self._failed_start(task, slot, exc)
+                return
+            # Its slot's manager thread could not start (the processes may have): it takes
+            # no task, and this one and those after it run each in a process of its own.
             with self.lock:
-                if slot is not None and task in slot._mg_tasks:
-                    slot._mg_tasks.remove(task)
-                # Its process had started and ended since (terminated by a stop() of the
-                # task in front, or it died): not a process that cannot start.  The task
-                # never ran and waits for another slot; the slot is counted off by the
-                # end of a task still on it, else here.
-                again = slot is not None and (not task.seat or bool(slot._mg_alive.value))
-                if again:
-                    slot._mg_dead = True
-                    if not slot._mg_tasks:
-                        self._count_off(slot)
-                    self._put_back(task)
-                elif slot is None:
-                    self.slots -= 1  # the one the pump counted for it
-                else:
+                self.threadless = True
+                if slot is not None:
+                    if task in slot._mg_tasks:
+                        slot._mg_tasks.remove(task)
                     slot._mg_dead = True
                     self._count_off(slot)
-                if not again:
-                    self.cannot_start = _bare(exc)
+                else:
+                    self.slots -= 1  # the one the pump counted for it
+            if slot is not None:
+                _terminate(slot)
+            if task.seat:
+                self._give_seat()  # none is kept now: the interpreters' tasks may need it
+            self._run_alone(task)
+        except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
+            self._failed_start(task, slot, exc)
+
+    def _failed_start(self, task: _ProcessTask, slot: Any, exc: BaseException) -> None:
+        """``task`` did not start on ``slot`` (None: a new one) for ``exc``: it waits for
+        another slot, or fails with ``exc`` when no process can start (see ``_launch``)."""
+        with self.lock:
+            if slot is not None and task in slot._mg_tasks:
+                slot._mg_tasks.remove(task)
+            # Its process had started and ended since (terminated by a stop() of the
+            # task in front, or it died): not a process that cannot start.  The task
+            # never ran and waits for another slot; the slot is counted off by the
+            # end of a task still on it, else here.
+            again = slot is not None and (not task.seat or bool(slot._mg_alive.value))
             if again:
-                if task.seat:
-                    self._give_seat()
-                return
-            self._give_seat()
-            _set_exception(task.future, exc)
+                slot._mg_dead = True
+                if not slot._mg_tasks:
+                    self._count_off(slot)
+                self._put_back(task)
+            elif slot is None:
+                self.slots -= 1  # the one the pump counted for it
+            else:
+                slot._mg_dead = True
+                self._count_off(slot)
+            if not again:
+                self.cannot_start = _bare(exc)
+        if again:
+            if task.seat:
+                self._give_seat()
+            return
+        self._give_seat()
+        _set_exception(task.future, exc)
 
     def _run_alone(self, task: _ProcessTask) -> None:
         """Run ``task`` in a process of its own and settle its future, on this thread
@@ -966,7 +996,7 @@ class Fallback:
                 # _terminate) is forgotten by its ProcessPoolExecutor: wait for its
                 # manager thread, which ends once its process has.
                 manager = getattr(slot, "_mg_manager", None)
-                if manager is not None and manager is not me:
+                if manager is not None and manager is not me and manager.ident is not None:
                     manager.join()
             for thread in threads:
                 thread.join()
@@ -1173,11 +1203,20 @@ def _cannot_start(cause: BaseException) -> BaseException:
     return err
 
 
+def _ending() -> bool:
+    """Whether the program's end has begun (3.12 starts no thread then)."""
+    return sys.is_finalizing() or bool(getattr(threading, "_SHUTTING_DOWN", False))
+
+
 def _shut(slot: Any, wait: bool, cancel_futures: bool = False) -> None:
     """``slot.shutdown()``, keeping its manager thread on it first (``_mg_manager``): a
     ``ProcessPoolExecutor`` shut down without waiting forgets that thread, and a later
-    ``shutdown(wait=True)`` of it returns at once while its process may still run."""
+    ``shutdown(wait=True)`` of it returns at once while its process may still run.  A
+    manager thread that never started (3.12 at the program's end) is not waited for."""
     _keep_manager(slot)
+    manager = getattr(slot, "_executor_manager_thread", None)
+    if manager is not None and manager.ident is None:
+        wait = False  # joining it raises "cannot join thread before it is started"
     slot.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 

@@ -149,6 +149,10 @@ def _tracing() -> bool:
 # and manygil.dump_tracebacks() gives every interpreter's stacks.
 _FRAMES_OF_EVERY_INTERPRETER = PY_VERSION in ("3.12", "3.13")
 
+# CPython 3.12 starts no thread once the program's end has begun (threading's exit
+# hooks run after the runtime is marked finalizing); 3.13 moved that mark after them.
+STARTS_THREADS_AT_EXIT = PY_VERSION != "3.12"
+
 
 def _guard_current_frames() -> None:
     sys._current_frames = _native.current_frames
@@ -165,6 +169,7 @@ __all__ = (
     "InterpreterNotFoundError",
     "NotShareableError",
     "PY_VERSION",
+    "STARTS_THREADS_AT_EXIT",
     "STDLIB_EXCEPTIONS",
     "check_tracemalloc",
     "create",
