@@ -253,7 +253,12 @@ def test_the_program_end_waits_for_an_abandoned_worker_and_exits_0_when_it_retur
     # passed, although the C call returned a moment later (issue 23, section 3).
     proc, fifo = _exit_waits_for_the_abandoned_worker(tmp_path)
     os.close(os.open(fifo, os.O_WRONLY))  # the abandoned task's C call (its open()) returns
-    out, err = proc.communicate(timeout=60)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # failing: leave no child behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 0, err
     assert out == "TimeoutError\n" and err == ""
 
@@ -268,6 +273,9 @@ def test_ctrl_c_while_the_program_end_waits_for_an_abandoned_worker_exits_1_at_o
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         except OSError:  # no reader left: the child is gone
             pass
+        if proc.poll() is None:  # failing: leave no child behind (one spun for hours)
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 1, err
     assert out == "TimeoutError\n"
     assert "exiting with status 1 without finalizing" in err and "still stuck in read_fifo()" in err
