@@ -307,14 +307,10 @@ class Fallback:
         """A call of ``fn`` could not load because an argument needs ``module``, which
         refused: that call runs here; ``fn`` stays where it is.  Said once per function."""
         key = route_key(fn)
-        with self.lock:
-            first = key not in self.warned_args
-            self.warned_args.add(key)
-        if first:
-            where = "a process worker" if self.kind == "process" else "a shared-GIL interpreter"
+        if self._first(self.warned_args, key):
             try:
                 warnings.warn(
-                    f"manygil: a call of {key} ran in {where}: an argument of it needs the "
+                    f"manygil: a call of {key} ran in {self._where()}: an argument of it needs the "
                     f"extension module {module}, which refuses to load in an interpreter with its "
                     "own GIL; its other calls still run in the interpreters",
                     FallbackWarning,
@@ -372,17 +368,23 @@ class Fallback:
             # for a pure function next time.
             _LEARNED[route_key(fn)] = module
 
+    def _first(self, said: set[str], key: str) -> bool:
+        """Whether ``key`` is said for the first time in ``said`` (one warning each)."""
+        with self.lock:
+            first = key not in said
+            said.add(key)
+        return first
+
+    def _where(self) -> str:
+        return "a process worker" if self.kind == "process" else "a shared-GIL interpreter"
+
     def refused(self, fn: object, module: str, known: bool = False) -> None:
         """A worker could not load a call of ``fn`` (``known``: would not, see
         ``needs_refusing``): ``module`` refused its interpreter.  Route it, and say so
         once per function."""
         self.route_refused(fn, module, known)
-        key = route_key(fn)
-        with self.lock:
-            first = key not in self.warned
-            self.warned.add(key)
-        if first:
-            where = "a process worker" if self.kind == "process" else "a shared-GIL interpreter"
+        if self._first(self.warned, route_key(fn)):
+            where = self._where()
             top = module.split(".")[0]
             code = getattr(fn, "__code__", None)  # shown at the function, not in manygil
             try:
