@@ -7,7 +7,7 @@ import importlib
 import pytest
 
 MODULES = ["manygil", "manygil.interpreters", "manygil.pool", "manygil.shared", "manygil.sync",
-           "manygil.check", "manygil.doctor", "manygil.duckdb", "manygil.dask"]
+           "manygil.check", "manygil.doctor", "manygil.duckdb", "manygil.dask", "manygil.mppool"]
 
 
 @pytest.mark.parametrize("name", MODULES)

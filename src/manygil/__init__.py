@@ -35,6 +35,7 @@ __all__ = (
     "InterpreterPoolExecutor",
     "ItemInterpreterDestroyed",
     "NotShareableError",
+    "Pool",
     "QueueEmpty",
     "QueueError",
     "QueueFull",
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from ._worker import TaskInterrupted
     from ._fallback import FallbackWarning
     from ._tracebacks import cancel_dump_tracebacks_later, dump_tracebacks, dump_tracebacks_later
+    from .mppool import Pool
     from .pool import InterpreterFuture, InterpreterPoolExecutor
 
 # Every worker interpreter imports manygil._worker, and so this file: the names
@@ -82,6 +84,7 @@ _LAZY = {
     "FallbackWarning": "._fallback",
     "InterpreterFuture": ".pool",
     "InterpreterPoolExecutor": ".pool",
+    "Pool": ".mppool",
     "dump_tracebacks": "._tracebacks",
     "dump_tracebacks_later": "._tracebacks",
     "cancel_dump_tracebacks_later": "._tracebacks",
