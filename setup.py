@@ -6,7 +6,8 @@ setup(
     ext_modules=[
         Extension(
             "manygil._native",
-            sources=["src/manygil/_native.c"],
+            sources=["src/manygil/_native.c", "src/manygil/_copier.c"],
+            depends=["src/manygil/_copier.h"],
             extra_compile_args=["-O2", "-std=c11", "-Wall"],
         )
     ]

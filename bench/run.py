@@ -210,8 +210,9 @@ def floor_ms() -> float:
 # ---------------------------------------------------------------------- the driver
 
 
-def run_child(args: list[str], timeout: float) -> dict[str, object]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), *args]
+def run_child(args: list[str], timeout: float, script: str = __file__) -> dict[str, object]:
+    """Run ``script`` (this one) with ``args`` in a subprocess: the JSON of its last line."""
+    cmd = [sys.executable, str(Path(script).resolve()), *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE.parent)
     except subprocess.TimeoutExpired:

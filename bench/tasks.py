@@ -32,3 +32,23 @@ def collatz_sum(start: int, stop: int, step: int) -> int:
     """The sum of ``collatz_steps`` over ``range(start, stop, step)``: one worker's share
     of the UDF benchmark's rows, to measure the machine's ceiling for that work."""
     return sum(collatz_steps(n) for n in range(start, stop, step))
+
+
+def echo(value: object) -> object:
+    """Return what it got: the payload benchmark's round trip."""
+    return value
+
+
+def payload(name: str) -> object:
+    """The payload benchmark's values, made the same way in every process."""
+    if name == "ints":
+        return list(range(10_000))
+    if name == "dict":
+        return {f"key{i}": i * 0.5 for i in range(1000)}
+    if name == "tuples":
+        return [(i, f"s{i}", i * 1.5) for i in range(1000)]
+    if name == "records":
+        return [{"id": i, "tags": [f"t{i}", "a", "b"], "score": i * 0.1} for i in range(200)]
+    if name == "bytes":
+        return bytes(range(256)) * 4096  # 1 MiB
+    raise ValueError(f"unknown payload {name!r}")

@@ -526,10 +526,19 @@ def swallow_interrupt_and_return(value, started, release):
 
 
 def make_deep(depth):
-    """A list nested ``depth`` levels deep: too deep for pickle."""
+    """A list nested ``depth`` levels deep: too deep for pickle (the copier sends it)."""
     x = []
     for _ in range(depth):
         x = [x]
+    return x
+
+
+def make_deep_objects(depth):
+    """Objects of a module-level class nested ``depth`` levels deep: too deep for pickle,
+    and not built-ins that the copier could send instead."""
+    x = None
+    for _ in range(depth):
+        x = Holder(x)
     return x
 
 
@@ -552,3 +561,31 @@ def fifo_handshake(started, release):
 def value_and_pid(obj):
     """``obj.value`` and the pid that read it."""
     return obj.value, os.getpid()
+
+
+def echo(value):
+    """Return what it got: a value's trip there and back."""
+    return value
+
+
+def depth_of(value):
+    """How deep a list nests in its first item (no recursion: 100,000 levels)."""
+    depth = 0
+    while isinstance(value, list) and value:
+        value = value[0]
+        depth += 1
+    return depth
+
+
+class Holder:
+    """An object of a module-level class that holds a value (a leaf of a copy)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __eq__(self, other):
+        return type(other) is Holder and other.data == self.data
+
+
+class MyList(list):
+    """A subclass of a built-in type: pickled, not copied."""

@@ -32,6 +32,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
+#include "_copier.h"
 #if defined(__linux__)
 #include <sys/mman.h>
 #include <sys/sysinfo.h>
@@ -2235,6 +2236,10 @@ static PyMethodDef native_methods[] = {
     {"push_home", native_push_home, METH_O, "push_home(callback): this thread's home, until pop_home()."},
     {"pop_home", native_pop_home, METH_NOARGS, "pop_home(): back to the previous home."},
     {"call_home", native_call_home, METH_O, "call_home(data) -> bytes | None, run in the home interpreter."},
+    {"copy_dumps", (PyCFunction)(void (*)(void))mg_copy_dumps, METH_FASTCALL,
+     "copy_dumps(obj, leaf_dumper) -> bytes | None: a tree of built-ins, copied (_copier.c)"},
+    {"copy_loads", (PyCFunction)(void (*)(void))mg_copy_loads, METH_FASTCALL,
+     "copy_loads(data, leaf_loader) -> the value copy_dumps wrote"},
     {"set_fork_guard", native_set_fork_guard, METH_O,
      "set_fork_guard(on): end a child of the next fork() at once (interpreters run)."},
     {NULL, NULL, 0, NULL},

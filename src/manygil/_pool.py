@@ -36,7 +36,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures._base import CANCELLED_AND_NOTIFIED, LOGGER, PENDING, RUNNING
 from typing import Any, TextIO
 
-from . import _backend, _exit, _native, _output, _tracebacks, _worker
+from . import _backend, _copy, _exit, _native, _output, _tracebacks, _worker
 from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._fallback import FALLBACKS, Fallback, learn_refusal, main_wait, route_key
 from ._handles import collect, out_of_band, release_pins
@@ -366,7 +366,7 @@ def _payload(
     if by_value:  # only asked for with cloudpickle installed (Fallback.by_value)
         payload, pins = collect(dumps_by_value, call)
     else:
-        _, payload, pins = dumps(call)  # a tuple: always a pickle
+        _, payload, pins = dumps(call)  # a tuple: a copy or a pickle (_copy.loads)
     return payload, pins, keep or None
 
 
@@ -465,7 +465,7 @@ def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None
             elif status == _worker.OK:
                 # Read by the caller waiting in result() (see _Lent), else here and now.
                 lent = record[8] & _worker.LENT and pins and future._awaited
-                future.set_result(_Lent(pins[0]) if lent else pickle.loads(payload))
+                future.set_result(_Lent(pins[0]) if lent else _copy.loads(payload))
             elif status == _worker.INTERRUPTED:
                 future.set_exception(CancelledError(f"task {item.label} was interrupted"))
             else:

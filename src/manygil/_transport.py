@@ -4,8 +4,12 @@ Every value travels as ``(tag, bytes)`` through a native channel:
 
     bytes  ──────────────► TAG_BYTES   as is (one copy into the channel)
     str    ──────────────► TAG_STR     UTF-8
+    built-in containers ─► TAG_PICKLE  the native copier (``_copy``): the tree's
+                                       built-ins as records, its other objects pickled
     anything else ───────► TAG_PICKLE  pickle protocol 5; functions and classes by
                                        reference (module + qualified name)
+
+(A TAG_PICKLE value's first byte tells a copy from a pickle: ``_copy.loads``.)
 
 Objects defined in the caller's ``__main__`` are found again in the other interpreter
 the way ``multiprocessing``'s spawn finds them: the main script (or ``-m`` module) is
@@ -23,7 +27,7 @@ import sys
 import types
 from typing import Any
 
-from . import _backend
+from . import _backend, _copy, _native
 from ._exceptions import NotShareableError
 from ._handles import collect
 
@@ -481,7 +485,19 @@ def dumps(obj: object) -> tuple[int, bytes, tuple[int, ...]]:
     return tag, data, pins
 
 
+def _copy_leaves(leaves: list[Any], shared: set[int] | None) -> bytes | None:
+    """``_copy.leaves_pickle``, and None for a leaf of an interactive ``__main__`` (which
+    the whole value's pickle sends by value)."""
+    data = _copy.leaves_pickle(leaves, shared)
+    if data is not None and b"__main__" in data and _interactive_main():
+        return None
+    return data
+
+
 def _encode(obj: object) -> tuple[int, bytes]:
+    copied = _native.copy_dumps(obj, _copy_leaves)
+    if copied is not None:
+        return TAG_PICKLE, copied
     try:
         data = pickle.dumps(obj, protocol=5)
     except Exception as exc:
@@ -498,4 +514,4 @@ def loads(tag: int, data: bytes) -> Any:
         return data
     if tag == TAG_STR:
         return data.decode("utf-8", "surrogatepass")
-    return pickle.loads(data)
+    return _copy.loads(data)

@@ -27,7 +27,7 @@ import sys
 import time
 import types
 
-from . import _native
+from . import _copy, _native
 from ._excinfo import ExcInfo, rebuild_exception
 from ._handles import collect, lent, out_of_band_value
 
@@ -577,8 +577,12 @@ def _dump_error(exc: BaseException) -> bytes:
 
 
 def _dump5(obj: object) -> bytes:
-    """A result or an exception for the caller; what pickle cannot send by reference (a
-    class a notebook defined, sent here by value) goes by value with cloudpickle."""
+    """A result or an exception for the caller: a tree of built-ins copied (``_copy``);
+    what pickle cannot send by reference (a class a notebook defined, sent here by
+    value) goes by value with cloudpickle."""
+    copied = _copy.dumps(obj)
+    if copied is not None:
+        return copied
     try:
         return pickle.dumps(obj, protocol=5)
     except Exception as exc:
@@ -741,7 +745,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
     try:
         if init:
             try:
-                fn, args = pickle.loads(init)
+                fn, args = _copy.loads(init)
                 fn(*args)
             except BaseException as exc:
                 home(_EVENT + bytes((INIT_FAILED,)) + _pack_error(exc))
@@ -785,7 +789,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                                 if early:
                                     raise TaskInterrupted
                         loading = True
-                        fn, args, kwargs = pickle.loads(task)
+                        fn, args, kwargs = _copy.loads(task)
                         lent.clear()  # if no large argument did (the pool has loaded it)
                         loading = False
                         task = None

@@ -1,0 +1,65 @@
+"""A value's bytes for another interpreter: the native copier (``_copier.c``) for trees of
+built-in objects, pickle for what is not one.
+
+    dumps(value) ─► copy_dumps walks the tree ─► [0xC7 header][records][leaves' pickle]
+                    (None: a leaf itself, or a cycle through a tuple: the caller pickles)
+    loads(data)  ─► the first byte: 0xC7 a copy (copy_loads), else a pickle (pickle.loads)
+
+The leaves (objects of other types: functions, instances of the user's classes,
+subclasses of built-ins) are pickled together, once, after the walk.  A leaf whose
+pickle reaches into the tree (an object that holds a list the value also holds) would
+come back with a copy of that list, not the list itself: the whole value is pickled
+instead, which keeps every identity.
+
+Imported by every worker interpreter: only ``_pickle`` and ``_native`` here.
+"""
+
+from __future__ import annotations
+
+import _pickle as pickle  # the C module: pickle.py would cost every worker 10 ms
+import io
+import types
+from typing import Any
+
+from . import _native
+
+MAGIC = 0xC7  # the first byte of a copy; a pickle's is 0x80 (PROTO)
+
+__all__ = ("MAGIC", "dumps", "leaves_pickle", "loads")
+
+# Leaves that pickle by name (module and qualified name): their pickle holds no object
+# of the tree, so it needs no check.
+_BY_NAME = frozenset({types.FunctionType, types.BuiltinFunctionType, type})
+
+
+def leaves_pickle(leaves: list[Any], shared: set[int] | None) -> bytes | None:
+    """The leaves' pickle, or None when the whole value must be pickled instead: a leaf
+    does not pickle with plain pickle (the caller's own fallbacks take over), or its
+    pickle holds one of ``shared``, the ids of the tree's containers that may be
+    referenced twice."""
+    if shared is None or all(type(leaf) in _BY_NAME for leaf in leaves):
+        try:
+            return pickle.dumps(leaves, protocol=5)
+        except Exception:  # noqa: BLE001 - pickled again as a whole, which says why
+            return None
+    buf = io.BytesIO()
+    pickler = pickle.Pickler(buf, protocol=5)
+    try:
+        pickler.dump(leaves)
+    except Exception:  # noqa: BLE001 - as above
+        return None
+    if not shared.isdisjoint(pickler.memo.copy()):
+        return None
+    return buf.getvalue()
+
+
+def dumps(obj: object) -> bytes | None:
+    """``obj`` copied, or None when it must be pickled (see the module's docstring)."""
+    return _native.copy_dumps(obj, leaves_pickle)
+
+
+def loads(data: bytes | memoryview) -> Any:
+    """A value from :func:`dumps`' bytes or from a pickle."""
+    if data[0] == MAGIC:
+        return _native.copy_loads(data, pickle.loads)
+    return pickle.loads(data)
