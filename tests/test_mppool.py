@@ -282,33 +282,32 @@ def test_a_timeout_that_is_not_a_number_is_refused(pool, value, error):
 
 def test_callbacks_run_once_in_another_thread_before_the_result_is_ready(pool):
     calls = []
-    main = threading.get_ident()
+    current = {}
 
     def record(kind):
         def callback(value):
-            calls.append((kind, value, threading.get_ident() != main, result_ready()))
+            calls.append((kind, value, threading.get_ident(), current["result"].ready()))
         return callback
 
-    holder = {}
+    def run(start, *args, release=()):
+        """Start a call whose tasks wait on queues, then release them: its callback
+        runs after ``current`` names its result."""
+        current["result"] = result = start(*args, callback=record("ok"), error_callback=record("error"))
+        for q, value in release:
+            q.put(value)
+        result.wait()
 
-    def result_ready():
-        return holder["r"].ready() if "r" in holder else None
-
-    holder["r"] = r = pool.apply_async(helpers.add, (1, 2), callback=record("ok"), error_callback=record("error"))
-    r.get()
-    holder["r"] = r = pool.apply_async(helpers.boom, (), callback=record("ok"), error_callback=record("error"))
-    with pytest.raises(ValueError):
-        r.get()
-    holder["r"] = r = pool.map_async(helpers.half, range(10), 3, callback=record("ok"), error_callback=record("e"))
-    r.get()
-    holder["r"] = r = pool.starmap_async(helpers.add, [(1, 2)] * 5, 2, callback=record("ok"), error_callback=record("e"))
-    r.get()
+    q1, q2 = I.create_queue(), I.create_queue()
+    run(pool.apply_async, helpers.wait_on, (q1,), release=[(q1, 3)])
+    run(pool.map_async, helpers.wait_on, [q1, "not a queue"], 1, release=[(q1, 0)])  # fails, then waits
+    run(pool.map_async, helpers.wait_on, [q1, q2, q1], 2, release=[(q1, "a"), (q2, "b"), (q1, "c")])
+    run(pool.starmap_async, helpers.wait_on, [(q1,), (q2,)], 1, release=[(q1, 1), (q2, 2)])
     assert [c[0] for c in calls] == ["ok", "error", "ok", "ok"]
     assert calls[0][1] == 3
-    assert isinstance(calls[1][1], ValueError)
-    assert calls[2][1] == [x / 2 for x in range(10)]  # the whole list, in order
-    assert calls[3][1] == [3] * 5
-    assert all(c[2] for c in calls)  # not the caller's thread
+    assert isinstance(calls[1][1], AttributeError)
+    assert calls[2][1] in (["a", "b", "c"], ["c", "b", "a"])  # the whole list, in order
+    assert calls[3][1] == [1, 2]
+    assert all(c[2] != threading.get_ident() for c in calls)  # not the caller's thread
     assert all(c[3] is False for c in calls)  # before the result was ready
 
 
@@ -645,6 +644,9 @@ def test_a_pool_never_closed_finishes_its_tasks_and_callbacks_at_the_program_end
         def work(n):
             return n * 10
 
+        def fail(n):
+            raise ValueError(f"bad {n}")
+
         def report(value):
             sys.stdout.write(f"done {value}\\n")
             sys.stdout.flush()
@@ -654,7 +656,7 @@ def test_a_pool_never_closed_finishes_its_tasks_and_callbacks_at_the_program_end
             for i in range(6):
                 pool.apply_async(work, (i,), callback=report)
             pool.map_async(work, range(3), callback=report)
-            pool.starmap_async(divmod, [(1, 0)], error_callback=report)
+            pool.starmap_async(fail, [(1,)], error_callback=report)
             it = pool.imap_unordered(work, range(4))
             print("exiting", flush=True)
         """,
@@ -664,7 +666,7 @@ def test_a_pool_never_closed_finishes_its_tasks_and_callbacks_at_the_program_end
     lines = proc.stdout.splitlines()
     assert lines[0] == "exiting"
     assert sorted(lines[1:]) == sorted(
-        [f"done {i * 10}" for i in range(6)] + ["done [0, 10, 20]", "done integer division or modulo by zero"]
+        [f"done {i * 10}" for i in range(6)] + ["done [0, 10, 20]", "done bad 1"]
     ), proc.stdout + proc.stderr
     assert proc.stderr == ""
 
@@ -692,3 +694,41 @@ def test_a_script_closed_and_joined_or_in_a_with_block_exits_cleanly(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "[0, 1, 4, 9, 16]\n[0, 1, 4]\n49\n"
+
+
+def test_a_pool_never_closed_with_an_endless_imap_lets_the_program_end(tmp_path):
+    # its feeder reads on until the executor takes no more tasks, at the program's end
+    proc = run_script(
+        """
+        import itertools
+        from manygil import Pool
+
+        def work(n):
+            return n + 1
+
+        if __name__ == "__main__":
+            pool = Pool(2)
+            it = pool.imap(work, itertools.count())
+            unordered = pool.imap_unordered(work, itertools.count(), chunksize=3)
+            print(next(it), next(it), flush=True)
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "1 2\n" and proc.stderr == ""
+
+
+def test_a_broken_pool_stops_reading_an_endless_imap():
+    with Pool(1, initializer=helpers.failing_init) as pool:
+        it = pool.imap(abs, itertools.count())
+        with pytest.raises(BrokenInterpreterPool):
+            next(it)
+        for _ in range(2 * 2):  # at most a window of chunks was in flight
+            try:
+                next(it)
+            except StopIteration:
+                break
+            except BrokenInterpreterPool:
+                pass
+        else:
+            pytest.fail("the imap of a broken pool went on")

@@ -675,8 +675,10 @@ class Pool:
                     break
                 if not chunk or not window.take():
                     break
-                self._submit(result, index, self._chunk_call(func, chunk), window)
+                taken = self._submit(result, index, self._chunk_call(func, chunk), window)
                 index += 1
+                if not taken:  # the executor takes no more (the program's end, broken)
+                    break
         finally:
             result._set_length(index)
             with self._lock:
@@ -691,17 +693,18 @@ class Pool:
         # executor's own map() routes it.
         return functools.partial(self._executor._submit, _worker.run_chunk, (func, chunk), {}, None, func)
 
-    def _submit(self, job: _Job, index: int, call: Callable[[], Future[Any]], window: _Window | None = None) -> None:
+    def _submit(self, job: _Job, index: int, call: Callable[[], Future[Any]], window: _Window | None = None) -> bool:
         """Submit one task of ``job``.  A task that cannot be sent (an argument that does
         not pickle, a broken pool) fails in its place, as in multiprocessing, where the
-        task handler sets the error on its result."""
+        task handler sets the error on its result.  False when the executor takes no
+        more tasks: it is broken, or the program's end has begun (a RuntimeError)."""
         try:
             future = call()
         except Exception as exc:
             if window is not None:
                 window.give()
             job._chunk(index, (False, exc))
-            return
+            return not isinstance(exc, RuntimeError)
         with self._lock:
             late = self._state == TERMINATE
             if not late:
@@ -709,6 +712,7 @@ class Pool:
         if late:
             future.cancel()
         future.add_done_callback(functools.partial(self._chunk_done, job, index, window))
+        return True
 
     def _chunk_done(self, job: _Job, index: int, window: _Window | None, future: Future[Any]) -> None:
         with self._lock:
