@@ -119,6 +119,10 @@ CALLS = {
     "imap_unordered": lambda p: sorted(p.imap_unordered(abs, range(-10, 10))),
     "imap_unordered chunk 4": lambda p: sorted(p.imap_unordered(abs, range(-10, 10), chunksize=4)),
     "imap empty": lambda p: list(p.imap(abs, [])),
+    # large bytes results skip pickle (read by the thread that asks): here, a done callback
+    "apply large bytes": lambda p: len(p.apply(bytes, (1 << 20,))),
+    "map large bytes": lambda p: [len(b) for b in p.map(bytes, [1 << 17] * 4, 1)],
+    "imap_unordered large bytes": lambda p: sorted(len(b) for b in p.imap_unordered(bytes, [1 << 17, 1 << 18])),
     "imap each item": lambda p: collect(p.imap(helpers.fails_on_seven, range(16))),
     "imap_unordered each item": lambda p: sorted(collect(p.imap_unordered(helpers.fails_on_seven, range(16))),
                                                  key=str),
