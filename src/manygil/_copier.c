@@ -285,9 +285,15 @@ static int
 write_int(wbuf *w, PyObject *o)
 {
     int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
+    long long v;
+    if (PyUnstable_Long_IsCompact((PyLongObject *)o)) {   /* one digit: most ints */
+        v = (long long)PyUnstable_Long_CompactValue((PyLongObject *)o);
+    }
+    else {
+        v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (v == -1 && PyErr_Occurred()) {
+            return -1;
+        }
     }
     if (!overflow) {
         if (v >= -128 && v <= 127) {
@@ -455,20 +461,28 @@ step(writer *wr)
     PyObject *item;
     switch (f->kind) {
     case T_LIST:
-        if (PyList_GET_SIZE(f->obj) != f->n) {
-            return changed(f);
+    case T_TUPLE: {
+        /* Items until one pushes a frame (a container) or the end. */
+        Py_ssize_t depth = wr->depth;
+        PyObject *seq = f->obj;
+        int list = f->kind == T_LIST;
+        while (wr->depth == depth) {
+            f = &wr->stack[depth - 1];
+            if (list && PyList_GET_SIZE(seq) != f->n) {
+                return changed(f);
+            }
+            if (f->i == f->n) {
+                pop(wr);
+                return 0;
+            }
+            item = list ? PyList_GET_ITEM(seq, f->i) : PyTuple_GET_ITEM(seq, f->i);
+            f->i++;
+            if (write_value(wr, item) < 0 || wr->fallback) {
+                return wr->fallback ? 0 : -1;
+            }
         }
-        if (f->i == f->n) {
-            pop(wr);
-            return 0;
-        }
-        return write_value(wr, PyList_GET_ITEM(f->obj, f->i++));
-    case T_TUPLE:
-        if (f->i == f->n) {
-            pop(wr);
-            return 0;
-        }
-        return write_value(wr, PyTuple_GET_ITEM(f->obj, f->i++));
+        return 0;
+    }
     case T_DICT: {
         if (f->pending != NULL) {
             item = f->pending;
