@@ -7,7 +7,8 @@ import importlib
 import pytest
 
 MODULES = ["manygil", "manygil.interpreters", "manygil.pool", "manygil.shared", "manygil.sync",
-           "manygil.check", "manygil.doctor", "manygil.duckdb", "manygil.dask", "manygil.mppool"]
+           "manygil.check", "manygil.doctor", "manygil.duckdb", "manygil.dask", "manygil.mppool",
+           "manygil.joblib"]
 
 
 @pytest.mark.parametrize("name", MODULES)
