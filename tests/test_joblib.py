@@ -221,7 +221,7 @@ def test_a_batch_crosses_as_one_task(tasks, monkeypatch):
 
 
 def test_an_exception_propagates_with_its_type_as_on_the_default_backend(tasks, loky):
-    calls = [delayed(helpers.fails_on_seven)(i) for i in range(1, 30)]
+    calls = [delayed(helpers.fails_on_seven)(i) for i in range(1, 14)]  # one fails
     mine = outcome(calls, "manygil")
     assert mine == outcome(calls, "loky")
     assert mine == ("raised", ValueError, "seven divides 7")
