@@ -157,6 +157,32 @@ def test_shared_references_and_cycles_are_kept():
     out, copied = trip([b, b])
     assert copied and out[0] is out[1]
 
+    f = frozenset({1, "x"})
+    out, copied = trip([f, {f: f}, (f,)])
+    assert copied and out[0] is next(iter(out[1])) is out[1][out[0]] is out[2][0]
+
+
+def test_dict_values_and_set_items_are_remembered_only_when_shared():
+    """The walk's own references do not count: a dict of 200 strings referenced once has
+    a memo of one entry (the dict, which the caller also holds)."""
+    value = {i: f"s{i}" for i in range(200)}
+    data = _copy.dumps(value)
+    assert int.from_bytes(data[2:6], sys.byteorder) == 1
+    value = {f"s{i}" for i in range(200)}
+    assert int.from_bytes(_copy.dumps(value)[2:6], sys.byteorder) == 1
+
+
+def test_a_bound_method_of_a_built_in_keeps_its_object():
+    items = [1]
+    out = _copy.loads(_transport.dumps([items, items.append])[1])
+    out[1](2)
+    assert out[0] == [1, 2]
+    d = {"k": 1}
+    out = _copy.loads(_transport.dumps((d.get, d))[1])
+    assert out[0].__self__ is out[1]
+    # A module's function pickles by name: the tree is still copied.
+    assert _transport.dumps([items, len])[1][0] == _copy.MAGIC
+
 
 def test_a_cycle_through_a_tuple_is_pickled_whole_and_kept():
     inner = []
@@ -243,9 +269,10 @@ def test_no_reference_is_leaked_or_lost():
         assert sys.gettotalrefcount() - total < 50
 
 
-def test_a_dict_changed_by_another_thread_while_it_is_sent_is_a_consistent_copy():
+def test_a_dict_changed_by_another_thread_while_it_is_sent_is_a_snapshot():
     """The walk holds the GIL and runs no Python code, so another thread of the sender
-    cannot change a value in the middle of it: each copy is a snapshot."""
+    cannot change a value in the middle of it: each copy is a snapshot, never a crash.
+    (The walk's size checks, ``changed()`` in _copier.c, are a guard only.)"""
     d = {i: i for i in range(200)}
     stop = threading.Event()
 
@@ -266,6 +293,64 @@ def test_a_dict_changed_by_another_thread_while_it_is_sent_is_a_consistent_copy(
     finally:
         stop.set()
         t.join()
+
+
+class GcWalker:
+    """A dict key whose __hash__ and __eq__ walk every object the collector tracks, and
+    every list and tuple among them: run while the receiver fills its containers."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def _walk(self):
+        import gc
+
+        for obj in gc.get_objects():
+            if type(obj) in (list, tuple):
+                for item in obj:
+                    type(item)
+
+    def __hash__(self):
+        self._walk()
+        return self.n
+
+    def __eq__(self, other):
+        self._walk()
+        return type(other) is GcWalker and other.n == self.n
+
+
+def test_a_leaf_key_running_code_while_containers_fill_sees_no_empty_slot():
+    value = [[i, (i, "x")] + [{GcWalker(i): i}] + [[j for j in range(5)]] for i in range(30)]
+    out, copied = trip(value)
+    assert copied and [row[0] for row in out] == list(range(30))
+    assert all(list(row[2].values()) == [row[0]] for row in out)
+
+
+def test_errors_and_fallbacks_leave_nothing_held():
+    """A leaf whose pickle raises, and a fallback after a handle was pickled as a leaf:
+    no native object is left (the suite's no_leaks fixture checks _native.live())."""
+    with pytest.raises(I.NotShareableError):
+        _transport.dumps([1, helpers.Unpicklable()])
+    q = I.create_queue()
+    inner = []
+    t = (inner, q)
+    inner.append(t)  # a cycle through a tuple: pickled whole, after q was a leaf
+    tag, data, pins = _transport.dumps(t)
+    try:
+        out = _copy.loads(data)
+        assert out[0][0] is out and out[1].id == q.id
+    finally:
+        from manygil._handles import release_pins
+
+        release_pins(pins)
+    leaf = helpers.Holder(1)
+    before = sys.getrefcount(leaf)
+    for _ in range(50):
+        with pytest.raises(pickle.UnpicklingError):  # the leaves' pickle is cut short
+            _copy.loads(_copy.dumps([leaf, "x" * 10])[:-3])
+        with pytest.raises(ValueError):  # the records are
+            _copy.loads(_copy.dumps(["x" * 10, [leaf]])[:30])
+    assert sys.getrefcount(leaf) == before
 
 
 def test_a_leaf_pickle_that_changes_the_tree_does_not_corrupt_the_copy():
@@ -291,6 +376,8 @@ PAYLOADS = {
 
 
 def test_payloads_cross_a_pool_both_ways_by_the_copier():
+    for name, value in PAYLOADS.items():
+        assert _transport.dumps((helpers.echo, (value,), {}))[1][0] == _copy.MAGIC, name
     with InterpreterPoolExecutor(2) as pool:
         for name, value in PAYLOADS.items():
             out = pool.submit(helpers.echo, value).result(timeout=30)
@@ -308,6 +395,7 @@ def test_interpreter_call_and_queue_carry_copies():
     interp = I.create()
     try:
         value = PAYLOADS["records"]
+        assert _transport.dumps([value, {"shared": value}])[1][0] == _copy.MAGIC
         assert interp.call(helpers.echo, value) == value
         q = I.create_queue()
         q.put([value, {"shared": value}])

@@ -20,7 +20,7 @@
  * one pass: copy_dumps returns None and the caller pickles the whole value.  So does it
  * when the leaves' pickle reaches an object of the tree (``leaf_dumper`` says so).
  *
- * Format (little-endian):
+ * Format (native byte order: the same process reads what it wrote):
  *   header  [u8 MAG_COPY_MAGIC][u8 version][u32 memo count][u32 leaf count][u64 leaves at]
  *   record  [u8 tag | MEMO_PUT][payload]; lengths and indices are LEB128 varints
  *   leaves  at "leaves at" (0: none), to the end: the leaf_dumper's bytes
@@ -194,7 +194,8 @@ typedef struct {
     int memoized;           /* a tuple or frozenset in the memo: busy until popped */
     Py_ssize_t i, n;        /* items written, items announced */
     Py_ssize_t pos;         /* T_DICT: PyDict_Next's position */
-    PyObject *pending;      /* T_DICT: the value to write after its key (strong) */
+    PyObject *pending;      /* T_DICT: the value to write after its key (borrowed: the
+                             * dict holds it, and no Python code runs until it is written) */
     PyObject *iter;         /* T_SET, T_FROZENSET: the iterator (strong) */
 } wframe;
 
@@ -251,7 +252,6 @@ pop(writer *wr)
         }
     }
     Py_DECREF(f->obj);
-    Py_XDECREF(f->pending);
     Py_XDECREF(f->iter);
 }
 
@@ -487,9 +487,7 @@ step(writer *wr)
         if (f->pending != NULL) {
             item = f->pending;
             f->pending = NULL;
-            int r = write_value(wr, item);
-            Py_DECREF(item);
-            return r;
+            return write_value(wr, item);
         }
         if (PyDict_GET_SIZE(f->obj) != f->n) {
             return changed(f);
@@ -505,7 +503,7 @@ step(writer *wr)
         if (++f->i > f->n) {
             return changed(f);
         }
-        f->pending = Py_NewRef(value);
+        f->pending = value;
         return write_value(wr, key);
     }
     default: /* T_SET, T_FROZENSET */
@@ -520,13 +518,13 @@ step(writer *wr)
             pop(wr);
             return 0;
         }
+        /* Borrowed from here on (the set holds it), so that the walk's own reference
+         * does not make remember() take it for a shared object. */
+        Py_DECREF(item);
         if (++f->i > f->n) {
-            Py_DECREF(item);
             return changed(f);
         }
-        int r = write_value(wr, item);
-        Py_DECREF(item);
-        return r;
+        return write_value(wr, item);
     }
 }
 
@@ -632,9 +630,6 @@ mg_copy_dumps(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         }
         leaves_at = (uint64_t)wr.w.len;
         nleaves = (uint32_t)PyList_GET_SIZE(wr.leaves);
-        if (w_raw(&wr.w, PyBytes_AS_STRING(leaf_bytes), PyBytes_GET_SIZE(leaf_bytes)) < 0) {
-            goto done;
-        }
     }
     if (wr.nmemo > UINT32_MAX || (wr.leaves && PyList_GET_SIZE(wr.leaves) > UINT32_MAX)) {
         result = Py_NewRef(Py_None);
@@ -647,7 +642,20 @@ mg_copy_dumps(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     memcpy(h + 2, &nmemo, 4);
     memcpy(h + 6, &nleaves, 4);
     memcpy(h + 10, &leaves_at, 8);
-    result = PyBytes_FromStringAndSize(wr.w.buf, wr.w.len);
+    /* One allocation, each part copied once (a large leaf, say an array, is not copied
+     * again by a growing buffer). */
+    Py_ssize_t nleaf = leaf_bytes ? PyBytes_GET_SIZE(leaf_bytes) : 0;
+    if (nleaf > PY_SSIZE_T_MAX - wr.w.len) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    result = PyBytes_FromStringAndSize(NULL, wr.w.len + nleaf);
+    if (result != NULL) {
+        memcpy(PyBytes_AS_STRING(result), wr.w.buf, (size_t)wr.w.len);
+        if (nleaf) {
+            memcpy(PyBytes_AS_STRING(result) + wr.w.len, PyBytes_AS_STRING(leaf_bytes), (size_t)nleaf);
+        }
+    }
 done:
     while (wr.depth > 0) {
         pop(&wr);
@@ -677,6 +685,8 @@ typedef struct {
     PyObject *leaves;
     rframe *stack;
     Py_ssize_t depth, cap;
+    void *scratch;          /* aligned room for 2- and 4-byte string data */
+    Py_ssize_t scratch_size;
 } reader;
 
 static PyObject *
@@ -762,10 +772,28 @@ read_str(reader *rd, int kind)
     if (n > (rd->end - rd->p) / kind || r_need(rd, n * kind) < 0) {
         return corrupt("a string");
     }
-    const unsigned char *p = rd->p;
+    const void *p = rd->p;
     rd->p += n * kind;
+    if (kind > 1 && ((uintptr_t)p % (uintptr_t)kind) != 0) {
+        /* CPython reads Py_UCS2 and Py_UCS4 data as such: it must be aligned. */
+        if (rd->scratch_size < n * kind) {
+            void *room = PyMem_Realloc(rd->scratch, (size_t)(n * kind));
+            if (room == NULL) {
+                return PyErr_NoMemory();
+            }
+            rd->scratch = room;
+            rd->scratch_size = n * kind;
+        }
+        memcpy(rd->scratch, p, (size_t)(n * kind));
+        p = rd->scratch;
+    }
     /* Checked and made canonical (the narrowest kind) by CPython itself. */
-    return PyUnicode_FromKindAndData(kind, p, n);
+    PyObject *v = PyUnicode_FromKindAndData(kind, p, n);
+    if (v == NULL && PyErr_ExceptionMatches(PyExc_SystemError)) {   /* above U+10FFFF */
+        PyErr_Clear();
+        return corrupt("a string");
+    }
+    return v;
 }
 
 /* Read one record: a complete value (new reference), or NULL with *pushed set when a
@@ -878,6 +906,11 @@ read_value(reader *rd, int *pushed)
         }
         if (n > 0) {
             Py_ssize_t slot = -1;
+            if (tag == T_LIST || tag == T_TUPLE) {
+                /* Its empty slots must not be seen while it is filled: a leaf's __hash__
+                 * or __eq__ (a dict key) may run code that walks gc.get_objects(). */
+                PyObject_GC_UnTrack(v);
+            }
             if (put) {
                 if (rd->used >= rd->nmemo) {
                     Py_DECREF(v);
@@ -960,6 +993,7 @@ r_clear(reader *rd)
         PyMem_Free(rd->memo);
     }
     Py_XDECREF(rd->leaves);
+    PyMem_Free(rd->scratch);
 }
 
 static PyObject *
@@ -988,6 +1022,9 @@ read_tree(reader *rd)
             }
             rd->depth--;
             v = f->obj;
+            if (f->kind == T_LIST || f->kind == T_TUPLE) {
+                PyObject_GC_Track(v);
+            }
             if (f->slot >= 0) {
                 rd->memo[f->slot] = Py_NewRef(v);
             }
@@ -1035,10 +1072,21 @@ mg_copy_loads(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         }
         rd.leaves = PyObject_CallOneArg(args[1], mv);
+        /* The view points into ``data``'s buffer, released below: no one may keep it. */
+        PyObject *exc = rd.leaves == NULL ? PyErr_GetRaisedException() : NULL;
+        PyObject *released = PyObject_CallMethod(mv, "release", NULL);
         Py_DECREF(mv);
-        if (rd.leaves == NULL) {
+        if (exc != NULL) {
+            Py_XDECREF(released);
+            PyErr_Clear();
+            PyErr_SetRaisedException(exc);
             goto done;
         }
+        if (released == NULL) {
+            Py_CLEAR(rd.leaves);
+            goto done;
+        }
+        Py_DECREF(released);
         if (!PyList_CheckExact(rd.leaves) || PyList_GET_SIZE(rd.leaves) != (Py_ssize_t)nleaves) {
             corrupt("its leaves");
             goto done;

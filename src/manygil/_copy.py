@@ -27,9 +27,19 @@ MAGIC = 0xC7  # the first byte of a copy; a pickle's is 0x80 (PROTO)
 
 __all__ = ("MAGIC", "dumps", "leaves_pickle", "loads")
 
-# Leaves that pickle by name (module and qualified name): their pickle holds no object
-# of the tree, so it needs no check.
-_BY_NAME = frozenset({types.FunctionType, types.BuiltinFunctionType, type})
+
+
+def _by_name(leaf: object) -> bool:
+    """Whether ``leaf`` pickles by name alone (module and qualified name), so that its
+    pickle holds no object of the tree: a function, a class, a built-in function of a
+    module; not a bound method of an object (``items.append`` pickles ``items``)."""
+    kind = type(leaf)
+    if kind is types.FunctionType or kind is type:
+        return True
+    if kind is types.BuiltinFunctionType:
+        owner = getattr(leaf, "__self__", None)
+        return owner is None or type(owner) is types.ModuleType
+    return False
 
 
 def leaves_pickle(leaves: list[Any], shared: set[int] | None) -> bytes | None:
@@ -37,7 +47,7 @@ def leaves_pickle(leaves: list[Any], shared: set[int] | None) -> bytes | None:
     does not pickle with plain pickle (the caller's own fallbacks take over), or its
     pickle holds one of ``shared``, the ids of the tree's containers that may be
     referenced twice."""
-    if shared is None or all(type(leaf) in _BY_NAME for leaf in leaves):
+    if shared is None or all(_by_name(leaf) for leaf in leaves):
         try:
             return pickle.dumps(leaves, protocol=5)
         except Exception:  # noqa: BLE001 - pickled again as a whole, which says why
