@@ -164,12 +164,13 @@ def test_shared_references_and_cycles_are_kept():
 
 def test_dict_values_and_set_items_are_remembered_only_when_shared():
     """The walk's own references do not count: a dict of 200 strings referenced once has
-    a memo of one entry (the dict, which the caller also holds)."""
+    a memo of one entry at most (the dict, which the caller holds too, unless 3.14+
+    borrows that reference)."""
     value = {i: f"s{i}" for i in range(200)}
     data = _copy.dumps(value)
-    assert int.from_bytes(data[2:6], sys.byteorder) == 1
+    assert int.from_bytes(data[2:6], sys.byteorder) <= 1
     value = {f"s{i}" for i in range(200)}
-    assert int.from_bytes(_copy.dumps(value)[2:6], sys.byteorder) == 1
+    assert int.from_bytes(_copy.dumps(value)[2:6], sys.byteorder) <= 1
 
 
 def test_a_bound_method_of_a_built_in_keeps_its_object():
