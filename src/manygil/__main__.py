@@ -1,4 +1,4 @@
-"""The ``manygil`` command: ``check``, ``doctor`` and ``bench``."""
+"""The ``manygil`` command: ``check``, ``doctor``, ``bench`` and ``run``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,23 @@ examples:
   manygil check --json orjson            the same, for machines
   manygil doctor                         Python build, allocators, tracemalloc, extras
   manygil bench --quick                  the benchmark (from a source checkout)
+  manygil run -m flake8 -j 4 src         a program's process pools on interpreters
+  manygil run --report script.py ARGS    ...and what ran where, at exit
+"""
+
+RUN_USAGE = """\
+usage: manygil run [--report] script.py [ARGS ...]
+       manygil run [--report] -m module [ARGS ...]
+
+Run an unmodified program with its process pools (concurrent.futures.ProcessPoolExecutor,
+multiprocessing.Pool and the Pool of every multiprocessing context, joblib's default
+backend) on interpreters with their own GIL; what needs processes keeps them.
+
+options:
+  -h, --help  show this help message and exit
+  --report    at exit, print to stderr what ran where (calls per function, interpreters
+              or processes, and why)
+  -m module   run a module as `python -m module` does
 """
 
 _COLOURS = {"ok": "32", "refuses": "33", "warn": "33", "info": "36", "skipped": "90",
@@ -99,7 +116,52 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, str(script), *args.rest])
 
 
+def cmd_run(argv: list[str]) -> int:
+    """``run``: its own parsing, which stops at the script or ``-m module``, so that
+    the program's arguments (``-j 2``, ``--help``) pass through untouched."""
+    report = False
+    rest = list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if arg in ("-h", "--help"):
+            print(RUN_USAGE, end="")
+            return 0
+        if arg == "--report":
+            report = True
+        elif arg == "-m" or (arg.startswith("-m") and len(arg) > 2):
+            target = arg[2:] or (rest.pop(0) if rest else "")
+            if not target:
+                break
+            from ._run import run
+
+            run(target, rest, module=True, report=report)
+            return 0
+        elif arg == "--":
+            if rest:
+                from ._run import run
+
+                run(rest[0], rest[1:], report=report)
+                return 0
+            break
+        elif arg.startswith("-"):
+            print(RUN_USAGE, end="", file=sys.stderr)
+            print(f"manygil run: unknown option {arg} (the program's options come after its name)",
+                  file=sys.stderr)
+            return 2
+        else:
+            from ._run import run
+
+            run(arg, rest, report=report)
+            return 0
+    print(RUN_USAGE, end="", file=sys.stderr)
+    print("manygil run: name a script or -m module to run", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["run"]:
+        return cmd_run(args_list[1:])
     parser = argparse.ArgumentParser(
         prog="manygil", description="Many GILs, one process: diagnostics and benchmarks.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -116,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("doctor", help="check the environment for per-interpreter GILs")
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(func=cmd_doctor)
+    sub.add_parser("run", help="run a program with its process pools on interpreters (run --help)",
+                   add_help=False)
     p = sub.add_parser("bench", help="run the benchmark (from a source checkout)")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="arguments for bench/run.py")
     p.set_defaults(func=cmd_bench)
