@@ -135,8 +135,8 @@ def needs_processes(*values: object) -> str | None:
     return None
 
 
-# Top-level packages checked with `manygil check`: None loads, else why not.
-_VERDICTS: dict[str, str | None] = {}
+# Top-level packages checked with `manygil check`: (own-GIL status, why it fails).
+_VERDICTS: dict[str, tuple[str, str]] = {}
 _lock = threading.Lock()  # guards _VERDICTS and the checks (one subprocess survey at a time)
 
 
@@ -184,12 +184,22 @@ def _has_extensions(top: str) -> bool:
     if not top or top in sys.stdlib_module_names or top in ("manygil", "builtins", "__main__"):
         return False
     module = sys.modules.get(top)
-    if module is None:
-        return False
+    if module is None:  # imported in a task's body only: find it without importing it
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            return False
+        if spec is None:
+            return False
+        file, path = spec.origin, spec.submodule_search_locations
+    else:
+        file, path = getattr(module, "__file__", None), getattr(module, "__path__", None)
     suffixes = (".so", ".pyd")
-    if str(getattr(module, "__file__", "") or "").endswith(suffixes):
+    if str(file or "").endswith(suffixes):
         return True
-    for root in getattr(module, "__path__", None) or ():
+    for root in path or ():
         for _, _, files in os.walk(root):
             if any(f.endswith(suffixes) for f in files):
                 return True
@@ -198,29 +208,61 @@ def _has_extensions(top: str) -> bool:
 
 def crashing_package(values: Iterable[object], script: bool = False) -> str | None:
     """Why loading ``values`` in an own-GIL interpreter must not be tried: a package they
-    need crashes or hangs one (``manygil check``, once per package; its results are
-    cached on disk); ``script``: or the program's script imports one.  None when none
-    does."""
+    need crashes or hangs one, or a function among them imports, in its body, a package
+    that refuses one (the executor does not run a task again elsewhere once it has
+    started); ``script``: or the program's script imports one that crashes.  Each
+    package is checked once (``manygil check``, in subprocesses; cached on disk).  None
+    when nothing is known to fail."""
     with _lock:
-        for top in sorted(_packages(values, script)):
-            if top not in _VERDICTS:
-                _VERDICTS[top] = _check(top) if _has_extensions(top) else None
-            if _VERDICTS[top] is not None:
-                return _VERDICTS[top]
+        body = _body_imports(values)
+        for top in sorted(_packages(values, script) | body):
+            status, why = _verdict(top)
+            if status in ("crash", "hang") or (status == "refuses" and top in body):
+                return why
     return None
 
 
-def _check(top: str) -> str | None:
+def _verdict(top: str) -> tuple[str, str]:
+    """(status, why) of ``top`` in an own-GIL interpreter (caller holds ``_lock``)."""
+    if top not in _VERDICTS:
+        _VERDICTS[top] = _check(top) if _has_extensions(top) else ("ok", "")
+    return _VERDICTS[top]
+
+
+def _body_imports(values: Iterable[object]) -> set[str]:
+    """The top-level packages that the functions among ``values`` import in their body."""
+    tops: set[str] = set()
+    for value in values:
+        for obj in _values(value, 2):
+            code = getattr(getattr(obj, "__func__", obj), "__code__", None)
+            if isinstance(code, types.CodeType):
+                tops |= _code_imports(code)
+    return tops
+
+
+@functools.lru_cache(maxsize=1024)
+def _code_imports(code: types.CodeType) -> frozenset[str]:
+    import dis
+
+    tops = {_top(i.argval) for i in dis.get_instructions(code) if i.opname == "IMPORT_NAME"}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            tops |= _code_imports(const)
+    return frozenset(t for t in tops if t)
+
+
+def _check(top: str) -> tuple[str, str]:
     from .check import check_modules
 
     try:
         [report] = check_modules([top])
     except Exception:  # noqa: BLE001 - no answer: let the executor's own fallback decide
-        return None
-    if report.main.status == "ok" and report.own.status in ("crash", "hang"):
-        return (f"importing {top} in an interpreter with its own GIL {'crashes' if report.own.status == 'crash' else 'hangs'} "
-                f"(`python -m manygil check {top}`: {report.own.status}, {report.own.detail})")
-    return None
+        return "ok", ""
+    status = report.own.status if report.main.status == "ok" else "ok"
+    found = f"(`python -m manygil check {top}`: {status}, {report.own.detail})"
+    if status == "refuses":
+        return status, f"it imports {top} in its body, which refuses interpreters with their own GIL {found}"
+    return status, f"importing {top} {'crashes' if status == 'crash' else 'hangs'} an interpreter with its own GIL {found}"
 
 
 def no_fork(context: Any) -> Any:
@@ -314,7 +356,7 @@ def _count_on(executor: Any) -> None:
                 route_fn: Callable[..., Any] | None = None) -> Any:
         future = submit(fn, args, kwargs, timeout, route_fn)
         target = route_fn or fn
-        calls = len(args[1]) if fn is _worker.run_chunk else 1
+        calls = len(args[1]) if fn is _worker.run_chunk or getattr(fn, "__name__", "") == "_run_calls" else 1
         key = route_key(target)
 
         def done(future: Any) -> None:
@@ -768,13 +810,31 @@ def _joblib_default() -> None:
 
 
 def _register_joblib() -> None:
+    """manygil.joblib's backend, as joblib's default; each batch's functions are looked
+    at as the pools' tasks are (``_route_if_crashing``), and counted."""
     try:
-        from . import joblib as manygil_joblib
+        import joblib
 
-        manygil_joblib.register(make_default=True)
-        _REPORT.pool("joblib's default backend: manygil")
+        from .joblib import BACKEND_NAME, ManygilBackend
     except Exception as exc:  # noqa: BLE001 - joblib stays as it is
         _notice(f"joblib keeps its own default backend: {exc}")
+        return
+
+    class RunBackend(ManygilBackend):
+        def configure(self, *args: Any, **kwargs: Any) -> int:
+            workers: int = super().configure(*args, **kwargs)
+            if self._executor is not None:
+                _count_on(self._executor)
+            return workers
+
+        def submit(self, func: Callable[[], Any], callback: Callable[[Any], None] | None = None) -> Any:
+            for fn, args, kwargs in getattr(func, "items", None) or ():
+                if self._executor is not None:
+                    _route_if_crashing(self._executor, fn, (*args, *kwargs.values()))
+            return super().submit(func, callback)
+
+    joblib.register_parallel_backend(BACKEND_NAME, RunBackend, make_default=True)
+    _REPORT.pool("joblib's default backend: manygil")
 
 
 def _print_report() -> None:
