@@ -21,7 +21,7 @@ setup(
     ext_modules=[
         Extension(
             "manygil._native",
-            sources=sorted(glob("src/manygil/_native_*.c")) + ["src/manygil/_copier.c"],
+            sources=sorted(glob("src/manygil/_native_*.c")) + ["src/manygil/_copier.c", "src/manygil/mg_platform.c"],
             depends=sorted(glob("src/manygil/*.h")),
             extra_compile_args=flags,
         )

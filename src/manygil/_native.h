@@ -7,17 +7,12 @@
 #ifndef MANYGIL_NATIVE_H
 #define MANYGIL_NATIVE_H
 
-#if defined(__linux__) && !defined(_GNU_SOURCE)
-#define _GNU_SOURCE   /* memfd_create */
-#endif
 #include <Python.h>
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
-#include <semaphore.h>
 #include <stdint.h>
 #include <string.h>
-#include <time.h>
+#include "mg_platform.h"   /* every OS call: no file of the module includes an OS header */
 
 enum kind { KIND_CHAN = 1, KIND_BLOCK = 2, KIND_SYNC = 3 };
 
@@ -47,20 +42,21 @@ typedef struct entry {
     int64_t id;
     int64_t refs;
     int kind;
-    pthread_mutex_t mu;
-    pthread_cond_t cond;      /* CHAN: not empty; SYNC: any change */
-    pthread_cond_t cond2;     /* CHAN: not full */
+    mg_mutex mu;
+    mg_cond cond;             /* CHAN: not empty; SYNC: any change */
+    mg_cond cond2;            /* CHAN: not full */
     /* CHAN: a semaphore counts the items (and one the free places when bounded), so
      * a hand-off is one futex wake, not a condition variable plus a mutex. */
     item *head, *tail;
     Py_ssize_t count, maxsize;  /* count leaves out items removed but still linked */
     int unbound;              /* the default of chan_put(unbound=-1) */
-    sem_t items, space;
+    mg_sem items, space;
     int has_sems;
     /* BLOCK */
     char *mem;
     Py_ssize_t size;
     int fd;                   /* a memfd that mem maps (Linux; another process may map it), or -1 */
+    int paged;                /* mem is mg_pages_alloc()'s (a large block without a memfd) */
     int borrowed;             /* made by block_borrow(): mem and lent are read under mu */
     int lent;                 /* borrowed: 1 while mem is the owner's object's, 0 once it is a
                                * copy of its own (freed with the entry), -1 once gone */
@@ -71,8 +67,7 @@ typedef struct entry {
 } entry;
 
 /* Waits longer than this (threading.TIMEOUT_MAX: 2**63 ns) are waits without a
- * deadline: a deadline that far off cannot be reached, and computing it would
- * overflow a timespec. */
+ * deadline: a deadline that far off cannot be reached. */
 #define FOREVER_AFTER 9223372036.0
 
 /* The layout every handle type starts with: one reference to one registry entry. */
@@ -99,15 +94,14 @@ typedef int (*ready_fn)(entry *e, void *arg);
 /* Runs under the entry's mutex once ready; returns a condition to signal after the
  * mutex is released (signalling while holding it would wake a thread only to block
  * it again on the mutex), or NULL. */
-typedef pthread_cond_t *(*act_fn)(entry *e, void *arg);
-void mg_init_cond(pthread_cond_t *c);
-int mg_block_until(entry *e, pthread_cond_t *c, ready_fn ready, act_fn act, void *arg,
+typedef mg_cond *(*act_fn)(entry *e, void *arg);
+int mg_block_until(entry *e, mg_cond *c, ready_fn ready, act_fn act, void *arg,
                    double timeout);
 int mg_seconds_of(PyObject *obj, double *t);
 int mg_parse_timeout(PyObject *obj, double *out);
 int mg_poll_briefly(int (*ready)(void *), void *arg, double spin);
-int mg_sem_take_spinning(sem_t *sem, double timeout, double spin);
-int mg_sem_take(sem_t *sem, double timeout);
+int mg_sem_take_spinning(mg_sem *sem, double timeout, double spin);
+int mg_sem_take(mg_sem *sem, double timeout);
 
 /* _native_chan.c */
 void mg_unbind_interpreter(void *data);

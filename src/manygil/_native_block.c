@@ -9,11 +9,9 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include "_native.h"
-#if defined(__linux__)
-#include <sys/mman.h>
-#include <sys/sysinfo.h>
-#include <unistd.h>
-#endif
+
+/* Blocks without a memfd from this size on are whole pages of their own. */
+#define PAGED_MIN (1 << 20)
 
 /* ------------------------------------------------------------------ blocks */
 
@@ -32,31 +30,20 @@ new_block(char *mem, Py_ssize_t size)
     return PyLong_FromLongLong(e->id);
 }
 
-#if defined(__linux__)
-/* A zeroed block in a memfd, so that a process worker can map the same memory
- * (through /proc/PID/fd/FD); its id, or None when no memfd can be made (then the
- * caller makes an ordinary block). */
+/* A zeroed block in memory that a process worker can map too (a memfd on Linux,
+ * through /proc/PID/fd/FD); its id, or None when no such memory can be made, always so
+ * on macOS and Windows (then the caller makes an ordinary block). */
 static PyObject *
 new_mapped_block(Py_ssize_t size)
 {
-    size_t len = size > 0 ? (size_t)size : 1;
-    int fd = memfd_create("manygil-shared-buffer", MFD_CLOEXEC);
-    if (fd < 0) {
-        Py_RETURN_NONE;
-    }
-    if (ftruncate(fd, (off_t)len) < 0) {
-        close(fd);
-        Py_RETURN_NONE;
-    }
-    char *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (mem == MAP_FAILED) {
-        close(fd);
+    void *mem;
+    int fd;
+    if (mg_shm_create((size_t)size, &mem, &fd) < 0) {
         Py_RETURN_NONE;
     }
     entry *e = mg_new_entry(KIND_BLOCK);
     if (e == NULL) {
-        munmap(mem, len);
-        close(fd);
+        mg_shm_free(mem, (size_t)size, fd);
         return PyErr_NoMemory();
     }
     e->mem = mem;
@@ -64,7 +51,6 @@ new_mapped_block(Py_ssize_t size)
     e->fd = fd;
     return PyLong_FromLongLong(e->id);
 }
-#endif
 
 /* block_fd(id) -> the memfd a block maps, or -1 when it has none. */
 PyObject *
@@ -90,25 +76,37 @@ block_create(PyObject *mod, PyObject *arg)
         PyErr_SetString(PyExc_ValueError, "nbytes must be >= 0");
         return NULL;
     }
-#if defined(__linux__)
     /* The memory comes page by page as it is first written, so a size the machine
      * cannot hold would succeed here and get the process killed later. */
-    struct sysinfo si;
-    if (size >= (1 << 30) && sysinfo(&si) == 0) {
-        unsigned long long room = ((unsigned long long)si.totalram + si.totalswap) * si.mem_unit;
-        if ((unsigned long long)size > room) {
-            PyErr_Format(PyExc_MemoryError,
-                         "cannot make a SharedBuffer of %zd bytes: it is more than this machine's "
-                         "memory and swap (%llu bytes)", size, room);
-            return NULL;
-        }
+    uint64_t room;
+    if (size >= (1 << 30) && (room = mg_memory_and_swap()) != 0 && (uint64_t)size > room) {
+        PyErr_Format(PyExc_MemoryError,
+                     "cannot make a SharedBuffer of %zd bytes: it is more than this machine's "
+                     "memory and swap (%llu bytes)", size, (unsigned long long)room);
+        return NULL;
     }
     PyObject *mapped = new_mapped_block(size);
     if (mapped != Py_None) {
         return mapped;   /* the id, or NULL with an exception set */
     }
     Py_DECREF(mapped);
-#endif
+    if (size >= PAGED_MIN) {
+        /* whole pages, zeroed by the OS as they are first touched */
+        char *pages = mg_pages_alloc((size_t)size);
+        if (pages == NULL) {
+            return PyErr_NoMemory();
+        }
+        entry *e = mg_new_entry(KIND_BLOCK);
+        if (e == NULL) {
+            mg_pages_free(pages, (size_t)size);
+            return PyErr_NoMemory();
+        }
+        e->mem = pages;
+        e->size = size;
+        e->fd = -1;
+        e->paged = 1;
+        return PyLong_FromLongLong(e->id);
+    }
     char *mem = PyMem_RawCalloc(size > 0 ? size : 1, 1);
     if (mem == NULL) {
         return PyErr_NoMemory();
@@ -181,9 +179,9 @@ block_disown(PyObject *mod, PyObject *arg)
     int nomem = 0;
     if (e->borrowed) {
         Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&e->mu);
+        mg_mutex_lock(&e->mu);
         while (e->readers > 0) {
-            pthread_cond_wait(&e->cond, &e->mu);
+            mg_cond_wait(&e->cond, &e->mu);
         }
         if (e->lent == 1) {
             int64_t others = mg_entry_refs(e) - 2;   /* not the owner's, not this call's */
@@ -200,7 +198,7 @@ block_disown(PyObject *mod, PyObject *arg)
                 e->lent = -1;
             }
         }
-        pthread_mutex_unlock(&e->mu);
+        mg_mutex_unlock(&e->mu);
         Py_END_ALLOW_THREADS
     }
     mg_release_entry(e);
@@ -217,12 +215,12 @@ borrowed_read_begin(entry *e)
     if (!e->borrowed) {
         return 0;
     }
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     int gone = e->lent == -1;
     if (!gone) {
         e->readers++;
     }
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     if (gone) {
         PyErr_SetString(PyExc_RuntimeError,
                         "cannot load a large bytes value: its owner let go of it (the task "
@@ -238,11 +236,11 @@ borrowed_read_end(entry *e)
     if (!e->borrowed) {
         return;
     }
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     if (--e->readers == 0) {
-        pthread_cond_broadcast(&e->cond);
+        mg_cond_broadcast(&e->cond);
     }
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
 }
 
 /* block_bytes(id, bytearray=False) -> a bytes (or bytearray) copy of a block. */

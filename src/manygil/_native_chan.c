@@ -32,9 +32,9 @@ chan_create(PyObject *mod, PyObject *args)
     e->unbound = unbound;
     e->limit = maxsize;   /* as given (chan_info reports it, as 3.14's Queue.maxsize does) */
     e->maxsize = maxsize > 0 ? maxsize : 0;
-    sem_init(&e->items, 0, 0);
-    sem_init(&e->space, 0, e->maxsize > 0 && e->maxsize < SEM_VALUE_MAX ? (unsigned)e->maxsize : 0);
-    if (e->maxsize >= SEM_VALUE_MAX) {
+    mg_sem_init(&e->items, 0);
+    mg_sem_init(&e->space, e->maxsize > 0 && e->maxsize < MG_SEM_VALUE_MAX ? (unsigned)e->maxsize : 0);
+    if (e->maxsize >= MG_SEM_VALUE_MAX) {
         e->maxsize = 0;
     }
     e->has_sems = 1;
@@ -110,7 +110,7 @@ chan_put(PyObject *mod, PyObject *args)
         }
     }
     it->npins = npins;   /* from here on the item owns them */
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     if (e->tail == NULL) {
         e->head = e->tail = it;
     }
@@ -119,8 +119,8 @@ chan_put(PyObject *mod, PyObject *args)
         e->tail = it;
     }
     e->count++;
-    pthread_mutex_unlock(&e->mu);
-    sem_post(&e->items);
+    mg_mutex_unlock(&e->mu);
+    mg_sem_post(&e->items);
     mg_release_entry(e);
     Py_RETURN_TRUE;
 }
@@ -154,7 +154,7 @@ chan_get(PyObject *mod, PyObject *args)
             }
             Py_RETURN_NONE;
         }
-        pthread_mutex_lock(&e->mu);
+        mg_mutex_lock(&e->mu);
         it = e->head;
         e->head = it->next;
         if (e->head == NULL) {
@@ -163,9 +163,9 @@ chan_get(PyObject *mod, PyObject *args)
         if (it->state != ST_REMOVED) {
             e->count--;      /* a removed one was counted off when it was removed */
         }
-        pthread_mutex_unlock(&e->mu);
+        mg_mutex_unlock(&e->mu);
         if (e->maxsize > 0) {
-            sem_post(&e->space);
+            mg_sem_post(&e->space);
         }
         if (it->state != ST_REMOVED) {
             break;
@@ -209,10 +209,10 @@ chan_info(PyObject *mod, PyObject *arg)
     if (e == NULL) {
         return NULL;
     }
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     Py_ssize_t count = e->count, maxsize = (Py_ssize_t)e->limit;
     int unbound = e->unbound;
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     mg_release_entry(e);
     return Py_BuildValue("(nni)", count, maxsize, unbound);
 }
@@ -233,7 +233,7 @@ mg_unbind_interpreter(void *data)
         entry *e = chans[i];
         item *gone = NULL;   /* unlinked here: freed once the mutex is released */
         int freed = 0;
-        pthread_mutex_lock(&e->mu);
+        mg_mutex_lock(&e->mu);
         item *prev = NULL, *it = e->head;
         while (it != NULL) {
             item *next = it->next;
@@ -241,7 +241,7 @@ mg_unbind_interpreter(void *data)
                 if (it->unbound != UNB_REMOVE) {
                     it->state = ST_UNBOUND;
                 }
-                else if (sem_trywait(&e->items) == 0) {
+                else if (mg_sem_trywait(&e->items)) {
                     if (prev == NULL) {
                         e->head = next;
                     }
@@ -266,14 +266,14 @@ mg_unbind_interpreter(void *data)
             prev = it;
             it = next;
         }
-        pthread_mutex_unlock(&e->mu);
+        mg_mutex_unlock(&e->mu);
         while (gone != NULL) {
             item *next = gone->next;
             mg_free_item(gone);
             gone = next;
         }
         for (int k = 0; k < freed && e->maxsize > 0; k++) {
-            sem_post(&e->space);
+            mg_sem_post(&e->space);
         }
         mg_release_entry(e);
     }

@@ -11,8 +11,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include "_native.h"
-#include <signal.h>
-#include <unistd.h>
+#include <signal.h>   /* sig_atomic_t (ISO C) */
 
 /* ------------------------------------------------------------------ threads */
 
@@ -74,14 +73,14 @@ native_current_frames(PyObject *mod, PyObject *unused)
  * both ways.  So a finished task's result is delivered and the next task fetched on
  * the same OS thread, with no hand-off to another thread.
  */
-static _Thread_local PyThreadState *home_tstate = NULL;
-static _Thread_local PyObject *home_callback = NULL;
+static MG_THREAD_LOCAL PyThreadState *home_tstate = NULL;
+static MG_THREAD_LOCAL PyObject *home_callback = NULL;
 /* Homes nest (an interpreter called from inside a pool worker): push saves the
  * current one, pop restores it. */
 #define HOME_DEPTH 16
-static _Thread_local PyThreadState *home_tstates[HOME_DEPTH];
-static _Thread_local PyObject *home_callbacks[HOME_DEPTH];
-static _Thread_local int home_depth = 0;
+static MG_THREAD_LOCAL PyThreadState *home_tstates[HOME_DEPTH];
+static MG_THREAD_LOCAL PyObject *home_callbacks[HOME_DEPTH];
+static MG_THREAD_LOCAL int home_depth = 0;
 
 PyObject *
 native_push_home(PyObject *mod, PyObject *callback)
@@ -121,19 +120,19 @@ native_pop_home(PyObject *mod, PyObject *unused)
     Py_RETURN_NONE;
 }
 
-static int64_t home_calls = 0;           /* call_home() calls that returned (atomic) */
+static volatile int64_t home_calls = 0;           /* call_home() calls that returned (atomic) */
 
 static int
 home_called(void *seen)
 {
-    return __atomic_load_n(&home_calls, __ATOMIC_ACQUIRE) != *(int64_t *)seen;
+    return mg_atomic_load_i64(&home_calls) != *(int64_t *)seen;
 }
 
 /* home_calls() -> how many call_home() calls have returned, process-wide. */
 PyObject *
 native_home_calls(PyObject *mod, PyObject *unused)
 {
-    return PyLong_FromLongLong(__atomic_load_n(&home_calls, __ATOMIC_ACQUIRE));
+    return PyLong_FromLongLong(mg_atomic_load_i64(&home_calls));
 }
 
 /* await_home_call(seen, spin) -> bool: poll, without the GIL and for at most ``spin``
@@ -221,7 +220,7 @@ native_call_home(PyObject *mod, PyObject *arg)
         Py_XDECREF(res);
     }
     PyEval_SaveThread();
-    __atomic_add_fetch(&home_calls, 1, __ATOMIC_RELEASE);  /* after the home GIL is free */
+    mg_atomic_add_i64(&home_calls, 1);  /* after the home GIL is free */
     PyEval_RestoreThread(sub);
 
     PyMem_RawFree(inbuf);
@@ -249,12 +248,12 @@ native_call_home(PyObject *mod, PyObject *arg)
  * clears their state in the child (PyOS_AfterFork_Child), which hangs on 3.12 (a lock
  * a worker thread held) and aborts on 3.13+, before any os.register_at_fork hook of
  * the child runs.  manygil's "before" hook (Python) sets fork_guard to the number of
- * such interpreters; a pthread_atfork child handler, which runs inside fork() before
- * anything of CPython's, ends such a child at once, saying why; the "after_in_parent"
+ * such interpreters; an at-fork child handler (mg_atfork_child_once: pthread_atfork),
+ * which runs inside fork() before anything of CPython's, ends such a child at once,
+ * saying why; the "after_in_parent"
  * hook clears it.  Process-global; set and cleared by the forking thread.
  */
 static volatile sig_atomic_t fork_guard = 0;
-static pthread_once_t fork_guard_once = PTHREAD_ONCE_INIT;
 
 static void
 fork_guard_child(void)
@@ -266,15 +265,7 @@ fork_guard_child(void)
         "manygil: this child of os.fork() exits at once: its parent ran interpreters besides the "
         "main one, and CPython cannot go on in such a child (3.12 hangs, 3.13 and later abort); fork "
         "before creating interpreters, or use multiprocessing's 'forkserver' or 'spawn' start method\n";
-    ssize_t unused = write(2, msg, sizeof(msg) - 1);
-    (void)unused;
-    _exit(1);
-}
-
-static void
-fork_guard_install(void)
-{
-    (void)pthread_atfork(NULL, NULL, fork_guard_child);
+    mg_exit_now(msg, sizeof(msg) - 1);
 }
 
 PyObject *
@@ -291,5 +282,5 @@ native_set_fork_guard(PyObject *mod, PyObject *arg)
 void
 mg_fork_guard_install_once(void)
 {
-    (void)pthread_once(&fork_guard_once, fork_guard_install);
+    mg_atfork_child_once(fork_guard_child);
 }

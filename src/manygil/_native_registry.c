@@ -16,12 +16,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include "_native.h"
-#if defined(__linux__)
-#include <sys/mman.h>
-#include <unistd.h>
-#endif
 
-static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static mg_mutex reg_mu = MG_MUTEX_INIT;
 #define BUCKETS 4096   /* the registry: a hash table of entries by id */
 static entry *registry[BUCKETS];
 #define BUCKET(id) (&registry[(uint64_t)(id) & (BUCKETS - 1)])
@@ -32,9 +28,9 @@ static int64_t copied_into_blocks = 0;   /* bytes copied into blocks, ever (unde
 void
 mg_count_copied(Py_ssize_t size)
 {
-    pthread_mutex_lock(&reg_mu);
+    mg_mutex_lock(&reg_mu);
     copied_into_blocks += size;
-    pthread_mutex_unlock(&reg_mu);
+    mg_mutex_unlock(&reg_mu);
 }
 
 
@@ -47,15 +43,15 @@ mg_new_entry(int kind)
     }
     e->kind = kind;
     e->refs = 1;
-    pthread_mutex_init(&e->mu, NULL);
-    mg_init_cond(&e->cond);
-    mg_init_cond(&e->cond2);
-    pthread_mutex_lock(&reg_mu);
+    mg_mutex_init(&e->mu);
+    mg_cond_init(&e->cond);
+    mg_cond_init(&e->cond2);
+    mg_mutex_lock(&reg_mu);
     e->id = next_id++;
     e->next = *BUCKET(e->id);
     *BUCKET(e->id) = e;
     live[kind]++;
-    pthread_mutex_unlock(&reg_mu);
+    mg_mutex_unlock(&reg_mu);
     return e;
 }
 
@@ -78,22 +74,23 @@ free_entry(entry *e)
         it = next;
     }
     if (e->mem != NULL && !(e->borrowed && e->lent != 0)) {
-#if defined(__linux__)
         if (e->fd >= 0) {
-            munmap(e->mem, e->size > 0 ? e->size : 1);
-            close(e->fd);
+            mg_shm_free(e->mem, (size_t)e->size, e->fd);
         }
-        else
-#endif
-        PyMem_RawFree(e->mem);
+        else if (e->paged) {
+            mg_pages_free(e->mem, (size_t)e->size);
+        }
+        else {
+            PyMem_RawFree(e->mem);
+        }
     }
     if (e->has_sems) {
-        sem_destroy(&e->items);
-        sem_destroy(&e->space);
+        mg_sem_destroy(&e->items);
+        mg_sem_destroy(&e->space);
     }
-    pthread_cond_destroy(&e->cond);
-    pthread_cond_destroy(&e->cond2);
-    pthread_mutex_destroy(&e->mu);
+    mg_cond_destroy(&e->cond);
+    mg_cond_destroy(&e->cond2);
+    mg_mutex_destroy(&e->mu);
     PyMem_RawFree(e);
 }
 
@@ -101,7 +98,7 @@ free_entry(entry *e)
 entry *
 mg_acquire_entry(int64_t id, int kind)
 {
-    pthread_mutex_lock(&reg_mu);
+    mg_mutex_lock(&reg_mu);
     entry *e = *BUCKET(id);
     while (e != NULL && e->id != id) {
         e = e->next;
@@ -112,7 +109,7 @@ mg_acquire_entry(int64_t id, int kind)
     else {
         e = NULL;
     }
-    pthread_mutex_unlock(&reg_mu);
+    mg_mutex_unlock(&reg_mu);
     if (e == NULL) {
         PyErr_Format(PyExc_LookupError, "no live manygil object with id %lld", (long long)id);
     }
@@ -134,16 +131,16 @@ mg_entry_from_arg(PyObject *arg, int kind)
 void
 mg_retain_entry(entry *e)
 {
-    pthread_mutex_lock(&reg_mu);
+    mg_mutex_lock(&reg_mu);
     e->refs++;
-    pthread_mutex_unlock(&reg_mu);
+    mg_mutex_unlock(&reg_mu);
 }
 
 void
 mg_release_entry(entry *e)
 {
     int dead = 0;
-    pthread_mutex_lock(&reg_mu);
+    mg_mutex_lock(&reg_mu);
     if (--e->refs == 0) {
         entry **p = BUCKET(e->id);
         while (*p != e) {
@@ -153,7 +150,7 @@ mg_release_entry(entry *e)
         live[e->kind]--;
         dead = 1;
     }
-    pthread_mutex_unlock(&reg_mu);
+    mg_mutex_unlock(&reg_mu);
     if (dead) {
         free_entry(e);
     }
@@ -163,12 +160,12 @@ mg_release_entry(entry *e)
 void
 mg_release_id(int64_t id)
 {
-    pthread_mutex_lock(&reg_mu);
+    mg_mutex_lock(&reg_mu);
     entry *e = *BUCKET(id);
     while (e != NULL && e->id != id) {
         e = e->next;
     }
-    pthread_mutex_unlock(&reg_mu);
+    mg_mutex_unlock(&reg_mu);
     if (e != NULL) {
         mg_release_entry(e);
     }
@@ -194,9 +191,9 @@ native_release(PyObject *mod, PyObject *arg)
     if (e == NULL) {
         return NULL;
     }
-    pthread_mutex_lock(&reg_mu);
+    mg_mutex_lock(&reg_mu);
     e->refs--;                        /* the caller's reference */
-    pthread_mutex_unlock(&reg_mu);
+    mg_mutex_unlock(&reg_mu);
     mg_release_entry(e);                 /* ours; frees at zero */
     Py_RETURN_NONE;
 }
@@ -209,14 +206,14 @@ native_refcount(PyObject *mod, PyObject *arg)
         return NULL;
     }
     int64_t refs = 0;
-    pthread_mutex_lock(&reg_mu);
+    mg_mutex_lock(&reg_mu);
     for (entry *e = *BUCKET(id); e != NULL; e = e->next) {
         if (e->id == id) {
             refs = e->refs;
             break;
         }
     }
-    pthread_mutex_unlock(&reg_mu);
+    mg_mutex_unlock(&reg_mu);
     return PyLong_FromLongLong(refs);
 }
 
@@ -224,11 +221,11 @@ PyObject *
 native_live(PyObject *mod, PyObject *unused)
 {
     int64_t c, b, s;
-    pthread_mutex_lock(&reg_mu);
+    mg_mutex_lock(&reg_mu);
     c = live[KIND_CHAN];
     b = live[KIND_BLOCK];
     s = live[KIND_SYNC];
-    pthread_mutex_unlock(&reg_mu);
+    mg_mutex_unlock(&reg_mu);
     return Py_BuildValue("{s:L,s:L,s:L}", "channels", (long long)c, "blocks",
                          (long long)b, "syncs", (long long)s);
 }
@@ -238,9 +235,9 @@ native_live(PyObject *mod, PyObject *unused)
 int64_t
 mg_entry_refs(entry *e)
 {
-    pthread_mutex_lock(&reg_mu);
+    mg_mutex_lock(&reg_mu);
     int64_t refs = e->refs;
-    pthread_mutex_unlock(&reg_mu);
+    mg_mutex_unlock(&reg_mu);
     return refs;
 }
 
@@ -249,7 +246,7 @@ mg_entry_refs(entry *e)
 entry **
 mg_entries_of_kind(int kind, Py_ssize_t *n)
 {
-    pthread_mutex_lock(&reg_mu);
+    mg_mutex_lock(&reg_mu);
     Py_ssize_t want = live[kind], found = 0;
     entry **all = want > 0 ? PyMem_RawMalloc((size_t)want * sizeof(entry *)) : NULL;
     for (int b = 0; all != NULL && b < BUCKETS; b++) {
@@ -260,7 +257,7 @@ mg_entries_of_kind(int kind, Py_ssize_t *n)
             }
         }
     }
-    pthread_mutex_unlock(&reg_mu);
+    mg_mutex_unlock(&reg_mu);
     *n = found;
     return all;
 }
@@ -271,9 +268,9 @@ mg_entries_of_kind(int kind, Py_ssize_t *n)
 PyObject *
 native_copied_into_blocks(PyObject *mod, PyObject *unused)
 {
-    pthread_mutex_lock(&reg_mu);
+    mg_mutex_lock(&reg_mu);
     int64_t n = copied_into_blocks;
-    pthread_mutex_unlock(&reg_mu);
+    mg_mutex_unlock(&reg_mu);
     return PyLong_FromLongLong(n);
 }
 

@@ -34,7 +34,7 @@ sync_positive(entry *e, void *arg)
     return e->value > 0;
 }
 
-static pthread_cond_t *
+static mg_cond *
 sync_take(entry *e, void *arg)
 {
     e->value--;
@@ -81,8 +81,8 @@ sync_release(PyObject *mod, PyObject *args)
     }
     int ok = 1;
     int64_t sum;
-    pthread_mutex_lock(&e->mu);
-    if (__builtin_add_overflow(e->value, n, &sum)) {
+    mg_mutex_lock(&e->mu);
+    if (mg_add_overflow_i64(e->value, n, &sum)) {
         ok = e->limit >= 0 ? 0 : -1;   /* past any limit; else past 64 bits */
     }
     else if (e->limit >= 0 && sum > e->limit) {
@@ -91,13 +91,13 @@ sync_release(PyObject *mod, PyObject *args)
     else {
         e->value = sum;
         if (n == 1) {
-            pthread_cond_signal(&e->cond);
+            mg_cond_signal(&e->cond);
         }
         else {
-            pthread_cond_broadcast(&e->cond);
+            mg_cond_broadcast(&e->cond);
         }
     }
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     mg_release_entry(e);
     if (ok < 0) {
         return PyErr_Format(PyExc_OverflowError, "the count would pass 2**63 - 1");
@@ -118,14 +118,14 @@ sync_add(PyObject *mod, PyObject *args)
     if (e == NULL) {
         return NULL;
     }
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     int64_t v;
-    int overflow = __builtin_add_overflow(e->value, delta, &v);
+    int overflow = mg_add_overflow_i64(e->value, delta, &v);
     if (!overflow) {
         e->value = v;
-        pthread_cond_broadcast(&e->cond);
+        mg_cond_broadcast(&e->cond);
     }
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     mg_release_entry(e);
     if (overflow) {
         return PyErr_Format(PyExc_OverflowError, "the value would leave the range [-2**63, 2**63 - 1]");
@@ -145,10 +145,10 @@ sync_set(PyObject *mod, PyObject *args)
     if (e == NULL) {
         return NULL;
     }
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     e->value = value;
-    pthread_cond_broadcast(&e->cond);
-    pthread_mutex_unlock(&e->mu);
+    mg_cond_broadcast(&e->cond);
+    mg_mutex_unlock(&e->mu);
     mg_release_entry(e);
     Py_RETURN_NONE;
 }
@@ -166,13 +166,13 @@ sync_cas(PyObject *mod, PyObject *args)
         return NULL;
     }
     int ok = 0;
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     if (e->value == expected) {
         e->value = value;
         ok = 1;
-        pthread_cond_broadcast(&e->cond);
+        mg_cond_broadcast(&e->cond);
     }
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     mg_release_entry(e);
     return PyBool_FromLong(ok);
 }
@@ -185,10 +185,10 @@ sync_get(PyObject *mod, PyObject *arg)
     if (e == NULL) {
         return NULL;
     }
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     int64_t v = e->value, a = e->aux;
     int b = e->broken;
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     mg_release_entry(e);
     return Py_BuildValue("(LLi)", (long long)v, (long long)a, b);
 }
@@ -199,7 +199,7 @@ sync_nonzero(entry *e, void *arg)
     return e->value != 0;
 }
 
-static pthread_cond_t *
+static mg_cond *
 nothing(entry *e, void *arg)
 {
     return NULL;
@@ -243,14 +243,14 @@ cond_enter(PyObject *mod, PyObject *arg)
     if (e == NULL) {
         return NULL;
     }
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     e->aux++;
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     mg_release_entry(e);
     Py_RETURN_NONE;
 }
 
-static pthread_cond_t *
+static mg_cond *
 cond_take(entry *e, void *arg)
 {
     e->value--;
@@ -276,7 +276,7 @@ cond_wait(PyObject *mod, PyObject *args)
     }
     int rc = mg_block_until(e, &e->cond, sync_positive, cond_take, NULL, timeout);
     if (rc != 1) {
-        pthread_mutex_lock(&e->mu);
+        mg_mutex_lock(&e->mu);
         if (e->value > 0) {       /* notified right at the deadline: take it */
             cond_take(e, NULL);
             rc = rc < 0 ? rc : 1;
@@ -284,7 +284,7 @@ cond_wait(PyObject *mod, PyObject *args)
         else {
             e->aux--;
         }
-        pthread_mutex_unlock(&e->mu);
+        mg_mutex_unlock(&e->mu);
     }
     mg_release_entry(e);
     if (rc < 0) {
@@ -305,16 +305,16 @@ cond_notify(PyObject *mod, PyObject *args)
     if (e == NULL) {
         return NULL;
     }
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     int64_t unwoken = e->aux - e->value;
     if (n < 0 || n > unwoken) {
         n = unwoken;
     }
     if (n > 0) {
         e->value += n;
-        pthread_cond_broadcast(&e->cond);
+        mg_cond_broadcast(&e->cond);
     }
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     mg_release_entry(e);
     return PyLong_FromLongLong(n > 0 ? n : 0);
 }
@@ -354,9 +354,9 @@ barrier_wait(PyObject *mod, PyObject *args)
     }
     barrier_arg ba;
     int64_t index;
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     if (e->broken) {
-        pthread_mutex_unlock(&e->mu);
+        mg_mutex_unlock(&e->mu);
         mg_release_entry(e);
         return PyLong_FromLong(-1);
     }
@@ -366,23 +366,23 @@ barrier_wait(PyObject *mod, PyObject *args)
     if (e->value == parties) {
         e->value = 0;
         e->aux++;
-        pthread_cond_broadcast(&e->cond);
-        pthread_mutex_unlock(&e->mu);
+        mg_cond_broadcast(&e->cond);
+        mg_mutex_unlock(&e->mu);
         mg_release_entry(e);
         return PyLong_FromLongLong(parties - 1 - index);
     }
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     int rc = mg_block_until(e, &e->cond, barrier_done, nothing, &ba, timeout);
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     int ok = rc == 1 && !e->broken && e->aux != ba.generation && e->limit == ba.epoch;
     if (!ok && e->aux == ba.generation && e->limit == ba.epoch) {
         e->value--;               /* it leaves without the barrier opening */
         if (!e->broken) {
             e->broken = 1;        /* a timeout or an interrupt breaks the barrier */
-            pthread_cond_broadcast(&e->cond);
+            mg_cond_broadcast(&e->cond);
         }
     }
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     mg_release_entry(e);
     if (rc < 0) {
         return NULL;
@@ -403,7 +403,7 @@ barrier_set(PyObject *mod, PyObject *args)
     if (e == NULL) {
         return NULL;
     }
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     if (broken) {
         e->broken = 1;
     }
@@ -413,8 +413,8 @@ barrier_set(PyObject *mod, PyObject *args)
         e->value = 0;
         e->broken = 0;
     }
-    pthread_cond_broadcast(&e->cond);
-    pthread_mutex_unlock(&e->mu);
+    mg_cond_broadcast(&e->cond);
+    mg_mutex_unlock(&e->mu);
     mg_release_entry(e);
     Py_RETURN_NONE;
 }
@@ -517,13 +517,13 @@ syncobj_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject 
         return NULL;
     }
     /* uncontended fast path */
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     if (e->value > 0) {
         e->value--;
-        pthread_mutex_unlock(&e->mu);
+        mg_mutex_unlock(&e->mu);
         Py_RETURN_TRUE;
     }
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     /* The wait holds a reference of its own: without the GIL, the handle may let go of
      * its entry meanwhile (__init__ called again). */
     mg_retain_entry(e);
@@ -544,7 +544,7 @@ syncobj_release(PyObject *op, PyObject *unused)
         return NULL;
     }
     int ok = 1;
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     if (e->limit >= 0 && e->value >= e->limit) {
         ok = 0;
     }
@@ -554,7 +554,7 @@ syncobj_release(PyObject *op, PyObject *unused)
     else {
         e->value++;
     }
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     if (ok == 0) {
         PyErr_SetString(PyExc_RuntimeError, "release unlocked lock");
         return NULL;
@@ -564,7 +564,7 @@ syncobj_release(PyObject *op, PyObject *unused)
                      Py_TYPE(op)->tp_name);
         return NULL;
     }
-    pthread_cond_signal(&e->cond);
+    mg_cond_signal(&e->cond);
     Py_RETURN_NONE;
 }
 
@@ -599,9 +599,9 @@ syncobj_get_count(PyObject *op, void *closure)
     if (e == NULL) {
         return NULL;
     }
-    pthread_mutex_lock(&e->mu);
+    mg_mutex_lock(&e->mu);
     int64_t v = e->value;
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     return PyLong_FromLongLong(v);
 }
 

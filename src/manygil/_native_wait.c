@@ -12,54 +12,9 @@
 #define PY_SSIZE_T_CLEAN
 #include "_native.h"
 
-void
-mg_init_cond(pthread_cond_t *c)
-{
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-#if defined(__linux__)
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-#endif
-    pthread_cond_init(c, &attr);
-    pthread_condattr_destroy(&attr);
-}
-
-static void
-now(struct timespec *ts)
-{
-#if defined(__linux__)
-    clock_gettime(CLOCK_MONOTONIC, ts);
-#else
-    clock_gettime(CLOCK_REALTIME, ts);
-#endif
-}
-
-/* A deadline ``secs`` from ``ts``; saturates at FOREVER_AFTER (a NaN counts as 0), so
- * that no caller can overflow a timespec and make pthread_cond_timedwait() fail. */
-static void
-add_seconds(struct timespec *ts, double secs)
-{
-    if (!(secs > 0)) {
-        secs = 0;
-    }
-    if (secs > FOREVER_AFTER) {
-        secs = FOREVER_AFTER;
-    }
-    time_t whole = (time_t)secs;
-    long nsec = (long)((secs - (double)whole) * 1e9);
-    ts->tv_sec += whole;
-    ts->tv_nsec += nsec;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec += 1;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
-static int
-before(const struct timespec *a, const struct timespec *b)
-{
-    return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
-}
+/* A wait without a deadline wakes this often (seconds), to let the main thread see
+ * signals such as Ctrl-C. */
+#define SLICE 0.1
 
 /*
  * Wait until ready(e) holds, then run act(e) under the entry's mutex.
@@ -68,39 +23,32 @@ before(const struct timespec *a, const struct timespec *b)
  * Ctrl-C arrived while the main thread waited).
  */
 int
-mg_block_until(entry *e, pthread_cond_t *c, ready_fn ready, act_fn act, void *arg,
+mg_block_until(entry *e, mg_cond *c, ready_fn ready, act_fn act, void *arg,
             double timeout)
 {
     /* Fast path with the GIL held: the mutex is only ever held for short C work. */
-    pthread_cond_t *wake = NULL;
-    pthread_mutex_lock(&e->mu);
+    mg_cond *wake = NULL;
+    mg_mutex_lock(&e->mu);
     if (ready(e, arg)) {
         wake = act(e, arg);
-        pthread_mutex_unlock(&e->mu);
+        mg_mutex_unlock(&e->mu);
         if (wake != NULL) {
-            pthread_cond_signal(wake);
+            mg_cond_signal(wake);
         }
         return 1;
     }
-    pthread_mutex_unlock(&e->mu);
+    mg_mutex_unlock(&e->mu);
     if (timeout == 0) {
         return 0;
     }
-    int has_deadline = timeout > 0 && timeout <= FOREVER_AFTER;
-    struct timespec deadline;
-    if (has_deadline) {
-        now(&deadline);
-        add_seconds(&deadline, timeout);
-    }
+    int64_t deadline = timeout > 0 && timeout <= FOREVER_AFTER ? mg_deadline(timeout) : MG_NEVER;
     for (;;) {
         int result = -1;
         Py_BEGIN_ALLOW_THREADS
-        pthread_mutex_lock(&e->mu);
-        struct timespec slice;
-        now(&slice);
-        add_seconds(&slice, 0.1);
-        const struct timespec *until =
-            (has_deadline && before(&deadline, &slice)) ? &deadline : &slice;
+        mg_mutex_lock(&e->mu);
+        int64_t slice = mg_deadline(SLICE);
+        int last_slice = deadline <= slice;
+        int64_t until = last_slice ? deadline : slice;
         for (;;) {
             if (ready(e, arg)) {
                 wake = act(e, arg);
@@ -109,20 +57,20 @@ mg_block_until(entry *e, pthread_cond_t *c, ready_fn ready, act_fn act, void *ar
             }
             /* anything but a wake-up ends the slice (an invalid deadline must not
              * spin here holding the mutex) */
-            if (pthread_cond_timedwait(c, &e->mu, until) != 0) {
+            if (mg_cond_timedwait(c, &e->mu, until) != 0) {
                 if (ready(e, arg)) {
                     wake = act(e, arg);
                     result = 1;
                 }
-                else if (until == &deadline) {
-                    result = 0;
+                else if (last_slice && mg_monotonic_ns() >= deadline) {
+                    result = 0;   /* (a wait in whole milliseconds may end early) */
                 }
                 break;
             }
         }
-        pthread_mutex_unlock(&e->mu);
+        mg_mutex_unlock(&e->mu);
         if (wake != NULL) {
-            pthread_cond_signal(wake);
+            mg_cond_signal(wake);
         }
         Py_END_ALLOW_THREADS
         if (result >= 0) {
@@ -192,21 +140,15 @@ mg_poll_briefly(int (*ready)(void *), void *arg, double spin)
 {
     int got = 0;
     Py_BEGIN_ALLOW_THREADS
-    struct timespec start, t;
-    now(&start);
+    int64_t until = mg_deadline(spin);
     for (unsigned n = 1;; n++) {
         if (ready(arg)) {
             got = 1;
             break;
         }
-#if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-#endif
-        if ((n & 63) == 0) {
-            now(&t);
-            if ((double)(t.tv_sec - start.tv_sec) + (t.tv_nsec - start.tv_nsec) * 1e-9 > spin) {
-                break;
-            }
+        mg_cpu_relax();
+        if ((n & 63) == 0 && mg_monotonic_ns() > until) {
+            break;
         }
     }
     Py_END_ALLOW_THREADS
@@ -216,7 +158,7 @@ mg_poll_briefly(int (*ready)(void *), void *arg, double spin)
 static int
 sem_ready(void *sem)
 {
-    return sem_trywait((sem_t *)sem) == 0;
+    return mg_sem_trywait((mg_sem *)sem);
 }
 
 /*
@@ -225,9 +167,9 @@ sem_ready(void *sem)
  * timeout, -1 with an exception set.
  */
 int
-mg_sem_take_spinning(sem_t *sem, double timeout, double spin)
+mg_sem_take_spinning(mg_sem *sem, double timeout, double spin)
 {
-    if (sem_trywait(sem) == 0) {
+    if (mg_sem_trywait(sem)) {
         return 1;
     }
     if (timeout == 0) {
@@ -236,35 +178,17 @@ mg_sem_take_spinning(sem_t *sem, double timeout, double spin)
     if (spin > 0 && mg_poll_briefly(sem_ready, sem, spin)) {
         return 1;
     }
-    int has_deadline = timeout > 0 && timeout <= FOREVER_AFTER;
-    struct timespec deadline;
-    if (has_deadline) {
-        now(&deadline);
-        add_seconds(&deadline, timeout);
-    }
+    int64_t deadline = timeout > 0 && timeout <= FOREVER_AFTER ? mg_deadline(timeout) : MG_NEVER;
     for (;;) {
-        int rc, err = 0, last_slice = 0;
+        int got;
         Py_BEGIN_ALLOW_THREADS
-        struct timespec until;
-        now(&until);
-        add_seconds(&until, 0.1);
-        if (has_deadline && before(&deadline, &until)) {
-            until = deadline;
-            last_slice = 1;
-        }
-        do {
-#if defined(__linux__)
-            rc = sem_clockwait(sem, CLOCK_MONOTONIC, &until);
-#else
-            rc = sem_timedwait(sem, &until);
-#endif
-            err = rc == 0 ? 0 : errno;
-        } while (rc != 0 && err == EINTR);
+        int64_t slice = mg_deadline(SLICE);
+        got = mg_sem_timedwait(sem, deadline < slice ? deadline : slice);
         Py_END_ALLOW_THREADS
-        if (rc == 0) {
+        if (got) {
             return 1;
         }
-        if (last_slice) {
+        if (mg_monotonic_ns() >= deadline) {
             return 0;
         }
         if (PyErr_CheckSignals() < 0) {
@@ -274,7 +198,7 @@ mg_sem_take_spinning(sem_t *sem, double timeout, double spin)
 }
 
 int
-mg_sem_take(sem_t *sem, double timeout)
+mg_sem_take(mg_sem *sem, double timeout)
 {
     return mg_sem_take_spinning(sem, timeout, 0);
 }
