@@ -45,6 +45,8 @@ COMMANDS = {
     "first_call-3.14.json": "./dev bench-first-call",
     "duckdb.json": "./dev bench-duckdb",
     "dask.json": "./dev bench-dask",
+    "payloads-3.13.json": "./dev bench-payloads",
+    "payloads-3.14.json": "MANYGIL_PYTHONS=3.14 ./dev bench-payloads",
 }
 # bench/run.py's metrics: key, label, unit.
 METRICS = (
@@ -187,6 +189,23 @@ def bytes_vs_processes() -> str:
         f"a process pool is {span([res['manygil']['bytes_mb_s'] / res[p]['bytes_mb_s'] for p in PROCESS_POOLS])}x "
         f"slower ({r.source})"
     )
+
+
+def bench_payloads() -> str:
+    """bench/payloads.py's tables (as it prints them), on 3.13 and 3.14."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import payloads  # bench/payloads.py: its tables are the ones it prints
+
+    parts = []
+    for v in ("3.13", "3.14"):
+        r = load(f"payloads-{v}.json")
+        parts.append(
+            f"CPython {r['python']}, {r['cores']} cores, {r['workers']} workers, medians of {r['repeats']} runs "
+            f"({r.source}; `bench/results/payloads-{v}.json`); in brackets, manygil's advantage "
+            "(the other's time over manygil's, manygil's rate over the other's: above 1, manygil is faster):"
+            f"\n\n{payloads.table(r).strip()}"
+        )
+    return "\n\n".join(parts)
 
 
 def bench_shared() -> str:
@@ -365,6 +384,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "vs-stdlib": vs_stdlib,
     "bytes-vs-processes": bytes_vs_processes,
     "bench-shared": bench_shared,
+    "bench-payloads": bench_payloads,
     "bench-first-call": bench_first_call,
     "bench-duckdb": bench_duckdb,
     "bench-dask": bench_dask,
