@@ -589,3 +589,36 @@ class Holder:
 
 class MyList(list):
     """A subclass of a built-in type: pickled, not copied."""
+
+
+def loaded_in_thread():
+    """Runs where a ``LoadMarker`` is unpickled: the id of the thread that loads it."""
+    import threading
+
+    return threading.get_ident()
+
+
+class LoadMarker:
+    """Comes back as the id of the thread of the caller's process that loaded it."""
+
+    def __reduce__(self):
+        return (loaded_in_thread, ())
+
+
+def make_load_marker(_=None):
+    return LoadMarker()
+
+
+def refuse_to_load():
+    raise LookupError("this result does not load here")
+
+
+class LoadFails:
+    """Pickles in a worker; loading it raises LookupError."""
+
+    def __reduce__(self):
+        return (refuse_to_load, ())
+
+
+def make_load_fails(_=None):
+    return LoadFails()

@@ -6,6 +6,7 @@ crashes."""
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import enum
 import math
 import pickle
@@ -404,3 +405,30 @@ def test_interpreter_call_and_queue_carry_copies():
         assert out[0] == value and out[1]["shared"] is out[0]
     finally:
         interp.close()
+
+
+def test_results_load_in_the_thread_that_asks_for_them():
+    """A map's results, and the result of a task a caller already waits for, are loaded
+    by that thread, not by the worker that delivered them (which goes back to work)."""
+    me = threading.get_ident()
+    with InterpreterPoolExecutor(2) as pool:
+        assert set(pool.map(helpers.make_load_marker, range(6))) == {me}
+        assert pool.submit(helpers.make_load_marker).result(timeout=30) == me
+        # Not asked for yet: loaded as it arrives, on the worker's thread.
+        future = pool.submit(helpers.make_load_marker)
+        concurrent.futures.wait([future], timeout=30)
+        assert future.result() != me
+
+
+def test_a_result_that_does_not_load_is_the_error_of_its_future():
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.raises(LookupError, match="does not load here"):
+            list(pool.map(helpers.make_load_fails, range(2)))
+        future = pool.submit(helpers.make_load_fails)
+        with pytest.raises(LookupError):
+            future.result(timeout=30)
+        assert isinstance(future.exception(), LookupError)
+        future = pool.submit(helpers.make_load_fails)
+        assert isinstance(future.exception(timeout=30), LookupError)
+        with pytest.raises(LookupError):
+            future.result()

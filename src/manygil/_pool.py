@@ -157,7 +157,9 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
     _state_ref: weakref.ref[_PoolState] | None = None
     _tid: int = 0
     _fallback: Future | None = None  # type: ignore[type-arg]  # the task runs in the fallback pool
-    _awaited = False  # result() was called before the task finished
+    # A thread will ask for the result: result() was called before the task finished, or
+    # the future is map()'s.  Its result is then loaded by that thread (see _Encoded, _Lent).
+    _awaited = False
 
     def result(self, timeout: float | None = None) -> Any:
         """The task's result (as ``Future.result``).  When the pool's tasks are short,
@@ -193,10 +195,17 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         """The task's exception (as ``Future.exception``), its ``timeout`` checked as
-        ``result()`` checks it."""
+        ``result()`` checks it; a result that does not load is the exception."""
         if timeout is not None:
             timeout = check_timeout(timeout, negative_is_zero=True)
-        return super().exception(timeout)
+        exc = super().exception(timeout)
+        if exc is None and type(self._result) is _Encoded:
+            with self._condition:
+                try:
+                    self._Future__get_result()
+                except BaseException as error:  # noqa: BLE001 - returned, as Future does
+                    return error
+        return exc
 
     def _Future__get_result(self) -> Any:
         # 3.12/3.13's Future tests "if self._exception:", so an exception whose
@@ -206,8 +215,13 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
                 raise self._exception
             finally:
                 self = None  # type: ignore[assignment]  # no cycle through the frame
-        if type(self._result) is _Lent:  # called with self._condition held
-            self._result = self._result.load()
+        held = self._result
+        if isinstance(held, (_Lent, _Encoded)):  # called with self._condition held
+            try:
+                self._result = held.load()
+            except BaseException as exc:  # noqa: BLE001 - it does not load here: the task's error
+                self._result, self._exception = None, exc
+                raise
         return self._result
 
     def cancel(self) -> bool:
@@ -427,6 +441,22 @@ class _Lent:
             release(self.block)
 
 
+class _Encoded:
+    """A result still in its bytes (a copy or a pickle, ``_copy.loads``), loaded by the
+    thread that asks for it: a caller waiting in ``result()``, or the consumer of a
+    ``map``.  The worker that delivered it goes back to work at once, instead of loading
+    it in the main interpreter first (where loads are one at a time, under its GIL)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self.data = data
+
+    def load(self) -> Any:
+        data, self.data = self.data, b""
+        return _copy.loads(data)
+
+
 def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None) -> None:
     """Settle a task's future from its result record (``_worker.pack`` after the task
     id); the record's pins are released whether or not it is loaded.  A task that the
@@ -463,9 +493,13 @@ def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None
                     )
                 future.set_exception(exc)
             elif status == _worker.OK:
-                # Read by the caller waiting in result() (see _Lent), else here and now.
-                lent = record[8] & _worker.LENT and pins and future._awaited
-                future.set_result(_Lent(pins[0]) if lent else _copy.loads(payload))
+                # Read by the thread that will ask (see _Lent, _Encoded), else here and now.
+                if record[8] & _worker.LENT and pins and future._awaited:
+                    future.set_result(_Lent(pins[0]))
+                elif future._awaited and not pins:
+                    future.set_result(_Encoded(payload))
+                else:
+                    future.set_result(_copy.loads(payload))
             elif status == _worker.INTERRUPTED:
                 future.set_exception(CancelledError(f"task {item.label} was interrupted"))
             else:
@@ -1599,8 +1633,11 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
 
         def submit(call: Any) -> InterpreterFuture:
             if chunksize == 1:
-                return self._submit(fn, call, {}, task_timeout)
-            return self._submit(_worker.run_chunk, (fn, call), {}, task_timeout, fn)
+                future = self._submit(fn, call, {}, task_timeout)
+            else:
+                future = self._submit(_worker.run_chunk, (fn, call), {}, task_timeout, fn)
+            future._awaited = True  # its result is loaded by the thread that takes it
+            return future
 
         window = itertools.islice(calls, buffersize) if buffersize is not None else calls
         futures = deque(submit(call) for call in window)
