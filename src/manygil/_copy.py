@@ -19,9 +19,12 @@ from __future__ import annotations
 import _pickle as pickle  # the C module: pickle.py would cost every worker 10 ms
 import io
 import types
-from typing import Any
 
 from . import _native
+
+TYPE_CHECKING = False  # not typing's: importing typing costs every worker 3 ms
+if TYPE_CHECKING:
+    from typing import Any
 
 MAGIC = 0xC7  # the first byte of a copy; a pickle's is 0x80 (PROTO)
 
