@@ -622,3 +622,10 @@ class LoadFails:
 
 def make_load_fails(_=None):
     return LoadFails()
+
+
+def loaded_modules():
+    """The names of the modules the calling interpreter has imported."""
+    import sys
+
+    return sorted(sys.modules)

@@ -912,3 +912,27 @@ def test_waiting_for_a_short_task_polls_for_its_delivery_and_keeps_the_time_limi
             blocked.result(timeout=0.01)  # polls, then waits for the rest of the 10 ms
         q.put("go")
         assert blocked.result(timeout=30) == "go"
+
+
+def test_a_worker_imports_only_what_it_needs():
+    """Every worker pays for its imports at start: typing (3 ms on 3.13), threading, the
+    pure-Python pickle and the pool's own machinery stay out of it (_copy imported
+    typing once, found by -X importtime inside an interpreter).  In a program of its
+    own: under pytest, the time-limit plugin's stack dumps use threading there."""
+    import subprocess
+    import sys
+
+    program = (
+        "from manygil import InterpreterPoolExecutor\n"
+        "from tests import helpers\n"
+        "with InterpreterPoolExecutor(1) as pool:\n"
+        "    print(' '.join(pool.submit(helpers.loaded_modules).result(timeout=60)))\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=root)
+    assert out.returncode == 0, out.stderr
+    loaded = set(out.stdout.split())
+    heavy = {"typing", "threading", "pickle", "manygil._transport", "manygil._pool", "manygil._fallback"}
+    if sys.version_info < (3, 13):
+        heavy.discard("threading")  # imported on purpose there (_worker.bootstrap: a 3.12 bug)
+    assert "manygil._worker" in loaded and not loaded & heavy, sorted(loaded & heavy)
