@@ -263,12 +263,15 @@ def test_no_reference_is_leaked_or_lost():
     del out
     assert [sys.getrefcount(obj) for obj in (leaf, shared, text)] == before
     if hasattr(sys, "gettotalrefcount"):  # a debug build: every reference, not only these
-        for _ in range(3):
-            _copy.loads(_copy.dumps(value))
-        total = sys.gettotalrefcount()
-        for _ in range(100):
-            _copy.loads(_copy.dumps(value))
-        assert sys.gettotalrefcount() - total < 50
+        # A leak of one reference a trip grows the total by 100 in every round; caches
+        # and other threads move it too, but not in every round.
+        growth = []
+        for _ in range(4):
+            total = sys.gettotalrefcount()
+            for _ in range(100):
+                _copy.loads(_copy.dumps(value))
+            growth.append(sys.gettotalrefcount() - total)
+        assert min(growth) < 50, growth
 
 
 def test_a_dict_changed_by_another_thread_while_it_is_sent_is_a_snapshot():

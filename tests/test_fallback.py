@@ -644,7 +644,7 @@ def test_a_process_shut_down_as_it_starts_is_counted_once(refusing, monkeypatch)
 
     def new_slot_that_waits_before_starting(self):
         slot = original(self)
-        submit = slot.submit
+        submit = slot.pool.submit
 
         def submit_after_the_gate(fn, *args, **kwargs):
             if fn is _fallback._ready:
@@ -652,7 +652,7 @@ def test_a_process_shut_down_as_it_starts_is_counted_once(refusing, monkeypatch)
                 assert gate.wait(60)
             return submit(fn, *args, **kwargs)
 
-        slot.submit = submit_after_the_gate
+        slot.pool.submit = submit_after_the_gate
         return slot
 
     monkeypatch.setattr(_fallback.Fallback, "_new_slot", new_slot_that_waits_before_starting)
@@ -824,7 +824,7 @@ def _one_behind_the_other(pool, refusing, folder, futures):
     b = pool.submit(refusing.ledger_task, str(folder), "b")
     futures.append(b)
     with pool._fallback.lock:
-        assert [task.future for task in a._fallback.slot._mg_tasks] == [a, b]
+        assert [task.future for task in a._fallback.slot.tasks] == [a, b]
     return a, b
 
 
@@ -862,7 +862,7 @@ def test_stopping_a_process_task_does_not_lose_the_one_queued_behind_it(refusing
         b = pool.submit(refusing.ledger_task, str(tmp_path), "b")  # behind a
         futures.append(b)
         with pool._fallback.lock:
-            assert [task.future for task in a._fallback.slot._mg_tasks] == [a, b]
+            assert [task.future for task in a._fallback.slot.tasks] == [a, b]
         if how == "cancel":
             assert a.cancel()
         else:
@@ -943,9 +943,9 @@ def test_a_process_that_died_while_idle_is_replaced_for_the_next_task(refusing):
             (slot,) = side.idle
         os.kill(first_pid, signal.SIGKILL)
         deadline = time.monotonic() + 60
-        while not slot._broken and time.monotonic() < deadline:  # its pool noticed
+        while not slot.pool._broken and time.monotonic() < deadline:  # its pool noticed
             threading.Event().wait(0.01)
-        assert slot._broken
+        assert slot.pool._broken
         results = [pool.submit(refusing.where, x).result(timeout=120) for x in range(3)]
         assert [value for value, _, _ in results] == [0, 2, 4]
         assert first_pid not in {pid for _, pid, _ in results}
@@ -972,7 +972,7 @@ def test_a_task_queued_behind_a_long_one_moves_to_a_process_that_came_free(refus
         b = pool.submit(refusing.ledger_task, str(tmp_path), "b")
         futures.append(b)
         with pool._fallback.lock:
-            assert [task.future for task in a._fallback.slot._mg_tasks] == [a, b]  # behind a
+            assert [task.future for task in a._fallback.slot.tasks] == [a, b]  # behind a
         release_x.set()  # a seat comes free
         assert x.result(timeout=60) is True
         _ledger_started(tmp_path, "b")  # b runs while a still blocks

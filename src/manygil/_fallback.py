@@ -222,11 +222,11 @@ class Fallback:
         # Taken from pending by a pump that is starting it (lock released meanwhile): its
         # process may run it before start() files it in running, and Ctrl-C must find it.
         self.launching: set[_ProcessTask] = set()
-        self.idle: list[Any] = []  # free slots: one-process ProcessPoolExecutors
+        self.idle: list[_Slot] = []  # free slots
         self.slots = 0
-        self.dead: list[Any] = []  # terminated slots, to join at shutdown
-        self.starting: set[Any] = set()  # slots whose process is starting (warm-up)
-        self.retired: set[Any] = set()  # slots shut down while they were starting
+        self.dead: list[_Slot] = []  # terminated slots, to join at shutdown
+        self.starting: set[_Slot] = set()  # slots whose process is starting (warm-up)
+        self.retired: set[_Slot] = set()  # slots shut down while they were starting
         self.deadlines: list[tuple[float, int, _ProcessTask]] = []
         self.dispatcher: threading.Thread | None = None  # starts tasks a freed seat lets run
         self.timer: threading.Thread | None = None  # stops tasks past their time limit
@@ -497,9 +497,9 @@ class Fallback:
         without the lock)."""
         for ahead in list(self.running):
             slot = ahead.slot
-            tasks = list(slot._mg_tasks) if slot is not None and not slot._mg_dead else []
+            tasks = list(slot.tasks) if slot is not None and not slot.ended else []
             if len(tasks) == 2 and tasks[1].inner is not None:
-                return tasks[1]  # type: ignore[no-any-return]
+                return tasks[1]
         return None
 
     def _warm_up(self, count: int) -> None:
@@ -533,10 +533,10 @@ class Fallback:
                             self.starting.discard(slot)
                             self.dead.append(slot)  # joined by shutdown()
                 break
-            ready.add_done_callback(lambda done, slot=slot: self._slot_ready(slot, done))
+            ready.add_done_callback(functools.partial(self._slot_ready, slot))
         self._pump()  # the reserved slots that did not start are free for the pump
 
-    def _slot_ready(self, slot: Any, done: Future[Any]) -> None:
+    def _slot_ready(self, slot: _Slot, done: Future[Any]) -> None:
         """A slot's process started (or could not): it takes tasks from now on."""
         BrokenProcessPool = _exit.process_module().BrokenProcessPool
 
@@ -550,7 +550,7 @@ class Fallback:
                 self.slots -= 1
                 self.dead.append(slot)  # joined by shutdown()
                 exc = None if done.cancelled() else done.exception()
-                if isinstance(exc, BrokenProcessPool) and not slot._mg_alive.value:
+                if isinstance(exc, BrokenProcessPool) and not slot.alive.value:
                     self.cannot_start = _bare(exc)  # it died starting up
             else:
                 self.idle.append(slot)
@@ -586,7 +586,7 @@ class Fallback:
                     if free and (self.seats is None or self.threadless or self.seats.take("process")):
                         if self.idle:
                             slot = self.idle.pop()
-                            self._queue_on(slot, task)
+                            slot.queue(task)
                             if self.threadless:
                                 task.seat = False  # none was taken: none to give back
                         else:
@@ -597,7 +597,7 @@ class Fallback:
                             self.pending.appendleft(task)  # a seat's holder pokes when it leaves
                             return
                         task.seat = False  # it takes the seat of the task it waits behind
-                        self._queue_on(slot, task)
+                        slot.queue(task)
                 self.launching.add(task)
             try:
                 self._launch(task, slot, cause)
@@ -615,7 +615,7 @@ class Fallback:
         if state is not None and state.waiting():
             state.kick()
 
-    def _behind(self, task: _ProcessTask) -> Any:
+    def _behind(self, task: _ProcessTask) -> _Slot | None:
         """A slot whose process runs one task, for ``task`` to wait in, so that the
         process starts it as soon as that one ends (a hand-over through this process
         left it idle for about half a millisecond per task), or None (lock held).
@@ -634,9 +634,9 @@ class Fallback:
             slot = ahead.slot
             if (
                 slot is not None
-                and not slot._mg_dead
-                and len(slot._mg_tasks) == 1
-                and slot._mg_tasks[0] is ahead
+                and not slot.ended
+                and len(slot.tasks) == 1
+                and slot.tasks[0] is ahead
                 and ahead.inner is not None  # submitted: the process gets them in order
                 and not ahead.stopped
             ):
@@ -657,19 +657,20 @@ class Fallback:
         if behind is None:
             return False
         slot = behind.slot
-        lock = slot._mg_gate.get_lock()
+        assert slot is not None  # a task queued behind another is on its slot
+        lock = slot.gate.get_lock()
         if not lock.acquire(timeout=1.0):
             return False
         try:
-            gate = slot._mg_gate.get_obj()
+            gate = slot.gate.get_obj()
             with self.lock:
                 if behind.slot is not slot or behind.stopped or behind.finished or gate[_STARTED] >= behind.seq:
                     return False  # it started (or ended) meanwhile
                 _skip(gate, behind.seq)  # its process turns it away
                 behind.moved = True
-                slot._mg_tasks.remove(behind)
+                slot.tasks.remove(behind)
                 seat, behind.seat = behind.seat, False
-                if seat and not slot._mg_dead and not slot._mg_tasks:
+                if seat and not slot.ended and not slot.tasks:
                     self.idle.append(slot)  # the task in front had ended and passed its seat on
                 self._put_back(behind)
         finally:
@@ -688,21 +689,14 @@ class Fallback:
         self.pending.appendleft(again)
         self._ensure_thread("dispatcher")  # which ends once nothing waits after shutdown
 
-    def _count_off(self, slot: Any) -> None:
+    def _count_off(self, slot: _Slot) -> None:
         """``slot`` takes no task any more: off ``self.slots``, once (lock held)."""
-        if not slot._mg_released:
-            slot._mg_released = True
+        if not slot.counted_off:
+            slot.counted_off = True
             self.slots -= 1
             self.dead.append(slot)  # joined by shutdown()
 
-    @staticmethod
-    def _queue_on(slot: Any, task: _ProcessTask) -> None:
-        """File ``task`` as the next of ``slot``'s tasks, numbered in their order (lock held)."""
-        slot._mg_count += 1
-        task.seq = slot._mg_count
-        slot._mg_tasks.append(task)
-
-    def _launch(self, task: _ProcessTask, slot: Any, cause: BaseException | None) -> None:
+    def _launch(self, task: _ProcessTask, slot: _Slot | None, cause: BaseException | None) -> None:
         """Start ``task`` on ``slot`` (a new one if None), or fail it with ``cause``."""
         if cause is not None:
             _set_exception(task.future, _cannot_start(cause))
@@ -720,7 +714,7 @@ class Fallback:
             if slot is None:
                 slot = self._new_slot()
                 with self.lock:
-                    self._queue_on(slot, task)
+                    slot.queue(task)
             task.start(self, slot)
         except RuntimeError as exc:  # noqa: BLE001 - 3.12 at the program's end: no thread
             if not _ending():
@@ -731,40 +725,41 @@ class Fallback:
             with self.lock:
                 self.threadless = True
                 if slot is not None:
-                    if task in slot._mg_tasks:
-                        slot._mg_tasks.remove(task)
-                    slot._mg_dead = True
+                    if task in slot.tasks:
+                        slot.tasks.remove(task)
+                    slot.ended = True
                     self._count_off(slot)
                 else:
                     self.slots -= 1  # the one the pump counted for it
             if slot is not None:
-                _terminate(slot)
+                slot.terminate()
             if task.seat:
                 self._give_seat()  # none is kept now: the interpreters' tasks may need it
             self._run_alone(task)
         except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
             self._failed_start(task, slot, exc)
 
-    def _failed_start(self, task: _ProcessTask, slot: Any, exc: BaseException) -> None:
+    def _failed_start(self, task: _ProcessTask, slot: _Slot | None, exc: BaseException) -> None:
         """``task`` did not start on ``slot`` (None: a new one) for ``exc``: it waits for
         another slot, or fails with ``exc`` when no process can start (see ``_launch``)."""
         with self.lock:
-            if slot is not None and task in slot._mg_tasks:
-                slot._mg_tasks.remove(task)
+            if slot is not None and task in slot.tasks:
+                slot.tasks.remove(task)
             # Its process had started and ended since (terminated by a stop() of the
             # task in front, or it died): not a process that cannot start.  The task
             # never ran and waits for another slot; the slot is counted off by the
             # end of a task still on it, else here.
-            again = slot is not None and (not task.seat or bool(slot._mg_alive.value))
+            again = slot is not None and (not task.seat or bool(slot.alive.value))
             if again:
-                slot._mg_dead = True
-                if not slot._mg_tasks:
+                assert slot is not None
+                slot.ended = True
+                if not slot.tasks:
                     self._count_off(slot)
                 self._put_back(task)
             elif slot is None:
                 self.slots -= 1  # the one the pump counted for it
             else:
-                slot._mg_dead = True
+                slot.ended = True
                 self._count_off(slot)
             if not again:
                 self.cannot_start = _bare(exc)
@@ -827,7 +822,7 @@ class Fallback:
             self.slots -= len(slots)
             self.dead.extend(slots)  # joined by shutdown(wait=True)
         for slot in slots:
-            _shut(slot, wait=False)
+            slot.shut(wait=False)
 
     def _give_seat(self) -> None:
         """A process task left its seat: to the next task here while this side is within
@@ -842,7 +837,7 @@ class Fallback:
         if state is not None and (wanted or state.waiting()):
             state.kick()
 
-    def _new_slot(self) -> Any:
+    def _new_slot(self) -> _Slot:
         import multiprocessing
 
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -855,33 +850,28 @@ class Fallback:
         context = multiprocessing.get_context(method)
         alive = context.Value("b", 0, lock=False)  # set once its process is ready for tasks
         gate = context.Array("q", 4)  # see _ProcessTask.stop; its lock is shared with the process
-        slot = _slot_class()(1, mp_context=context, initializer=_slot_init, initargs=(alive, init, gate), **extra)
-        slot._mg_alive = alive
-        slot._mg_gate = gate
-        slot._mg_tasks = deque()  # its tasks, in the order its process gets them (at most 2)
-        slot._mg_count = 0  # the number of the last of them
-        slot._mg_dead = False  # terminated or broken: it takes no task any more
-        slot._mg_released = False  # counted off self.slots, in self.dead
-        return slot
+        pool = _slot_class()(1, mp_context=context, initializer=_slot_init, initargs=(alive, init, gate), **extra)
+        return _Slot(pool, alive, gate)
 
     def task_left(self, task: _ProcessTask, not_started: bool, broken: bool) -> bool:
         """``task``'s process is done with it: its slot takes the next task (the one
         queued behind it, on its seat) or goes idle, or, broken or terminated, is
         counted off; a task that never started waits again.  Returns whether it does."""
         slot = task.slot
+        assert slot is not None  # started on it
         with self.lock:
             task.finished = True
-            if task in slot._mg_tasks:
-                slot._mg_tasks.remove(task)
+            if task in slot.tasks:
+                slot.tasks.remove(task)
             if broken or task.killed:
-                slot._mg_dead = True
-            if slot._mg_dead:
+                slot.ended = True
+            if slot.ended:
                 self._count_off(slot)
             seat = task.seat
-            if not slot._mg_dead:
-                if slot._mg_tasks:
+            if not slot.ended:
+                if slot.tasks:
                     if seat:
-                        slot._mg_tasks[0].seat, seat = True, False  # its process starts it now
+                        slot.tasks[0].seat, seat = True, False  # its process starts it now
                 else:
                     self.idle.append(slot)
             again = (
@@ -990,14 +980,14 @@ class Fallback:
                 self.starting.clear()
             threads = [t for t in (self.dispatcher, self.timer, self.warmer) if t is not None]
         for slot in slots:
-            _shut(slot, wait)
+            slot.shut(wait)
         if wait:
             me = threading.current_thread()
             for slot in slots:
                 # One shut down without waiting before (here, by _retire_if_closed or
                 # _terminate) is forgotten by its ProcessPoolExecutor: wait for its
                 # manager thread, which ends once its process has.
-                manager = getattr(slot, "_mg_manager", None)
+                manager = slot.manager
                 if manager is not None and manager is not me and manager.ident is not None:
                     manager.join()
             for thread in threads:
@@ -1017,7 +1007,7 @@ class _ProcessTask:
         self.deadline = 0.0
         self.label = label
         self.side: Fallback | None = None
-        self.slot: Any = None
+        self.slot: _Slot | None = None
         self.inner: Future[Any] | None = None
         self.seq = 0  # its number among its slot's tasks (the gate's, see stop())
         self.seat = True  # it holds a seat; one queued behind another takes that one's
@@ -1027,7 +1017,7 @@ class _ProcessTask:
         self.moved = False  # taken back from its slot before it started (_move_one)
         self.kept: list[Any] = []
 
-    def start(self, side: Fallback, slot: Any) -> None:
+    def start(self, side: Fallback, slot: _Slot) -> None:
         # submit() raises when no process can start (e.g. the forkserver died): then
         # nothing is registered, and the pump fails the task.
         inner = slot.submit(_call_gated, self.data, side.forward, self.seq)
@@ -1045,7 +1035,7 @@ class _ProcessTask:
         if self.moved:
             return  # its process turned it away; it runs as another _ProcessTask
         side, slot = self.side, self.slot
-        assert side is not None
+        assert side is not None and slot is not None  # both set by start()
         # A slot whose process died is broken: never reused.  (This runs on its
         # management thread, which then holds the slot's lock: a submit to it here
         # would wait forever.)
@@ -1056,8 +1046,8 @@ class _ProcessTask:
         broken = isinstance(exc, BrokenProcessPool)
         turned_away = not cancelled and exc is None and inner.result() is None  # by the gate
         # The process wrote each task's number as it started it, and is gone if broken.
-        not_started = cancelled or turned_away or (broken and slot._mg_gate.get_obj()[_STARTED] < self.seq)
-        if broken and not self.stopped and not slot._mg_alive.value:  # died starting up
+        not_started = cancelled or turned_away or (broken and slot.gate.get_obj()[_STARTED] < self.seq)
+        if broken and not self.stopped and not slot.alive.value:  # died starting up
             with side.lock:
                 side.cannot_start = _bare(exc)  # type: ignore[arg-type]
         # The next task first, so that the process does not wait while this result loads.
@@ -1104,17 +1094,17 @@ class _ProcessTask:
                 return  # finished: its slot may run the next task already
             self.stopped = True
             slot = self.slot
-        lock = slot._mg_gate.get_lock()
+        lock = slot.gate.get_lock()
         # Held for a few instructions at a time; a process killed holding it (by the
         # system) gives it up never: then this terminates the process anyway.
         got = lock.acquire(timeout=1.0)
         kill = False
         try:
-            gate = slot._mg_gate.get_obj()
+            gate = slot.gate.get_obj()
             if gate[_STARTED] == self.seq or not got:
                 with side.lock:
                     if not self.finished:
-                        kill = self.killed = slot._mg_dead = True
+                        kill = self.killed = slot.ended = True
                         gate[_CLOSING] = 1
             elif gate[_STARTED] < self.seq:
                 _skip(gate, self.seq)
@@ -1122,7 +1112,7 @@ class _ProcessTask:
             if got:
                 lock.release()
         if kill:
-            _terminate(slot)
+            slot.terminate()
 
 
 # The gate's cells (see _ProcessTask.stop).
@@ -1210,35 +1200,63 @@ def _ending() -> bool:
     return sys.is_finalizing() or bool(getattr(threading, "_SHUTTING_DOWN", False))
 
 
-def _shut(slot: Any, wait: bool, cancel_futures: bool = False) -> None:
-    """``slot.shutdown()``, keeping its manager thread on it first (``_mg_manager``): a
-    ``ProcessPoolExecutor`` shut down without waiting forgets that thread, and a later
-    ``shutdown(wait=True)`` of it returns at once while its process may still run.  A
-    manager thread that never started (3.12 at the program's end) is not waited for."""
-    _keep_manager(slot)
-    manager = getattr(slot, "_executor_manager_thread", None)
-    if manager is not None and manager.ident is None:
-        wait = False  # joining it raises "cannot join thread before it is started"
-    slot.shutdown(wait=wait, cancel_futures=cancel_futures)
+class _Slot:
+    """One process worker of the process side: a one-process ``ProcessPoolExecutor``
+    (``pool``), so that stopping the task it runs (a time limit, ``cancel()``) ends that
+    process alone, and what the side knows of it.
 
+    ``tasks``, ``count``, ``ended``, ``counted_off`` are guarded by the side's lock
+    (``Fallback.lock``); ``gate`` by its own lock, shared with the process (see
+    ``_ProcessTask.stop``); ``alive`` is written by the process once it is ready."""
 
-def _keep_manager(slot: Any) -> None:
-    manager = getattr(slot, "_executor_manager_thread", None)
-    if manager is not None:
-        slot._mg_manager = manager
+    __slots__ = ("alive", "count", "counted_off", "ended", "gate", "manager", "pool", "tasks")
 
+    def __init__(self, pool: Any, alive: Any, gate: Any) -> None:
+        self.pool = pool
+        self.alive = alive
+        self.gate = gate
+        self.tasks: deque[_ProcessTask] = deque()  # in the order its process gets them (at most 2)
+        self.count = 0  # the number of the last of them
+        self.ended = False  # terminated or broken: it takes no task any more
+        self.counted_off = False  # counted off Fallback.slots, in Fallback.dead
+        self.manager: threading.Thread | None = None  # its pool's manager thread, kept (see shut)
 
-def _terminate(slot: Any) -> None:
-    """End a one-process ProcessPoolExecutor now, whatever it runs."""
-    _keep_manager(slot)  # see _shut
-    stop = getattr(slot, "terminate_workers", None)  # 3.14+
-    if stop is not None:
-        stop()
-        return
-    processes = getattr(slot, "_processes", None) or {}  # None once it is shut down
-    for process in list(processes.values()):
-        process.terminate()
-    slot.shutdown(wait=False, cancel_futures=True)
+    def queue(self, task: _ProcessTask) -> None:
+        """File ``task`` as the next of its tasks, numbered in their order (side's lock held)."""
+        self.count += 1
+        task.seq = self.count
+        self.tasks.append(task)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        return self.pool.submit(fn, *args)  # type: ignore[no-any-return]
+
+    def shut(self, wait: bool, cancel_futures: bool = False) -> None:
+        """``pool.shutdown()``, keeping its manager thread first (``manager``): a
+        ``ProcessPoolExecutor`` shut down without waiting forgets that thread, and a later
+        ``shutdown(wait=True)`` of it returns at once while its process may still run.  A
+        manager thread that never started (3.12 at the program's end) is not waited for."""
+        self._keep_manager()
+        manager = getattr(self.pool, "_executor_manager_thread", None)
+        if manager is not None and manager.ident is None:
+            wait = False  # joining it raises "cannot join thread before it is started"
+        self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+    def _keep_manager(self) -> None:
+        manager = getattr(self.pool, "_executor_manager_thread", None)
+        if manager is not None:
+            self.manager = manager
+
+    def terminate(self) -> None:
+        """End its process now, whatever it runs."""
+        self._keep_manager()  # see shut
+        stop = getattr(self.pool, "terminate_workers", None)  # 3.14+
+        if stop is not None:
+            stop()
+            return
+        processes = getattr(self.pool, "_processes", None) or {}  # None once it is shut down
+        for process in list(processes.values()):
+            process.terminate()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 @functools.cache
