@@ -1,7 +1,7 @@
 /*
  * manygil._native's structural copier (_copier.c): trees of built-in objects copied
  * from one interpreter to another without pickle.  Declared here for the module table
- * in _native.c.  The copier owns no process-global state: everything it uses lives on
+ * in _native_module.c.  The copier owns no process-global state: everything it uses lives on
  * the calling thread's C stack or in memory it frees before it returns.
  */
 #ifndef MANYGIL_COPIER_H

@@ -1,4 +1,4 @@
-"""Types of the native module (``_native.c``): a process-wide registry of channels,
+"""Types of the native module (``_native_*.c``, ``_copier.c``): a process-wide registry of channels,
 blocks of memory and synchronisation values, named by integer ids."""
 
 from collections.abc import Callable

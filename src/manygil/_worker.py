@@ -2,7 +2,7 @@
 
 Imported once per interpreter by :func:`bootstrap`; everything else here is called
 from small source strings that the main interpreter runs there.  Messages travel on
-native channels (see ``_native.c``); the pool's protocol is:
+native channels (see ``_native_chan.c``); the pool's protocol is:
 
     batch    (main → worker)  one or more [8-byte task id][4-byte n][n bytes: pickle (fn, args,
              kwargs)]; task id 0 = stop.  The answer of call_home(), or from the inbox
