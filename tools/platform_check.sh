@@ -69,6 +69,8 @@ elif [ -z "$wine" ]; then
 else
   x86_64-w64-mingw32-gcc "${flags[@]}" -static "${src[@]}" -o "$out/test_platform.exe"
   # A prefix of our own (made at the first run, ~10 s); no Mono or Gecko installer.
+  # Wine makes the prefix itself, but not its parent (a fresh clone has no .venv yet).
+  mkdir -p .venv/wine
   WINEPREFIX="$(pwd -P)/.venv/wine/prefix" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml=" \
     run_tests windows "$wine" "$out/test_platform.exe"
 fi
