@@ -1499,6 +1499,11 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         timeout: float | None,
         route_fn: Callable[..., Any] | None = None,
     ) -> InterpreterFuture:
+        """Submit ``fn(*args, **kwargs)`` with a time limit, routed (to the interpreters
+        or the processes) as ``route_fn`` is: a chunk of a ``map`` goes where the mapped
+        function goes.  Runs in the caller's thread.  The one entry of every submission:
+        ``submit``, ``map``, and manygil's own integrations (``manygil.Pool``, the joblib
+        backend, ``manygil run``), which call it with their chunk runners."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {describe(fn)}")
         route_fn = route_fn or fn  # a chunk of map() is routed by the mapped function
