@@ -8,7 +8,7 @@ import pytest
 
 MODULES = ["manygil", "manygil.interpreters", "manygil.pool", "manygil.shared", "manygil.sync",
            "manygil.check", "manygil.doctor", "manygil.duckdb", "manygil.dask", "manygil.mppool",
-           "manygil.joblib"]
+           "manygil.joblib", "manygil.pytest_plugin"]
 
 
 @pytest.mark.parametrize("name", MODULES)
