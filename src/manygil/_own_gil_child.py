@@ -348,6 +348,32 @@ def _failure(exc: BaseException, when: str) -> Outcome:
 # ---------------------------------------------------------------- the child's main thread
 
 
+def _warm_up(spec: dict[str, Any], done: set[str]) -> None:
+    """Import what the interpreters will, in this main interpreter first.
+
+    On CPython 3.12 the first call with keyword arguments of a C function whose
+    arguments Argument Clinic parses sets up a parser that every interpreter shares; two
+    own-GIL interpreters that import the same module at once race to set it up, and the
+    process crashes (importing pytest in two interpreters at once does it on 3.12.1).
+    Made here first, those calls are done before any interpreter makes them.  A module
+    that fails to import here is left to the interpreters, which report it.
+    """
+    modules = [("pytest", ""), ("_pytest.assertion.rewrite", ""), ("_pytest.monkeypatch", ""),
+               (spec["module"], spec["file"])]
+    modules += [(f["module"], "") for f in spec["fixtures"] if f["kind"] == "fixture"]
+    for name, file in modules:
+        if name in done:
+            continue
+        done.add(name)
+        try:
+            if file:
+                _import_test_module(name, file)
+            else:
+                __import__(name)
+        except Exception:  # noqa: BLE001, S110 - the interpreters import it again and report
+            pass
+
+
 def _serve_one(interps: list[Any], request: dict[str, Any]) -> list[Any]:
     import threading
 
@@ -383,6 +409,7 @@ def main(argv: list[str]) -> None:
     from manygil import interpreters
 
     interps: list[Any] = []
+    warm: set[str] = set()
     while True:
         try:
             request = inbox.recv()
@@ -392,6 +419,7 @@ def main(argv: list[str]) -> None:
             break
         sys.path[:] = request["spec"]["sys_path"]
         try:
+            _warm_up(request["spec"], warm)
             while len(interps) < request["n"]:
                 interps.append(interpreters.create())
             answer: dict[str, Any] = {"results": _serve_one(interps, request)}

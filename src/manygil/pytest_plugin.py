@@ -517,19 +517,20 @@ class OwnGilPlugin:
             self.child = _Child()
         try:
             return self.child.ask({"op": "run", "n": self.n, "spec": spec, "tmp_dirs": tmp_dirs}, self.timeout)
-        except _ChildDied as died:
-            self.child = None
-            self.how[item.nodeid] = "crash"
-            self.crashes.append((item.nodeid, died.how))
-            pytest.fail(
-                f"crashed: the child process running this test in {self.n} own-GIL interpreters {died.how}; "
-                f"the run goes on with a fresh child.\nThe end of the child's output:\n{died.stderr}",
-                pytrace=False,
-            )
+        except _ChildDied as exc:
+            died = exc
         except BaseException:
             self.child.kill()  # interrupted: a child still running this test cannot take the next one
             self.child = None
             raise
+        self.child = None
+        self.how[item.nodeid] = "crash"
+        self.crashes.append((item.nodeid, died.how))
+        pytest.fail(
+            f"crashed: the child process running this test in {self.n} own-GIL interpreters {died.how}; "
+            f"the run goes on with a fresh child.\nThe end of the child's output:\n{died.stderr}",
+            pytrace=False,
+        )
 
     def _judge(self, item: pytest.Function, results: list[dict[str, Any]], stats: _ModuleStats) -> bool | None:
         runs = [(r["interpreter"], k, o) for r in results for k, o in enumerate(r["outcomes"])]
