@@ -780,7 +780,7 @@ class Fallback:
         init = None
         if self.initializer is not None:
             init = _dump_call(self.initializer, self.initargs, {}, [], initializer=True)
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        method = start_method()
         context = multiprocessing.get_context(method)
         process = None
         try:
@@ -840,7 +840,7 @@ class Fallback:
     def _new_slot(self) -> _Slot:
         import multiprocessing
 
-        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        method = start_method()
         extra: dict[str, Any] = {}
         if self.max_tasks is not None:
             extra["max_tasks_per_child"] = self.max_tasks
@@ -1154,6 +1154,14 @@ def _alone(data: bytes, forward: bool, init: bytes | None, writer: Any) -> None:
     except Exception:  # noqa: BLE001 - it does not pickle
         writer.send((False, RuntimeError(f"{type(answer[1]).__name__}: {answer[1]}")))
     writer.close()
+
+
+def start_method() -> str:
+    """``forkserver`` where there is one (Linux, macOS), else ``spawn`` (Windows): never
+    ``fork``, whose child ends at once in a process that runs interpreters."""
+    import multiprocessing
+
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _broken_process_pool(why: str) -> BaseException:

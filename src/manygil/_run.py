@@ -266,14 +266,17 @@ def _check(top: str) -> tuple[str, str]:
 
 
 def no_fork(context: Any) -> Any:
-    """``context``, or the ``forkserver`` one in place of a ``fork`` context (None: the
-    default context): a child forked from a process that runs interpreters exits at
-    once (see manygil's fork guard), so a pool that keeps processes must not fork."""
+    """``context``, or the ``forkserver`` one (``spawn`` where there is none) in place of
+    a ``fork`` context (None: the default context): a child forked from a process that
+    runs interpreters exits at once (see manygil's fork guard), so a pool that keeps
+    processes must not fork."""
     import multiprocessing
 
+    from ._fallback import start_method
+
     ctx = multiprocessing.get_context() if context is None else context
-    if ctx.get_start_method() == "fork" and "forkserver" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("forkserver")
+    if ctx.get_start_method() == "fork":
+        return multiprocessing.get_context(start_method())
     return context
 
 
@@ -451,10 +454,15 @@ def _executor_class() -> type:
         def __init__(self, max_workers: int | None = None, mp_context: Any = None,
                      initializer: Callable[..., object] | None = None, initargs: tuple[Any, ...] = (),
                      *, max_tasks_per_child: int | None = None) -> None:
+            windows_limit = getattr(process, "_MAX_WINDOWS_WORKERS", 61)  # as the standard library's
             if max_workers is None:
                 max_workers = getattr(os, "process_cpu_count", os.cpu_count)() or 1
+                if sys.platform == "win32":
+                    max_workers = min(windows_limit, max_workers)
             elif max_workers <= 0:
                 raise ValueError("max_workers must be greater than 0")
+            elif sys.platform == "win32" and max_workers > windows_limit:
+                raise ValueError(f"max_workers must be <= {windows_limit}")
             if initializer is not None and not callable(initializer):
                 raise TypeError("initializer must be a callable")
             if max_tasks_per_child is not None:
@@ -770,13 +778,11 @@ def _forkserver_default() -> None:
     whose child exits at once.  The program may still choose (``set_start_method``)."""
     import multiprocessing.context as context
 
+    from ._fallback import start_method
+
     default: Any = context._default_context
-    if (
-        default._actual_context is None
-        and default._default_context.get_start_method() == "fork"
-        and "forkserver" in default.get_all_start_methods()
-    ):
-        default._default_context = context._concrete_contexts["forkserver"]  # type: ignore[attr-defined]
+    if default._actual_context is None and default._default_context.get_start_method() == "fork":
+        default._default_context = context._concrete_contexts[start_method()]  # type: ignore[attr-defined]
 
 
 def _joblib_default() -> None:

@@ -158,9 +158,14 @@ def _attempt(name: str, mode: str, timeout: float, env: dict[str, str]) -> Attem
     if lines:
         data = json.loads(lines[-1])
         return Attempt(data["status"], data["detail"])
-    if proc.returncode < 0:
-        sig = signal.Signals(-proc.returncode).name
+    if proc.returncode < 0:  # POSIX: killed by a signal
+        try:
+            sig = signal.Signals(-proc.returncode).name
+        except ValueError:  # one the enum does not name (a real-time signal)
+            sig = f"signal {-proc.returncode}"
         return Attempt("crash", f"killed by {sig}")
+    if proc.returncode >= 0xC0000000:  # Windows: an NTSTATUS error, 0xC0000005 an access violation
+        return Attempt("crash", f"ended by Windows exception 0x{proc.returncode:08X}")
     tail = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
     return Attempt("crash", tail)
 

@@ -142,12 +142,13 @@ class SharedBuffer(_Bytes, _native.BlockView):
         """How this buffer reaches a process worker: as its memfd, mapped there."""
         from ._exceptions import NotShareableError
 
-        fd = _native.block_fd(block)
         if isinstance(kept, tuple):
             why = "a SharedBuffer made in a process worker cannot leave it; return bytes(buf) or a numpy array"
-        elif fd < 0 and not sys.platform.startswith("linux"):
-            why = "a SharedBuffer reaches a process worker only on Linux; pass bytes or a numpy array instead"
-        elif fd < 0:
+        elif not sys.platform.startswith("linux"):  # the worker maps a memfd through /proc
+            why = (f"cannot send {self!r} to a process worker on {sys.platform}: a SharedBuffer or SharedArray "
+                   "reaches a process worker only on Linux (its memory is a memfd that the worker maps); "
+                   "pass bytes(buf) or a numpy array instead")
+        elif (fd := _native.block_fd(block)) < 0:
             why = ("this SharedBuffer cannot reach a process worker: it was made when no memfd could be "
                    "created (too many open files?); pass bytes or a numpy array instead")
         else:
