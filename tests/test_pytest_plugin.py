@@ -116,9 +116,13 @@ def test_skips_inside():
 @pytest.mark.xfail(reason="known", strict=True)
 def test_xfail():
     assert False
+
+@pytest.mark.xfail(raises=KeyError, strict=True)
+def test_xfail_raises():
+    {}["missing"]
 """)
     result = run(pytester, "--own-gil=2", "-v")
-    result.assert_outcomes(passed=4, skipped=2, xfailed=1)
+    result.assert_outcomes(passed=4, skipped=2, xfailed=2)
     rows = where_ran(out)
     tests = {t for t, _, _ in rows}
     assert tests == {"meet", "param2", "paramaa", "method"}
@@ -129,7 +133,7 @@ def test_xfail():
     result.stdout.fnmatch_lines([
         "*manygil: each test runs in 2 own-GIL interpreters at once, in a child process*",
         "*test_pure.py::test_meet PASSED [[]2 interpreters[]]*",
-        "*test_pure.py: loads; 6 run, 0 fail under own GIL*",
+        "*test_pure.py: loads; 7 run, 0 fail under own GIL*",
     ])
 
 
@@ -147,6 +151,7 @@ def test_count():
 
 def test_a_failure_shows_the_interpreter_and_the_traceback_from_inside_it(pytester):
     pytester.makepyfile(test_fails="""
+import pytest
 from manygil import interpreters
 
 def helper():
@@ -155,9 +160,13 @@ def helper():
 def test_wrong():
     value = helper()
     assert value == -1
+
+@pytest.mark.xfail(raises=KeyError)
+def test_not_the_expected_type():
+    raise ValueError("not a KeyError")
 """)
     result = run(pytester, "--own-gil=2")
-    result.assert_outcomes(failed=1)
+    result.assert_outcomes(failed=2)
     text = result.stdout.str()
     # each interpreter's own traceback: the value is that interpreter's id
     ids = re.findall(r"^---- in interpreter (\d+) ----$", text, re.M)
@@ -166,11 +175,13 @@ def test_wrong():
         result.stdout.fnmatch_lines([
             f"---- in interpreter {interp} ----",
             "Traceback (most recent call last):",
-            '*test_fails.py", line 8, in test_wrong',
+            '*test_fails.py", line 9, in test_wrong',
             "*assert value == -1",
             f"AssertionError: assert {interp} == -1",  # pytest's assert rewriting, inside the interpreter
         ])
-    result.stdout.fnmatch_lines(["*test_fails.py: loads; 1 run, 1 fail under own GIL*"])
+    result.stdout.fnmatch_lines(["*test_fails.py: loads; 2 run, 2 fail under own GIL*"])
+    # a failure of another type than xfail(raises=...) names is a failure
+    result.stdout.fnmatch_lines(["*_ test_not_the_expected_type _*", "*ValueError: not a KeyError"])
 
 
 def test_tmp_path_monkeypatch_capsys_and_module_fixtures_work_inside(pytester, out):
@@ -256,6 +267,28 @@ def test_three():
         "  mg_single_phase: refuses: module mg_single_phase does not support loading in subinterpreters "
         "(single-phase init*; test modules: test_refuses.py",
     ])
+
+
+def test_numpy_refuses_and_is_reported_in_one_line(pytester):
+    pytest.importorskip("numpy")
+    pytester.makepyfile(test_np="""
+import numpy as np
+
+def test_sum():
+    assert np.arange(4).sum() == 6
+
+def test_mean():
+    assert np.ones(3).mean() == 1.0
+""")
+    result = run(pytester, "--own-gil=2")
+    result.assert_outcomes(passed=2)
+    refusals = [line for line in result.outlines if "does not support loading in subinterpreters" in line]
+    assert len(refusals) == 1, result.outlines
+    assert re.fullmatch(
+        r"  numpy\._core\._multiarray_umath: numpy [\d.]+; refuses: module numpy\._core\._multiarray_umath "
+        r"does not support loading in subinterpreters \(.*\); test modules: test_np\.py",
+        refusals[0],
+    ), refusals[0]
 
 
 def test_a_crash_is_reported_as_a_crash_of_that_test_and_the_run_goes_on(pytester, out):

@@ -342,7 +342,8 @@ def _failure(exc: BaseException, when: str) -> Outcome:
     refused = refused_module(f"{exc}") if isinstance(exc, ImportError) else None
     if refused is not None:
         status = "refused"
-    return {"status": status, "type": kind.__name__, "message": message, "traceback": text, "refused": refused}
+    return {"status": status, "type": kind.__name__, "type_path": (kind.__module__, kind.__qualname__),
+            "message": message, "traceback": text, "refused": refused}
 
 
 # ---------------------------------------------------------------- the child's main thread
