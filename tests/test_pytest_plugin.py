@@ -320,9 +320,31 @@ def test_after():
         "*test_crash.py::test_segfault CRASHED*",
         "*test_crash.py::test_after PASSED*",
         "*crashed: the child process running this test in 2 own-GIL interpreters killed by SIGABRT*",
-        "*crashed (the child process died; the run went on with a fresh child):*",
+        "*crashed or hung (the child process died or was stopped; the run went on with a fresh child):*",
         "*test_crash.py::test_abort: killed by SIGABRT",
         "*test_crash.py::test_segfault: killed by SIGSEGV",
+    ])
+
+
+def test_a_hang_is_reported_with_the_stacks_and_the_run_goes_on(pytester, out):
+    pytester.makepyfile(test_hang=RECORD + """
+import threading
+
+def test_waits_forever():
+    threading.Event().wait()  # nothing sets it
+
+def test_after():
+    record("after")
+""")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--own-gil=2", "--own-gil-timeout=3", "-v",
+                                           timeout=50)
+    result.assert_outcomes(passed=1, failed=1)
+    assert len(where_ran(out)) == 2
+    result.stdout.fnmatch_lines([
+        "*test_hang.py::test_waits_forever HUNG*",
+        "*test_hang.py::test_after PASSED*",
+        "*hang: no answer within 3 s (the child was stopped with SIGABRT)*",
+        "*Fatal Python error: Aborted*",
     ])
 
 

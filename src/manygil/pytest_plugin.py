@@ -169,6 +169,11 @@ class _Child:
                 [sys.executable, "-m", "manygil._own_gil_child", str(r_req), str(w_ans)],
                 pass_fds=(r_req, w_ans), stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log, env=env,
             )
+        except BaseException:
+            for fd in (w_req, r_ans):
+                os.close(fd)
+            self.log.close()
+            raise
         finally:
             os.close(r_req)
             os.close(w_ans)
@@ -379,7 +384,7 @@ class OwnGilPlugin:
         self.timeout: float = config.getoption("own_gil_timeout") or _default_timeout(config)
         self.child: _Child | None = None
         self.plans: dict[str, _Plan | str] = {}
-        self.how: dict[str, str] = {}  # nodeid -> interpreters | main | differs | crash
+        self.how: dict[str, str] = {}  # nodeid -> interpreters | main | differs | crash | hang
         self.modules: dict[str, _ModuleStats] = {}
         self.refusals: dict[str, list[str]] = {}  # refusing module -> test modules
         self.crashes: list[tuple[str, str]] = []
@@ -524,7 +529,7 @@ class OwnGilPlugin:
             self.child = None
             raise
         self.child = None
-        self.how[item.nodeid] = "crash"
+        self.how[item.nodeid] = "hang" if died.how.startswith("hang") else "crash"
         self.crashes.append((item.nodeid, died.how))
         pytest.fail(
             f"crashed: the child process running this test in {self.n} own-GIL interpreters {died.how}; "
@@ -604,7 +609,7 @@ class OwnGilPlugin:
         return "\n\n".join(parts)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call" and self.how.get(report.nodeid) in ("interpreters", "differs", "crash"):
+        if report.when == "call" and self.how.get(report.nodeid) in ("interpreters", "differs", "crash", "hang"):
             stats = self.modules.setdefault(report.nodeid.split("::")[0], _ModuleStats())
             stats.runs += 1
             stats.fails += report.failed
@@ -619,6 +624,8 @@ class OwnGilPlugin:
         text = word[0] if isinstance(word, tuple) else word
         if how == "crash" and report.failed:
             return "failed", "C", ("CRASHED", {"red": True})
+        if how == "hang" and report.failed:
+            return "failed", "H", ("HUNG", {"red": True})
         if how == "differs" and report.failed:
             return "failed", "D", ("DIFFERS", {"red": True})
         if not text:
@@ -646,7 +653,8 @@ class OwnGilPlugin:
                 tr.line(f"  {name}: {describe_refusal(name)}; test modules: {', '.join(sorted(set(modules)))}")
         if self.crashes:
             tr.line("")
-            tr.line("crashed (the child process died; the run went on with a fresh child):", red=True)
+            tr.line("crashed or hung (the child process died or was stopped; the run went on with a fresh child):",
+                    red=True)
             for nodeid, how in self.crashes:
                 tr.line(f"  {nodeid}: {how}")
         if self.differs:
