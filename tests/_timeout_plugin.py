@@ -12,6 +12,7 @@ with status 1, as pytest-timeout's thread method does, instead of hanging CI.
 
 from __future__ import annotations
 
+import _thread
 import os
 import signal
 import sys
@@ -22,12 +23,30 @@ import pytest
 _LAST_CHANCE = 10.0
 
 
+def _signal() -> int:
+    """The signal that ends a test past its limit: SIGALRM, sent to the main thread;
+    where there is none or no ``pthread_kill`` (Windows), SIGINT, which
+    ``_thread.interrupt_main()`` raises there (a Ctrl-C before the limit still goes to
+    the handler that was there before)."""
+    if hasattr(signal, "SIGALRM") and hasattr(signal, "pthread_kill"):
+        return int(signal.SIGALRM)
+    return int(signal.SIGINT)
+
+
+def _fire(signum: int) -> None:
+    if signum != signal.SIGINT:
+        signal.pthread_kill(threading.main_thread().ident, signum)  # type: ignore[arg-type]
+    else:
+        _thread.interrupt_main(signum)
+
+
 class _Timer:
     def __init__(self, item: pytest.Item, seconds: float) -> None:
         self.item = item
         self.seconds = seconds
         self.done = threading.Event()
         self.fired = False
+        self.signum = _signal()
         self.thread = threading.Thread(target=self.run, name=f"manygil-timeout {item.nodeid}", daemon=True)
 
     def run(self) -> None:
@@ -35,7 +54,7 @@ class _Timer:
             return
         self.fired = True
         _dump(f"test {self.item.nodeid} timed out after {self.seconds:g} s; the stacks of every interpreter")
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGALRM)
+        _fire(self.signum)
         if self.done.wait(_LAST_CHANCE):
             return
         capture = self.item.config.pluginmanager.getplugin("capturemanager")
@@ -60,12 +79,16 @@ def _dump(title: str) -> None:
 def pytest_timeout_set_timer(item: pytest.Item, settings: object) -> bool:
     timer = _Timer(item, float(settings.timeout))  # type: ignore[attr-defined]
 
+    previous: object = None
+
     def on_alarm(signum: int, frame: object) -> None:
         if timer.fired and not timer.done.is_set():
             pytest.fail(f"timed out after {timer.seconds:g} s (the stacks of every interpreter are above)", False)
+        if callable(previous):  # not ours (a Ctrl-C, where the limit uses SIGINT)
+            previous(signum, frame)
 
     if threading.current_thread() is threading.main_thread():
-        item._manygil_old_alarm = signal.signal(signal.SIGALRM, on_alarm)  # type: ignore[attr-defined]
+        previous = item._manygil_old_alarm = signal.signal(timer.signum, on_alarm)  # type: ignore[attr-defined]
     item._manygil_timer = timer  # type: ignore[attr-defined]
     timer.thread.start()
     return True
@@ -80,6 +103,6 @@ def pytest_timeout_cancel_timer(item: pytest.Item) -> bool:
         del item._manygil_timer  # type: ignore[attr-defined]
     old = getattr(item, "_manygil_old_alarm", None)
     if old is not None:
-        signal.signal(signal.SIGALRM, old)
+        signal.signal(timer.signum if timer is not None else _signal(), old)
         del item._manygil_old_alarm  # type: ignore[attr-defined]
     return True

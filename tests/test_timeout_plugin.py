@@ -85,3 +85,30 @@ def test_a_users_suite_timed_out_by_the_real_pytest_timeout_fails_cleanly(tmp_pa
     assert "Timeout" in out and "test_sleeps_past_its_time_limit" in out  # pytest-timeout's dump
     if method == "signal":
         assert "1 failed" in out
+
+
+def test_without_sigalrm_a_hung_test_fails_by_sigint(tmp_path):
+    """Windows has neither SIGALRM nor signal.pthread_kill: the limit raises SIGINT in
+    the main thread (_thread.interrupt_main) instead; the run goes on."""
+    (tmp_path / "conftest.py").write_text(
+        "import signal\n"
+        "del signal.SIGALRM\n"
+        "del signal.pthread_kill\n"
+    )
+    (tmp_path / "test_hung.py").write_text(
+        "import time, pytest\n"
+        "@pytest.mark.timeout(2)\n"
+        "def test_waits_for_ever():\n"
+        "    while True:  # a simulated signal is seen between two sleeps\n"
+        "        time.sleep(0.05)\n"
+        "def test_the_run_goes_on():\n"
+        "    pass\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "faulthandler_timeout=0",
+         "--rootdir", str(tmp_path), "-p", "tests._timeout_plugin", str(tmp_path / "test_hung.py")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    out = proc.stdout + proc.stderr
+    assert "1 failed, 1 passed" in proc.stdout, out
+    assert "timed out after 2 s" in proc.stdout, out
