@@ -194,7 +194,7 @@ class _Child:
             # faulthandler writes every thread's stack on SIGABRT: the report shows where it hung
             self.proc.send_signal(signal.SIGABRT)
             died = self._died()
-            died.how = f"hang: no answer within {timeout:g} s (the child was stopped with SIGABRT)"
+            died.how = f"no answer within {timeout:g} s"
             raise died
         try:
             answer: dict[str, Any] = self.answers.recv()
@@ -216,10 +216,15 @@ class _Child:
         self._close()
         return died
 
-    def _tail(self, lines: int = 40) -> str:
+    def _tail(self, lines: int = 40, most: int = 200) -> str:
+        """The end of the child's output: from faulthandler's report if there is one (its first
+        line: two threads that crash at once interleave theirs)."""
         self.log.seek(0)
-        text = self.log.read().decode("utf-8", "replace")
-        return "\n".join(text.rstrip().splitlines()[-lines:])
+        text = self.log.read().decode("utf-8", "replace").rstrip()
+        start = text.find("Fatal Python error")
+        if start >= 0:
+            return "\n".join(text[start:].splitlines()[:most])
+        return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
         try:
@@ -529,11 +534,15 @@ class OwnGilPlugin:
             self.child = None
             raise
         self.child = None
-        self.how[item.nodeid] = "hang" if died.how.startswith("hang") else "crash"
+        self.how[item.nodeid] = "hang" if died.how.startswith("no answer") else "crash"
         self.crashes.append((item.nodeid, died.how))
+        if self.how[item.nodeid] == "hang":
+            what = (f"hung: {died.how} from the {self.n} own-GIL interpreters running this test; the child "
+                    "process was stopped with SIGABRT (its stacks are below)")
+        else:
+            what = f"crashed: the child process running this test in {self.n} own-GIL interpreters died, {died.how}"
         pytest.fail(
-            f"crashed: the child process running this test in {self.n} own-GIL interpreters {died.how}; "
-            f"the run goes on with a fresh child.\nThe end of the child's output:\n{died.stderr}",
+            f"{what}; the run goes on with a fresh child.\nThe end of the child's output:\n{died.stderr}",
             pytrace=False,
         )
 
