@@ -51,6 +51,7 @@ NOT_FIGURES = {
     ("limitations.md", "0.1 s"): "how often manygil's waits wake to let Ctrl-C through, a setting",
     ("limitations.md", "30 s"): "exit_timeout's default, a setting",
     ("limitations.md", "2 s"): "the bound of a wait for an interpreter's destruction, a setting",
+    ("maintainers.md", "300 s"): "--own-gil-timeout's default without pytest-timeout, a setting",
     ("README.md", "36 s"): "how long building the chroot took, in the Development section (another developer's); "
     "not a benchmark's figure",
 }

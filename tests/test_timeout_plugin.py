@@ -40,6 +40,9 @@ def test_a_hung_test_fails_with_every_interpreters_stacks_and_the_run_goes_on(tm
         [sys.executable, "-m", "pytest", "-p", "tests._timeout_plugin", "-p", "no:cacheprovider",
          "-o", "faulthandler_timeout=0", "--rootdir", str(tmp_path), str(tmp_path / "test_hung.py")],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
+        # The stuck-in-C test waits LAST_CHANCE; the spinning task, abandoned, is waited for at
+        # exit (exit_timeout) before the process ends.
+        env=dict(os.environ, MANYGIL_TEST_LAST_CHANCE="3", MANYGIL_EXIT_TIMEOUT="2"),
     )
     out = proc.stdout + proc.stderr
     assert "Fatal Python error" not in out
