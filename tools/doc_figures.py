@@ -47,6 +47,7 @@ COMMANDS = {
     "dask.json": "./dev bench-dask",
     "payloads-3.13.json": "./dev bench-payloads",
     "payloads-3.14.json": "MANYGIL_PYTHONS=3.14 ./dev bench-payloads",
+    "programs-3.13.json": "./dev bench-programs",
 }
 # bench/run.py's metrics: key, label, unit.
 METRICS = (
@@ -206,6 +207,19 @@ def bench_payloads() -> str:
             f"\n\n{payloads.table(r).strip()}"
         )
     return "\n\n".join(parts)
+
+
+def bench_programs() -> str:
+    """bench/programs.py's table: real programs on their processes and under manygil run."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import programs  # bench/programs.py: its table is the one it prints
+
+    r = load("programs-3.13.json")
+    return (
+        f"CPython {r['python']}, {r['cores']} cores, medians of {r['repeats']} runs ({r.source}; "
+        "`bench/results/programs-3.13.json`); the ratios are the figure under `manygil run` over "
+        f"the figure on the program's own processes (below 1: faster, or smaller):\n\n{programs.table(r)}"
+    )
 
 
 def bench_shared() -> str:
@@ -385,6 +399,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "bytes-vs-processes": bytes_vs_processes,
     "bench-shared": bench_shared,
     "bench-payloads": bench_payloads,
+    "bench-programs": bench_programs,
     "bench-first-call": bench_first_call,
     "bench-duckdb": bench_duckdb,
     "bench-dask": bench_dask,
