@@ -10,7 +10,7 @@ Programs (their released versions, from the test extra):
   interpreter, or crashes one on 3.13: ``manygil run`` sends it to processes, so this
   row measures what that costs);
 - CPython's documentation example for ``ProcessPoolExecutor`` (is_prime), as printed
-  there (examples/docs_process_pool.py);
+  there (tests/fixtures/docs_process_pool.py);
 - CPython's documentation example for ``multiprocessing.Pool`` (f(x) = x*x), with
   enough items to measure.
 
@@ -39,7 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-PRIMES = (ROOT / "examples" / "docs_process_pool.py").read_text()  # as printed in CPython's docs
+PRIMES = (ROOT / "tests" / "fixtures" / "docs_process_pool.py").read_text()  # as printed in CPython's docs
 
 SQUARES = """\
 from multiprocessing import Pool

@@ -50,7 +50,7 @@ def _script(tmp_path: Path, source: str, name: str = "program.py") -> str:
 
 
 # CPython's documentation examples, as printed there.
-PRIMES = (ROOT / "examples" / "docs_process_pool.py").read_text()
+PRIMES = (ROOT / "tests" / "fixtures" / "docs_process_pool.py").read_text()
 SQUARES = """\
     from multiprocessing import Pool
 
