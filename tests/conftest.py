@@ -76,5 +76,20 @@ def single_phase_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(out)
 
 
+@pytest.fixture
+def refusing(single_phase_dir, monkeypatch):
+    """The module ``refusing_tasks``, whose top imports a refusing extension (the
+    tests/test_fallback_*.py files use it)."""
+    import multiprocessing
+    import os
+
+    monkeypatch.syspath_prepend(single_phase_dir)
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), "fixtures"))
+    import refusing_tasks
+
+    yield refusing_tasks
+    assert not multiprocessing.active_children()  # the process side was shut down
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "allow_leaks: the test leaves objects on purpose")

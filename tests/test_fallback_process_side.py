@@ -1,0 +1,155 @@
+"""What a task routed to a process worker meets there (issue 14): its streams, shared
+objects, the pool's initializer, and processes that fail to start or die."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+from manygil import FallbackWarning, InterpreterPoolExecutor
+
+from . import helpers
+
+
+def test_process_tasks_print_to_the_callers_streams(refusing, capsys):
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.warns(FallbackWarning):
+            assert pool.submit(refusing.shout, "hello").result(timeout=120) == 5
+        with pytest.raises(ValueError, match="fail") as info:
+            pool.submit(refusing.shout, "fail").result(timeout=120)
+        cause = info.value.__cause__  # as for a task in an interpreter
+        assert type(cause).__name__ == "ExecutionFailed" and cause.excinfo.msg == "fail"
+        assert "in shout" in cause.excinfo.errdisplay
+    out, err = capsys.readouterr()
+    assert out.splitlines() == ["hello", "fail"] and err.splitlines()[:2] == ["HELLO", "FAIL"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process workers map a memfd: Linux")
+def test_shared_buffers_reach_a_process_worker_and_come_back(refusing):
+    from manygil.shared import SharedArray, SharedBuffer
+
+    buf, arr = SharedBuffer(8), SharedArray(5, "q")
+    with InterpreterPoolExecutor(1) as pool:
+        pool.route(refusing.fill)
+        back_buf, back_arr, (seen, values, pid) = pool.submit(refusing.fill, buf, arr, 3).result(timeout=120)
+        assert pid != os.getpid()
+        # The process wrote into this process's memory, and read it back there.
+        assert seen == b"\x03\x03\x03\x03ok" == buf.read(0, 6)
+        assert values == [0, 3, 6, 9, 12] == arr.tolist()
+        # Sent back, they are the same buffers, not copies.
+        assert type(back_buf) is SharedBuffer and back_buf.id == buf.id
+        back_arr[4] = 99
+        assert arr[4] == 99 and back_arr.buffer.id == arr.buffer.id
+        # A read-only view stays read-only there.
+        pool.route(refusing.write_to)
+        with pytest.raises(TypeError, match="read-only|readonly"):
+            pool.submit(refusing.write_to, buf.readonly_view()).result(timeout=120)
+        # A temporary buffer lives until the task is done with it.
+        assert pool.submit(refusing.fill, SharedBuffer(8), SharedArray(2, "q"), 1).result(timeout=120)[2][0] == b"\x01" * 4 + b"ok"
+
+
+def test_other_shared_objects_cannot_reach_a_process_worker(refusing):
+    from manygil import interpreters
+    from manygil.shared import SharedValue
+
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.warns(FallbackWarning):
+            pool.submit(refusing.where, 1).result(timeout=120)
+        with pytest.raises(interpreters.NotShareableError, match="SharedValue cannot reach a process worker"):
+            pool.submit(refusing.where, SharedValue(8))
+        pool.route(refusing.make_buffer)
+        with pytest.raises(interpreters.NotShareableError, match="made in a process worker cannot leave it"):
+            pool.submit(refusing.make_buffer).result(timeout=120)
+
+
+def test_shared_objects_in_initargs_cannot_reach_the_process_side(refusing):
+    from concurrent.futures.process import BrokenProcessPool
+
+    from manygil.shared import SharedBuffer, SharedValue
+
+    objects = (SharedBuffer(8), SharedValue(1))
+    with InterpreterPoolExecutor(1, initializer=helpers.init_worker, initargs=(objects,)) as pool:
+        assert pool.submit(helpers.add, 1, 2).result(timeout=60) == 3  # interpreters: fine
+        pool.route(refusing.where)
+        with pytest.raises(BrokenProcessPool) as info:
+            pool.submit(refusing.where, 1).result(timeout=120)
+    assert "SharedValue in this pool's initargs cannot reach a process worker" in str(info.value)
+
+
+def test_initializer_and_max_tasks_per_worker_on_both_sides(refusing):
+    with InterpreterPoolExecutor(1, initializer=helpers.remember, initargs=("x",), max_tasks_per_worker=1) as pool:
+        with pytest.warns(FallbackWarning):
+            runs = [pool.submit(refusing.remembered).result(timeout=120) for _ in range(3)]
+        assert [value for value, _ in runs] == ["x", "x", "x"]
+        assert len({pid for _, pid in runs}) == 3  # a fresh process per task
+        assert pool.submit(helpers.add, 1, 1).result(timeout=30) == 2
+
+
+def test_a_failing_initializer_fails_the_process_tasks_without_retrying_forever(refusing, tmp_path):
+    runs = tmp_path / "runs"
+    with InterpreterPoolExecutor(1, initializer=helpers.append_then_fail, initargs=(str(runs),)) as pool:
+        pool.route(refusing.where)
+        futures = [pool.submit(refusing.where, x) for x in range(5)]
+        for future in futures:
+            with pytest.raises(Exception, match="could start|terminated abruptly"):
+                future.result(timeout=120)
+    assert runs.read_text() == "ran\n"  # one process tried; the others were not started
+
+
+def test_a_process_that_dies_in_a_task_fails_that_task_alone(refusing):
+    from concurrent.futures.process import BrokenProcessPool
+
+    with InterpreterPoolExecutor(2) as pool:
+        pool.route(refusing.crash)
+        pool.route(refusing.where)
+        crashed = pool.submit(refusing.crash)
+        with pytest.raises(BrokenProcessPool):
+            crashed.result(timeout=120)
+        assert [pool.submit(refusing.where, x).result(timeout=120)[0] for x in range(3)] == [0, 2, 4]
+
+
+def test_a_process_that_died_while_idle_is_replaced_for_the_next_task(refusing):
+    # Killed from outside (the OOM killer, a user's kill): the next task found its slot
+    # broken, was failed, and "no process worker could start" failed every later one.
+    import signal
+
+    with InterpreterPoolExecutor(1) as pool:
+        pool.route(refusing.where)
+        _, first_pid, _ = pool.submit(refusing.where, 1).result(timeout=120)
+        side = pool._fallback
+        with side.lock:
+            (slot,) = side.idle
+        os.kill(first_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while not slot.pool._broken and time.monotonic() < deadline:  # its pool noticed
+            threading.Event().wait(0.01)
+        assert slot.pool._broken
+        results = [pool.submit(refusing.where, x).result(timeout=120) for x in range(3)]
+        assert [value for value, _, _ in results] == [0, 2, 4]
+        assert first_pid not in {pid for _, pid, _ in results}
+
+
+def test_interpreter_tasks_run_on_while_the_process_side_starts(refusing, monkeypatch):
+    # Starting the first process takes 100-300 ms; it was started by the thread that
+    # found the refusal, an interpreter worker's, whose next tasks waited for it.
+    from manygil import _fallback
+
+    gate = threading.Event()
+    original = _fallback.Fallback._new_slot
+
+    def new_slot_when_let_through(self):
+        if not gate.wait(60):
+            raise AssertionError("the gate was never opened")
+        return original(self)
+
+    monkeypatch.setattr(_fallback.Fallback, "_new_slot", new_slot_when_let_through)
+    with InterpreterPoolExecutor(1) as pool:
+        with pytest.warns(FallbackWarning):
+            routed = pool.submit(refusing.where, 1)
+            assert pool.submit(helpers.add, 1, 2).result(timeout=20) == 3  # the process is not up
+        gate.set()
+        assert routed.result(timeout=120)[0] == 2

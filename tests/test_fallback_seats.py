@@ -1,0 +1,190 @@
+"""The seats that both sides share (issue 14, issue 30): ``max_workers`` bounds the
+interpreter and the process tasks together, each kind keeps its fair share, and a seat
+given back always wakes the side that waits for one."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from manygil import InterpreterPoolExecutor
+from manygil.sync import Event
+
+from . import helpers
+
+
+def test_max_workers_bounds_both_sides_together_and_they_share_it(refusing, tmp_path):
+    """Two seats for interpreter and process tasks together.  A process task waits for
+    an interpreter task to end; when both kinds have tasks waiting each keeps its fair
+    share (one seat of two) instead of handing it over after every task.  Each task
+    counts the tasks running as it starts."""
+    for name in ("i1", "i2", "i3", "i4", "p1", "p2"):
+        os.mkfifo(tmp_path / f"started-{name}")
+        os.mkfifo(tmp_path / f"release-{name}")
+
+    def started(name):
+        with open(tmp_path / f"started-{name}") as f:
+            assert f.read() == "started"
+
+    def release(name):
+        with open(tmp_path / f"release-{name}", "w") as f:
+            f.write("go")
+
+    folder = str(tmp_path)
+    with InterpreterPoolExecutor(2) as pool:
+        pool.route(refusing.ledger_task)  # a process from the first call on
+        pool.route(refusing.where)
+        assert pool.submit(refusing.where, 1).result(timeout=120)[0] == 2  # a process is ready
+        futures = {name: pool.submit(helpers.ledger_task, folder, name) for name in ("i1", "i2")}
+        started("i1")
+        started("i2")
+        futures |= {name: pool.submit(refusing.ledger_task, folder, name) for name in ("p1", "p2")}
+        futures |= {name: pool.submit(helpers.ledger_task, folder, name) for name in ("i3", "i4")}
+        # i1's seat goes to p1 (the interpreters held both); then each kind keeps one.
+        for ends, starts in (("i1", "p1"), ("i2", "i3"), ("p1", "p2"), ("i3", "i4")):
+            release(ends)
+            started(starts)
+            assert futures[ends].result(timeout=60) <= 2
+        release("p2")
+        release("i4")
+        seen = {name: future.result(timeout=60) for name, future in futures.items()}
+    assert max(seen.values()) == 2, seen  # never three at once
+    assert seen["p1"] == seen["p2"] == 2  # each process task started beside a running task
+
+
+def test_shutdown_stops_a_worker_that_waited_for_a_seat_when_another_retires(tmp_path):
+    # Found by the fault injection (seed 3114417556): two interpreter workers wait for a
+    # seat the process side holds; at shutdown one of them runs the last task and retires
+    # (max_tasks_per_worker); the other must be stopped too, or shutdown waits forever.
+    import threading
+
+    gate = tmp_path / "go"
+    pool = InterpreterPoolExecutor(2, max_tasks_per_worker=1)
+    try:
+        assert list(pool.map(abs, [-1, -2])) == [1, 2]  # two interpreter workers, renewed
+        pool.route(helpers.in_process_wait_for_path, "process")
+        held = [pool.submit(helpers.in_process_wait_for_path, str(gate)) for _ in range(2)]
+        seats = pool._fallback.seats
+        while seats.held["process"] < 2:  # both seats taken by the process tasks
+            assert not any(f.done() for f in held), [f.exception() for f in held]
+            threading.Event().wait(0.01)
+        last = pool.submit(abs, -3)  # waits for a seat, with the workers idle
+        stopper = threading.Thread(target=pool.shutdown, kwargs={"wait": True})
+        stopper.start()
+        while not pool._state.shutting_down:
+            threading.Event().wait(0.01)
+        gate.touch()
+        assert [f.result(timeout=60) for f in held] == [str(gate)] * 2
+        assert last.result(timeout=60) == 3
+        stopper.join(timeout=60)
+        assert not stopper.is_alive(), "shutdown(wait=True) never returned"
+    finally:
+        gate.touch()
+        pool.shutdown(wait=True)
+
+
+def test_a_seat_given_back_wakes_the_side_that_found_none():
+    # The policy, without threads: a side whose take() failed is reported by the other
+    # side's next give(), under the seats' one lock (issue 30, section 2.1).
+    from manygil._fallback import Seats
+
+    seats = Seats(1)
+    assert seats.take("interp")
+    assert seats.give("interp") is False  # nobody asked
+    assert seats.take("interp")
+    assert not seats.take("process")  # the process side found no seat...
+    assert seats.give("interp") is True  # ...so this give must wake it
+    assert seats.take("process")
+    assert not seats.take("interp")
+    assert seats.give("process") is True
+    assert seats.take("interp")
+    assert seats.give("interp") is False  # its take succeeded since: nobody waits
+
+
+def test_a_seat_freed_while_a_process_task_queues_itself_is_not_lost(monkeypatch):
+    # The lost wake-up found by reading: the process side's pump found no seat and, before
+    # it queued its task, the interpreter side gave its seat back and looked at the queue
+    # (without the process side's lock): empty, so nobody was woken, and the task waited
+    # beside a free seat (a caller in result() forever).  The window is forced open here.
+    from manygil import interpreters as I
+    from manygil._fallback import Fallback
+
+    checked = threading.Event()
+    real_waiting, real_poke, real_behind = Fallback.waiting, Fallback.poke, Fallback._behind
+    q = I.create_queue()
+
+    def waiting(self):
+        result = real_waiting(self)
+        checked.set()  # the interpreter side has decided whether to wake this side
+        return result
+
+    def poke(self):
+        checked.set()
+        real_poke(self)
+
+    def behind(self, task):  # the pump, its take() failed, the lock held, not queued yet
+        if forcing:
+            forcing.clear()
+            q.put("go")  # the interpreter task ends: its worker gives its seat back
+            assert checked.wait(60)
+        return real_behind(self, task)
+
+    forcing = []
+    monkeypatch.setattr(Fallback, "waiting", waiting)
+    monkeypatch.setattr(Fallback, "poke", poke)
+    monkeypatch.setattr(Fallback, "_behind", behind)
+    with InterpreterPoolExecutor(1) as pool:
+        pool.route(helpers.add)
+        assert pool.submit(helpers.add, 0, 1).result(timeout=120) == 1  # its process is up, idle
+        started = Event()
+        blocker = pool.submit(helpers.started_then_wait_on, started, q)
+        assert started.wait(60)  # it holds the only seat
+        forcing.append(True)
+        checked.clear()
+        assert pool.submit(helpers.add, 2, 3).result(timeout=30) == 5  # hung before
+        assert blocker.result(timeout=60) == "go"
+
+
+def test_a_seat_freed_while_an_interpreter_task_queues_itself_is_not_lost(monkeypatch, tmp_path):
+    # The mirror case: the interpreter side found no seat (a process task held it) and,
+    # before it queued its task, the process side gave the seat back and looked (without
+    # the pool's lock) for waiting tasks: none yet, so nobody was woken.
+    from manygil._pool import _PoolState
+
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    os.mkfifo(started)
+    os.mkfifo(release)
+    checked = threading.Event()
+    forcing: list[bool] = []
+    real_seat, real_waiting, real_kick = _PoolState._seat, _PoolState.waiting, _PoolState.kick
+
+    def seat(self, worker):  # the pool's lock held
+        seated = real_seat(self, worker)
+        if not seated and forcing:
+            forcing.clear()
+            os.close(os.open(release, os.O_WRONLY))  # the process task ends: its seat comes back
+            assert checked.wait(60)
+        return seated
+
+    def waiting(self):
+        result = real_waiting(self)
+        checked.set()  # the process side has decided whether to wake this side
+        return result
+
+    def kick(self):
+        checked.set()
+        real_kick(self)
+
+    monkeypatch.setattr(_PoolState, "_seat", seat)
+    monkeypatch.setattr(_PoolState, "waiting", waiting)
+    monkeypatch.setattr(_PoolState, "kick", kick)
+    with InterpreterPoolExecutor(1) as pool:
+        assert pool.submit(helpers.cpu, 10).result(timeout=60) == helpers.cpu(10)  # a worker, idle
+        pool.route(helpers.fifo_handshake)
+        held = pool.submit(helpers.fifo_handshake, started, release)
+        with open(started) as f:
+            assert f.read() == "started"  # the process task runs, on the only seat
+        forcing.append(True)
+        checked.clear()
+        assert pool.submit(helpers.cpu, 20).result(timeout=30) == helpers.cpu(20)  # hung before
+        assert held.result(timeout=60) == ""
