@@ -17,7 +17,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from tasks import count_primes  # noqa: E402 - workers find it by module name
+from tasks import count_primes  # workers find it by module name
 
 
 def worker_uss() -> int:
@@ -27,7 +27,7 @@ def worker_uss() -> int:
     return int(psutil.Process().memory_full_info().uss)
 
 
-def run(client, annotate: bool, items: list[int]) -> float:  # noqa: ANN001
+def run(client, annotate: bool, items: list[int]) -> float:
     import dask
 
     t = time.perf_counter()

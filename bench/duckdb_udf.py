@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from tasks import collatz_steps, collatz_sum  # noqa: E402 - workers find it by module name
+from tasks import collatz_steps, collatz_sum  # workers find it by module name
 
 
 def main() -> None:

@@ -38,11 +38,11 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # before numpy loads its BLAS (see the docstring)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from manygil import FallbackWarning, InterpreterPoolExecutor  # noqa: E402
+from manygil import FallbackWarning, InterpreterPoolExecutor
 
 
 def pure(seed: int) -> int:

@@ -35,8 +35,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-import run  # noqa: E402 - the benchmark's driver: its executors and subprocesses
-from tasks import echo, payload  # noqa: E402 - workers find them by module name
+import run  # the benchmark's driver: its executors and subprocesses
+from tasks import echo, payload  # workers find them by module name
 
 EXECUTORS = ("threads", "process-fork", "process-forkserver", "stdlib-interpreters", "manygil")
 PAYLOADS = ("ints", "dict", "tuples", "records", "bytes", "shared")

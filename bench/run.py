@@ -53,10 +53,10 @@ METRICS = (
 # ---------------------------------------------------------------------- the work
 
 sys.path.insert(0, str(HERE))
-from tasks import count_primes  # noqa: E402 - workers find it by module name
+from tasks import count_primes  # workers find it by module name
 
 
-def executor_class(name: str):  # noqa: ANN201 - a factory: workers -> Executor
+def executor_class(name: str):  # a factory: workers -> Executor
     """Import what the executor needs (outside the timed part) and return a factory."""
     if name == "manygil":
         from manygil import InterpreterPoolExecutor

@@ -55,13 +55,13 @@ from concurrent.futures import CancelledError
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import helpers  # noqa: E402
+import helpers
 
-from manygil import InterpreterPoolExecutor, _native  # noqa: E402
-from manygil import interpreters as I  # noqa: E402
-from manygil.interpreters import NotShareableError  # noqa: E402
-from manygil.shared import SharedBuffer, SharedValue  # noqa: E402
-from manygil.sync import Lock  # noqa: E402
+from manygil import InterpreterPoolExecutor, _native
+from manygil import interpreters as I
+from manygil.interpreters import NotShareableError
+from manygil.shared import SharedBuffer, SharedValue
+from manygil.sync import Lock
 
 STUCK_SECONDS = 0.3  # how long a "stuck in C" task waits: abandoned, then it comes back
 
@@ -169,7 +169,7 @@ def scenario(rng: random.Random, number: int, leave_open: bool) -> list[Op]:
             chunk = rng.choice([1, 3, 10])
             try:
                 got = list(pool.map(abs, data, chunksize=chunk, timeout=60))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise Violation(f"map failed: {exc!r}") from exc
             check(got == data, "map returned the wrong values")
         elif kind == "spin_limit":

@@ -320,7 +320,7 @@ def returns_a_buffer_even_if_interrupted(started):
     try:
         started.put("running")
         spin()
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - on purpose: the interrupt of cancel() is caught
         return make_buffer(1 << 20, 1)
 
 
@@ -349,7 +349,7 @@ def spin_named_for_the_dump():
     while True:
         try:
             spin()
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - on purpose: every interrupt is ignored
             pass
 
 
@@ -520,7 +520,7 @@ def swallow_interrupt_and_return(value, started, release):
         started.set()
         while True:
             pass
-    except BaseException:  # on purpose: the interrupt is swallowed
+    except BaseException:  # noqa: BLE001 - on purpose: the interrupt is swallowed
         read_fifo(release)
         return value
 

@@ -4,12 +4,12 @@ import pytest
 
 pytest.importorskip("distributed", reason="distributed is not installed for this Python")
 
-import dask  # noqa: E402
-from dask.distributed import Client, LocalCluster  # noqa: E402
+import dask
+from dask.distributed import Client, LocalCluster
 
-from manygil.dask import InterpreterPoolPlugin  # noqa: E402
+from manygil.dask import InterpreterPoolPlugin
 
-from . import helpers  # noqa: E402
+from . import helpers
 
 # distributed keeps threads and a loop alive for a while after a cluster closes
 pytestmark = [pytest.mark.allow_leaks, pytest.mark.timeout(180), pytest.mark.filterwarnings("ignore")]

@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
-import doc_figures  # noqa: E402 - from tools/, which is not a package
+import doc_figures  # from tools/, which is not a package
 
 PAGES = doc_figures.PAGES
 IDS = [str(p.relative_to(ROOT)) for p in PAGES]

@@ -5,10 +5,10 @@ import pytest
 duckdb = pytest.importorskip("duckdb", reason="duckdb has no wheel for this Python here")
 pytest.importorskip("pyarrow", reason="pyarrow has no wheel for this Python here")
 
-from manygil import InterpreterPoolExecutor  # noqa: E402
-from manygil.duckdb import create_parallel_function  # noqa: E402
+from manygil import InterpreterPoolExecutor
+from manygil.duckdb import create_parallel_function
 
-from . import helpers  # noqa: E402
+from . import helpers
 
 
 @pytest.fixture(scope="module")

@@ -461,7 +461,7 @@ def test_create_tries_again_when_cpython_fails_to_create(monkeypatch):
         try:
             raise MemoryError("the cause")
         except MemoryError:
-            raise error("interpreter creation failed")  # noqa: B904 - chained, as CPython does
+            raise error("interpreter creation failed")  # chained, as CPython does
 
     monkeypatch.setattr(low, "create", broken)
     with pytest.raises(error, match=r"3 attempts\): MemoryError\('the cause'\)"):

@@ -25,9 +25,9 @@ from manygil import interpreters as I
 from . import helpers
 
 joblib = pytest.importorskip("joblib")
-from joblib import Parallel, delayed, parallel_config  # noqa: E402
+from joblib import Parallel, delayed, parallel_config
 
-import manygil.joblib  # noqa: E402  (registers "manygil")
+import manygil.joblib  # registers "manygil"
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

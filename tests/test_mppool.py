@@ -89,7 +89,7 @@ def collect(iterator):
 def outcome(call):
     try:
         return ("ok", call())
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the outcome is what is compared
         return ("raised", type(exc), str(exc))
 
 

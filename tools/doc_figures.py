@@ -326,7 +326,7 @@ def guide_summary() -> str:
     procs = [res[p] for p in PROCESS_POOLS]
     s14 = r14["results"]["stdlib-interpreters"]
     m14 = r14["results"]["manygil"]
-    per_worker = lambda row: row["uss_mib"] / r["workers"]  # noqa: E731
+    per_worker = lambda row: row["uss_mib"] / r["workers"]
     return (
         f"From the last run ({r.source}; `bench/results/latest.json`, the table in the README), "
         f"and for the standard library's pool, the 3.14 run ({r14.source}):\n\n"

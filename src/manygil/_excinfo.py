@@ -53,7 +53,7 @@ class ExcInfo:
 
     __slots__ = ("errdisplay", "formatted", "msg", "type")
 
-    def __init__(self, type: ExcTypeInfo, msg: str, formatted: str, errdisplay: str = "") -> None:  # noqa: A002
+    def __init__(self, type: ExcTypeInfo, msg: str, formatted: str, errdisplay: str = "") -> None:
         self.type = type
         self.msg = msg
         self.formatted = formatted

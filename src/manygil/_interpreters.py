@@ -167,7 +167,7 @@ class Interpreter:
     _whence: str
     _owner: bool  # made by create(): closed when the last reference goes
 
-    def __new__(cls, id: int, /, _whence: str | None = None) -> Interpreter:  # noqa: A002
+    def __new__(cls, id: int, /, _whence: str | None = None) -> Interpreter:
         if not isinstance(id, int) or isinstance(id, bool):
             raise TypeError(f"interpreter id must be an int, got {id!r}")
         try:
@@ -323,7 +323,7 @@ class Interpreter:
         if item is not None:
             raise ExecutionFailed(pickle.loads(item[1]))
 
-    def call(self, callable: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:  # noqa: A002
+    def call(self, callable: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Call ``callable(*args, **kwargs)`` in the interpreter and return its result.
 
         The callable, arguments and result cross by pickle (functions by reference).
@@ -368,7 +368,7 @@ class Interpreter:
         finally:
             release_pins(item[2])
 
-    def call_in_thread(self, callable: Callable[..., Any], /, *args: Any, **kwargs: Any) -> threading.Thread:  # noqa: A002
+    def call_in_thread(self, callable: Callable[..., Any], /, *args: Any, **kwargs: Any) -> threading.Thread:
         """Start a thread that calls ``callable(*args, **kwargs)`` in the interpreter.
 
         The result is discarded; an exception is reported by ``threading.excepthook``.
@@ -545,7 +545,7 @@ class Queue:
     _known: weakref.WeakValueDictionary[int, Queue] = weakref.WeakValueDictionary()
     _id: int
 
-    def __new__(cls, id: int, /) -> Queue:  # noqa: A002
+    def __new__(cls, id: int, /) -> Queue:
         """The handle of an existing queue (taking a new reference to it)."""
         if not isinstance(id, int) or isinstance(id, bool):
             raise TypeError(f"queue id must be an int, got {id!r}")

@@ -252,7 +252,7 @@ def _run_once(module: Any, function: Any, spec: dict[str, Any], tmp_dir: str, ba
                 for fin in reversed(finalizers):
                     try:
                         fin()
-                    except BaseException as exc:  # noqa: BLE001
+                    except BaseException as exc:  # noqa: BLE001 - a fixture's teardown failing fails the test
                         if outcome["status"] in ("passed", "skipped"):
                             outcome = _failure(exc, "while tearing down a fixture")
     finally:
@@ -371,7 +371,7 @@ def _warm_up(spec: dict[str, Any], done: set[str]) -> None:
                 _import_test_module(name, file)
             else:
                 __import__(name)
-        except Exception:  # noqa: BLE001, S110 - the interpreters import it again and report
+        except Exception:  # noqa: BLE001 - the interpreters import it again and report
             pass
 
 

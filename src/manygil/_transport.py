@@ -410,7 +410,7 @@ def _pickle_fallback(obj: object, error: Exception) -> bytes:
             return _dump_by_value(obj, checked=True)
         except _Unsendable as exc:
             raise NotShareableError(_not_picklable(exc.obj, error)) from error
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - pickling runs the object's code: anything
             error = exc
     elif _interactive_main():
         import io
@@ -419,7 +419,7 @@ def _pickle_fallback(obj: object, error: Exception) -> bytes:
         try:
             _CodePickler(buf, protocol=5).dump(obj)
             return buf.getvalue()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - as above
             error = exc
     raise NotShareableError(_not_picklable(obj, error)) from error
 
@@ -431,7 +431,7 @@ def _culprit(obj: object) -> object:
             for item in part.values() if isinstance(part, dict) else (part if isinstance(part, tuple) else (part,)):
                 try:
                     pickle.dumps(item, protocol=5)
-                except Exception:
+                except Exception:  # noqa: BLE001 - any failure to pickle names the culprit
                     return item
     return obj
 
@@ -500,7 +500,7 @@ def _encode(obj: object) -> tuple[int, bytes]:
         return TAG_PICKLE, copied
     try:
         data = pickle.dumps(obj, protocol=5)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - as in _pickle_fallback: by value, or a clear error
         return TAG_PICKLE, _pickle_fallback(obj, exc)
     if b"__main__" in data and _interactive_main():
         # A reference into an interactive __main__ cannot be found again elsewhere.

@@ -338,7 +338,7 @@ def exec_source(source: str | bytes, reply: int) -> None:
         else:
             code = compile(source, "<string>", "exec")
         exec(code, main.__dict__)
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - any failure goes to the caller
         flush_output()
         _native.chan_put(reply, pickle.dumps(_excinfo(exc, 1)), TAG_PICKLE, None)
     else:
@@ -397,13 +397,13 @@ def call_once(inbox: int, reply: int) -> None:
             result = _call_in_main(fn, args, kwargs)
         finally:
             flush_output()
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - the task's failure
         info = _excinfo(exc, 3)  # call_once, _call_in_main and the <interpreter call> frame
         _native.chan_put(reply, pickle.dumps((False, info)), TAG_PICKLE, None)
         return
     try:
         tag, data, pins = dumps(out_of_band_value(result))
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 - a result that cannot be sent back: the caller is told why
         info = _excinfo(exc, 0)
         _native.chan_put(reply, pickle.dumps((None, info)), TAG_PICKLE, None)
         return
@@ -521,7 +521,7 @@ def _pack_error(exc: BaseException, loading: bool = False, explain: int = 1) -> 
     exc.__traceback__ = None
     try:
         data, pins = collect(_dump_error, exc)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an exception that does not pickle goes as its ExcInfo
         data, pins = pickle.dumps(None), ()  # rebuilt from its ExcInfo as a RemoteError
         if status == RAISED:
             return bytes((RAISED_INFO,)) + info
@@ -585,7 +585,7 @@ def _dump5(obj: object) -> bytes:
         return copied
     try:
         return pickle.dumps(obj, protocol=5)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pickle runs the object's code: anything
         from ._transport import _pickle_fallback
 
         return _pickle_fallback(obj, exc)
@@ -747,7 +747,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
             try:
                 fn, args = _copy.loads(init)
                 fn(*args)
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - reported, never raised here
                 home(_EVENT + bytes((INIT_FAILED,)) + _pack_error(exc))
                 return
         batch = home(_EVENT + bytes((READY,)))
@@ -805,7 +805,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                             encoded, pins = collect(_dump5, value)
                             value = None
                             out = head + pack(OK | LENT if lent else OK, encoded, pins)
-                        except BaseException as exc:
+                        except BaseException as exc:  # noqa: BLE001 - unsendable: fails the task
                             out = head + _pack_error(_result_error(fn, result, exc))
                         fn = result = None
                         encoded = b""
@@ -813,7 +813,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         with current.lock:
                             finished()
                         out = head + bytes((INTERRUPTED,))
-                    except BaseException as exc:
+                    except BaseException as exc:  # noqa: BLE001 - the task's failure
                         fn = args = kwargs = task = None
                         with current.lock:
                             finished()

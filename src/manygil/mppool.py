@@ -669,7 +669,7 @@ class Pool:
             while True:
                 try:
                     chunk = [(x,) for x in itertools.islice(items, chunksize)]
-                except Exception as exc:  # the iterable raised: at its place, then the end
+                except Exception as exc:  # noqa: BLE001 - the iterable raised: at its place, then the end
                     result._chunk(index, (False, exc))
                     index += 1
                     break
@@ -700,7 +700,7 @@ class Pool:
         more tasks: it is broken, or the program's end has begun (a RuntimeError)."""
         try:
             future = call()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - fails in its place (above)
             if window is not None:
                 window.give()
             job._chunk(index, (False, exc))
