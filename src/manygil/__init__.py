@@ -47,7 +47,7 @@ __all__ = (
     "dump_tracebacks_later",
 )
 
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs every worker 8 ms
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would cost every worker
 if TYPE_CHECKING:
     from ._exceptions import (
         BrokenInterpreterPool,

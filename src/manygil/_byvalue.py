@@ -3,8 +3,8 @@
 cloudpickle pickles a function of ``__main__``, a lambda or a closure as calls to six
 small functions of ``cloudpickle.cloudpickle`` (make the function, its cells, set its
 state, import a module it uses).  Loading such a pickle imports that module, and with
-it logging, inspect, dataclasses, typing, uuid and more: about 18 ms and 47 modules in
-each new interpreter, for every worker that loads one function of a notebook.
+it logging, inspect, dataclasses, typing, uuid and more, in each new interpreter: every
+worker that loads one function of a notebook would pay for that import.
 
 manygil's pickler (``_transport``) names the copies below instead, so a worker loads
 by-value functions with nothing more than this module.  They are those of cloudpickle

@@ -16,13 +16,13 @@ Imported by every worker interpreter: only ``_pickle`` and ``_native`` here.
 
 from __future__ import annotations
 
-import _pickle as pickle  # the C module: pickle.py would cost every worker 10 ms
+import _pickle as pickle  # the C module: importing pickle.py would cost every worker
 import io
 import types
 
 from . import _native
 
-TYPE_CHECKING = False  # not typing's: importing typing costs every worker 3 ms
+TYPE_CHECKING = False  # not typing's: importing typing would cost every worker
 if TYPE_CHECKING:
     from typing import Any
 

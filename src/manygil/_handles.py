@@ -21,7 +21,7 @@ adopted: a second load took another handle's, and freed the object under it.)
 
 from __future__ import annotations
 
-import _thread  # not threading: workers import this module, and threading costs them 0.8 ms
+import _thread  # not threading: workers import this module, and would pay for threading's import
 
 from . import _native
 

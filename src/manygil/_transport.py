@@ -65,7 +65,7 @@ __all__ = (
 
 # cloudpickle (optional: by-value pickling of lambdas, closures, interactive functions)
 # is imported when a value first needs it, not with this module: a worker that imports
-# the caller's script (which imports manygil) would pay 18 ms for it.  None: not installed.
+# the caller's script (which imports manygil) would pay for that import.  None: not installed.
 _UNKNOWN: Any = object()
 _cloudpickle: Any = _UNKNOWN
 
@@ -194,8 +194,9 @@ def main_extension_imports() -> str:
     that load extension modules in this interpreter, NUL-separated.  A worker imports
     them before the script (see ``_worker._load_user_main``): should one refuse the
     worker's interpreter, the script would fail at that same statement, and the worker
-    knows it without importing the rest of the script first (30 ms of the 40 that a
-    script importing argparse, multiprocessing, concurrent.futures, then numpy cost)."""
+    knows it without importing the rest of the script first (for a script importing
+    argparse, multiprocessing, concurrent.futures, then numpy, most of what the whole
+    script costs)."""
     file = main_hint()[1]
     if not file.endswith(".py"):
         return ""

@@ -21,8 +21,8 @@ native channels (see ``_native_chan.c``); the pool's protocol is:
 
 from __future__ import annotations
 
-import _pickle as pickle  # the C module: pickle.py would cost 10 ms more per worker
-import _thread  # not threading, which costs each worker 0.8 ms: see _start_thread
+import _pickle as pickle  # the C module: importing pickle.py would cost every worker more
+import _thread  # not threading, whose import every worker would pay: see _start_thread
 import sys
 import time
 import types
@@ -362,7 +362,7 @@ def _call_in_main(fn: Any, args: Any, kwargs: Any) -> Any:
     global _in_main
     if _in_main is None:
         # Compiled at the first call, not at import: an interpreter's first compile()
-        # costs 0.5 ms, which every pool worker would pay at its start.
+        # is not cheap, and every pool worker would pay for it at its start.
         _in_main = compile(
             '__mg_pop__("__mg_f__")(*__mg_pop__("__mg_a__"), **__mg_pop__("__mg_pop__")("__mg_k__"))',
             "<interpreter call>",
@@ -489,7 +489,8 @@ def _pack_error(exc: BaseException, loading: bool = False, explain: int = 1) -> 
     """A RAISED record; REFUSED when loading the task (before any of it ran) needed a
     module that refuses this interpreter, so the pool may run it elsewhere.  Without
     ``explain`` (the pool runs such a task elsewhere), a REFUSED record's traceback is
-    left out: formatting it cost a worker 16 ms (importing traceback, reading sources)."""
+    left out: formatting it costs the worker an import of traceback and a read of the
+    sources, for a traceback nobody sees."""
     status = RAISED
     name = refusing_module(exc)
     module = b""
@@ -659,7 +660,7 @@ def agent(control: int, current: _Current | None, worker_thread: int) -> None:
 def _start_thread(target: Any, args: tuple[Any, ...], name: str) -> Any:
     """Start a thread of this interpreter; its ``join``.  On 3.13+ through ``_thread``
     (so unnamed, and not in ``threading.enumerate()`` of a task that imports threading):
-    importing threading would cost each worker 0.8 ms of its start.  On 3.12
+    importing threading would lengthen every worker's start.  On 3.12
     ``bootstrap`` imports threading anyway."""
     if sys.version_info >= (3, 13):
         # daemon=False: an interpreter with its own GIL allows no daemon thread.

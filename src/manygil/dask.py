@@ -106,7 +106,7 @@ class WorkerInterpreterExecutor(Executor):
         call = _plain_call(task, data)
         if call is not None:
             # The common case: send the function and its resolved arguments, so the
-            # interpreter never imports dask (about 20 MiB per interpreter).
+            # interpreter never imports dask (a large import, in every interpreter).
             fn, args, kwargs = call
             inner = self.pool.submit(fn, *args, **kwargs)
         else:
