@@ -22,16 +22,16 @@ def _snapshot() -> tuple[set[int], set[threading.Thread], dict[str, int]]:
 
 @pytest.fixture(autouse=True)
 def unlearned():
-    """Each test starts from a process whose pools learned no route (see _fallback._LEARNED)."""
-    from manygil import _fallback
+    """Each test starts from a process whose pools learned no route (see _router._LEARNED)."""
+    from manygil import _router
 
-    _fallback._LEARNED.clear()
-    _fallback._SCRIPTS_REFUSED.clear()
-    _fallback._REFUSING.clear()
+    _router._LEARNED.clear()
+    _router._SCRIPTS_REFUSED.clear()
+    _router._REFUSING.clear()
     yield
-    _fallback._LEARNED.clear()
-    _fallback._SCRIPTS_REFUSED.clear()
-    _fallback._REFUSING.clear()
+    _router._LEARNED.clear()
+    _router._SCRIPTS_REFUSED.clear()
+    _router._REFUSING.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -120,7 +120,7 @@ def test_a_process_that_died_while_idle_is_replaced_for_the_next_task(refusing):
     with InterpreterPoolExecutor(1) as pool:
         pool.route(refusing.where)
         _, first_pid, _ = pool.submit(refusing.where, 1).result(timeout=120)
-        side = pool._fallback
+        side = pool._router.other
         with side.lock:
             (slot,) = side.idle
         os.kill(first_pid, signal.SIGKILL)

@@ -86,7 +86,7 @@ def test_bad_fallback_and_route_say_what_to_use():
 def test_a_pure_python_program_starts_no_process():
     with InterpreterPoolExecutor(2) as pool:
         assert list(pool.map(helpers.add, range(20), range(20))) == [2 * x for x in range(20)]
-        assert pool._fallback is not None and pool._fallback.pool is None
+        assert pool._router is not None and pool._router.other.slots == 0  # no process slot made
     assert not multiprocessing.active_children()
 
 
@@ -128,8 +128,8 @@ def test_calls_queued_before_the_first_refusal_go_to_the_process_side_unrefused(
     # process side directly, without each being loaded and refused in the interpreter.
     refusals = []
     with InterpreterPoolExecutor(1) as pool:
-        real = pool._fallback.refused
-        pool._fallback.refused = lambda fn, module: refusals.append(module) or real(fn, module)
+        real = pool._router.refused
+        pool._router.refused = lambda fn, module: refusals.append(module) or real(fn, module)
         with pytest.warns(FallbackWarning):
             futures = [pool.submit(refusing.where, x) for x in range(5)]
             results = [f.result(timeout=120) for f in futures]

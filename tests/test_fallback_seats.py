@@ -64,7 +64,7 @@ def test_shutdown_stops_a_worker_that_waited_for_a_seat_when_another_retires(tmp
         assert list(pool.map(abs, [-1, -2])) == [1, 2]  # two interpreter workers, renewed
         pool.route(helpers.in_process_wait_for_path, "process")
         held = [pool.submit(helpers.in_process_wait_for_path, str(gate)) for _ in range(2)]
-        seats = pool._fallback.seats
+        seats = pool._router.other.seats
         while seats.held["process"] < 2:  # both seats taken by the process tasks
             assert not any(f.done() for f in held), [f.exception() for f in held]
             threading.Event().wait(0.01)
@@ -86,7 +86,7 @@ def test_shutdown_stops_a_worker_that_waited_for_a_seat_when_another_retires(tmp
 def test_a_seat_given_back_wakes_the_side_that_found_none():
     # The policy, without threads: a side whose take() failed is reported by the other
     # side's next give(), under the seats' one lock (issue 30, section 2.1).
-    from manygil._fallback import Seats
+    from manygil._seats import Seats
 
     seats = Seats(1)
     assert seats.take("interp")
@@ -101,6 +101,67 @@ def test_a_seat_given_back_wakes_the_side_that_found_none():
     assert seats.give("interp") is False  # its take succeeded since: nobody waits
 
 
+class _FakeSide:
+    """A side as the seats see it: whether its tasks wait, and what a freed seat does."""
+
+    def __init__(self, seats, name, waiting=False):
+        self.seats, self.name, self.waiting, self.woken = seats, name, waiting, 0
+        seats.attach(name, self.wants_seat, self.seat_freed)
+
+    def wants_seat(self):
+        return self.waiting
+
+    def seat_freed(self):
+        self.woken += 1
+        if self.waiting and self.seats.take(self.name):
+            self.waiting = False
+
+
+def test_a_seat_given_back_wakes_the_other_side_through_its_callback():
+    # Policy with fake sides, no pool: the sides never call each other, the seats do.
+    from manygil._seats import Seats
+
+    seats = Seats(2)
+    interp, process = _FakeSide(seats, "interp"), _FakeSide(seats, "process")
+    assert seats.take("interp") and seats.take("interp")
+    assert seats.give("interp") is False and process.woken == 0  # nobody waits: nobody woken
+    assert seats.take("interp")
+    process.waiting = True  # its tasks queue (a hint the seats read without a lock)...
+    assert not seats.take("process")  # ...and it found no seat
+    assert seats.give("interp") is True
+    assert process.woken == 1 and not process.waiting  # it took the seat at once
+    assert seats.held == {"interp": 1, "process": 1}
+    # A side within its fair share keeps a seat for its own next task: nobody is woken.
+    interp.waiting = True
+    assert seats.give("process", keep=True) is False and interp.woken == 0
+    assert seats.take("process")
+    # Above its share while the other waits, a side hands a seat over.
+    assert not seats.others_wait("interp")  # 1 of 2: within its share
+    assert seats.give("process") is True and interp.woken == 1 and not interp.waiting
+    assert seats.held == {"interp": 2, "process": 0}
+    process.waiting = True
+    assert seats.others_wait("interp")  # 2 of 2 while the process side waits: hand one over
+    # nudge(): a seat handed over for a task that was cancelled goes to the other side.
+    seats.give("interp", keep=True)
+    seats.nudge("interp")
+    assert process.woken == 2 and seats.held == {"interp": 1, "process": 1}
+
+
+def test_the_seats_keep_no_side_alive():
+    import gc
+
+    from manygil._seats import Seats
+
+    seats = Seats(1)
+    side = _FakeSide(seats, "interp")
+    assert seats.take("interp")
+    assert not seats.take("process")
+    del side
+    gc.collect()
+    assert seats.give("interp") is True  # the process side wanted one; nobody is left to wake: no error
+    assert not seats.wants_seat("interp")
+
+
 def test_a_seat_freed_while_a_process_task_queues_itself_is_not_lost(monkeypatch):
     # The lost wake-up found by reading: the process side's pump found no seat and, before
     # it queued its task, the interpreter side gave its seat back and looked at the queue
@@ -110,7 +171,7 @@ def test_a_seat_freed_while_a_process_task_queues_itself_is_not_lost(monkeypatch
     from manygil._fallback import Fallback
 
     checked = threading.Event()
-    real_waiting, real_poke, real_behind = Fallback.waiting, Fallback.poke, Fallback._behind
+    real_waiting, real_poke, real_behind = Fallback.wants_seat, Fallback.seat_freed, Fallback._behind
     q = I.create_queue()
 
     def waiting(self):
@@ -130,8 +191,8 @@ def test_a_seat_freed_while_a_process_task_queues_itself_is_not_lost(monkeypatch
         return real_behind(self, task)
 
     forcing = []
-    monkeypatch.setattr(Fallback, "waiting", waiting)
-    monkeypatch.setattr(Fallback, "poke", poke)
+    monkeypatch.setattr(Fallback, "wants_seat", waiting)
+    monkeypatch.setattr(Fallback, "seat_freed", poke)
     monkeypatch.setattr(Fallback, "_behind", behind)
     with InterpreterPoolExecutor(1) as pool:
         pool.route(helpers.add)
@@ -156,7 +217,7 @@ def test_a_seat_freed_while_an_interpreter_task_queues_itself_is_not_lost(monkey
     os.mkfifo(release)
     checked = threading.Event()
     forcing: list[bool] = []
-    real_seat, real_waiting, real_kick = _PoolState._seat, _PoolState.waiting, _PoolState.kick
+    real_seat, real_waiting, real_kick = _PoolState._seat, _PoolState.wants_seat, _PoolState.seat_freed
 
     def seat(self, worker):  # the pool's lock held
         seated = real_seat(self, worker)
@@ -176,8 +237,8 @@ def test_a_seat_freed_while_an_interpreter_task_queues_itself_is_not_lost(monkey
         real_kick(self)
 
     monkeypatch.setattr(_PoolState, "_seat", seat)
-    monkeypatch.setattr(_PoolState, "waiting", waiting)
-    monkeypatch.setattr(_PoolState, "kick", kick)
+    monkeypatch.setattr(_PoolState, "wants_seat", waiting)
+    monkeypatch.setattr(_PoolState, "seat_freed", kick)
     with InterpreterPoolExecutor(1) as pool:
         assert pool.submit(helpers.cpu, 10).result(timeout=60) == helpers.cpu(10)  # a worker, idle
         pool.route(helpers.fifo_handshake)

@@ -252,7 +252,7 @@ def test_a_process_shut_down_as_it_starts_is_counted_once(refusing, monkeypatch)
     with pytest.warns(FallbackWarning):
         queued = pool.submit(refusing.where, 1)
         assert at_gate.wait(60)
-    side = pool._fallback
+    side = pool._router.other
     pool.shutdown(wait=False, cancel_futures=True)
     assert queued.cancelled()
     gate.set()

@@ -61,8 +61,8 @@ if TYPE_CHECKING:
         QueueFull,
         RemoteError,
     )
+    from ._router import FallbackWarning
     from ._worker import TaskInterrupted
-    from ._fallback import FallbackWarning
     from ._tracebacks import cancel_dump_tracebacks_later, dump_tracebacks, dump_tracebacks_later
     from .mppool import Pool
     from .pool import InterpreterFuture, InterpreterPoolExecutor
@@ -81,7 +81,7 @@ _LAZY = {
     "QueueFull": "._exceptions",
     "RemoteError": "._exceptions",
     "TaskInterrupted": "._worker",
-    "FallbackWarning": "._fallback",
+    "FallbackWarning": "._router",
     "InterpreterFuture": ".pool",
     "InterpreterPoolExecutor": ".pool",
     "Pool": ".mppool",

@@ -26,186 +26,54 @@ import pickle
 import sys
 import threading
 import time
-import types
-import warnings
-import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from typing import Any
+from typing import Any, Protocol
 
 from . import _backend, _exit, _transport
+from ._seats import Seats
+from ._waits import main_wait
 
-__all__ = ("FALLBACKS", "Fallback", "FallbackWarning", "learn_refusal", "route_key")
-
-FALLBACKS = ("process", "shared-gil", None)
-
-
-# What a pool learned, for the pools made after it in this process: the functions whose
-# loading a module refused (route_key -> that module).  Which modules refuse an own-GIL
-# interpreter does not change while a process runs, so a later pool sends those calls
-# to its fallback side from the first (and starts its processes then).
-_LEARNED: dict[str, str] = {}
-# The caller's scripts (__main__.__file__) that a module refused: their functions go by
-# value from a later pool's first call.
-_SCRIPTS_REFUSED: set[str] = set()
+__all__ = ("Fallback", "SharedGilPool", "start_method")
 
 
-# The modules whose import a refusal failed in an own-GIL interpreter of this process:
-# the refusing extension module and those that were importing it (numpy._core._multiarray_umath,
-# numpy._core, numpy, a module of the caller that imports numpy...).  Their import fails
-# the same way in every such interpreter, so a task whose loading would import one of
-# them goes to the fallback side at once, instead of being sent, refused and sent again.
-_REFUSING: dict[str, str] = {}  # module -> the extension module that refused
+class SharedGilPool(Protocol):
+    """The shared-GIL side: an ``InterpreterPoolExecutor(shared_gil=True)``, made by the
+    facade's factory (this module does not import the pool)."""
 
+    def _submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> Future[Any]: ...
 
-def main_wait(condition: threading.Condition, timeout: float | None = None) -> None:
-    """``condition.wait(timeout)`` that lets Ctrl-C through.  CPython runs a signal's
-    Python handler when the main thread next runs bytecode: a signal that lands just as
-    that thread starts to block (or on another thread, such as one of the pool's, which
-    call home often) would wait for the wait's end, forever for a task that never ends.
-    The main thread so waits in slices of 0.1 s at most, as ``_native``'s waits do."""
-    if threading.current_thread() is threading.main_thread():
-        timeout = 0.1 if timeout is None else min(timeout, 0.1)
-    condition.wait(timeout)
+    def _cancel_all(self) -> None: ...
 
-
-def learn_refusal(extension: str, modules: list[str]) -> None:
-    """Remember the modules whose import ``extension``'s refusal failed (see
-    ``_worker.refusal``), the extension itself among them."""
-    for module in (extension, *modules):
-        if module and module != "?":
-            _REFUSING.setdefault(module, extension)
-
-
-def _refusing(module: object) -> str | None:
-    """The extension module that refused when ``module`` (a name), or the package above
-    it, was imported here, if one did: importing a module imports its packages first."""
-    name = module if isinstance(module, str) else ""
-    while name:
-        if name in _REFUSING:
-            return _REFUSING[name]
-        name = name.rpartition(".")[0]
-    return None
-
-
-def _code_names(code: types.CodeType) -> set[str]:
-    """The global names a function's code may look up, its nested functions' included
-    (what cloudpickle sends of its globals)."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _code_names(const)
-    return names
-
-
-def _needs_refusing(fn: types.FunctionType, seen: set[int]) -> str | None:
-    """The extension module that refused a module which loading ``fn`` by value would
-    import: a module among the globals, closure cells and defaults it sends, or the
-    module of a function, class or object among them (pickled by reference, by the
-    name of its module); functions of ``__main__`` that it uses go by value too."""
-    if id(fn) in seen:
-        return None
-    seen.add(id(fn))
-    glob = fn.__globals__
-    values = [glob[name] for name in _code_names(fn.__code__) if name in glob]
-    for cell in fn.__closure__ or ():
-        try:
-            values.append(cell.cell_contents)
-        except ValueError:  # an empty cell
-            pass
-    values += fn.__defaults__ or ()
-    values += (fn.__kwdefaults__ or {}).values()
-    for value in values:
-        if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
-            found = _needs_refusing(value, seen)
-        elif isinstance(value, types.ModuleType):
-            found = _refusing(value.__name__)
-        elif isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):
-            found = _refusing(getattr(value, "__module__", None))
-        else:
-            found = _refusing(type(value).__module__)
-        if found is not None:
-            return found
-    return None
-
-
-def _main_file() -> str:
-    import sys
-
-    return str(getattr(sys.modules.get("__main__"), "__file__", None) or "")
-
-
-class FallbackWarning(UserWarning):
-    """A function's tasks run outside the own-GIL interpreters from now on (once per function)."""
-
-
-FallbackWarning.__module__ = "manygil"  # its public name
-
-
-class Seats:
-    """``max_workers`` shared by a pool's interpreter workers and its process side: a task
-    runs only on a seat, so the two kinds together run at most ``max_workers`` tasks and
-    do not oversubscribe the cores.
-
-    When both kinds have tasks waiting, each keeps a fair share of the seats (half,
-    rounded down; a side above it hands a seat over when a task of it ends), so neither
-    starves and a seat does not change hands after every task (each hand-over wakes
-    threads, which costs milliseconds on busy cores).  With one seat they take turns."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.share = total // 2
-        self.held = {"interp": 0, "process": 0}
-        # The sides whose last take() failed: a seat given back must wake them.  Kept
-        # under the same lock as the count, so that a side that found no seat cannot
-        # miss the one given back just after (a lost wake-up: its task waited beside a
-        # free seat until the next submit).
-        self.wanted: set[str] = set()
-        self.lock = threading.Lock()  # a leaf: nothing else is locked while it is held
-
-    def take(self, side: str) -> bool:
-        """Take a seat for ``side``; False when none is free (``side`` is then woken by
-        the next ``give`` of the other side)."""
-        with self.lock:
-            if self.held["interp"] + self.held["process"] >= self.total:
-                self.wanted.add(side)
-                return False
-            self.held[side] += 1
-            self.wanted.discard(side)
-            return True
-
-    def give(self, side: str) -> bool:
-        """Give back a seat of ``side``; whether the other side wanted one since its
-        last take (the caller wakes it, unless ``side`` keeps the seat for its own
-        waiting task within its fair share: the other side is woken at a later give)."""
-        with self.lock:
-            self.held[side] -= 1
-            return ("process" if side == "interp" else "interp") in self.wanted
-
-    def above_share(self, side: str) -> bool:
-        """Whether ``side`` holds more than its fair share (read without the lock: a hint)."""
-        return self.held[side] > self.share
-
-
-def route_key(fn: object) -> str:
-    """The name a function is routed by: ``module.qualname``."""
-    module = getattr(fn, "__module__", None) or type(fn).__module__
-    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
-    return f"{module}.{name}"
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
 
 
 class Fallback:
-    """The fallback pool of one ``InterpreterPoolExecutor`` and its routing table."""
+    """The other side of one ``InterpreterPoolExecutor``: where the router sends the tasks
+    that cannot run in its own-GIL interpreters.  ``kind`` is ``"process"`` (process
+    workers, on the seats shared with the interpreters) or ``"shared-gil"`` (a pool of
+    interpreters that share the main GIL, made by ``shared_gil_pool`` on its first task).
+
+    Its fields are guarded by ``lock`` (``wake`` is its condition).  Threads: the router
+    calls ``run`` (a caller's thread, or an interpreter worker's in ``call_home``); the
+    dispatcher thread starts the tasks a freed seat lets run; the timer thread ends tasks
+    past their time limit; the warm-up thread starts the processes; each slot's
+    ``ProcessPoolExecutor`` manager thread reports a task's end (``_ProcessTask._done``).
+    Lock order: the pool's lock, then this one, then ``Seats.lock``."""
 
     def __init__(
         self,
-        kind: str | None,
+        kind: str,
         max_workers: int,
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
         max_tasks_per_worker: int | None,
         forward_output: bool = True,
+        seats: Seats | None = None,
+        shared_gil_pool: Callable[[], SharedGilPool] | None = None,
     ) -> None:
         self.kind = kind
         self.forward = forward_output
@@ -215,7 +83,8 @@ class Fallback:
         self.max_tasks = max_tasks_per_worker
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
-        self.pool: Any = None  # the shared-GIL side's InterpreterPoolExecutor
+        self.make_pool = shared_gil_pool  # for kind "shared-gil": the facade's factory
+        self.pool: SharedGilPool | None = None  # the shared-GIL side, made on its first task
         self.closed = False
         self.pending: deque[_ProcessTask] = deque()  # the process side's queue
         self.running: set[_ProcessTask] = set()
@@ -231,174 +100,18 @@ class Fallback:
         self.dispatcher: threading.Thread | None = None  # starts tasks a freed seat lets run
         self.timer: threading.Thread | None = None  # stops tasks past their time limit
         self.warmer: threading.Thread | None = None  # starts the processes (_warm_up)
-        self.routes: dict[str, str] = {}  # route_key -> why
-        if kind is not None:
-            self.routes = {
-                key: f"{kind}: the extension module {module} refuses an own-GIL interpreter (learned by an earlier pool)"
-                for key, module in list(_LEARNED.items())
-            }
-        self.warned: set[str] = set()  # route_keys whose FallbackWarning was given
-        self.warned_args: set[str] = set()  # ... for a call whose argument refused
-        # Functions of __main__ that needs_refusing() found to need no refusing module,
-        # with how many modules were known to refuse then.
-        self.clean: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        # The caller's script does not import in an interpreter (numpy at its top): its
-        # functions go by value from then on (cloudpickle).
-        self.script_refused = _transport.has_cloudpickle() and _main_file() in _SCRIPTS_REFUSED
-        self.resubmit: Callable[[], Callable[[Any], None] | None] | None = None  # the pool's, weakly
         # The seats both sides share (process side only: a shared-GIL side's tasks take
-        # turns on one GIL anyway).  pool_state (the pool's _PoolState, weakly) takes a
-        # freed seat when its tasks wait; poked asks the dispatcher to start tasks here.
-        self.seats = Seats(max_workers) if kind == "process" else None
-        self.pool_state: Callable[[], Any] = lambda: None
-        self.poked = False
+        # turns on one GIL anyway); seat_free asks the dispatcher to start tasks here.
+        self.seats = seats
+        if seats is not None:
+            seats.attach("process", self.wants_seat, self.seat_freed)
+        self.seat_free = False
         # No process worker can start (a script without the main guard, a failing
         # initializer): once one fails before it could take a task, later tasks fail at
         # once instead of each starting a process that fails the same way.
         self.cannot_start: BaseException | None = None
         self.warmed = False  # the first process task starts every slot's process at once
         self.threadless = False  # no thread starts now (3.12, the program's end): _run_alone
-
-    def routed(self, fn: object) -> bool:
-        # Every submit and dispatch asks: no name is made while nothing is routed.
-        return bool(self.routes) and route_key(fn) in self.routes
-
-    def route(self, fn: object, why: str) -> bool:
-        """Send ``fn``'s calls here from now on; True the first time."""
-        key = route_key(fn)
-        with self.lock:
-            if key in self.routes:
-                return False
-            self.routes[key] = why
-            return True
-
-    def needs_refusing(self, fn: object, by_value: bool) -> str | None:
-        """The extension module that refused an own-GIL interpreter earlier in this
-        process when a module was imported that loading ``fn`` in a worker would import
-        (its module; sent ``by_value``, as functions of a notebook or a REPL always are,
-        what it uses): its calls go to this side at once.
-        None when unknown, or with no side."""
-        if not _REFUSING or self.kind is None:
-            return None
-        module = getattr(fn, "__module__", None)
-        if module != "__main__":
-            return _refusing(module)
-        if not (by_value or _transport._interactive_main()) or not isinstance(fn, types.FunctionType):
-            return None  # by reference: the caller's script, which loads or was refused
-        if self.clean.get(fn) == len(_REFUSING):
-            return None  # checked since the last refusal learned
-        found = _needs_refusing(fn, set())
-        if found is None:
-            self.clean[fn] = len(_REFUSING)
-        return found
-
-    def refused_by_function(self, fn: object, by_value: bool) -> bool:
-        """Whether a refusal just learned (``learn_refusal``) came from loading ``fn``
-        itself, or cannot be told apart; False when ``fn``, a function or class, loads
-        without any module known to refuse: one of its call's arguments refused, and
-        only that call goes to this side."""
-        if not isinstance(fn, (types.FunctionType, types.BuiltinFunctionType, type)):
-            return True
-        if getattr(fn, "__module__", None) == "__main__" and not by_value and not _transport._interactive_main():
-            return True  # by reference: its loading imports the caller's script
-        return self.needs_refusing(fn, by_value) is not None
-
-    def argument_refused(self, fn: object, module: str) -> None:
-        """A call of ``fn`` could not load because an argument needs ``module``, which
-        refused: that call runs here; ``fn`` stays where it is.  Said once per function."""
-        key = route_key(fn)
-        if self._first(self.warned_args, key):
-            try:
-                warnings.warn(
-                    f"manygil: a call of {key} ran in {self._where()}: an argument of it needs the "
-                    f"extension module {module}, which refuses to load in an interpreter with its "
-                    "own GIL; its other calls still run in the interpreters",
-                    FallbackWarning,
-                    stacklevel=2,
-                )
-            except Exception:  # noqa: BLE001 - warnings turned into errors, on a worker thread
-                pass
-
-    def by_value(self, item: Any) -> bool:
-        """Importing the caller's script in the worker failed on a refusing module (a
-        script that starts with ``import numpy``): send this function of ``__main__``
-        again by value (cloudpickle), with only the globals it uses, so that a pure
-        function of the script still runs in an interpreter.  Calls queued by reference
-        before the first resend are each resent too, never routed away for it; one that
-        uses a module known to refuse (``needs_refusing``) runs here instead.  False when
-        it cannot."""
-        if (
-            item.call is None
-            or item.by_value  # sent by value already: refused for what it uses itself
-            or getattr(item.fn, "__module__", None) != "__main__"
-            or self.resubmit is None
-            or (resubmit := self.resubmit()) is None
-            or not _transport.has_cloudpickle()
-        ):
-            return False
-        self.refuse_script()
-        module = self.needs_refusing(item.fn, by_value=True)
-        if module is not None:  # what it uses refused too: no need to send it again
-            self.refused(item.fn, module, known=True)
-            fn, args, kwargs = item.call
-            self.run(item.future, fn, args, kwargs, timeout=item.timeout, label=item.label)
-            return True
-        try:
-            resubmit(item)
-        except Exception as exc:  # noqa: BLE001 - shut down meanwhile, or it does not pickle by value
-            item.by_value_error = exc  # said with the refusal, should the task fail for it
-            return False
-        return True
-
-    def refuse_script(self) -> None:
-        """A module refused the caller's script: its functions go by value from now on,
-        in this pool and in those made after it."""
-        self.script_refused = _transport.has_cloudpickle()
-        if self.script_refused and _main_file():
-            _SCRIPTS_REFUSED.add(_main_file())
-
-    def route_refused(self, fn: object, module: str, known: bool = False) -> None:
-        """Route ``fn`` here because ``module`` refused an interpreter: done by the pool
-        as soon as the refusal arrives, before it hands its worker the next tasks
-        (``known``: before any, ``module`` refused an earlier task, see ``needs_refusing``)."""
-        why = f"{self.kind}: the extension module {module} refuses an own-GIL interpreter"
-        self.route(fn, why + (" (it refused an earlier task)" if known else ""))
-        if getattr(fn, "__module__", None) != "__main__" or _main_file():
-            # Not a notebook's or a REPL's function: redefined there, the name may stand
-            # for a pure function next time.
-            _LEARNED[route_key(fn)] = module
-
-    def _first(self, said: set[str], key: str) -> bool:
-        """Whether ``key`` is said for the first time in ``said`` (one warning each)."""
-        with self.lock:
-            first = key not in said
-            said.add(key)
-        return first
-
-    def _where(self) -> str:
-        return "a process worker" if self.kind == "process" else "a shared-GIL interpreter"
-
-    def refused(self, fn: object, module: str, known: bool = False) -> None:
-        """A worker could not load a call of ``fn`` (``known``: would not, see
-        ``needs_refusing``): ``module`` refused its interpreter.  Route it, and say so
-        once per function."""
-        self.route_refused(fn, module, known)
-        if self._first(self.warned, route_key(fn)):
-            where = self._where()
-            top = module.split(".")[0]
-            code = getattr(fn, "__code__", None)  # shown at the function, not in manygil
-            try:
-                warnings.warn_explicit(
-                    f"manygil: {route_key(fn)} runs in {where} from now on: the extension module "
-                    f"{module} refuses to load in an interpreter with its own GIL "
-                    f"(see `python -m manygil check {top}`; pool.routes() lists every route)",
-                    FallbackWarning,
-                    code.co_filename if code else "<manygil>",
-                    code.co_firstlineno if code else 0,
-                    module=getattr(fn, "__module__", None) or "manygil",
-                )
-            except Exception:  # noqa: BLE001 - warnings turned into errors, on a worker thread
-                pass
 
     # ------------------------------------------------------------------ running
 
@@ -423,7 +136,7 @@ class Fallback:
         if self.kind == "process":
             _exit.run_first()  # concurrent.futures.process may have been imported since
             kept: list[Any] = []  # shared buffers the process maps: alive until the task ends
-            task = _ProcessTask(future, _dump_call(fn, args, kwargs, kept), timeout, label or route_key(fn))
+            task = _ProcessTask(future, _dump_call(fn, args, kwargs, kept), timeout, label or _transport.route_key(fn))
             task.kept = kept
             future._fallback = task  # type: ignore[attr-defined]
             with self.lock:
@@ -463,27 +176,18 @@ class Fallback:
         future._fallback = inner  # type: ignore[attr-defined]  # its cancel() interrupts it
         inner.add_done_callback(lambda done: _settle(future, done))
 
-    def _shared_gil_pool(self) -> Any:
+    def _shared_gil_pool(self) -> SharedGilPool:
         with self.lock:
             if self.pool is None:
-                from ._pool import InterpreterPoolExecutor
-
-                self.pool = InterpreterPoolExecutor(
-                    self.max_workers,
-                    initializer=self.initializer,
-                    initargs=self.initargs,
-                    max_tasks_per_worker=self.max_tasks,
-                    shared_gil=True,
-                    fallback=None,
-                    forward_output=self.forward,
-                )
+                assert self.make_pool is not None, "a shared-gil fallback is made with its factory"
+                self.pool = self.make_pool()
             return self.pool
 
     # The process side: one single-process ProcessPoolExecutor per slot, at most
     # max_workers slots, so that stopping one running task (time limit, cancel())
     # terminates its process alone and no other task is lost.
 
-    def waiting(self) -> bool:
+    def wants_seat(self) -> bool:
         """Process tasks wait for a seat and a process is ready for one (read without
         the lock: a hint): in the queue, or behind a running task in its process (which
         a free seat lets move, see ``_move_one``).  While the processes start, the
@@ -556,12 +260,12 @@ class Fallback:
                 self.idle.append(slot)
         self._pump()
 
-    def poke(self) -> None:
+    def seat_freed(self) -> None:
         """A seat was freed on the interpreter side: start what waits here, from the
-        dispatcher thread (the pool calls this with its own lock held)."""
+        dispatcher thread (``Seats.give`` calls this with the pool's lock held)."""
         with self.lock:
             if self.pending or self._queued_behind() is not None:
-                self.poked = True
+                self.seat_free = True
                 self.wake.notify_all()
 
     def _pump(self) -> None:
@@ -594,7 +298,7 @@ class Fallback:
                     else:
                         slot = self._behind(task)
                         if slot is None:
-                            self.pending.appendleft(task)  # a seat's holder pokes when it leaves
+                            self.pending.appendleft(task)  # a seat's holder wakes this side when it leaves
                             return
                         task.seat = False  # it takes the seat of the task it waits behind
                         slot.queue(task)
@@ -611,9 +315,8 @@ class Fallback:
         self._retire_if_closed()
         # Nothing (left) to start here: a seat handed over for a task that was cancelled
         # meanwhile goes back to the pool's waiting tasks.
-        state = self.pool_state()
-        if state is not None and state.waiting():
-            state.kick()
+        if self.seats is not None:
+            self.seats.nudge("process")
 
     def _behind(self, task: _ProcessTask) -> _Slot | None:
         """A slot whose process runs one task, for ``task`` to wait in, so that the
@@ -626,10 +329,8 @@ class Fallback:
         Stopping the task in front never loses the one behind: see ``_ProcessTask.stop``."""
         if task.timeout is not None or self.max_tasks is not None:
             return None
-        if self.seats is not None and self.seats.above_share("process"):
-            state = self.pool_state()
-            if state is not None and state.waiting():
-                return None
+        if self.seats is not None and self.seats.others_wait("process"):
+            return None
         for ahead in self.running:
             slot = ahead.slot
             if (
@@ -651,7 +352,7 @@ class Fallback:
         with self.lock:
             if self.pending or self.seats is None or not (self.idle or self.slots < self.max_workers):
                 return False
-            if self.seats.held["interp"] + self.seats.held["process"] >= self.seats.total:
+            if self.seats.full():
                 return False  # a hint: the pump takes a seat itself
             behind = self._queued_behind()
         if behind is None:
@@ -716,7 +417,7 @@ class Fallback:
                 with self.lock:
                     slot.queue(task)
             task.start(self, slot)
-        except RuntimeError as exc:  # noqa: BLE001 - 3.12 at the program's end: no thread
+        except RuntimeError as exc:  # 3.12 at the program's end: no thread
             if not _ending():
                 self._failed_start(task, slot, exc)
                 return
@@ -829,13 +530,8 @@ class Fallback:
         its fair share (see ``Seats``), else to an interpreter worker whose tasks wait."""
         if self.seats is None:
             return
-        keep = bool(self.pending) and not self.seats.above_share("process")
-        wanted = self.seats.give("process")
-        if keep:
-            return  # the caller's _pump takes it for the next task
-        state = self.pool_state()
-        if state is not None and (wanted or state.waiting()):
-            state.kick()
+        # Kept for the next task here, which the caller's _pump starts on it.
+        self.seats.give("process", keep=bool(self.pending) and not self.seats.above_share("process"))
 
     def _new_slot(self) -> _Slot:
         import multiprocessing
@@ -907,14 +603,14 @@ class Fallback:
 
     def _dispatch(self) -> None:
         """The dispatcher thread: starts the tasks that waited for a seat when an
-        interpreter worker frees one (it pokes)."""
+        interpreter worker frees one (``seat_freed``)."""
         while True:
             with self.lock:
-                while not self.poked:
+                while not self.seat_free:
                     if self.closed and not self.pending:
                         return  # shut down: no task left to start
                     self.wake.wait()
-                self.poked = False
+                self.seat_free = False
             self._pump()
 
     def _time_limits(self) -> None:
@@ -943,7 +639,7 @@ class Fallback:
         for task in tasks:
             task.future.cancel()  # a running one's process is terminated
         if self.pool is not None:
-            self.pool._state.cancel_all()
+            self.pool._cancel_all()
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         with self.lock:
@@ -1314,7 +1010,7 @@ def _dump_call(
                 f"pass bytes or numpy arrays in initargs, or use InterpreterPoolExecutor(fallback=\"shared-gil\")"
             ) from exc
         raise NotShareableError(
-            f"{culprit} cannot reach a process worker: {route_key(fn)} runs in one because an "
+            f"{culprit} cannot reach a process worker: {_transport.route_key(fn)} runs in one because an "
             f"extension module it needs refuses an own-GIL interpreter, and manygil's shared "
             f"objects live in this process; pass the data as bytes or a numpy array instead, "
             f"or use InterpreterPoolExecutor(fallback=\"shared-gil\")"

@@ -22,6 +22,7 @@ One task's trip (nothing polls; every wait is a condition variable or a channel)
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import os
@@ -38,11 +39,14 @@ from typing import Any, TextIO
 
 from . import _backend, _copy, _exit, _native, _output, _tracebacks, _worker
 from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
-from ._fallback import FALLBACKS, Fallback, learn_refusal, main_wait, route_key
+from ._fallback import Fallback
 from ._handles import collect, out_of_band, release_pins
 from ._interpreters import bootstrap
+from ._router import FALLBACKS, Router, learn_refusal, route_key
+from ._seats import Seats
 from ._timeouts import TIMEOUT_MAX, check_timeout
 from ._transport import describe, dumps, dumps_by_value, has_cloudpickle, main_hint, under_main_guard
+from ._waits import main_wait
 
 __all__ = ("InterpreterFuture", "InterpreterPoolExecutor")
 
@@ -67,7 +71,7 @@ def _python_exit() -> None:
     try:
         if isinstance(getattr(sys, "last_exc", None), KeyboardInterrupt):
             # The script ended by Ctrl-C, its traceback just printed: say why it waits.
-            count = sum(s.in_flight() + (s.fallback.in_flight() if s.fallback else 0) for s in states)
+            count = sum(s.in_flight() + (s.router.in_flight() if s.router else 0) for s in states)
             if count:
                 sys.stderr.write(
                     f"manygil: waiting for the {count} task{'s' if count > 1 else ''} left in the pools "
@@ -79,8 +83,8 @@ def _python_exit() -> None:
         # The process sides last: an interpreter may hand one a task (a refusal) until
         # its own tasks are done.  Their tasks run too, as a ProcessPoolExecutor's do.
         for state in states:
-            if state.fallback is not None:
-                state.fallback.shutdown(wait=True, cancel_futures=False)
+            if state.router is not None:
+                state.router.shutdown(wait=True, cancel_futures=False)
     except KeyboardInterrupt:
         # Ctrl-C while the program's end waits for the tasks: stop them all, as leaving
         # a with block by Ctrl-C does (finalizing with a task running aborted the process).
@@ -89,8 +93,8 @@ def _python_exit() -> None:
             state.cancel_all()
         for state in states:
             state.shutdown(wait=True, cancel_futures=True)
-            if state.fallback is not None:
-                state.fallback.shutdown(wait=True, cancel_futures=True)
+            if state.router is not None:
+                state.router.shutdown(wait=True, cancel_futures=True)
     # A worker abandoned in C still runs inside its interpreter, and CPython cannot
     # finalize an interpreter with a running thread (3.13 waits forever, 3.12 aborts).
     stuck = _wait_for_abandoned(states)
@@ -219,7 +223,7 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
         if isinstance(held, (_Lent, _Encoded)):  # called with self._condition held
             try:
                 self._result = held.load()
-            except BaseException as exc:  # noqa: BLE001 - it does not load here: the task's error
+            except BaseException as exc:  # it does not load here: the task's error
                 self._result, self._exception = None, exc
                 raise
         return self._result
@@ -457,10 +461,10 @@ class _Encoded:
         return _copy.loads(data)
 
 
-def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None) -> None:
+def _resolve(item: _Item | None, record: bytes, router: Router | None = None) -> None:
     """Settle a task's future from its result record (``_worker.pack`` after the task
     id); the record's pins are released whether or not it is loaded.  A task that the
-    worker could not load because a module refused its interpreter goes to ``fallback``."""
+    worker could not load because a module refused its interpreter goes to ``router``."""
     status, payload, pins = _worker.unpack(record, 8)
     try:
         if item is None or item.future.done():
@@ -469,15 +473,15 @@ def _resolve(item: _Item | None, record: bytes, fallback: Fallback | None = None
         try:
             if status == _worker.REFUSED:
                 module, script = _refusal(payload)
-                if fallback is not None and item.call is not None:
-                    if script and fallback.by_value(item):
+                if router is not None and item.call is not None:
+                    if script and router.by_value(item):
                         return  # sent again with the function by value: only what it uses
-                if fallback is not None and fallback.kind is not None and item.call is not None:
-                    if fallback.refused_by_function(item.fn, item.by_value):
-                        fallback.refused(item.fn, module)
+                if router is not None and router.kind is not None and item.call is not None:
+                    if router.refused_by_function(item.fn, item.by_value):
+                        router.refused(item.fn, module)
                     else:  # only this call: an argument of it refused
-                        fallback.argument_refused(item.fn, module)
-                    fallback.run(future, *item.call, timeout=item.timeout, label=item.label)
+                        router.argument_refused(item.fn, module)
+                    router.run(future, *item.call, timeout=item.timeout, label=item.label)
                     return
                 exc = _rebuild_exception(status, payload)
                 exc.add_note(
@@ -565,7 +569,8 @@ class _PoolState:
         self.shutting_down = False
         self.broken: str | None = None
         self.broken_cause: BaseException | None = None
-        self.fallback: Fallback | None = None  # set by the executor
+        self.router: Router | None = None  # where refused tasks go (set by the executor)
+        self.seats: Seats | None = None  # shared with the process side (set by the executor)
         self.diverted: list[_Item] = []  # routed to the fallback while they waited
         self.resend: list[_Item] = []  # script functions queued by reference: to go by value
         self.watchdog: threading.Thread | None = None
@@ -649,12 +654,12 @@ class _PoolState:
         elif not item.future.set_running_or_notify_cancel():
             return b""
         item.started = True
-        if self.fallback is not None and item.call is not None:
-            if self.fallback.routed(item.fn):
+        if self.router is not None and item.call is not None:
+            if self.router.routed(item.fn):
                 # Routed while it waited (an earlier call was refused): no need to try it here.
                 self.diverted.append(item)
                 return b""
-            if not item.by_value and self.fallback.script_refused and getattr(item.fn, "__module__", None) == "__main__":
+            if not item.by_value and self.router.script_refused and getattr(item.fn, "__module__", None) == "__main__":
                 # Queued before the script was found not to import here: by value instead.
                 self.resend.append(item)
                 return b""
@@ -672,18 +677,18 @@ class _PoolState:
         """Route the functions of refused tasks now (lock held), so that their calls still
         waiting go to the fallback side instead of being refused one by one; whether some
         may come back by value (``_resolve``), which a worker must stay for."""
-        fallback = self.fallback
-        if fallback is None:
+        router = self.router
+        if router is None:
             return False
         routed = resent = False
         for item, record in done:
             if record[8] & ~_worker.PINNED == _worker.REFUSED and item is not None and item.call is not None:
                 module, script = _refusal(_worker.unpack(record, 8)[1])
                 if script:  # answered by a resend by value, for the queued calls too
-                    fallback.refuse_script()
+                    router.refuse_script()
                     resent = True
-                elif fallback.kind is not None and fallback.refused_by_function(item.fn, item.by_value):
-                    fallback.route_refused(item.fn, module)
+                elif router.kind is not None and router.refused_by_function(item.fn, item.by_value):
+                    router.route_refused(item.fn, module)
                     routed = True
         if routed:
             self._divert_queued()
@@ -693,11 +698,11 @@ class _PoolState:
         """Take the queued calls of functions now routed to the fallback out of the queue
         (lock held): they go there at once, rather than each waiting its turn behind this
         side's tasks (which left the process side idle between them)."""
-        fallback = self.fallback
-        assert fallback is not None
+        router = self.router
+        assert router is not None
         keep: deque[tuple[int, _Item]] = deque()
         for tid, item in self.pending:
-            if item.call is not None and fallback.routed(item.fn):
+            if item.call is not None and router.routed(item.fn):
                 if item.started or item.future.set_running_or_notify_cancel():
                     item.started = True
                     self.diverted.append(item)
@@ -714,13 +719,13 @@ class _PoolState:
         with self.lock:
             items, self.diverted = self.diverted, []
             again, self.resend = self.resend, []
-        fallback = self.fallback
-        assert fallback is not None or not again
+        router = self.router
+        assert router is not None or not again
         for item in again:
-            assert item.call is not None and fallback is not None
-            module = fallback.needs_refusing(item.fn, by_value=True)
+            assert item.call is not None and router is not None
+            module = router.needs_refusing(item.fn, by_value=True)
             if module is not None:  # what it uses refused too: run it there at once
-                fallback.refused(item.fn, module, known=True)
+                router.refused(item.fn, module, known=True)
                 items.append(item)
                 with self.lock:
                     self._divert_queued()  # and the calls of it still queued
@@ -744,14 +749,14 @@ class _PoolState:
             if broken:
                 self._fail([item.future])
         if again:
-            self.kick()  # a worker whose batch became empty went idle
+            self.seat_freed()  # a worker whose batch became empty went idle
         if not items:
             return
-        assert self.fallback is not None
+        assert self.router is not None
         for item in items:
             assert item.call is not None
             try:
-                self.fallback.run(item.future, *item.call, timeout=item.timeout, label=item.label)
+                self.router.run(item.future, *item.call, timeout=item.timeout, label=item.label)
             except BaseException as exc:  # noqa: BLE001 - e.g. an argument cannot reach a process
                 if not item.future.done():
                     item.future.set_exception(exc)
@@ -816,11 +821,11 @@ class _PoolState:
         """Whether ``worker`` may take a batch now (lock held): it holds a seat, or gets
         one.  A worker whose task ends while process tasks wait for a seat hands its
         seat over if this side holds more than its fair share (see ``Seats``)."""
-        seats = self.fallback.seats if self.fallback is not None else None
+        seats = self.seats
         if seats is None:
             return True
         if worker.seated:
-            if not self.fallback.waiting() or not seats.above_share("interp"):  # type: ignore[union-attr]
+            if not seats.others_wait("interp"):
                 return True
             self._unseat(worker)
             return False
@@ -833,22 +838,22 @@ class _PoolState:
         if not worker.seated:
             return
         worker.seated = False
-        fallback = self.fallback
-        assert fallback is not None and fallback.seats is not None
-        if fallback.seats.give("interp") or fallback.waiting():
-            fallback.poke()
+        assert self.seats is not None
+        if self.seats.give("interp"):
+            pass  # the process side's tasks take it
         elif self.pending and self.idle and self.broken is None:
             other = self.idle.pop()
             batch = self._next_for(other)  # takes the seat; no deeper: it empties pending or runs
             if batch is not None:
                 other.wake(batch)
 
-    def waiting(self) -> bool:
+    def wants_seat(self) -> bool:
         """Tasks wait here for a seat (read without the lock: a hint)."""
         return bool(self.pending) and bool(self.idle)
 
-    def kick(self) -> None:
-        """The process side freed a seat: hand waiting tasks to an idle worker."""
+    def seat_freed(self) -> None:
+        """A seat was freed (by the process side, see ``Seats``), or tasks were queued
+        again with no worker woken for them: hand waiting tasks to idle workers."""
         wakes: list[tuple[_WorkerHandle, bytes]] = []
         with self.lock:
             while self.pending and self.idle and self.broken is None:
@@ -995,7 +1000,7 @@ class _PoolState:
                 "_mg_index": worker.index,
                 "_mg_init": self.init,
                 # A refusal's traceback is shown only without a fallback side to run the task.
-                "_mg_explain": int(self.fallback is None or self.fallback.kind is None),
+                "_mg_explain": int(self.router is None or self.router.kind is None),
             }
             _native.push_home(lambda data: self._home(worker, data))
             try:
@@ -1011,7 +1016,7 @@ class _PoolState:
                 _tracebacks.unregister(interp_id)
                 try:
                     _backend.destroy(interp_id)
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - said as why the worker stopped
                     error = error or f"cannot close interpreter {interp_id}: {exc}"
         return error
 
@@ -1078,7 +1083,7 @@ class _PoolState:
         finally:  # the results taken are settled, even if manygil failed above (see _home)
             try:
                 for item, record in done:
-                    _resolve(item, record, self.fallback)
+                    _resolve(item, record, self.router)
             finally:
                 if stay:
                     with self.lock:
@@ -1099,8 +1104,8 @@ class _PoolState:
                 if event[0] == _worker.PRELOADED:
                     if len(event) > 1:  # a module refused the script
                         _refused_module(event[1:].decode())
-                        if self.fallback is not None:
-                            self.fallback.refuse_script()  # its functions go by value
+                        if self.router is not None:
+                            self.router.refuse_script()  # its functions go by value
                 elif self.preload and not self.pending and not self.shutting_down and self.broken is None:
                     return _worker.PRELOAD  # nothing to do yet: import the caller's script meanwhile
                 batch = self._next_for(worker)
@@ -1167,7 +1172,7 @@ class _PoolState:
             self.changed.notify_all()
         self._run_diverted()
         for item, record in done:
-            _resolve(item, record, self.fallback)
+            _resolve(item, record, self.router)
         self._fail(failed)
 
     # ------------------------------------------------------------ time limits
@@ -1281,7 +1286,7 @@ class _PoolState:
         def then() -> None:
             self._run_diverted()
             for finished, record in done:
-                _resolve(finished, record, self.fallback)
+                _resolve(finished, record, self.router)
             self._fail(failed)
 
         return then
@@ -1344,8 +1349,8 @@ class _PoolState:
             futures = [item.future for _, item in self.pending] + [item.future for item in self.running.values()]
         for future in futures:
             future.cancel()
-        if self.fallback is not None:
-            self.fallback.cancel_all()
+        if self.router is not None:
+            self.router.cancel_all()
 
 
 def _chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[list[tuple[Any, ...]]]:
@@ -1463,22 +1468,41 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         self._state_ref = weakref.ref(self._state)
         # The routing table, and the by-value resend of a script's functions (which
         # fallback=None keeps); with shared_gil every task may import anything.
-        self._fallback: Fallback | None = None
+        self._router: Router | None = None
         if not shared_gil:
-            self._fallback = Fallback(
-                fallback, max_workers, initializer, tuple(initargs), max_tasks_per_worker, forward_output
-            )
+            other: Fallback | None = None
+            if fallback is not None:
+                seats = Seats(max_workers) if fallback == "process" else None
+                if seats is not None:
+                    self._state.seats = seats
+                    seats.attach("interp", self._state.wants_seat, self._state.seat_freed)
+                # The shared-GIL side is a pool of its own, made here on its first task:
+                # the fallback module does not import this one.
+                shared_gil_pool = functools.partial(
+                    InterpreterPoolExecutor,
+                    max_workers,
+                    initializer=initializer,
+                    initargs=tuple(initargs),
+                    max_tasks_per_worker=max_tasks_per_worker,
+                    shared_gil=True,
+                    fallback=None,
+                    forward_output=forward_output,
+                )
+                other = Fallback(
+                    fallback, max_workers, initializer, tuple(initargs), max_tasks_per_worker, forward_output, seats,
+                    shared_gil_pool if fallback == "shared-gil" else None,
+                )
+            self._router = Router(other, fallback)
             # The state's, not this object's: the pool still runs its tasks once the
             # executor is dropped (`del pool` before the program's end).
-            self._fallback.resubmit = weakref.WeakMethod(self._state.resubmit)
-            self._fallback.pool_state = weakref.ref(self._state)
-            self._state.fallback = self._fallback
-            weakref.finalize(self, self._fallback.shutdown, False, False)
+            self._router.resubmit = weakref.WeakMethod(self._state.resubmit)
+            self._state.router = self._router
+            weakref.finalize(self, self._router.shutdown, False, False)
         weakref.finalize(self, self._state.shutdown, False, False)
         if _preloads_main():
             # A script a module refused in an earlier pool is not imported again: its
             # functions go by value (see Fallback.refuse_script).
-            refused = self._fallback is not None and self._fallback.script_refused
+            refused = self._router is not None and self._router.script_refused
             self._state.warm_up(min(max_workers, os.cpu_count() or 1), preload=not refused)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> InterpreterFuture:
@@ -1509,18 +1533,18 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         route_fn = route_fn or fn  # a chunk of map() is routed by the mapped function
         call = None
         by_value = False
-        if self._fallback is not None:
-            if self._fallback.routed(route_fn):
+        if self._router is not None:
+            if self._router.routed(route_fn):
                 return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
             call = (fn, args, kwargs)
-            by_value = self._fallback.script_refused and getattr(route_fn, "__module__", None) == "__main__"
+            by_value = self._router.script_refused and getattr(route_fn, "__module__", None) == "__main__"
         # A function defined under the script's main guard: the worker's import of the
         # script does not define it.
         by_value = by_value or (under_main_guard(route_fn) and has_cloudpickle())
-        if self._fallback is not None:
-            module = self._fallback.needs_refusing(route_fn, by_value)
+        if self._router is not None:
+            module = self._router.needs_refusing(route_fn, by_value)
             if module is not None:  # its loading would import a module known to refuse
-                self._fallback.refused(route_fn, module, known=True)
+                self._router.refused(route_fn, module, known=True)
                 return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
         payload, pins, keep = _payload(fn, args, kwargs, by_value)
         future = InterpreterFuture()
@@ -1541,7 +1565,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         timeout: float | None,
         route_fn: Callable[..., Any],
     ) -> InterpreterFuture:
-        assert self._fallback is not None
+        assert self._router is not None
         state = self._state
         with state.lock:  # the same refusals as _PoolState.submit
             if state.broken is not None:
@@ -1553,27 +1577,27 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         future = InterpreterFuture()
         future.set_running_or_notify_cancel()
         label = str(getattr(route_fn, "__qualname__", None) or repr(route_fn))
-        self._fallback.run(future, fn, args, kwargs, timeout=timeout, label=label)
+        self._router.run(future, fn, args, kwargs, timeout=timeout, label=label)
         return future
 
     def routes(self) -> dict[str, str]:
         """The functions whose tasks run outside the own-GIL interpreters, and why:
         ``{"module.qualname": "process: the extension module numpy... refuses ..."}``."""
-        if self._fallback is None or self._fallback.kind is None:
+        if self._router is None or self._router.kind is None:
             return {}
-        with self._fallback.lock:
-            return dict(self._fallback.routes)
+        with self._router.lock:
+            return dict(self._router.routes)
 
     def route(self, fn: Callable[..., Any], where: str = "process") -> None:
         """Run ``fn``'s tasks in the fallback pool from now on (``where`` must be this
         pool's ``fallback``), e.g. for a function that imports numpy inside its body."""
-        if self._fallback is None or self._fallback.kind is None or where != self._fallback.kind:
+        if self._router is None or self._router.kind is None or where != self._router.kind:
             raise ValueError(
                 f"route({route_key(fn)}, {where!r}): this pool's fallback is "
-                f"{self._fallback.kind if self._fallback else None!r}; create the pool with "
+                f"{self._router.kind if self._router else None!r}; create the pool with "
                 f"InterpreterPoolExecutor(fallback={where!r})"
             )
-        self._fallback.route(fn, f"{where}: pool.route()")
+        self._router.route(fn, f"{where}: pool.route()")
         with self._state.lock:
             self._state._divert_queued()  # its calls already queued go there too
         self._state._run_diverted()
@@ -1667,8 +1691,8 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         """Stop the pool: pending tasks still run unless ``cancel_futures``; with ``wait``
         return once every worker interpreter is closed."""
         self._state.shutdown(wait, cancel_futures)
-        if self._fallback is not None:
-            self._fallback.shutdown(wait, cancel_futures)
+        if self._router is not None:
+            self._router.shutdown(wait, cancel_futures)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         """Leaving the block waits for the tasks; leaving it by Ctrl-C (``KeyboardInterrupt``),
@@ -1684,8 +1708,12 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
                 raise
         self._stop_all()
 
-    def _stop_all(self) -> None:
+    def _cancel_all(self) -> None:
+        """Cancel every task, pending or running, on both sides (any thread)."""
         self._state.cancel_all()
+
+    def _stop_all(self) -> None:
+        self._cancel_all()
         self.shutdown(True, cancel_futures=True)
 
 

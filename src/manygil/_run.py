@@ -351,7 +351,7 @@ def _count_on(executor: Any) -> None:
     """Count every task of ``executor`` (an InterpreterPoolExecutor) where it ran: the
     executor's ``_submit`` is the one door of ``submit``, ``map`` and manygil.Pool."""
     from . import _worker
-    from ._fallback import route_key
+    from ._router import route_key
 
     submit = executor._submit
 
@@ -383,10 +383,10 @@ _ROUTED_WHY: dict[str, str] = {}  # route_key -> why run routed it (a crashing p
 def _route_if_crashing(executor: Any, fn: Callable[..., Any], values: Iterable[object]) -> None:
     """Route ``fn`` to ``executor``'s process workers when loading it or ``values`` would
     import a package that crashes an own-GIL interpreter."""
-    from ._fallback import route_key
+    from ._router import route_key
 
-    fallback = executor._fallback
-    if fallback is None or fallback.kind != "process" or fallback.routed(fn):
+    router = executor._router
+    if router is None or router.kind != "process" or router.routed(fn):
         return
     key = route_key(fn)
     why = _ROUTED_WHY.get(key) or crashing_package([fn, *values])
@@ -431,7 +431,7 @@ def _executor_class() -> type:
     from concurrent.futures import _base
 
     from ._exceptions import BrokenInterpreterPool
-    from ._fallback import route_key
+    from ._router import route_key
     from ._pool import InterpreterPoolExecutor
 
     original = process.ProcessPoolExecutor
@@ -604,7 +604,7 @@ def _batched(items: Iterator[tuple[Any, ...]], size: int) -> Iterator[tuple[tupl
 def _pool_class() -> type:
     import multiprocessing.pool as mp_pool
 
-    from ._fallback import route_key
+    from ._router import route_key
     from .mppool import Pool as ManygilPool
 
     original = mp_pool.Pool

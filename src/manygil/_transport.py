@@ -151,6 +151,13 @@ def dumps_by_value(obj: object) -> bytes:
     return _dump_by_value(obj, checked=False)
 
 
+def route_key(fn: object) -> str:
+    """The name a function is routed by: ``module.qualname``."""
+    module = getattr(fn, "__module__", None) or type(fn).__module__
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{module}.{name}"
+
+
 def describe(obj: object) -> str:
     """A short name for an object in an error message."""
     name = getattr(obj, "__qualname__", None)

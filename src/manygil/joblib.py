@@ -172,7 +172,7 @@ if _IN_MAIN:
         SequentialBackend,
     )
 
-    from ._fallback import main_wait
+    from ._waits import main_wait
     from ._pool import InterpreterPoolExecutor
 
     class ManygilBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]

@@ -65,7 +65,7 @@ from concurrent.futures import CancelledError, Future
 from typing import Any
 
 from . import _worker
-from ._fallback import main_wait
+from ._waits import main_wait
 from ._pool import InterpreterPoolExecutor
 from ._timeouts import check_timeout
 

@@ -1,0 +1,368 @@
+"""Where each task of a pool goes: its own-GIL interpreters, or the other side.
+
+The router is the only part of a pool that knows it has two sides.  It holds the route
+table (the functions whose calls go to the other side, and why), what this process
+learned of the modules that refuse an own-GIL interpreter, ``FallbackWarning``, and the
+by-value resend of a script's functions.  A task whose loading a module refused comes to
+it from the interpreter side, and goes on from it to the other side (``run``) or back to
+the interpreters by value (``by_value``): side, router, side.
+
+The other side is ``_fallback.Fallback`` (process workers, or a shared-GIL pool); with
+``fallback=None`` there is none, and the router still resends a script's functions by
+value.  Fields are guarded by ``lock`` (a leaf: nothing else is locked while it is held;
+callers may hold their side's lock when they call in).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+import warnings
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+from . import _transport
+from ._transport import route_key
+
+__all__ = ("FALLBACKS", "FallbackWarning", "OtherSide", "Refused", "Router", "learn_refusal", "route_key")
+
+FALLBACKS = ("process", "shared-gil", None)
+
+
+# What a pool learned, for the pools made after it in this process: the functions whose
+# loading a module refused (route_key -> that module).  Which modules refuse an own-GIL
+# interpreter does not change while a process runs, so a later pool sends those calls
+# to its fallback side from the first (and starts its processes then).
+_LEARNED: dict[str, str] = {}
+# The caller's scripts (__main__.__file__) that a module refused: their functions go by
+# value from a later pool's first call.
+_SCRIPTS_REFUSED: set[str] = set()
+
+
+# The modules whose import a refusal failed in an own-GIL interpreter of this process:
+# the refusing extension module and those that were importing it (numpy._core._multiarray_umath,
+# numpy._core, numpy, a module of the caller that imports numpy...).  Their import fails
+# the same way in every such interpreter, so a task whose loading would import one of
+# them goes to the fallback side at once, instead of being sent, refused and sent again.
+_REFUSING: dict[str, str] = {}  # module -> the extension module that refused
+
+
+def learn_refusal(extension: str, modules: list[str]) -> None:
+    """Remember the modules whose import ``extension``'s refusal failed (see
+    ``_worker.refusal``), the extension itself among them."""
+    for module in (extension, *modules):
+        if module and module != "?":
+            _REFUSING.setdefault(module, extension)
+
+
+def _refusing(module: object) -> str | None:
+    """The extension module that refused when ``module`` (a name), or the package above
+    it, was imported here, if one did: importing a module imports its packages first."""
+    name = module if isinstance(module, str) else ""
+    while name:
+        if name in _REFUSING:
+            return _REFUSING[name]
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    """The global names a function's code may look up, its nested functions' included
+    (what cloudpickle sends of its globals)."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def _needs_refusing(fn: types.FunctionType, seen: set[int]) -> str | None:
+    """The extension module that refused a module which loading ``fn`` by value would
+    import: a module among the globals, closure cells and defaults it sends, or the
+    module of a function, class or object among them (pickled by reference, by the
+    name of its module); functions of ``__main__`` that it uses go by value too."""
+    if id(fn) in seen:
+        return None
+    seen.add(id(fn))
+    glob = fn.__globals__
+    values = [glob[name] for name in _code_names(fn.__code__) if name in glob]
+    for cell in fn.__closure__ or ():
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # an empty cell
+            pass
+    values += fn.__defaults__ or ()
+    values += (fn.__kwdefaults__ or {}).values()
+    for value in values:
+        if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
+            found = _needs_refusing(value, seen)
+        elif isinstance(value, types.ModuleType):
+            found = _refusing(value.__name__)
+        elif isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):
+            found = _refusing(getattr(value, "__module__", None))
+        else:
+            found = _refusing(type(value).__module__)
+        if found is not None:
+            return found
+    return None
+
+
+def _main_file() -> str:
+    return str(getattr(sys.modules.get("__main__"), "__file__", None) or "")
+
+
+class FallbackWarning(UserWarning):
+    """A function's tasks run outside the own-GIL interpreters from now on (once per function)."""
+
+
+FallbackWarning.__module__ = "manygil"  # its public name
+
+
+class OtherSide(Protocol):
+    """What the router needs of the other side (``_fallback.Fallback``)."""
+
+    kind: str
+
+    def run(
+        self,
+        future: Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
+        label: str = "",
+    ) -> None: ...
+
+    def in_flight(self) -> int: ...
+
+    def cancel_all(self) -> None: ...
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None: ...
+
+
+class Refused(Protocol):
+    """A task the interpreter side could not load (``_pool._Item``), as the router sees it."""
+
+    by_value_error: BaseException | None  # why a resend by value failed, set here
+
+    @property
+    def future(self) -> Future[Any]: ...
+
+    @property
+    def fn(self) -> object: ...
+
+    @property
+    def call(self) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None: ...
+
+    @property
+    def by_value(self) -> bool: ...
+
+    @property
+    def timeout(self) -> float | None: ...
+
+    @property
+    def label(self) -> str: ...
+
+
+class Router:
+    """The routing of one pool: its route table, and the way to its other side.
+
+    Threads: a caller (``submit``, ``route()``) and the interpreter workers, in
+    ``call_home``, as refusals arrive.  ``routes``, ``warned`` and ``warned_args`` are
+    guarded by ``lock``; ``routed`` reads ``routes`` without it (one dict lookup).
+    """
+
+    def __init__(self, other: OtherSide | None, kind: str | None) -> None:
+        self.other = other
+        self.kind = kind  # None: no other side (fallback=None, or a shared-GIL pool's own)
+        self.lock = threading.Lock()
+        self.routes: dict[str, str] = {}  # route_key -> why
+        if kind is not None:
+            self.routes = {
+                key: f"{kind}: the extension module {module} refuses an own-GIL interpreter (learned by an earlier pool)"
+                for key, module in list(_LEARNED.items())
+            }
+        self.warned: set[str] = set()  # route_keys whose FallbackWarning was given
+        self.warned_args: set[str] = set()  # ... for a call whose argument refused
+        # Functions of __main__ that needs_refusing() found to need no refusing module,
+        # with how many modules were known to refuse then.
+        self.clean: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        # The caller's script does not import in an interpreter (numpy at its top): its
+        # functions go by value from then on (cloudpickle).
+        self.script_refused = _transport.has_cloudpickle() and _main_file() in _SCRIPTS_REFUSED
+        # The interpreter side's resend by value, weakly (set by the facade).
+        self.resubmit: Callable[[], Callable[[Any], None] | None] | None = None
+
+    def routed(self, fn: object) -> bool:
+        # Every submit and dispatch asks: no name is made while nothing is routed.
+        return bool(self.routes) and route_key(fn) in self.routes
+
+    def route(self, fn: object, why: str) -> bool:
+        """Send ``fn``'s calls here from now on; True the first time."""
+        key = route_key(fn)
+        with self.lock:
+            if key in self.routes:
+                return False
+            self.routes[key] = why
+            return True
+
+    def needs_refusing(self, fn: object, by_value: bool) -> str | None:
+        """The extension module that refused an own-GIL interpreter earlier in this
+        process when a module was imported that loading ``fn`` in a worker would import
+        (its module; sent ``by_value``, as functions of a notebook or a REPL always are,
+        what it uses): its calls go to this side at once.
+        None when unknown, or with no side."""
+        if not _REFUSING or self.kind is None:
+            return None
+        module = getattr(fn, "__module__", None)
+        if module != "__main__":
+            return _refusing(module)
+        if not (by_value or _transport._interactive_main()) or not isinstance(fn, types.FunctionType):
+            return None  # by reference: the caller's script, which loads or was refused
+        if self.clean.get(fn) == len(_REFUSING):
+            return None  # checked since the last refusal learned
+        found = _needs_refusing(fn, set())
+        if found is None:
+            self.clean[fn] = len(_REFUSING)
+        return found
+
+    def refused_by_function(self, fn: object, by_value: bool) -> bool:
+        """Whether a refusal just learned (``learn_refusal``) came from loading ``fn``
+        itself, or cannot be told apart; False when ``fn``, a function or class, loads
+        without any module known to refuse: one of its call's arguments refused, and
+        only that call goes to this side."""
+        if not isinstance(fn, (types.FunctionType, types.BuiltinFunctionType, type)):
+            return True
+        if getattr(fn, "__module__", None) == "__main__" and not by_value and not _transport._interactive_main():
+            return True  # by reference: its loading imports the caller's script
+        return self.needs_refusing(fn, by_value) is not None
+
+    def argument_refused(self, fn: object, module: str) -> None:
+        """A call of ``fn`` could not load because an argument needs ``module``, which
+        refused: that call runs here; ``fn`` stays where it is.  Said once per function."""
+        key = route_key(fn)
+        if self._first(self.warned_args, key):
+            try:
+                warnings.warn(
+                    f"manygil: a call of {key} ran in {self._where()}: an argument of it needs the "
+                    f"extension module {module}, which refuses to load in an interpreter with its "
+                    "own GIL; its other calls still run in the interpreters",
+                    FallbackWarning,
+                    stacklevel=2,
+                )
+            except Exception:  # noqa: BLE001 - warnings turned into errors, on a worker thread
+                pass
+
+    def by_value(self, item: Refused) -> bool:
+        """Importing the caller's script in the worker failed on a refusing module (a
+        script that starts with ``import numpy``): send this function of ``__main__``
+        again by value (cloudpickle), with only the globals it uses, so that a pure
+        function of the script still runs in an interpreter.  Calls queued by reference
+        before the first resend are each resent too, never routed away for it; one that
+        uses a module known to refuse (``needs_refusing``) runs here instead.  False when
+        it cannot."""
+        if (
+            item.call is None
+            or item.by_value  # sent by value already: refused for what it uses itself
+            or getattr(item.fn, "__module__", None) != "__main__"
+            or self.resubmit is None
+            or (resubmit := self.resubmit()) is None
+            or not _transport.has_cloudpickle()
+        ):
+            return False
+        self.refuse_script()
+        module = self.needs_refusing(item.fn, by_value=True)
+        if module is not None:  # what it uses refused too: no need to send it again
+            self.refused(item.fn, module, known=True)
+            fn, args, kwargs = item.call
+            self.run(item.future, fn, args, kwargs, timeout=item.timeout, label=item.label)
+            return True
+        try:
+            resubmit(item)
+        except Exception as exc:  # noqa: BLE001 - shut down meanwhile, or it does not pickle by value
+            item.by_value_error = exc  # said with the refusal, should the task fail for it
+            return False
+        return True
+
+    def refuse_script(self) -> None:
+        """A module refused the caller's script: its functions go by value from now on,
+        in this pool and in those made after it."""
+        self.script_refused = _transport.has_cloudpickle()
+        if self.script_refused and _main_file():
+            _SCRIPTS_REFUSED.add(_main_file())
+
+    def route_refused(self, fn: object, module: str, known: bool = False) -> None:
+        """Route ``fn`` here because ``module`` refused an interpreter: done by the pool
+        as soon as the refusal arrives, before it hands its worker the next tasks
+        (``known``: before any, ``module`` refused an earlier task, see ``needs_refusing``)."""
+        why = f"{self.kind}: the extension module {module} refuses an own-GIL interpreter"
+        self.route(fn, why + (" (it refused an earlier task)" if known else ""))
+        if getattr(fn, "__module__", None) != "__main__" or _main_file():
+            # Not a notebook's or a REPL's function: redefined there, the name may stand
+            # for a pure function next time.
+            _LEARNED[route_key(fn)] = module
+
+    def _first(self, said: set[str], key: str) -> bool:
+        """Whether ``key`` is said for the first time in ``said`` (one warning each)."""
+        with self.lock:
+            first = key not in said
+            said.add(key)
+        return first
+
+    def _where(self) -> str:
+        return "a process worker" if self.kind == "process" else "a shared-GIL interpreter"
+
+    def refused(self, fn: object, module: str, known: bool = False) -> None:
+        """A worker could not load a call of ``fn`` (``known``: would not, see
+        ``needs_refusing``): ``module`` refused its interpreter.  Route it, and say so
+        once per function."""
+        self.route_refused(fn, module, known)
+        if self._first(self.warned, route_key(fn)):
+            where = self._where()
+            top = module.split(".")[0]
+            code = getattr(fn, "__code__", None)  # shown at the function, not in manygil
+            try:
+                warnings.warn_explicit(
+                    f"manygil: {route_key(fn)} runs in {where} from now on: the extension module "
+                    f"{module} refuses to load in an interpreter with its own GIL "
+                    f"(see `python -m manygil check {top}`; pool.routes() lists every route)",
+                    FallbackWarning,
+                    code.co_filename if code else "<manygil>",
+                    code.co_firstlineno if code else 0,
+                    module=getattr(fn, "__module__", None) or "manygil",
+                )
+            except Exception:  # noqa: BLE001 - warnings turned into errors, on a worker thread
+                pass
+
+    # ------------------------------------------------------------------ the other side
+
+    def run(
+        self,
+        future: Future[Any],
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
+        label: str = "",
+    ) -> None:
+        """Run a task on the other side and settle ``future`` (running) with its outcome."""
+        assert self.other is not None, "no other side to run a task on"
+        self.other.run(future, fn, args, kwargs, timeout=timeout, label=label)
+
+    def in_flight(self) -> int:
+        """How many tasks the other side has pending or running."""
+        return self.other.in_flight() if self.other is not None else 0
+
+    def cancel_all(self) -> None:
+        """Cancel every task of the other side, running ones included."""
+        if self.other is not None:
+            self.other.cancel_all()
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        """Shut the other side down (after the interpreter side: a refusal may still send
+        it a task until the interpreters' own tasks are done)."""
+        if self.other is not None:
+            self.other.shutdown(wait, cancel_futures)
