@@ -140,12 +140,76 @@ def bootstrap(interp_id: int, forward_output: bool = True) -> None:
         "_mg_path": "\0".join(sys.path),
         "_mg_main_name": name,
         "_mg_main_file": file,
-        "_mg_main_first": main_extension_imports(),
+        "_mg_main_first": _main_first(file),
         "_mg_forward": int(forward_output),
         "_mg_log": _output.log_level() if forward_output else -1,
     }
     _run(interp_id, _BOOT, shared)
     _booted.add(interp_id)
+
+
+def _main_first(file: str) -> str:
+    """``main_extension_imports()``, without parsing a script that cannot have any: one
+    whose top-level lines name no package with an extension module loaded here (but
+    manygil itself, which every worker has imported by then).  The parse is on the
+    first worker's way to its first task, its time grows with the script, and on 3.13
+    it imports ``ast`` too (3.14's concurrent.futures has imported it already)."""
+    if file.endswith(".py"):
+        loaded = _extension_packages()
+        # "manygil." only: its submodules may import a package that refuses (manygil.duckdb).
+        written = [p + "." if p == "manygil" else p for p in loaded]
+        try:
+            with open(file, "rb") as f:
+                text = f.read()
+        except OSError:
+            return main_extension_imports()
+        if all(p.isascii() for p in written) and not any(p.encode() in text for p in written):
+            return ""  # at C speed: most scripts stop here
+        names = _top_level_names(file, text)
+        if names is not None and not any(n.partition(".")[0] in loaded for n in names if n != "manygil"):
+            return ""
+    return main_extension_imports()
+
+
+def _top_level_names(file: str, text: bytes) -> set[str] | None:
+    """The dotted names written on the lines of ``text`` where a top-level import can
+    be: lines that start a statement at column 0 or hold a ``;``, and the lines that a
+    backslash joins to them.  None when it cannot tell (non-ASCII there, where a name
+    may be); names in strings and comments only make the caller parse."""
+    if file in _top_level_seen:
+        return _top_level_seen[file]
+    kept: list[bytes] = []
+    joined = False  # the previous kept line ends with a backslash
+    for line in text.removeprefix(b"\xef\xbb\xbf").splitlines():
+        line = line.lstrip(b"\f")
+        keep = joined or b";" in line or (line[:1] != b"" and line[:1] not in b" \t#")
+        if keep:
+            if not line.isascii():
+                _top_level_seen[file] = None
+                return None
+            kept.append(line)
+        joined = keep and line.endswith(b"\\")
+    # Every run of identifier characters and dots (numbers too: no package's name).
+    names = {name.decode() for name in b" ".join(kept).translate(_NAME_CHARS).split()}
+    _top_level_seen[file] = names
+    return names
+
+
+_top_level_seen: dict[str, set[str] | None] = {}  # as main_extension_imports(), once a file
+_NAME_CHARS = bytes(c if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "_.") else 32 for c in range(256))
+
+
+def _extension_packages() -> set[str]:
+    """The top-level packages of the extension modules loaded in this interpreter."""
+    import _imp
+
+    suffixes = tuple(_imp.extension_suffixes())
+    found = set()
+    for name, module in list(sys.modules.items()):
+        origin = getattr(getattr(module, "__spec__", None), "origin", None)
+        if isinstance(origin, str) and origin.endswith(suffixes):
+            found.add(name.partition(".")[0])
+    return found
 
 
 def _ensure_booted(interp_id: int) -> None:
