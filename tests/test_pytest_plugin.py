@@ -4,9 +4,9 @@ The inner suites say where they ran by writing files (interpreter id, process id
 folder the outer test reads; two interpreters meet through a FIFO, which opens only when
 both ends are open at once, so "at once" is checked without a clock.  The shared-state
 case uses a C extension built here that declares per-interpreter-GIL support but keeps a
-C static counter; the same module with module state passes.  (The issue's Cython and
-pybind11 pairs are the same check on modules those tools generate; they are not built
-here.)
+C static counter; the same module with module state passes.  The same pairs from Cython
+and pybind11 (tests/ext_pairs/) are built here too, with a third module each, built the
+tool's default way, which refuses.
 """
 
 from __future__ import annotations
@@ -389,17 +389,23 @@ INIT(void)
 """
 
 
+def compile_ext(compiler: str, source, target, *flags: str) -> None:
+    """Build one extension module from ``source``; ``compiler`` is sysconfig's CC or CXX
+    (the compiler this Python was built with), unoptimised: the tests need no speed."""
+    subprocess.run(
+        [compiler, "-O0", "-shared", "-fPIC", "-I", sysconfig.get_paths()["include"], *flags, str(source),
+         "-o", str(target)],
+        check=True, capture_output=True, timeout=120,
+    )
+
+
 def build_counters(folder) -> None:
     source = folder / "counter.c"
     source.write_text(COUNTER_C)
     cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
     for name, flags in (("mg_static_counter", []), ("mg_state_counter", ["-DMODULE_STATE"])):
-        subprocess.run(
-            [cc, "-shared", "-fPIC", "-I", sysconfig.get_paths()["include"], *flags,
-             f"-DNAME=\"{name}\"", f"-DINIT=PyInit_{name}", str(source), "-o", str(folder / (name + suffix))],
-            check=True, capture_output=True, timeout=120,
-        )
+        compile_ext(cc, source, folder / (name + suffix), *flags, f"-DNAME=\"{name}\"", f"-DINIT=PyInit_{name}")
 
 
 def test_a_c_static_shared_by_the_interpreters_is_flagged_as_differing(pytester, tmp_path):
@@ -423,6 +429,96 @@ def test_a_c_static_shared_by_the_interpreters_is_flagged_as_differing(pytester,
         "*assert 2 == 1*",
         "*test_static.py: loads; 1 run, 1 fail under own GIL*",
         "*test_state.py: loads; 1 run, 0 fail under own GIL*",
+        "*test_static.py::test_first_call: passed in interpreter *, failed in interpreter *",
+    ])
+
+
+# The same check on modules that Cython and pybind11 generate, from tests/ext_pairs/: each
+# tool's counter in three modules, built once per session and version, unoptimised (about
+# 2 s for Cython's three, 4 s for pybind11's, on a busy 2-core machine).  mg_cy_static and
+# mg_pb_static opt in to an own GIL but count in a C static; mg_cy_state and mg_pb_state opt
+# in and count per interpreter; mg_cy_refuses and mg_pb_refuses are built the tool's
+# default way, which does not opt in.
+EXT_PAIRS = os.path.join(os.path.dirname(__file__), "ext_pairs")
+
+
+def compiler(var: str) -> str:
+    """sysconfig's CC or CXX, or a skip that names the missing compiler."""
+    import shutil
+
+    name = (sysconfig.get_config_var(var) or {"CC": "cc", "CXX": "c++"}[var]).split()[0]
+    if shutil.which(name) is None:
+        pytest.skip(f"no {'C++' if var == 'CXX' else 'C'} compiler: {name} (sysconfig's {var}) is not installed")
+    return name
+
+
+def build_cython_counters(folder) -> None:
+    """mg_cy_static, mg_cy_state and mg_cy_refuses, from Cython."""
+    import shutil
+
+    pytest.importorskip("Cython", reason="Cython is not installed (pip install -e .[test])")
+    cc = compiler("CC")
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    names = ("mg_cy_static", "mg_cy_state", "mg_cy_refuses")
+    for name in names:
+        shutil.copy(os.path.join(EXT_PAIRS, name + ".pyx"), folder)
+    # one Cython run for the three (a third of the time of three runs)
+    subprocess.run([sys.executable, "-m", "cython", "-3", *(name + ".pyx" for name in names)],
+                   cwd=folder, check=True, capture_output=True, timeout=120)
+    for name in names:
+        # Opting in takes the directive (in the .pyx) and module state, without which
+        # Cython leaves the slot out: the module would refuse all the same.
+        opt_in = ["-DCYTHON_USE_MODULE_STATE=1"] if name != "mg_cy_refuses" else []
+        compile_ext(cc, folder / (name + ".c"), folder / (name + suffix), *opt_in)
+
+
+def build_pybind11_counters(folder) -> None:
+    """mg_pb_static, mg_pb_state and mg_pb_refuses, from pybind11: one shared object that
+    defines the three modules (one C++ build instead of three), under each module's name."""
+    pybind11 = pytest.importorskip("pybind11", reason="pybind11 is not installed (pip install -e .[test])")
+    cxx = compiler("CXX")
+    suffix = sysconfig.get_config_var("EXT_SUFFIX")
+    built = folder / ("mg_pb_static" + suffix)
+    compile_ext(cxx, os.path.join(EXT_PAIRS, "mg_pb_counters.cpp"), built, "-std=c++17", "-I", pybind11.get_include())
+    for name in ("mg_pb_state", "mg_pb_refuses"):
+        os.symlink(built.name, folder / (name + suffix))
+
+
+@pytest.fixture(scope="module")
+def counters(request, tmp_path_factory) -> str:
+    """The folder of a tool's three counter modules (request.param: the tool), built once."""
+    folder = tmp_path_factory.mktemp(request.param)
+    {"cython": build_cython_counters, "pybind11": build_pybind11_counters}[request.param](folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("counters, prefix, why", [
+    # Cython leaves the slot out unless the module opts in
+    ("cython", "mg_cy", "multi-phase init, but no Py_mod_multiple_interpreters slot, which means a shared GIL only*"),
+    # pybind11 writes it, saying no
+    ("pybind11", "mg_pb", "*its Py_mod_multiple_interpreters slot says Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED"),
+], ids=["cython", "pybind11"], indirect=["counters"])
+def test_cython_and_pybind11_modules_static_differs_state_passes_default_refuses(pytester, counters, prefix, why):
+    header = f"import sys\nsys.path.insert(0, {counters!r})\n"
+    pytester.makepyfile(**{
+        f"test_{kind}": header + f"import {prefix}_{kind} as counter\n\n"
+                                 "def test_first_call():\n    assert counter.bump() == 1\n"
+        for kind in ("static", "state", "refuses")
+    })
+    result = run(pytester, "--own-gil=2", "-v")
+    result.assert_outcomes(passed=2, failed=1)  # test_refuses passes, in the main interpreter
+    result.stdout.fnmatch_lines_random([
+        "*test_state.py::test_first_call PASSED [[]2 interpreters[]]*",
+        "*test_static.py::test_first_call DIFFERS*",
+        "*test_refuses.py::test_first_call PASSED [[]main interpreter[]]*",
+        "differs between interpreters: likely shared state (a C static, a cached global...)",
+        "passed in interpreter *, failed in interpreter *",
+        "*assert 2 == 1*",
+        "*test_static.py: loads; 1 run, 1 fail under own GIL*",
+        "*test_state.py: loads; 1 run, 0 fail under own GIL*",
+        f"*test_refuses.py: refuses ({prefix}_refuses); 0 run, 0 fail under own GIL; 1 ran in the main interpreter*",
+        f"  {prefix}_refuses: refuses: module {prefix}_refuses does not support loading in subinterpreters "
+        f"({why}); test modules: test_refuses.py",
         "*test_static.py::test_first_call: passed in interpreter *, failed in interpreter *",
     ])
 

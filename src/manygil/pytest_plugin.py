@@ -689,15 +689,43 @@ class OwnGilPlugin:
 
 
 # What kind of init an extension module uses: its PyInit_<name> returns a module
-# (single-phase init) or a PyModuleDef (multi-phase init).  Run in a fresh process,
+# (single-phase init: prints "module") or a PyModuleDef (multi-phase init: prints
+# "moduledef" and the value of its Py_mod_multiple_interpreters slot, read with the
+# PyModuleDef layout of 3.12-3.15's default builds, or "none"; the slot is number 3, and 86
+# when built against 3.15's headers, which renumber slots).  Run in a fresh process,
 # like manygil.check's attempts, so a module whose init misbehaves cannot hurt the run.
 _INIT_PROBE = r"""
 import ctypes, importlib.util, sys
 spec = importlib.util.find_spec(sys.argv[1])
 init = getattr(ctypes.PyDLL(spec.origin), "PyInit_" + sys.argv[1].rpartition(".")[2])
 init.restype = ctypes.py_object
-print(type(init()).__name__)
+result = init()
+kind = type(result).__name__
+if kind == "moduledef":
+    class Slot(ctypes.Structure):
+        _fields_ = [("slot", ctypes.c_int), ("value", ctypes.c_void_p)]
+    class Def(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_void_p) for name in (
+            "ob_refcnt", "ob_type", "m_init", "m_index", "m_copy", "m_name", "m_doc", "m_size", "m_methods")]
+        _fields_ += [("m_slots", ctypes.POINTER(Slot))]
+    slots, i, value = Def.from_address(id(result)).m_slots, 0, "none"
+    while slots and slots[i].slot:
+        if slots[i].slot in (3, 86):
+            value = str(slots[i].value or 0)
+        i += 1
+    kind += " " + value
+print(kind)
 """
+_MULTI_PHASE = "multi-phase init, but "
+_WHY = {
+    "module": "single-phase init: port it to multi-phase init with a Py_mod_multiple_interpreters slot",
+    "moduledef none": _MULTI_PHASE + "no Py_mod_multiple_interpreters slot, which means a shared GIL only: "
+                      "add the slot with Py_MOD_PER_INTERPRETER_GIL_SUPPORTED",
+    "moduledef 0": _MULTI_PHASE + "its Py_mod_multiple_interpreters slot says "
+                   "Py_MOD_MULTIPLE_INTERPRETERS_NOT_SUPPORTED",
+    "moduledef 1": _MULTI_PHASE + "its Py_mod_multiple_interpreters slot says "
+                   "Py_MOD_MULTIPLE_INTERPRETERS_SUPPORTED (a shared GIL only)",
+}
 
 
 def describe_refusal(name: str) -> str:
@@ -722,9 +750,5 @@ def describe_refusal(name: str) -> str:
                               timeout=60, env=env).stdout.strip()
     except subprocess.TimeoutExpired:
         kind = ""
-    why = {
-        "module": "single-phase init: port it to multi-phase init with a Py_mod_multiple_interpreters slot",
-        "moduledef": "multi-phase init, but its Py_mod_multiple_interpreters slot does not say "
-                     "Py_MOD_PER_INTERPRETER_GIL_SUPPORTED",
-    }.get(kind, "single-phase init, or no Py_mod_multiple_interpreters slot allowing a per-interpreter GIL")
+    why = _WHY.get(kind, "single-phase init, or no Py_mod_multiple_interpreters slot allowing a per-interpreter GIL")
     return f"{verdict} ({why})"
