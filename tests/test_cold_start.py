@@ -28,6 +28,48 @@ def _run(program: str, tmp_path: object) -> str:
     return out.stdout
 
 
+def test_a_worker_unpickles_without_functools(tmp_path: object):
+    """_pickle's initialization imports functools for partial alone, and functools
+    imports collections (2.3 ms of a worker's start): the worker gives it _functools'
+    class instead.  A task that imports functools gets the whole module, and partials
+    cross both ways.  In a program of its own: under pytest, the time-limit plugin's
+    stack dumps import more in the workers."""
+    out = _run(
+        """
+        import functools
+        from manygil import InterpreterPoolExecutor
+
+        if __name__ == "__main__":
+            with InterpreterPoolExecutor(1) as pool:
+                loaded = pool.submit(eval, "sorted(__import__('sys').modules)").result(timeout=60)
+                print(" ".join(m for m in loaded if m in ("_pickle", "functools", "collections")))
+                assert pool.submit(functools.partial(pow, 2), 10).result(timeout=60) == 1024
+                back = pool.submit(functools.partial, pow, 3).result(timeout=60)
+                assert type(back) is functools.partial and back(2) == 9
+                total = pool.submit(eval, "__import__('functools').reduce(int.__add__, [1, 2, 3])")
+                assert total.result(timeout=60) == 6
+        """,
+        tmp_path,
+    )
+    if sys.version_info < (3, 13):  # threading, imported there on purpose (a 3.12 bug), needs them
+        assert out.split() == ["_pickle", "collections", "functools"], out
+    else:
+        assert out.split() == ["_pickle"], out
+
+
+def test_a_worker_imports_functools_when_it_was_loaded_first():
+    """An interpreter that imported functools before manygil (code run in it through
+    the interpreters API) keeps that module: only a fresh interpreter gets the stand-in."""
+    from manygil import interpreters
+
+    interp = interpreters.create()
+    try:
+        interp.exec("import functools; first = functools")
+        interp.exec("import manygil._worker, functools; assert functools is first and functools.reduce")
+    finally:
+        interp.close()
+
+
 @pytest.fixture
 def extension_loaded(monkeypatch: pytest.MonkeyPatch) -> str:
     """A package with an extension module loaded in this interpreter ("fakeext")."""

@@ -21,11 +21,43 @@ native channels (see ``_native_chan.c``); the pool's protocol is:
 
 from __future__ import annotations
 
-import _pickle as pickle  # the C module: importing pickle.py would cost every worker more
 import _thread  # not threading, whose import every worker would pay: see _start_thread
 import sys
 import time
 import types
+
+
+def _import_pickle() -> None:
+    """Import ``_pickle`` (the C module: importing pickle.py would cost every worker
+    more) without the ``functools`` that its initialization imports for
+    ``functools.partial`` alone: functools imports collections, which was half of the
+    imports of a worker's start.  ``partial`` is ``_functools``' class, which functools
+    re-exports; a task that imports functools gets the whole module.
+
+    Only in an interpreter other than the main one, where no thread started by Python
+    runs yet (a new worker's): another thread's ``import functools`` meanwhile would
+    get the stand-in."""
+    if "_pickle" in sys.modules or "functools" in sys.modules:
+        return
+    if _thread._is_main_interpreter() or _thread._count():  # type: ignore[attr-defined]
+        return
+    try:
+        import _functools  # type: ignore[import-not-found]  # no stub: functools re-exports it
+    except ImportError:  # pragma: no cover - a build without it: the plain import
+        return
+    stand_in = types.ModuleType("functools")
+    stand_in.partial = _functools.partial  # type: ignore[attr-defined]
+    sys.modules["functools"] = stand_in
+    try:
+        import _pickle  # noqa: F401 - imported for its initialization, here
+    finally:
+        if sys.modules.get("functools") is stand_in:
+            del sys.modules["functools"]
+
+
+_import_pickle()  # before anything of manygil's imports _pickle
+
+import _pickle as pickle
 
 from . import _copy, _native
 from ._excinfo import ExcInfo, rebuild_exception
