@@ -32,6 +32,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any, Protocol
 
 from . import _backend, _exit, _transport
+from ._futures import settle
 from ._seats import Seats
 from ._waits import main_wait
 
@@ -174,7 +175,7 @@ class Fallback:
         pool = self._shared_gil_pool()
         inner = pool._submit(fn, args, kwargs, timeout)
         future._fallback = inner  # type: ignore[attr-defined]  # its cancel() interrupts it
-        inner.add_done_callback(lambda done: _settle(future, done))
+        inner.add_done_callback(lambda done: _adopt(future, done))
 
     def _shared_gil_pool(self) -> SharedGilPool:
         with self.lock:
@@ -400,7 +401,7 @@ class Fallback:
     def _launch(self, task: _ProcessTask, slot: _Slot | None, cause: BaseException | None) -> None:
         """Start ``task`` on ``slot`` (a new one if None), or fail it with ``cause``."""
         if cause is not None:
-            _set_exception(task.future, _cannot_start(cause))
+            settle(task.future, exc=_cannot_start(cause))
             return
         if slot is None and not self.threadless and not _backend.STARTS_THREADS_AT_EXIT and _ending():
             self.threadless = True  # a new slot's manager thread could not start
@@ -469,7 +470,7 @@ class Fallback:
                 self._give_seat()
             return
         self._give_seat()
-        _set_exception(task.future, exc)
+        settle(task.future, exc=exc)
 
     def _run_alone(self, task: _ProcessTask) -> None:
         """Run ``task`` in a process of its own and settle its future, on this thread
@@ -510,7 +511,7 @@ class Fallback:
             done.set_result(value)
         else:
             done.set_exception(value)
-        _settle(task.future, done, self.forward, pickled=True)
+        _adopt(task.future, done, self.forward, pickled=True)
 
     def _retire_if_closed(self) -> None:
         """Once the pool is shut down and no task is left here, end the idle processes,
@@ -750,10 +751,10 @@ class _ProcessTask:
         if side.task_left(self, not_started, broken):
             return  # it waits for another slot
         if turned_away and not self.stopped:
-            _set_exception(self.future, BrokenProcessPool(
+            settle(self.future, exc=BrokenProcessPool(
                 f"manygil: the process worker of task {self.label} ended before the task started"))
         elif not self.stopped:
-            _settle(self.future, inner, forward=side.forward, pickled=True)
+            _adopt(self.future, inner, forward=side.forward, pickled=True)
         self.kept = []  # the result, which may name a kept buffer, is loaded
         with side.lock:
             side.running.discard(self)
@@ -767,7 +768,7 @@ class _ProcessTask:
     def expire(self) -> None:
         if self.future.done():
             return
-        _set_exception(self.future, TimeoutError(f"task {self.label} exceeded its time limit of {self.timeout:g} s"))
+        settle(self.future, exc=TimeoutError(f"task {self.label} exceeded its time limit of {self.timeout:g} s"))
         self.stop()
 
     def stop(self) -> None:
@@ -1029,7 +1030,7 @@ def _manygil_object(values: tuple[Any, ...]) -> str:
     return "an argument"
 
 
-def _settle(future: Future[Any], done: Future[Any], forward: bool = False, pickled: bool = False) -> None:
+def _adopt(future: Future[Any], done: Future[Any], forward: bool = False, pickled: bool = False) -> None:
     """Give ``future`` the outcome of ``done`` (unless it was settled already); a process
     task's result is ``pickled`` (see ``_dump_result``)."""
     if future.done():
@@ -1094,14 +1095,6 @@ def _without_our_frames(text: str) -> str:
         if not skipping:
             out.append(line)
     return "\n".join(out)
-
-
-def _set_exception(future: Future[Any], exc: BaseException) -> None:
-    try:
-        if not future.done():
-            future.set_exception(exc)
-    except InvalidStateError:
-        pass
 
 
 def _write_output(output: tuple[str, str] | None) -> None:

@@ -39,6 +39,7 @@ from typing import Any, TextIO
 
 from . import _backend, _copy, _exit, _native, _output, _tracebacks, _worker
 from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
+from ._futures import settle
 from ._fallback import Fallback
 from ._handles import collect, out_of_band, release_pins
 from ._interpreters import bootstrap
@@ -461,7 +462,7 @@ class _Encoded:
         return _copy.loads(data)
 
 
-def _resolve(item: _Item | None, record: bytes, router: Router | None = None) -> None:
+def _resolve(item: _Item | None, record: bytes, router: Router[_Item] | None = None) -> None:
     """Settle a task's future from its result record (``_worker.pack`` after the task
     id); the record's pins are released whether or not it is loaded.  A task that the
     worker could not load because a module refused its interpreter goes to ``router``."""
@@ -473,16 +474,8 @@ def _resolve(item: _Item | None, record: bytes, router: Router | None = None) ->
         try:
             if status == _worker.REFUSED:
                 module, script = _refusal(payload)
-                if router is not None and item.call is not None:
-                    if script and router.by_value(item):
-                        return  # sent again with the function by value: only what it uses
-                if router is not None and router.kind is not None and item.call is not None:
-                    if router.refused_by_function(item.fn, item.by_value):
-                        router.refused(item.fn, module)
-                    else:  # only this call: an argument of it refused
-                        router.argument_refused(item.fn, module)
-                    router.run(future, *item.call, timeout=item.timeout, label=item.label)
-                    return
+                if router is not None and router.take_refused(item, module, script):
+                    return  # sent again by value, or run on the other side
                 exc = _rebuild_exception(status, payload)
                 exc.add_note(
                     f"manygil: the extension module {module} refuses to load in an interpreter "
@@ -509,11 +502,7 @@ def _resolve(item: _Item | None, record: bytes, router: Router | None = None) ->
             else:
                 future.set_exception(_rebuild_exception(status, payload))
         except BaseException as exc:  # noqa: BLE001 - the result does not load here (even SystemExit)
-            if not future.done():
-                try:
-                    future.set_exception(exc)
-                except Exception:  # noqa: BLE001 - cancelled in between
-                    pass
+            settle(future, exc=exc)
     finally:
         release_pins(pins)
 
@@ -569,10 +558,8 @@ class _PoolState:
         self.shutting_down = False
         self.broken: str | None = None
         self.broken_cause: BaseException | None = None
-        self.router: Router | None = None  # where refused tasks go (set by the executor)
+        self.router: Router[_Item] | None = None  # where refused tasks go (set by the executor)
         self.seats: Seats | None = None  # shared with the process side (set by the executor)
-        self.diverted: list[_Item] = []  # routed to the fallback while they waited
-        self.resend: list[_Item] = []  # script functions queued by reference: to go by value
         self.watchdog: threading.Thread | None = None
         self.leaving = 0  # workers in self.workers that are retiring or abandoned
         # Deliveries whose refused tasks are on their way back by value (_deliver): the
@@ -598,7 +585,7 @@ class _PoolState:
     # ------------------------------------------------------------ submitting
 
     def resubmit(self, item: _Item) -> None:
-        """Send a refused task again, its function by value (see ``Fallback.by_value``);
+        """Send a refused task again, its function by value (see ``Router.by_value``);
         a worker's thread, in ``call_home``."""
         assert item.call is not None
         payload, pins, keep = _payload(*item.call, by_value=True)
@@ -641,13 +628,13 @@ class _PoolState:
                     failed = self._maybe_start_worker()
         if worker is not None:
             worker.wake(task)  # outside the lock: the woken worker may need it at once
-        self._run_diverted()
+        self._flush()
         self._fail(failed)
 
     def _start(self, worker: _WorkerHandle, tid: int, item: _Item) -> bytes:
         """Mark an item running on a worker (lock held); its task record, or b"" if it
-        was cancelled or its function is now routed to the fallback side (then it waits
-        in ``diverted`` for ``_run_diverted``, which runs it there once the lock is free)."""
+        was cancelled or handed to the router: its function is routed to the other side
+        now, or goes by value now (the router's ``flush`` sends it on once the lock is free)."""
         if item.started:
             if item.future.done():  # handed back by an abandoned worker, then cancelled
                 return b""
@@ -657,11 +644,11 @@ class _PoolState:
         if self.router is not None and item.call is not None:
             if self.router.routed(item.fn):
                 # Routed while it waited (an earlier call was refused): no need to try it here.
-                self.diverted.append(item)
+                self.router.divert(item)
                 return b""
             if not item.by_value and self.router.script_refused and getattr(item.fn, "__module__", None) == "__main__":
                 # Queued before the script was found not to import here: by value instead.
-                self.resend.append(item)
+                self.router.resend_by_value(item)
                 return b""
         if not worker.tids:
             worker.sent_at = time.monotonic()
@@ -674,92 +661,64 @@ class _PoolState:
         return tid.to_bytes(8, "little") + len(item.payload).to_bytes(4, "little") + item.payload
 
     def _route_refused(self, done: list[tuple[_Item | None, bytes]]) -> bool:
-        """Route the functions of refused tasks now (lock held), so that their calls still
-        waiting go to the fallback side instead of being refused one by one; whether some
-        may come back by value (``_resolve``), which a worker must stay for."""
-        router = self.router
-        if router is None:
+        """Tell the router of the tasks just refused (lock held), so that it routes their
+        functions before this worker takes its next batch; whether some may come back by
+        value (``_resolve``), which a worker must stay for."""
+        if self.router is None:
             return False
-        routed = resent = False
-        for item, record in done:
-            if record[8] & ~_worker.PINNED == _worker.REFUSED and item is not None and item.call is not None:
-                module, script = _refusal(_worker.unpack(record, 8)[1])
-                if script:  # answered by a resend by value, for the queued calls too
-                    router.refuse_script()
-                    resent = True
-                elif router.kind is not None and router.refused_by_function(item.fn, item.by_value):
-                    router.route_refused(item.fn, module)
-                    routed = True
-        if routed:
-            self._divert_queued()
-        return resent
+        refused = [
+            (item, *_refusal(_worker.unpack(record, 8)[1]))
+            for item, record in done
+            if record[8] & ~_worker.PINNED == _worker.REFUSED and item is not None and item.call is not None
+        ]
+        return bool(refused) and self.router.learn(refused)
 
-    def _divert_queued(self) -> None:
-        """Take the queued calls of functions now routed to the fallback out of the queue
-        (lock held): they go there at once, rather than each waiting its turn behind this
-        side's tasks (which left the process side idle between them)."""
-        router = self.router
-        assert router is not None
-        keep: deque[tuple[int, _Item]] = deque()
-        for tid, item in self.pending:
-            if item.call is not None and router.routed(item.fn):
-                if item.started or item.future.set_running_or_notify_cancel():
-                    item.started = True
-                    self.diverted.append(item)
-            else:
-                keep.append((tid, item))
-        self.pending = keep
+    # ------------------------------------------------------------ what the router asks
 
-    def _run_diverted(self) -> None:
-        """Run on the fallback side the tasks ``_start`` found routed there, and queue
-        again by value those it found sent by reference: outside the lock, since that
-        pickles their arguments and may start a process."""
-        if not self.diverted and not self.resend:
-            return
+    def withdraw(self, pred: Callable[[_Item], bool]) -> list[_Item]:
+        """Take the queued tasks for which ``pred`` holds out of the queue, their futures
+        running, for the router to send to the other side (any thread; takes the lock,
+        which the caller may hold)."""
+        out: list[_Item] = []
         with self.lock:
-            items, self.diverted = self.diverted, []
-            again, self.resend = self.resend, []
-        router = self.router
-        assert router is not None or not again
-        for item in again:
-            assert item.call is not None and router is not None
-            module = router.needs_refusing(item.fn, by_value=True)
-            if module is not None:  # what it uses refused too: run it there at once
-                router.refused(item.fn, module, known=True)
-                items.append(item)
-                with self.lock:
-                    self._divert_queued()  # and the calls of it still queued
-                    items += self.diverted
-                    self.diverted = []
-                continue
-            try:
-                payload, pins, keep = _payload(*item.call, by_value=True)
-            except BaseException as exc:  # noqa: BLE001 - it does not pickle by value
-                if not item.future.done():
-                    item.future.set_exception(exc)
-                continue
-            item.drop()
-            item.payload, item.pins, item.keep, item.by_value = payload, pins, keep, True
-            with self.lock:  # at the front, as it was (its future runs already)
-                broken = self.broken is not None
-                if not broken:
-                    tid = next(self.tids)
-                    item.future._tid = tid
-                    self.pending.appendleft((tid, item))
-            if broken:
-                self._fail([item.future])
-        if again:
-            self.seat_freed()  # a worker whose batch became empty went idle
-        if not items:
+            keep: deque[tuple[int, _Item]] = deque()
+            for tid, item in self.pending:
+                if item.call is not None and pred(item):
+                    if item.started or item.future.set_running_or_notify_cancel():
+                        item.started = True
+                        out.append(item)
+                else:
+                    keep.append((tid, item))
+            self.pending = keep
+        return out
+
+    def requeue_by_value(self, item: _Item) -> None:
+        """Queue again, first, a task whose function went by reference and now goes by
+        value (its future runs already); the router's thread, without the lock, since
+        this pickles its arguments."""
+        assert item.call is not None
+        try:
+            payload, pins, keep = _payload(*item.call, by_value=True)
+        except BaseException as exc:  # noqa: BLE001 - it does not pickle by value
+            settle(item.future, exc=exc)
             return
-        assert self.router is not None
-        for item in items:
-            assert item.call is not None
-            try:
-                self.router.run(item.future, *item.call, timeout=item.timeout, label=item.label)
-            except BaseException as exc:  # noqa: BLE001 - e.g. an argument cannot reach a process
-                if not item.future.done():
-                    item.future.set_exception(exc)
+        item.drop()
+        item.payload, item.pins, item.keep, item.by_value = payload, pins, keep, True
+        with self.lock:  # at the front, as it was
+            broken = self.broken is not None
+            if not broken:
+                tid = next(self.tids)
+                item.future._tid = tid
+                self.pending.appendleft((tid, item))
+        if broken:
+            self._fail([item.future])
+        else:
+            self.seat_freed()  # the worker whose batch it left went idle
+
+    def _flush(self) -> None:
+        """Let the router send on what this side handed it: outside the lock."""
+        if self.router is not None:
+            self.router.flush()
 
     def _next_for(self, worker: _WorkerHandle, stay: bool = False) -> bytes | None:
         """The next batch for a free worker (lock held): task records, the stop message,
@@ -864,7 +823,7 @@ class _PoolState:
                 wakes.append((worker, batch))
         for worker, batch in wakes:
             worker.wake(batch)
-        self._run_diverted()
+        self._flush()
 
     def _active(self) -> int:
         """Workers that take tasks (starting, idle or busy)."""
@@ -1079,7 +1038,7 @@ class _PoolState:
                     stay = self._route_refused(done)
                     self.resending += stay
                     batch = self._next_for(worker, stay)
-            self._run_diverted()
+            self._flush()
         finally:  # the results taken are settled, even if manygil failed above (see _home)
             try:
                 for item, record in done:
@@ -1109,7 +1068,7 @@ class _PoolState:
                 elif self.preload and not self.pending and not self.shutting_down and self.broken is None:
                     return _worker.PRELOAD  # nothing to do yet: import the caller's script meanwhile
                 batch = self._next_for(worker)
-            self._run_diverted()
+            self._flush()
             return batch
         # INIT_FAILED: the worker returns by itself; the pool is broken.
         status, payload, pins = _worker.unpack(event, 1)
@@ -1143,10 +1102,7 @@ class _PoolState:
         for future in futures:
             err = BrokenInterpreterPool(self.broken or "the worker running this task stopped")
             err.__cause__ = self.broken_cause
-            try:
-                future.set_exception(err)
-            except Exception:  # noqa: BLE001 - cancelled in between
-                pass
+            settle(future, exc=err)
 
     def _worker_exited(self, worker: _WorkerHandle, error: str) -> None:
         records = worker.collect()
@@ -1170,7 +1126,7 @@ class _PoolState:
                 self.drop_init()  # no worker will start again
             self.watch.notify_all()
             self.changed.notify_all()
-        self._run_diverted()
+        self._flush()
         for item, record in done:
             _resolve(item, record, self.router)
         self._fail(failed)
@@ -1231,10 +1187,7 @@ class _PoolState:
                 stacks = _tracebacks.format_tracebacks(interp_ids=[worker.interp_id])
                 stream = self.dump_on_timeout if hasattr(self.dump_on_timeout, "write") else sys.stderr
                 stream.write(f"manygil: {message}; its interpreter's stacks:\n{stacks}")
-            try:
-                future.set_exception(TimeoutError(message))
-            except Exception:  # noqa: BLE001 - it finished in between
-                pass
+            settle(future, exc=TimeoutError(message))
             with self.lock:
                 self._interrupt_locked(tid)
 
@@ -1280,11 +1233,11 @@ class _PoolState:
             failed = self._maybe_start_worker()  # also while shutting down: pending tasks still run
         self.watch.notify_all()
         self.changed.notify_all()
-        if not (done or failed or self.diverted):
+        if not (done or failed or (self.router is not None and self.router.holds())):
             return None
 
         def then() -> None:
-            self._run_diverted()
+            self._flush()
             for finished, record in done:
                 _resolve(finished, record, self.router)
             self._fail(failed)
@@ -1307,7 +1260,7 @@ class _PoolState:
             self._retire_idle()
             # Busy and starting workers get the stop message when they next ask for work.
             self.watch.notify_all()
-        self._run_diverted()
+        self._flush()
         for future in cancelled:
             future.cancel()
         if wait:
@@ -1468,7 +1421,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         self._state_ref = weakref.ref(self._state)
         # The routing table, and the by-value resend of a script's functions (which
         # fallback=None keeps); with shared_gil every task may import anything.
-        self._router: Router | None = None
+        self._router: Router[_Item] | None = None
         if not shared_gil:
             other: Fallback | None = None
             if fallback is not None:
@@ -1492,10 +1445,9 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
                     fallback, max_workers, initializer, tuple(initargs), max_tasks_per_worker, forward_output, seats,
                     shared_gil_pool if fallback == "shared-gil" else None,
                 )
-            self._router = Router(other, fallback)
-            # The state's, not this object's: the pool still runs its tasks once the
-            # executor is dropped (`del pool` before the program's end).
-            self._router.resubmit = weakref.WeakMethod(self._state.resubmit)
+            # The state, not this object: the pool still runs its tasks once the executor
+            # is dropped (`del pool` before the program's end); held weakly.
+            self._router = Router(other, fallback, self._state)
             self._state.router = self._router
             weakref.finalize(self, self._router.shutdown, False, False)
         weakref.finalize(self, self._state.shutdown, False, False)
@@ -1598,9 +1550,8 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
                 f"InterpreterPoolExecutor(fallback={where!r})"
             )
         self._router.route(fn, f"{where}: pool.route()")
-        with self._state.lock:
-            self._state._divert_queued()  # its calls already queued go there too
-        self._state._run_diverted()
+        self._router.withdraw_routed()  # its calls already queued go there too
+        self._router.flush()
 
     def with_timeout(self, seconds: float | None) -> _TimedSubmitter:
         """A view of this pool whose ``submit``/``map``/``run`` give each task a time limit.

@@ -22,12 +22,13 @@ import warnings
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from . import _transport
+from ._futures import settle
 from ._transport import route_key
 
-__all__ = ("FALLBACKS", "FallbackWarning", "OtherSide", "Refused", "Router", "learn_refusal", "route_key")
+__all__ = ("FALLBACKS", "FallbackWarning", "InterpSide", "OtherSide", "Refused", "Router", "learn_refusal", "route_key")
 
 FALLBACKS = ("process", "shared-gil", None)
 
@@ -167,16 +168,34 @@ class Refused(Protocol):
     def label(self) -> str: ...
 
 
-class Router:
+T = TypeVar("T", bound=Refused)
+
+
+class InterpSide(Protocol[T]):
+    """What the router needs of the interpreter side (``_pool._PoolState``)."""
+
+    def withdraw(self, pred: Callable[[T], bool]) -> list[T]: ...
+
+    def resubmit(self, item: T) -> None: ...
+
+    def requeue_by_value(self, item: T) -> None: ...
+
+
+class Router(Generic[T]):
     """The routing of one pool: its route table, and the way to its other side.
 
     Threads: a caller (``submit``, ``route()``) and the interpreter workers, in
-    ``call_home``, as refusals arrive.  ``routes``, ``warned`` and ``warned_args`` are
-    guarded by ``lock``; ``routed`` reads ``routes`` without it (one dict lookup).
+    ``call_home``, as refusals arrive.  ``routes``, ``warned``, ``warned_args``,
+    ``diverted`` and ``resend`` are guarded by ``lock``; ``routed`` reads ``routes``
+    without it (one dict lookup).  The interpreter side calls in with its own lock held
+    or not; the router takes that lock (``withdraw``) only where the side may hold it
+    already (it is re-entrant), and calls the other side only from ``flush`` and
+    ``take_refused``, which the side calls without its lock.
     """
 
-    def __init__(self, other: OtherSide | None, kind: str | None) -> None:
+    def __init__(self, other: OtherSide | None, kind: str | None, interp: InterpSide[T]) -> None:
         self.other = other
+        self._interp = weakref.ref(interp)
         self.kind = kind  # None: no other side (fallback=None, or a shared-GIL pool's own)
         self.lock = threading.Lock()
         self.routes: dict[str, str] = {}  # route_key -> why
@@ -193,8 +212,10 @@ class Router:
         # The caller's script does not import in an interpreter (numpy at its top): its
         # functions go by value from then on (cloudpickle).
         self.script_refused = _transport.has_cloudpickle() and _main_file() in _SCRIPTS_REFUSED
-        # The interpreter side's resend by value, weakly (set by the facade).
-        self.resubmit: Callable[[], Callable[[Any], None] | None] | None = None
+        # Tasks the interpreter side handed over with its lock held, sent on by flush():
+        # to the other side (their function is routed there), or back by value.
+        self.diverted: list[T] = []
+        self.resend: list[T] = []
 
     def routed(self, fn: object) -> bool:
         # Every submit and dispatch asks: no name is made while nothing is routed.
@@ -256,7 +277,7 @@ class Router:
             except Exception:  # noqa: BLE001 - warnings turned into errors, on a worker thread
                 pass
 
-    def by_value(self, item: Refused) -> bool:
+    def by_value(self, item: T) -> bool:
         """Importing the caller's script in the worker failed on a refusing module (a
         script that starts with ``import numpy``): send this function of ``__main__``
         again by value (cloudpickle), with only the globals it uses, so that a pure
@@ -268,8 +289,7 @@ class Router:
             item.call is None
             or item.by_value  # sent by value already: refused for what it uses itself
             or getattr(item.fn, "__module__", None) != "__main__"
-            or self.resubmit is None
-            or (resubmit := self.resubmit()) is None
+            or (interp := self._interp()) is None
             or not _transport.has_cloudpickle()
         ):
             return False
@@ -281,7 +301,7 @@ class Router:
             self.run(item.future, fn, args, kwargs, timeout=item.timeout, label=item.label)
             return True
         try:
-            resubmit(item)
+            interp.resubmit(item)
         except Exception as exc:  # noqa: BLE001 - shut down meanwhile, or it does not pickle by value
             item.by_value_error = exc  # said with the refusal, should the task fail for it
             return False
@@ -336,6 +356,102 @@ class Router:
                 )
             except Exception:  # noqa: BLE001 - warnings turned into errors, on a worker thread
                 pass
+
+    # ------------------------------------------------------------------ a refused task's trip
+
+    def take_refused(self, item: T, module: str, script: bool) -> bool:
+        """A task the interpreter side could not load because ``module`` refused its
+        interpreter (``script``: on importing the caller's script), with no lock held:
+        sent again by value, or run on the other side.  False when neither can be done:
+        the side fails the task with the refusal."""
+        if item.call is None:
+            return False
+        if script and self.by_value(item):
+            return True  # sent again with the function by value: only what it uses
+        if self.kind is None:
+            return False
+        if self.refused_by_function(item.fn, item.by_value):
+            self.refused(item.fn, module)
+        else:  # only this call: an argument of it refused
+            self.argument_refused(item.fn, module)
+        fn, args, kwargs = item.call
+        self.run(item.future, fn, args, kwargs, timeout=item.timeout, label=item.label)
+        return True
+
+    def learn(self, refused: list[tuple[T, str, bool]]) -> bool:
+        """Route the functions of tasks just refused (the interpreter side's lock held),
+        so that their calls still queued go to the other side at once instead of being
+        refused one by one (``take_refused`` then sends the refused ones); whether some
+        may come back by value, which the side keeps a worker for."""
+        routed = resent = False
+        for item, module, script in refused:
+            if script:  # answered by a resend by value, for the queued calls too
+                self.refuse_script()
+                resent = True
+            elif self.kind is not None and self.refused_by_function(item.fn, item.by_value):
+                self.route_refused(item.fn, module)
+                routed = True
+        if routed:
+            self.withdraw_routed()
+        return resent
+
+    def withdraw_routed(self) -> None:
+        """Take the queued calls of routed functions off the interpreter side, for
+        ``flush`` to send on: they go to the other side at once, rather than each waiting
+        its turn behind the interpreters' tasks (which left the process side idle between
+        them)."""
+        interp = self._interp()
+        if interp is None or not self.routes:
+            return
+        taken = interp.withdraw(lambda item: self.routed(item.fn))
+        if taken:
+            with self.lock:
+                self.diverted += taken
+
+    def divert(self, item: T) -> None:
+        """The interpreter side found ``item``'s function routed as it was to start it
+        (its lock held): ``flush`` runs it on the other side."""
+        with self.lock:
+            self.diverted.append(item)
+
+    def resend_by_value(self, item: T) -> None:
+        """The interpreter side found ``item`` queued by reference to a script that
+        does not import there (its lock held): ``flush`` queues it again by value."""
+        with self.lock:
+            self.resend.append(item)
+
+    def holds(self) -> bool:
+        """Whether tasks wait here for ``flush`` (a hint, without the lock)."""
+        return bool(self.diverted) or bool(self.resend)
+
+    def flush(self) -> None:
+        """Send on the tasks handed over: to the other side, or back to the interpreters
+        by value.  The interpreter side calls this without its lock, since it pickles
+        their arguments and may start a process."""
+        if not self.diverted and not self.resend:
+            return
+        with self.lock:
+            items, self.diverted = self.diverted, []
+            again, self.resend = self.resend, []
+        interp = self._interp()
+        for item in again:
+            module = self.needs_refusing(item.fn, by_value=True)
+            if module is not None:  # what it uses refused too: run it there at once
+                self.refused(item.fn, module, known=True)
+                items.append(item)
+                self.withdraw_routed()  # and the calls of it still queued
+                with self.lock:
+                    items += self.diverted
+                    self.diverted = []
+            elif interp is not None:
+                interp.requeue_by_value(item)
+        for item in items:
+            assert item.call is not None
+            fn, args, kwargs = item.call
+            try:
+                self.run(item.future, fn, args, kwargs, timeout=item.timeout, label=item.label)
+            except BaseException as exc:  # noqa: BLE001 - e.g. an argument cannot reach a process
+                settle(item.future, exc=exc)
 
     # ------------------------------------------------------------------ the other side
 
