@@ -150,53 +150,62 @@ def bootstrap(interp_id: int, forward_output: bool = True) -> None:
 
 def _main_first(file: str) -> str:
     """``main_extension_imports()``, without parsing a script that cannot have any: one
-    whose top-level lines name no package with an extension module loaded here (but
-    manygil itself, which every worker has imported by then).  The parse is on the
-    first worker's way to its first task, its time grows with the script, and on 3.13
-    it imports ``ast`` too (3.14's concurrent.futures has imported it already)."""
+    that writes no package with an extension module loaded here (but manygil itself,
+    which every worker has imported by then) where a top-level import can name it.  The
+    parse is on the first worker's way to its first task, its time grows with the
+    script, and on 3.13 it imports ``ast`` too (3.14's concurrent.futures has imported
+    it already)."""
     if file.endswith(".py"):
-        loaded = _extension_packages()
-        # "manygil." only: its submodules may import a package that refuses (manygil.duckdb).
-        written = [p + "." if p == "manygil" else p for p in loaded]
         try:
             with open(file, "rb") as f:
                 text = f.read()
         except OSError:
             return main_extension_imports()
-        if all(p.isascii() for p in written) and not any(p.encode() in text for p in written):
-            return ""  # at C speed: most scripts stop here
-        names = _top_level_names(file, text)
-        if names is not None and not any(n.partition(".")[0] in loaded for n in names if n != "manygil"):
+        if not any(_written_at_top_level(text, package) for package in _extension_packages()):
             return ""
     return main_extension_imports()
 
 
-def _top_level_names(file: str, text: bytes) -> set[str] | None:
-    """The dotted names written on the lines of ``text`` where a top-level import can
-    be: lines that start a statement at column 0 or hold a ``;``, and the lines that a
-    backslash joins to them.  None when it cannot tell (non-ASCII there, where a name
-    may be); names in strings and comments only make the caller parse."""
-    if file in _top_level_seen:
-        return _top_level_seen[file]
-    kept: list[bytes] = []
-    joined = False  # the previous kept line ends with a backslash
-    for line in text.removeprefix(b"\xef\xbb\xbf").splitlines():
-        line = line.lstrip(b"\f")
-        keep = joined or b";" in line or (line[:1] != b"" and line[:1] not in b" \t#")
-        if keep:
-            if not line.isascii():
-                _top_level_seen[file] = None
-                return None
-            kept.append(line)
-        joined = keep and line.endswith(b"\\")
-    # Every run of identifier characters and dots (numbers too: no package's name).
-    names = {name.decode() for name in b" ".join(kept).translate(_NAME_CHARS).split()}
-    _top_level_seen[file] = names
-    return names
+_NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 
-_top_level_seen: dict[str, set[str] | None] = {}  # as main_extension_imports(), once a file
-_NAME_CHARS = bytes(c if chr(c).isascii() and (chr(c).isalnum() or chr(c) in "_.") else 32 for c in range(256))
+def _written_at_top_level(text: bytes, package: str) -> bool:
+    """Whether ``package`` is written in ``text`` (a script's bytes) as a name, or the
+    first part of a dotted one, on a line where a top-level statement can be: a line
+    that starts at column 0 or holds a ``;``, or one that a backslash joins to such a
+    line.  A name in a string or a comment there makes it say yes too; it never says no
+    to a script that imports the package at its top level."""
+    word = "manygil." if package == "manygil" else package  # its submodules: manygil.duckdb
+    if not word.isascii():
+        return True  # how it is written depends on the script's encoding
+    needle = word.encode()
+    at = text.find(needle)
+    while at >= 0:
+        after = text[at + len(needle) : at + len(needle) + 1]
+        if (
+            (at == 0 or (text[at - 1] not in _NAME_BYTES and text[at - 1] != ord(".")))
+            and (needle.endswith(b".") or not after or after[0] not in _NAME_BYTES)
+            and _on_top_level_line(text, at)
+        ):
+            return True
+        at = text.find(needle, at + 1)
+    return False
+
+
+def _on_top_level_line(text: bytes, at: int) -> bool:
+    """Whether position ``at`` of ``text`` is on a line where a top-level statement can be."""
+    while True:
+        start = max(text.rfind(b"\n", 0, at), text.rfind(b"\r", 0, at)) + 1
+        ends = [i for i in (text.find(b"\n", at), text.find(b"\r", at)) if i >= 0]
+        line = text[start : min(ends, default=len(text))]
+        if b";" in line or line.lstrip(b"\f")[:1] not in (b"", b" ", b"\t", b"#"):
+            return True
+        end = start - 1  # the previous line's end: joined to this one by a backslash?
+        if end > 0 and text[end - 1 : end + 1] == b"\r\n":
+            end -= 1
+        if end <= 0 or text[end - 1] != ord("\\"):
+            return False
+        at = end - 1
 
 
 def _extension_packages() -> set[str]:
