@@ -30,10 +30,10 @@ def _run(program: str, tmp_path: object) -> str:
 
 def test_a_worker_unpickles_without_functools(tmp_path: object):
     """_pickle's initialization imports functools for partial alone, and functools
-    imports collections (2.3 ms of a worker's start): the worker gives it _functools'
-    class instead.  A task that imports functools gets the whole module, and partials
-    cross both ways.  In a program of its own: under pytest, the time-limit plugin's
-    stack dumps import more in the workers."""
+    imports collections: the worker gives it _functools' class instead.  A task that
+    imports functools gets the whole module, and partials cross both ways.  The error
+    paths' module (_excinfo) is imported by the first task that raises.  In a program of
+    its own: under pytest, the time-limit plugin's stack dumps import more in workers."""
     out = _run(
         """
         import functools
@@ -42,7 +42,13 @@ def test_a_worker_unpickles_without_functools(tmp_path: object):
         if __name__ == "__main__":
             with InterpreterPoolExecutor(1) as pool:
                 loaded = pool.submit(eval, "sorted(__import__('sys').modules)").result(timeout=60)
-                print(" ".join(m for m in loaded if m in ("_pickle", "functools", "collections")))
+                print(" ".join(m for m in loaded if m in ("_pickle", "functools", "collections", "manygil._excinfo")))
+                try:
+                    pool.submit(int, "x").result(timeout=60)
+                except ValueError as exc:
+                    assert "invalid literal" in str(exc)
+                else:
+                    raise AssertionError("no ValueError")
                 assert pool.submit(functools.partial(pow, 2), 10).result(timeout=60) == 1024
                 back = pool.submit(functools.partial, pow, 3).result(timeout=60)
                 assert type(back) is functools.partial and back(2) == 9

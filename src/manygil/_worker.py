@@ -60,11 +60,11 @@ _import_pickle()  # before anything of manygil's imports _pickle
 import _pickle as pickle
 
 from . import _copy, _native
-from ._excinfo import ExcInfo, rebuild_exception
 from ._handles import collect, lent, out_of_band_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ._excinfo import ExcInfo  # imported by the error paths: most workers never need it
     from collections.abc import Iterator
     from typing import Any
 
@@ -356,6 +356,8 @@ def _interp_id() -> int:
 
 
 def _excinfo(exc: BaseException, skip: int) -> ExcInfo:
+    from ._excinfo import ExcInfo
+
     return ExcInfo.from_exception(exc, skip=skip)
 
 
@@ -550,6 +552,8 @@ def _pack_error(exc: BaseException, loading: bool = False, explain: int = 1) -> 
                 exc.args = (exc.msg,)
             else:
                 exc.add_note(explanation)
+    from ._excinfo import ExcInfo
+
     info = pickle.dumps(ExcInfo.brief(exc) if brief else _excinfo(exc, 1), protocol=5)
     exc.__traceback__ = None
     try:
@@ -593,6 +597,8 @@ class _ErrorPickler(pickle.Pickler):
         if isinstance(obj, BaseException) and type(obj).__reduce_ex__ is BaseException.__reduce_ex__ and (
             type(obj).__reduce__ is BaseException.__reduce__
         ):
+            from ._excinfo import rebuild_exception
+
             return rebuild_exception, (type(obj), obj.args, obj.__dict__ or None)
         return NotImplemented
 
