@@ -10,7 +10,8 @@ on 3.14+, the standard library's InterpreterPoolExecutor.
 
 Metrics (median of the repeats): CPU speed-up over serial (8 pure-Python tasks),
 submit-to-result latency, map throughput at chunksize 1 and 100, cold start to the
-first result, 16 MiB of bytes in and back (after two warm-up transfers per worker, the
+first result (3 times the repeats, against a bare interpreter's start measured at the
+same moments), 16 MiB of bytes in and back (after two warm-up transfers per worker, the
 median of 7), and the memory (USS) of the pool.  It prints
 a table with ratios against manygil, writes bench/results/latest.json and draws
 bench/chart.png.  The machine is shared: compare only figures of one run.
@@ -48,6 +49,10 @@ METRICS = (
     ("bytes_mb_s", "16 MiB bytes in and back", "MB/s", True),
     ("uss_mib", "memory of the pool (USS)", "MiB", False),
 )
+# Cold start and its floor take this many times the repeats: a fresh process each, the
+# cheapest metric, and its ratio to the floor the noisiest on a shared machine.  The
+# floor is measured just before each of manygil's cold starts.
+COLD_SAMPLES = 3
 
 
 # ---------------------------------------------------------------------- the work
@@ -272,6 +277,7 @@ def main() -> None:
     compile_bytecode()
     print(f"CPython {platform.python_version()}, {os.cpu_count()} cores, {args.workers} workers, {repeats} repeat(s)")
     results: dict[str, dict[str, object]] = {}
+    floors: list[dict[str, object]] = []
     for name in names:
         reason = available(name)
         if reason:
@@ -281,7 +287,10 @@ def main() -> None:
         row: dict[str, object] = {}
         for key, *_ in METRICS:
             values, errors = [], []
-            for _ in range(repeats):
+            cold = key == "cold_start_ms"
+            for _ in range(repeats * COLD_SAMPLES if cold else repeats):
+                if cold and name == "manygil":
+                    floors.append(run_child(["--floor"], 60))  # the same moments as manygil's
                 child = ["--child", f"{name}:{key}", "--workers", str(args.workers)] + (["--quick"] if args.quick else [])
                 out = run_child(child, args.timeout)
                 if "error" in out:
@@ -296,7 +305,8 @@ def main() -> None:
                 row.setdefault("errors", {})[key] = errors[0]  # type: ignore[index]
         results[name] = row
         print(f"  {name:<20} done" + (f" (failed: {', '.join(row['errors'])})" if "errors" in row else ""))  # type: ignore[arg-type]
-    floors = [run_child(["--floor"], 60) for _ in range(repeats)]
+    if not floors:
+        floors = [run_child(["--floor"], 60) for _ in range(repeats * COLD_SAMPLES)]
     floor = statistics.median(float(f["floor_ms"]) for f in floors if "floor_ms" in f)  # type: ignore[arg-type]
 
     report = {
@@ -304,6 +314,7 @@ def main() -> None:
         "cores": os.cpu_count(),
         "workers": args.workers,
         "repeats": repeats,
+        "cold_repeats": repeats * COLD_SAMPLES,
         "quick": args.quick,
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "floor_ms": floor,
@@ -348,7 +359,8 @@ def print_table(report: dict[str, object]) -> None:
     results: dict[str, dict[str, float]] = report["results"]  # type: ignore[assignment]
     measured = [n for n, r in results.items() if any(k in r for k, *_ in METRICS)]
     base = results.get("manygil", {})
-    print(f"\nmedians of {report['repeats']} run(s); (ratio) = this executor / manygil")
+    cold = report.get("cold_repeats", report["repeats"])
+    print(f"\nmedians of {report['repeats']} run(s), cold start of {cold}; (ratio) = this executor / manygil")
     head = f"{'metric':<30}" + "".join(f"{n:>22}" for n in measured)
     print(head)
     print("-" * len(head))
