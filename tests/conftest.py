@@ -23,15 +23,15 @@ def _snapshot() -> tuple[set[int], set[threading.Thread], dict[str, int]]:
 @pytest.fixture(autouse=True)
 def unlearned():
     """Each test starts from a process whose pools learned no route (see _router._LEARNED)."""
-    from manygil import _router
+    from manygil import _refusals, _router
 
     _router._LEARNED.clear()
     _router._SCRIPTS_REFUSED.clear()
-    _router._REFUSING.clear()
+    _refusals._REFUSING.clear()
     yield
     _router._LEARNED.clear()
     _router._SCRIPTS_REFUSED.clear()
-    _router._REFUSING.clear()
+    _refusals._REFUSING.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -41,10 +41,10 @@ WORDS = re.compile(
 # Numbers with a unit that are not measurements: settings of the code, and the
 # parameters of a benchmark or an example.  Each with why.  (page, text)
 NOT_FIGURES = {
-    ("README.md", "50 µs"): "the poll time of an idle worker and of result(), a setting (_worker._IDLE_SPIN, _pool._CALLER_SPIN)",
+    ("README.md", "50 µs"): "the poll time of an idle worker and of result(), a setting (_worker._IDLE_SPIN, _interp_side._CALLER_SPIN)",
     ("guide.md", "50 µs"): "the same setting",
     ("pool.md", "50 µs"): "the same setting",
-    ("pool.md", "200 µs"): "below this average task time result() polls, a setting (_pool._SHORT_TASK)",
+    ("pool.md", "200 µs"): "below this average task time result() polls, a setting (_interp_side._SHORT_TASK)",
     ("pool.md", "1 ms"): "after a batch shorter than this a worker polls, a setting (_worker._SHORT_BATCH)",
     ("pool.md", "30 s"): "exit_timeout's default, a setting",
     ("limitations.md", "50 ms"): "how long an idle worker keeps its last large result, a setting (_worker._LENT_KEPT)",

@@ -389,7 +389,7 @@ def test_ctrl_c_in_a_with_block_cancels_pending_and_running_tasks():
         pytest.param("futures[0]._condition", "futures[0].result(timeout=600)", id="in result(timeout)"),
         # Before, the KeyboardInterrupt left the block with the tasks running, and the
         # process then waited for them at exit.
-        pytest.param("pool._state.changed", "pass", id="as the with block waits for the tasks"),
+        pytest.param("pool._side.changed", "pass", id="as the with block waits for the tasks"),
     ],
 )
 def test_ctrl_c_that_does_not_wake_the_main_thread_still_cancels_the_tasks(waiting_on, then):
@@ -416,7 +416,7 @@ def test_ctrl_c_while_the_program_end_waits_for_the_tasks_stops_them_without_a_c
             manygil.dump_tracebacks_later(30)  # should it hang: every interpreter's stacks
             pool = manygil.InterpreterPoolExecutor(1)
             future = pool.submit(helpers.spin)
-            threading.Thread(target=helpers.ctrl_c_once_waiting, args=(pool._state.changed,)).start()
+            threading.Thread(target=helpers.ctrl_c_once_waiting, args=(pool._side.changed,)).start()
         """)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
@@ -438,7 +438,7 @@ def test_a_script_ended_by_ctrl_c_says_why_it_waits_and_a_second_ctrl_c_cancels_
             manygil.dump_tracebacks_later(30)  # should it hang: every interpreter's stacks
             pool = manygil.InterpreterPoolExecutor(1)
             futures = [pool.submit(helpers.spin), pool.submit(helpers.add, 1)]
-            for condition in (futures[0]._condition, pool._state.changed):  # in result(), then at exit
+            for condition in (futures[0]._condition, pool._side.changed):  # in result(), then at exit
                 threading.Thread(target=helpers.ctrl_c_once_waiting, args=(condition,), daemon=True).start()
             futures[0].result()
         """)],
@@ -459,7 +459,7 @@ def test_the_executors_finalizer_can_run_on_a_thread_that_holds_the_pool_lock():
     # pool's own threads allocate while they hold its lock (the watchdog did, at exit).
     pool = InterpreterPoolExecutor(1)
     assert pool.submit(helpers.add, 1).result(timeout=30) == 1
-    state = pool._state
+    state = pool._side
     with state.lock:
         state.shutdown(False, False)  # what the executor's finalizer calls
     pool.shutdown(wait=True)
@@ -473,16 +473,16 @@ def test_a_bug_in_the_pool_breaks_it_loudly_instead_of_losing_results(monkeypatc
     # fail with BrokenInterpreterPool naming the bug, and shutdown returns.
     from concurrent.futures import wait
 
-    from manygil import BrokenInterpreterPool, _pool
+    from manygil import BrokenInterpreterPool, _interp_side
 
-    real = _pool._PoolState._route_refused
+    real = _interp_side.InterpSide._route_refused
 
     def failing(self, done):
         if done:
             raise RuntimeError("simulated bug")
         return real(self, done)
 
-    monkeypatch.setattr(_pool._PoolState, "_route_refused", failing)
+    monkeypatch.setattr(_interp_side.InterpSide, "_route_refused", failing)
     with InterpreterPoolExecutor(1) as pool:
         futures = [pool.submit(helpers.add, i, i) for i in range(6)]
         assert not wait(futures, timeout=60).not_done
@@ -500,12 +500,12 @@ def test_a_bug_in_the_pool_breaks_it_loudly_instead_of_losing_results(monkeypatc
 def test_a_bug_when_a_worker_stops_does_not_hang_shutdown(monkeypatch):
     # manygil's own code failing as a worker stops (simulated here) must not leave the
     # worker counted as alive, which shutdown(wait=True) would wait for forever.
-    from manygil import BrokenInterpreterPool, _pool
+    from manygil import BrokenInterpreterPool, _interp_side
 
     def failing(self, worker, error):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(_pool._PoolState, "_worker_exited", failing)
+    monkeypatch.setattr(_interp_side.InterpSide, "_worker_exited", failing)
     pool = InterpreterPoolExecutor(1, max_tasks_per_worker=1)
     assert pool.submit(helpers.add, 1, 2).result(timeout=30) == 3
     pool.shutdown(wait=True)  # returns
@@ -582,7 +582,7 @@ def test_a_late_result_that_the_pool_drops_releases_the_shared_objects_in_it(tmp
         future = pool.with_timeout(0.1).submit(helpers.swallow_interrupt_and_return, buf, started, release)
         assert isinstance(future.exception(timeout=60), TimeoutError)
         assert pool.submit(helpers.add, 1).result(timeout=60) == 1  # on a new worker
-        abandoned = [w for w in pool._state.workers.values() if w.state == "abandoned"]
+        abandoned = [w for w in pool._side.workers.values() if w.state.value == "abandoned"]
         assert len(abandoned) == 1
         os.close(os.open(release, os.O_WRONLY))  # the abandoned task returns buf now
         assert abandoned[0].gone.wait(60)
@@ -638,7 +638,7 @@ def test_a_time_limit_settles_its_future_without_the_pool_lock_even_when_held_tw
     q = I.create_queue()
     started = Event()
     with InterpreterPoolExecutor(1, grace_period=30) as pool:
-        state = pool._state
+        state = pool._side
         future = pool.submit(helpers.started_then_wait_on, started, q)
         assert started.wait(60)
         seen = []
@@ -666,17 +666,17 @@ def test_a_failure_of_the_home_call_itself_stops_the_worker_and_fails_its_task()
         import sys
         sys.path.insert(0, "tests")
         import helpers
-        from manygil import InterpreterPoolExecutor, _pool
-        real = _pool._PoolState._home
+        from manygil import InterpreterPoolExecutor, _interp_side
+        real = _interp_side.InterpSide._home
         calls = []
 
         def home(self, worker, data):
-            if data[:8] != _pool._EVENT and not calls:
+            if data[:8] != _interp_side._EVENT and not calls:
                 calls.append(1)
                 raise MemoryError("made to fail")
             return real(self, worker, data)
 
-        _pool._PoolState._home = home
+        _interp_side.InterpSide._home = home
         with InterpreterPoolExecutor(1) as pool:
             try:
                 pool.submit(helpers.add, 1, 2).result(timeout=60)

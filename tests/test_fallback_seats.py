@@ -71,7 +71,7 @@ def test_shutdown_stops_a_worker_that_waited_for_a_seat_when_another_retires(tmp
         last = pool.submit(abs, -3)  # waits for a seat, with the workers idle
         stopper = threading.Thread(target=pool.shutdown, kwargs={"wait": True})
         stopper.start()
-        while not pool._state.shutting_down:
+        while not pool._side.shutting_down:
             threading.Event().wait(0.01)
         gate.touch()
         assert [f.result(timeout=60) for f in held] == [str(gate)] * 2
@@ -210,14 +210,14 @@ def test_a_seat_freed_while_an_interpreter_task_queues_itself_is_not_lost(monkey
     # The mirror case: the interpreter side found no seat (a process task held it) and,
     # before it queued its task, the process side gave the seat back and looked (without
     # the pool's lock) for waiting tasks: none yet, so nobody was woken.
-    from manygil._pool import _PoolState
+    from manygil._interp_side import InterpSide
 
     started, release = str(tmp_path / "started"), str(tmp_path / "release")
     os.mkfifo(started)
     os.mkfifo(release)
     checked = threading.Event()
     forcing: list[bool] = []
-    real_seat, real_waiting, real_kick = _PoolState._seat, _PoolState.wants_seat, _PoolState.seat_freed
+    real_seat, real_waiting, real_kick = InterpSide._seat, InterpSide.wants_seat, InterpSide.seat_freed
 
     def seat(self, worker):  # the pool's lock held
         seated = real_seat(self, worker)
@@ -236,9 +236,9 @@ def test_a_seat_freed_while_an_interpreter_task_queues_itself_is_not_lost(monkey
         checked.set()
         real_kick(self)
 
-    monkeypatch.setattr(_PoolState, "_seat", seat)
-    monkeypatch.setattr(_PoolState, "wants_seat", waiting)
-    monkeypatch.setattr(_PoolState, "seat_freed", kick)
+    monkeypatch.setattr(InterpSide, "_seat", seat)
+    monkeypatch.setattr(InterpSide, "wants_seat", waiting)
+    monkeypatch.setattr(InterpSide, "seat_freed", kick)
     with InterpreterPoolExecutor(1) as pool:
         assert pool.submit(helpers.cpu, 10).result(timeout=60) == helpers.cpu(10)  # a worker, idle
         pool.route(helpers.fifo_handshake)

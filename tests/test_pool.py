@@ -831,7 +831,7 @@ def test_a_large_bytes_is_copied_once_each_way_by_the_side_that_loads_it(pool):
     assert pool.submit(helpers.same, data).result(timeout=30) == data
     # The worker keeps the object its result lent until its next batch (or 50 ms idle).
     assert pool.submit(abs, -1).result(timeout=30) == 1
-    if len(pool._state.workers) == 1:
+    if len(pool._side.workers) == 1:
         assert _native.live()["blocks"] == blocks
     assert pool.submit(helpers.add, b"", b=data).result(timeout=30) == data
     assert _native.copied_into_blocks() == before
@@ -932,7 +932,10 @@ def test_a_worker_imports_only_what_it_needs():
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=root)
     assert out.returncode == 0, out.stderr
     loaded = set(out.stdout.split())
-    heavy = {"typing", "threading", "pickle", "manygil._transport", "manygil._pool", "manygil._fallback", "manygil._router", "manygil._seats"}
+    heavy = {
+        "typing", "threading", "pickle", "manygil._transport", "manygil._pool", "manygil._fallback",
+        "manygil._router", "manygil._seats", "manygil._interp_side", "manygil._refusals",
+    }
     if sys.version_info < (3, 13):
         heavy.discard("threading")  # imported on purpose there (_worker.bootstrap: a 3.12 bug)
     assert "manygil._worker" in loaded and not loaded & heavy, sorted(loaded & heavy)

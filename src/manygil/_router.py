@@ -26,6 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from . import _transport
 from ._futures import settle
+from ._refusals import learn_refusal, refused_count, refusing
 from ._transport import route_key
 
 __all__ = ("FALLBACKS", "FallbackWarning", "InterpSide", "OtherSide", "Refused", "Router", "learn_refusal", "route_key")
@@ -41,33 +42,6 @@ _LEARNED: dict[str, str] = {}
 # The caller's scripts (__main__.__file__) that a module refused: their functions go by
 # value from a later pool's first call.
 _SCRIPTS_REFUSED: set[str] = set()
-
-
-# The modules whose import a refusal failed in an own-GIL interpreter of this process:
-# the refusing extension module and those that were importing it (numpy._core._multiarray_umath,
-# numpy._core, numpy, a module of the caller that imports numpy...).  Their import fails
-# the same way in every such interpreter, so a task whose loading would import one of
-# them goes to the fallback side at once, instead of being sent, refused and sent again.
-_REFUSING: dict[str, str] = {}  # module -> the extension module that refused
-
-
-def learn_refusal(extension: str, modules: list[str]) -> None:
-    """Remember the modules whose import ``extension``'s refusal failed (see
-    ``_worker.refusal``), the extension itself among them."""
-    for module in (extension, *modules):
-        if module and module != "?":
-            _REFUSING.setdefault(module, extension)
-
-
-def _refusing(module: object) -> str | None:
-    """The extension module that refused when ``module`` (a name), or the package above
-    it, was imported here, if one did: importing a module imports its packages first."""
-    name = module if isinstance(module, str) else ""
-    while name:
-        if name in _REFUSING:
-            return _REFUSING[name]
-        name = name.rpartition(".")[0]
-    return None
 
 
 def _code_names(code: types.CodeType) -> set[str]:
@@ -101,11 +75,11 @@ def _needs_refusing(fn: types.FunctionType, seen: set[int]) -> str | None:
         if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
             found = _needs_refusing(value, seen)
         elif isinstance(value, types.ModuleType):
-            found = _refusing(value.__name__)
+            found = refusing(value.__name__)
         elif isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):
-            found = _refusing(getattr(value, "__module__", None))
+            found = refusing(getattr(value, "__module__", None))
         else:
-            found = _refusing(type(value).__module__)
+            found = refusing(type(value).__module__)
         if found is not None:
             return found
     return None
@@ -145,7 +119,7 @@ class OtherSide(Protocol):
 
 
 class Refused(Protocol):
-    """A task the interpreter side could not load (``_pool._Item``), as the router sees it."""
+    """A task the interpreter side could not load (``_interp_side._Item``), as the router sees it."""
 
     by_value_error: BaseException | None  # why a resend by value failed, set here
 
@@ -172,7 +146,7 @@ T = TypeVar("T", bound=Refused)
 
 
 class InterpSide(Protocol[T]):
-    """What the router needs of the interpreter side (``_pool._PoolState``)."""
+    """What the router needs of the interpreter side (``_interp_side.InterpSide``)."""
 
     def withdraw(self, pred: Callable[[T], bool]) -> list[T]: ...
 
@@ -236,18 +210,18 @@ class Router(Generic[T]):
         (its module; sent ``by_value``, as functions of a notebook or a REPL always are,
         what it uses): its calls go to this side at once.
         None when unknown, or with no side."""
-        if not _REFUSING or self.kind is None:
+        if not refused_count() or self.kind is None:
             return None
         module = getattr(fn, "__module__", None)
         if module != "__main__":
-            return _refusing(module)
+            return refusing(module)
         if not (by_value or _transport._interactive_main()) or not isinstance(fn, types.FunctionType):
             return None  # by reference: the caller's script, which loads or was refused
-        if self.clean.get(fn) == len(_REFUSING):
+        if self.clean.get(fn) == refused_count():
             return None  # checked since the last refusal learned
         found = _needs_refusing(fn, set())
         if found is None:
-            self.clean[fn] = len(_REFUSING)
+            self.clean[fn] = refused_count()
         return found
 
     def refused_by_function(self, fn: object, by_value: bool) -> bool:
