@@ -1,0 +1,120 @@
+"""The house's layout, read from the sources: imports point one way, no circle.
+
+    facade (_pool) -> router (_router) -> sides (_interp_side, _fallback) -> services
+
+Read with ``ast``, so lazy imports inside functions count too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+PACKAGE = Path(__file__).resolve().parent.parent / "src" / "manygil"
+
+FACADE = {"_pool", "pool"}
+ROUTER = {"_router"}
+SIDES = {"_interp_side", "_fallback"}
+# What the sides share; none of them knows a side, the router or the facade.
+SERVICES = {"_seats", "_waits", "_futures", "_refusals"}
+
+
+def _imports() -> dict[str, set[str]]:
+    """Each module of the package -> the modules of the package it imports."""
+    names = {path.stem for path in PACKAGE.glob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.glob("*.py"):
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            if node.level == 1:
+                base = node.module
+            elif node.module and node.module.startswith("manygil"):
+                base = node.module.partition(".")[2] or None
+            else:
+                continue
+            if base:
+                found.add(base.split(".")[0])
+            else:  # from . import a, b
+                found.update(alias.name for alias in node.names)
+        graph[path.stem] = (found & names) - {path.stem}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles (strongly connected components of more than one module)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for dep in graph.get(node, ()):
+            if dep not in index:
+                visit(dep)
+                low[node] = min(low[node], low[dep])
+            elif dep in stack:
+                low[node] = min(low[node], index[dep])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return out
+
+
+def test_the_package_has_no_import_circle():
+    assert _cycles(_imports()) == []
+
+
+def test_a_circle_would_be_found():
+    # The check itself: a made-up graph with one circle.
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_imports_point_one_way():
+    graph = _imports()
+    for side in SIDES:
+        assert not graph[side] & (FACADE | ROUTER | (SIDES - {side})), (side, graph[side])
+    for router in ROUTER:
+        assert not graph[router] & (FACADE | SIDES), graph[router]
+    for service in SERVICES:
+        assert not graph[service] & (FACADE | ROUTER | SIDES), (service, graph[service])
+
+
+def test_only_the_facade_and_the_router_know_both_sides():
+    # Who imports the process side: the facade (which makes it), nobody else of the pool.
+    graph = _imports()
+    users = {module for module, deps in graph.items() if "_fallback" in deps}
+    assert users <= FACADE | {"_run"}, users  # _run asks it for the start method only
+
+
+# Classes still over ~300 lines: a ratchet, which fails when one grows (issue 25).
+_LONG = {("_interp_side", "InterpSide"): 800, ("_fallback", "Fallback"): 640}
+
+
+def test_no_class_grows_past_300_lines():
+    grown = []
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                lines = (node.end_lineno or node.lineno) - node.lineno
+                limit = _LONG.get((path.stem, node.name), 380)
+                if lines > limit:
+                    grown.append(f"{path.stem}.{node.name}: {lines} lines (limit {limit})")
+    assert not grown, grown
