@@ -76,15 +76,20 @@ def test_a_worker_imports_functools_when_it_was_loaded_first():
         interp.close()
 
 
-@pytest.fixture
-def extension_loaded(monkeypatch: pytest.MonkeyPatch) -> str:
-    """A package with an extension module loaded in this interpreter ("fakeext")."""
+def _load_fake_extension(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A package with an extension module loaded in this interpreter, for the test."""
     import _imp
 
     module = types.ModuleType("fakeext")
     module.__spec__ = types.SimpleNamespace(origin="/x/fakeext" + _imp.extension_suffixes()[0])  # type: ignore[assignment]
     monkeypatch.setitem(sys.modules, "fakeext", module)
     return "fakeext"
+
+
+@pytest.fixture
+def extension_loaded(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A package with an extension module loaded in this interpreter ("fakeext")."""
+    return _load_fake_extension(monkeypatch)
 
 
 # name: (script, what the worker imports first, whether that takes a parse)
@@ -137,6 +142,20 @@ def test_main_first_parses_only_scripts_that_may_import_an_extension(
     assert got == expected
     assert bool(parsed) == parses
     assert (got.split("\0") if got else []) == [n for n in parse().split("\0") if n and n != "manygil"]
+
+
+def test_main_first_sees_an_extension_loaded_since_the_last_worker(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+):
+    """The answer is kept per script and per set of loaded packages: a pool made after
+    the program imported one more extension package asks the parse again."""
+    file = os.path.join(str(tmp_path), "later.py")
+    with open(file, "w") as f:
+        f.write("import fakeext\n")
+    monkeypatch.setattr(_transport, "main_hint", lambda: ("", file))
+    assert _interpreters._main_first(file) == ""
+    _load_fake_extension(monkeypatch)
+    assert _interpreters._main_first(file) == "fakeext"
 
 
 def test_a_script_without_extension_imports_starts_its_pool_without_ast(tmp_path: object):

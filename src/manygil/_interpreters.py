@@ -156,14 +156,22 @@ def _main_first(file: str) -> str:
     script, and on 3.13 it imports ``ast`` too (3.14's concurrent.futures has imported
     it already)."""
     if file.endswith(".py"):
-        try:
-            with open(file, "rb") as f:
-                text = f.read()
-        except OSError:
-            return main_extension_imports()
-        if not any(_written_at_top_level(text, package) for package in _extension_packages()):
+        key = (file, frozenset(_extension_packages()))
+        if key not in _may_import:
+            try:
+                with open(file, "rb") as f:
+                    text = f.read()
+            except OSError:
+                return main_extension_imports()
+            _may_import[key] = any(_written_at_top_level(text, package) for package in key[1])
+        if not _may_import[key]:
             return ""
     return main_extension_imports()
+
+
+# (script, the packages with an extension module loaded) -> whether the script may
+# import one at its top level; the script is read once, as main_extension_imports() does.
+_may_import: dict[tuple[str, frozenset[str]], bool] = {}
 
 
 _NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
