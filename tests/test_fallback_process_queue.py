@@ -123,12 +123,12 @@ def test_cancelling_a_task_queued_behind_a_running_one_never_runs_it(refusing, t
 def test_stopping_a_task_whose_process_moved_on_leaves_the_next_one_running(refusing, tmp_path, monkeypatch):
     # a has returned and its process runs b, but a's result is still on its way here
     # (held below): cancelling a now must not terminate the process, which runs b.
-    from manygil import _fallback
+    from manygil import _process_side
 
     _ledger_fifos(tmp_path, "a")
     started, release = _fifos(tmp_path)
     hold, holding = threading.Event(), threading.Event()
-    original = _fallback._ProcessTask._done
+    original = _process_side._ProcessTask._done
 
     def held(task, inner):
         if task.label.endswith("ledger_task") and not holding.is_set():
@@ -140,7 +140,7 @@ def test_stopping_a_task_whose_process_moved_on_leaves_the_next_one_running(refu
     with InterpreterPoolExecutor(1) as pool, _cancelled_on_failure(futures):
         pool.route(refusing.ledger_task)
         pool.route(refusing.block)
-        monkeypatch.setattr(_fallback._ProcessTask, "_done", held)
+        monkeypatch.setattr(_process_side._ProcessTask, "_done", held)
         a = pool.submit(refusing.ledger_task, str(tmp_path), "a")
         futures.append(a)
         _ledger_started(tmp_path, "a")

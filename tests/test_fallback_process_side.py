@@ -136,17 +136,17 @@ def test_a_process_that_died_while_idle_is_replaced_for_the_next_task(refusing):
 def test_interpreter_tasks_run_on_while_the_process_side_starts(refusing, monkeypatch):
     # Starting the first process takes 100-300 ms; it was started by the thread that
     # found the refusal, an interpreter worker's, whose next tasks waited for it.
-    from manygil import _fallback
+    from manygil import _process_side
 
     gate = threading.Event()
-    original = _fallback.Fallback._new_slot
+    original = _process_side.ProcessSide._new_slot
 
     def new_slot_when_let_through(self):
         if not gate.wait(60):
             raise AssertionError("the gate was never opened")
         return original(self)
 
-    monkeypatch.setattr(_fallback.Fallback, "_new_slot", new_slot_when_let_through)
+    monkeypatch.setattr(_process_side.ProcessSide, "_new_slot", new_slot_when_let_through)
     with InterpreterPoolExecutor(1) as pool:
         with pytest.warns(FallbackWarning):
             routed = pool.submit(refusing.where, 1)

@@ -168,10 +168,10 @@ def test_a_seat_freed_while_a_process_task_queues_itself_is_not_lost(monkeypatch
     # (without the process side's lock): empty, so nobody was woken, and the task waited
     # beside a free seat (a caller in result() forever).  The window is forced open here.
     from manygil import interpreters as I
-    from manygil._fallback import Fallback
+    from manygil._process_side import ProcessSide
 
     checked = threading.Event()
-    real_waiting, real_poke, real_behind = Fallback.wants_seat, Fallback.seat_freed, Fallback._behind
+    real_waiting, real_poke, real_behind = ProcessSide.wants_seat, ProcessSide.seat_freed, ProcessSide._behind
     q = I.create_queue()
 
     def waiting(self):
@@ -191,9 +191,9 @@ def test_a_seat_freed_while_a_process_task_queues_itself_is_not_lost(monkeypatch
         return real_behind(self, task)
 
     forcing = []
-    monkeypatch.setattr(Fallback, "wants_seat", waiting)
-    monkeypatch.setattr(Fallback, "seat_freed", poke)
-    monkeypatch.setattr(Fallback, "_behind", behind)
+    monkeypatch.setattr(ProcessSide, "wants_seat", waiting)
+    monkeypatch.setattr(ProcessSide, "seat_freed", poke)
+    monkeypatch.setattr(ProcessSide, "_behind", behind)
     with InterpreterPoolExecutor(1) as pool:
         pool.route(helpers.add)
         assert pool.submit(helpers.add, 0, 1).result(timeout=120) == 1  # its process is up, idle

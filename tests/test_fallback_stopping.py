@@ -81,11 +81,11 @@ def test_ctrl_c_finds_a_process_task_that_is_being_started(refusing, tmp_path, m
     # Between the queue and the table of running tasks the pump has released the lock,
     # and the process may already run the task: Ctrl-C missed it there, and shutdown
     # waited for it forever (seen on a loaded machine).  Here it stops in that gap.
-    from manygil import _fallback
+    from manygil import _process_side
 
     started, release = _fifos(tmp_path)
     in_gap, cancelled = threading.Event(), threading.Event()
-    original = _fallback._ProcessTask.start
+    original = _process_side._ProcessTask.start
 
     def start_after_a_pause(task, side, slot):
         if task.label.endswith("block"):
@@ -95,7 +95,7 @@ def test_ctrl_c_finds_a_process_task_that_is_being_started(refusing, tmp_path, m
                 raise AssertionError("Ctrl-C did not cancel the task being started")
         original(task, side, slot)
 
-    monkeypatch.setattr(_fallback._ProcessTask, "start", start_after_a_pause)
+    monkeypatch.setattr(_process_side._ProcessTask, "start", start_after_a_pause)
     submitted = []
     with pytest.raises(KeyboardInterrupt):
         with InterpreterPoolExecutor(1) as pool:
@@ -120,10 +120,10 @@ def test_ctrl_c_stops_a_process_task_run_alone_at_the_program_end():
             sys.path.insert(0, "tests")
             import helpers
             from manygil import InterpreterFuture
-            from manygil._fallback import Fallback, _dump_call, _ProcessTask
+            from manygil._process_side import ProcessSide, _dump_call, _ProcessTask
 
             signal.signal(signal.SIGINT, signal.default_int_handler)
-            side = Fallback("process", 1, None, (), None)
+            side = ProcessSide(1, None, (), None)
             future = InterpreterFuture()  # what a pool's task has: cancel() stops it running
             future.set_running_or_notify_cancel()
             task = _ProcessTask(future, _dump_call(helpers.block_in_c_for, (60,), {}, []), None, "block")
@@ -229,17 +229,17 @@ def test_a_process_shut_down_as_it_starts_is_counted_once(refusing, monkeypatch)
     # That failure must not read as "no process can start" (which fails every later
     # process task at once, e.g. one an interpreter refuses as the pool shuts down), nor
     # count the slot off twice (one process more than max_workers could start after).
-    from manygil import _fallback
+    from manygil import _process_side
 
     at_gate, gate = threading.Event(), threading.Event()
-    original = _fallback.Fallback._new_slot
+    original = _process_side.ProcessSide._new_slot
 
     def new_slot_that_waits_before_starting(self):
         slot = original(self)
         submit = slot.pool.submit
 
         def submit_after_the_gate(fn, *args, **kwargs):
-            if fn is _fallback._ready:
+            if fn is _process_side._ready:
                 at_gate.set()
                 assert gate.wait(60)
             return submit(fn, *args, **kwargs)
@@ -247,7 +247,7 @@ def test_a_process_shut_down_as_it_starts_is_counted_once(refusing, monkeypatch)
         slot.pool.submit = submit_after_the_gate
         return slot
 
-    monkeypatch.setattr(_fallback.Fallback, "_new_slot", new_slot_that_waits_before_starting)
+    monkeypatch.setattr(_process_side.ProcessSide, "_new_slot", new_slot_that_waits_before_starting)
     pool = InterpreterPoolExecutor(1)
     with pytest.warns(FallbackWarning):
         queued = pool.submit(refusing.where, 1)

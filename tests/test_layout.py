@@ -1,6 +1,6 @@
 """The house's layout, read from the sources: imports point one way, no circle.
 
-    facade (_pool) -> router (_router) -> sides (_interp_side, _fallback) -> services
+    facade (_pool) -> router (_router) -> sides (_interp_side, _process_side, _shared_side) -> services
 
 Read with ``ast``, so lazy imports inside functions count too.
 """
@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "manygil"
 
 FACADE = {"_pool", "pool"}
 ROUTER = {"_router"}
-SIDES = {"_interp_side", "_fallback"}
+SIDES = {"_interp_side", "_process_side", "_shared_side"}
 # What the sides share; none of them knows a side, the router or the facade.
 SERVICES = {"_seats", "_waits", "_futures", "_refusals"}
 
@@ -97,15 +97,17 @@ def test_imports_point_one_way():
         assert not graph[service] & (FACADE | ROUTER | SIDES), (service, graph[service])
 
 
-def test_only_the_facade_and_the_router_know_both_sides():
-    # Who imports the process side: the facade (which makes it), nobody else of the pool.
+def test_only_the_facade_makes_the_other_sides():
+    # Who imports the process and shared-GIL sides: the facade (which makes them), and
+    # nobody else of the pool; the router knows them only by their protocol.
     graph = _imports()
-    users = {module for module, deps in graph.items() if "_fallback" in deps}
-    assert users <= FACADE | {"_run"}, users  # _run asks it for the start method only
+    for side in ("_process_side", "_shared_side"):
+        users = {module for module, deps in graph.items() if side in deps}
+        assert users <= FACADE | {"_run"}, (side, users)  # _run asks for the start method only
 
 
 # Classes still over ~300 lines: a ratchet, which fails when one grows (issue 25).
-_LONG = {("_interp_side", "InterpSide"): 800, ("_fallback", "Fallback"): 640}
+_LONG = {("_interp_side", "InterpSide"): 800, ("_process_side", "ProcessSide"): 620}
 
 
 def test_no_class_grows_past_300_lines():

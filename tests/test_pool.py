@@ -933,7 +933,7 @@ def test_a_worker_imports_only_what_it_needs():
     assert out.returncode == 0, out.stderr
     loaded = set(out.stdout.split())
     heavy = {
-        "typing", "threading", "pickle", "manygil._transport", "manygil._pool", "manygil._fallback",
+        "typing", "threading", "pickle", "manygil._transport", "manygil._pool", "manygil._process_side", "manygil._shared_side",
         "manygil._router", "manygil._seats", "manygil._interp_side", "manygil._refusals",
     }
     if sys.version_info < (3, 13):

@@ -18,7 +18,7 @@ import textwrap
 
 import pytest
 
-from manygil import _fallback, _run, check
+from manygil import _process_side, _run, check
 from manygil._exceptions import NotShareableError
 from manygil.shared import SharedBuffer
 
@@ -46,8 +46,8 @@ def asked(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @pytest.mark.parametrize(("available", "expected"), [(WINDOWS_METHODS, "spawn"), (LINUX_METHODS, "forkserver")])
 def test_process_workers_start_with_forkserver_or_else_spawn(monkeypatch, asked, available, expected):
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: list(available))
-    assert _fallback.start_method() == expected
-    side = _fallback.Fallback("process", 1, None, (), None)
+    assert _process_side.start_method() == expected
+    side = _process_side.ProcessSide(1, None, (), None)
     with pytest.raises(_Asked):
         side._new_slot()  # a pool's process worker
     with pytest.raises(_Asked):

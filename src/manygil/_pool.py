@@ -4,12 +4,12 @@ end for every pool.
 
 Imports point one way::
 
-    _pool (facade) ──► _router ──► _interp_side, _fallback (the sides) ──► _seats, _waits,
-                                                                          _futures, _native
+    _pool (facade) ──► _router ──► the sides: _interp_side, ──► services: _seats, _waits,
+                                   _process_side, _shared_side     _futures, _refusals, _native
 
 The facade makes the parts of a pool and wires them: the interpreter side
-(``_interp_side.InterpSide``), the other side (``_fallback.Fallback``: process workers or
-a shared-GIL pool), the router between them (``_router.Router``), and the seats the two
+(``_interp_side.InterpSide``), the other side (``_process_side.ProcessSide``: process
+workers; or ``_shared_side.SharedGilSide``: a pool of shared-GIL interpreters), the router between them (``_router.Router``), and the seats the two
 sides share (``_seats.Seats``).  See docs/architecture.md for the actors and the locks.
 """
 
@@ -28,10 +28,11 @@ from typing import Any, TextIO
 
 from . import _backend, _exit, _worker
 from ._exceptions import BrokenInterpreterPool
-from ._fallback import Fallback
 from ._interp_side import InterpreterFuture, InterpSide, _Item, _payload, end_of_program, program_ended
+from ._process_side import ProcessSide
 from ._router import FALLBACKS, Router, route_key
 from ._seats import Seats
+from ._shared_side import SharedGilSide
 from ._timeouts import TIMEOUT_MAX, check_timeout
 from ._transport import describe, dumps, has_cloudpickle, main_hint, under_main_guard
 
@@ -266,29 +267,8 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         # fallback=None keeps); with shared_gil every task may import anything.
         self._router: Router[_Item] | None = None
         if not shared_gil:
-            other: Fallback | None = None
-            if fallback is not None:
-                seats = Seats(max_workers) if fallback == "process" else None
-                if seats is not None:
-                    self._side.seats = seats
-                    seats.attach("interp", self._side.wants_seat, self._side.seat_freed)
-                # The shared-GIL side is a pool of its own, made here on its first task:
-                # the fallback module does not import this one.
-                shared_gil_pool = functools.partial(
-                    InterpreterPoolExecutor,
-                    max_workers,
-                    initializer=initializer,
-                    initargs=tuple(initargs),
-                    max_tasks_per_worker=max_tasks_per_worker,
-                    shared_gil=True,
-                    fallback=None,
-                    forward_output=forward_output,
-                )
-                other = Fallback(
-                    fallback, max_workers, initializer, tuple(initargs), max_tasks_per_worker, forward_output, seats,
-                    shared_gil_pool if fallback == "shared-gil" else None,
-                )
-            # The state, not this object: the pool still runs its tasks once the executor
+            other = self._other_side(fallback, initializer, tuple(initargs), max_tasks_per_worker, forward_output)
+            # The side, not this object: the pool still runs its tasks once the executor
             # is dropped (`del pool` before the program's end); held weakly.
             self._router = Router(other, fallback, self._side)
             self._side.router = self._router
@@ -297,9 +277,38 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         weakref.finalize(self, self._side.shutdown, False, False)
         if _preloads_main():
             # A script a module refused in an earlier pool is not imported again: its
-            # functions go by value (see Fallback.refuse_script).
+            # functions go by value (see Router.refuse_script).
             refused = self._router is not None and self._router.script_refused
             self._side.warm_up(min(max_workers, os.cpu_count() or 1), preload=not refused)
+
+    def _other_side(
+        self,
+        fallback: str | None,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+        max_tasks_per_worker: int | None,
+        forward_output: bool,
+    ) -> ProcessSide | SharedGilSide | None:
+        """The side where the tasks that a module refused go: process workers on the
+        seats they share with the interpreters, a pool of shared-GIL interpreters (made
+        on its first task), or none."""
+        if fallback == "process":
+            seats = Seats(self._max_workers)
+            self._side.seats = seats
+            seats.attach("interp", self._side.wants_seat, self._side.seat_freed)
+            return ProcessSide(self._max_workers, initializer, initargs, max_tasks_per_worker, forward_output, seats)
+        if fallback == "shared-gil":
+            return SharedGilSide(functools.partial(
+                InterpreterPoolExecutor,
+                self._max_workers,
+                initializer=initializer,
+                initargs=initargs,
+                max_tasks_per_worker=max_tasks_per_worker,
+                shared_gil=True,
+                fallback=None,
+                forward_output=forward_output,
+            ))
+        return None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> InterpreterFuture:
         """Schedule ``fn(*args, **kwargs)`` in a worker interpreter.

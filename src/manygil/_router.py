@@ -7,7 +7,8 @@ by-value resend of a script's functions.  A task whose loading a module refused 
 it from the interpreter side, and goes on from it to the other side (``run``) or back to
 the interpreters by value (``by_value``): side, router, side.
 
-The other side is ``_fallback.Fallback`` (process workers, or a shared-GIL pool); with
+The other side is ``_process_side.ProcessSide`` (process workers) or
+``_shared_side.SharedGilSide`` (a pool of shared-GIL interpreters); with
 ``fallback=None`` there is none, and the router still resends a script's functions by
 value.  Fields are guarded by ``lock`` (a leaf: nothing else is locked while it is held;
 callers may hold their side's lock when they call in).
@@ -97,7 +98,7 @@ FallbackWarning.__module__ = "manygil"  # its public name
 
 
 class OtherSide(Protocol):
-    """What the router needs of the other side (``_fallback.Fallback``)."""
+    """What the router needs of the other side (``ProcessSide`` or ``SharedGilSide``)."""
 
     kind: str
 

@@ -272,7 +272,7 @@ def no_fork(context: Any) -> Any:
     processes must not fork."""
     import multiprocessing
 
-    from ._fallback import start_method
+    from ._process_side import start_method
 
     ctx = multiprocessing.get_context() if context is None else context
     if ctx.get_start_method() == "fork":
@@ -778,7 +778,7 @@ def _forkserver_default() -> None:
     whose child exits at once.  The program may still choose (``set_start_method``)."""
     import multiprocessing.context as context
 
-    from ._fallback import start_method
+    from ._process_side import start_method
 
     default: Any = context._default_context
     if default._actual_context is None and default._default_context.get_start_method() == "fork":

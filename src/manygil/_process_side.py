@@ -15,7 +15,7 @@ fallback (a program that never falls back starts no process), with the pool's
 ``initializer``, ``initargs`` and ``max_tasks_per_worker``.  It uses ``forkserver`` where
 there is one, else ``spawn``: never ``fork``, which CPython cannot do in a process that
 runs interpreters.  ``fallback="shared-gil"`` uses a pool of interpreters that share the
-main GIL instead (no process; one GIL for those tasks).
+main GIL instead (``_shared_side``: no process; one GIL for those tasks).
 """
 
 from __future__ import annotations
@@ -29,34 +29,20 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Protocol
+from typing import Any
 
 from . import _backend, _exit, _transport
 from ._futures import settle
 from ._seats import Seats
 from ._waits import main_wait
 
-__all__ = ("Fallback", "SharedGilPool", "start_method")
+__all__ = ("ProcessSide", "start_method")
 
 
-class SharedGilPool(Protocol):
-    """The shared-GIL side: an ``InterpreterPoolExecutor(shared_gil=True)``, made by the
-    facade's factory (this module does not import the pool)."""
-
-    def _submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
-    ) -> Future[Any]: ...
-
-    def _cancel_all(self) -> None: ...
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
-
-
-class Fallback:
-    """The other side of one ``InterpreterPoolExecutor``: where the router sends the tasks
-    that cannot run in its own-GIL interpreters.  ``kind`` is ``"process"`` (process
-    workers, on the seats shared with the interpreters) or ``"shared-gil"`` (a pool of
-    interpreters that share the main GIL, made by ``shared_gil_pool`` on its first task).
+class ProcessSide:
+    """The process side of one ``InterpreterPoolExecutor``: where the router sends the
+    tasks that cannot run in its own-GIL interpreters, on process workers that take the
+    seats they share with the interpreters.
 
     Its fields are guarded by ``lock`` (``wake`` is its condition).  Threads: the router
     calls ``run`` (a caller's thread, or an interpreter worker's in ``call_home``); the
@@ -65,18 +51,17 @@ class Fallback:
     ``ProcessPoolExecutor`` manager thread reports a task's end (``_ProcessTask._done``).
     Lock order: the pool's lock, then this one, then ``Seats.lock``."""
 
+    kind = "process"
+
     def __init__(
         self,
-        kind: str,
         max_workers: int,
         initializer: Callable[..., object] | None,
         initargs: tuple[Any, ...],
         max_tasks_per_worker: int | None,
         forward_output: bool = True,
         seats: Seats | None = None,
-        shared_gil_pool: Callable[[], SharedGilPool] | None = None,
     ) -> None:
-        self.kind = kind
         self.forward = forward_output
         self.max_workers = max_workers
         self.initializer = initializer
@@ -84,8 +69,6 @@ class Fallback:
         self.max_tasks = max_tasks_per_worker
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
-        self.make_pool = shared_gil_pool  # for kind "shared-gil": the facade's factory
-        self.pool: SharedGilPool | None = None  # the shared-GIL side, made on its first task
         self.closed = False
         self.pending: deque[_ProcessTask] = deque()  # the process side's queue
         self.running: set[_ProcessTask] = set()
@@ -134,55 +117,43 @@ class Fallback:
         Raises:
             NotShareableError: an argument is a manygil shared object (process side).
         """
-        if self.kind == "process":
-            _exit.run_first()  # concurrent.futures.process may have been imported since
-            kept: list[Any] = []  # shared buffers the process maps: alive until the task ends
-            task = _ProcessTask(future, _dump_call(fn, args, kwargs, kept), timeout, label or _transport.route_key(fn))
-            task.kept = kept
-            future._fallback = task  # type: ignore[attr-defined]
-            with self.lock:
-                self.pending.append(task)
-                try:
-                    # Both now: at exit 3.12 starts no thread, and a task may start then.
-                    self._ensure_thread("dispatcher")
-                    self._ensure_thread("timer")
-                    if not self.warmed and not self.closed and self.cannot_start is None:
-                        self.warmed = True
-                        reserved = self.max_workers - self.slots
-                        self.slots += reserved  # the pump waits for them, starts none
-                        # Its own thread: starting the first process takes 100-300 ms (the
-                        # forkserver imports the caller's script), and the thread that got
-                        # here is often an interpreter worker's, whose tasks would wait.
-                        warmer = threading.Thread(
-                            target=self._warm_up, args=(reserved,), name="manygil-fallback-warm-up", daemon=True
-                        )
-                        try:
-                            warmer.start()
-                        except RuntimeError:
-                            self.slots -= reserved
-                            raise
-                        self.warmer = warmer
-                except RuntimeError:  # "can't create new thread at interpreter shutdown"
-                    if not _ending():
-                        self.pending.remove(task)  # another cause (no memory left): said as it is
-                        raise
-                    # CPython 3.12, once the program's end has begun: no process worker can
-                    # start (each needs its manager thread), so this task and those after
-                    # it each run in a process of its own, on this thread (_run_alone).
-                    self.threadless = True
-            self._pump()
-            return
-        pool = self._shared_gil_pool()
-        inner = pool._submit(fn, args, kwargs, timeout)
-        future._fallback = inner  # type: ignore[attr-defined]  # its cancel() interrupts it
-        inner.add_done_callback(lambda done: _adopt(future, done))
-
-    def _shared_gil_pool(self) -> SharedGilPool:
+        _exit.run_first()  # concurrent.futures.process may have been imported since
+        kept: list[Any] = []  # shared buffers the process maps: alive until the task ends
+        task = _ProcessTask(future, _dump_call(fn, args, kwargs, kept), timeout, label or _transport.route_key(fn))
+        task.kept = kept
+        future._fallback = task  # type: ignore[attr-defined]
         with self.lock:
-            if self.pool is None:
-                assert self.make_pool is not None, "a shared-gil fallback is made with its factory"
-                self.pool = self.make_pool()
-            return self.pool
+            self.pending.append(task)
+            try:
+                # Both now: at exit 3.12 starts no thread, and a task may start then.
+                self._ensure_thread("dispatcher")
+                self._ensure_thread("timer")
+                if not self.warmed and not self.closed and self.cannot_start is None:
+                    self.warmed = True
+                    reserved = self.max_workers - self.slots
+                    self.slots += reserved  # the pump waits for them, starts none
+                    # Its own thread: starting the first process takes 100-300 ms (the
+                    # forkserver imports the caller's script), and the thread that got
+                    # here is often an interpreter worker's, whose tasks would wait.
+                    warmer = threading.Thread(
+                        target=self._warm_up, args=(reserved,), name="manygil-fallback-warm-up", daemon=True
+                    )
+                    try:
+                        warmer.start()
+                    except RuntimeError:
+                        self.slots -= reserved
+                        raise
+                    self.warmer = warmer
+            except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                if not _ending():
+                    self.pending.remove(task)  # another cause (no memory left): said as it is
+                    raise
+                # CPython 3.12, once the program's end has begun: no process worker can
+                # start (each needs its manager thread), so this task and those after
+                # it each run in a process of its own, on this thread (_run_alone).
+                self.threadless = True
+        self._pump()
+        return
 
     # The process side: one single-process ProcessPoolExecutor per slot, at most
     # max_workers slots, so that stopping one running task (time limit, cancel())
@@ -639,13 +610,10 @@ class Fallback:
             tasks = [*self.pending, *self.launching, *self.running]
         for task in tasks:
             task.future.cancel()  # a running one's process is terminated
-        if self.pool is not None:
-            self.pool._cancel_all()
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
         with self.lock:
             self.closed = True
-            pool = self.pool
             if cancel_futures:
                 waiting, self.pending = list(self.pending), deque()
             else:
@@ -653,8 +621,6 @@ class Fallback:
             self.wake.notify_all()
         for task in waiting:
             task.future.cancel()
-        if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=cancel_futures)
         if wait:
             if self.threadless:
                 self._pump()  # no dispatcher thread could start: the tasks left run here
@@ -703,7 +669,7 @@ class _ProcessTask:
         self.timeout = timeout
         self.deadline = 0.0
         self.label = label
-        self.side: Fallback | None = None
+        self.side: ProcessSide | None = None
         self.slot: _Slot | None = None
         self.inner: Future[Any] | None = None
         self.seq = 0  # its number among its slot's tasks (the gate's, see stop())
@@ -714,7 +680,7 @@ class _ProcessTask:
         self.moved = False  # taken back from its slot before it started (_move_one)
         self.kept: list[Any] = []
 
-    def start(self, side: Fallback, slot: _Slot) -> None:
+    def start(self, side: ProcessSide, slot: _Slot) -> None:
         # submit() raises when no process can start (e.g. the forkserver died): then
         # nothing is registered, and the pump fails the task.
         inner = slot.submit(_call_gated, self.data, side.forward, self.seq)
@@ -837,7 +803,7 @@ def _call_gated(data: bytes, forward: bool, seq: int) -> Any:
 
 
 def _alone(data: bytes, forward: bool, init: bytes | None, writer: Any) -> None:
-    """In the process of ``Fallback._run_alone``: the pool's initializer, the task, and
+    """In the process of ``ProcessSide._run_alone``: the pool's initializer, the task, and
     its outcome sent back (an exception that does not pickle as a RuntimeError)."""
     try:
         if init is not None:
@@ -911,7 +877,7 @@ class _Slot:
     process alone, and what the side knows of it.
 
     ``tasks``, ``count``, ``ended``, ``counted_off`` are guarded by the side's lock
-    (``Fallback.lock``); ``gate`` by its own lock, shared with the process (see
+    (``ProcessSide.lock``); ``gate`` by its own lock, shared with the process (see
     ``_ProcessTask.stop``); ``alive`` is written by the process once it is ready."""
 
     __slots__ = ("alive", "count", "counted_off", "ended", "gate", "manager", "pool", "tasks")
@@ -923,7 +889,7 @@ class _Slot:
         self.tasks: deque[_ProcessTask] = deque()  # in the order its process gets them (at most 2)
         self.count = 0  # the number of the last of them
         self.ended = False  # terminated or broken: it takes no task any more
-        self.counted_off = False  # counted off Fallback.slots, in Fallback.dead
+        self.counted_off = False  # counted off ProcessSide.slots, in ProcessSide.dead
         self.manager: threading.Thread | None = None  # its pool's manager thread, kept (see shut)
 
     def queue(self, task: _ProcessTask) -> None:
@@ -1089,7 +1055,7 @@ def _without_our_frames(text: str) -> str:
     skipping = False
     for line in text.splitlines():
         if line.startswith("  File "):
-            skipping = "concurrent/futures/process.py" in line or "manygil/_fallback.py" in line
+            skipping = "concurrent/futures/process.py" in line or "manygil/_process_side.py" in line
         elif not line.startswith("    "):
             skipping = False
         if not skipping:
