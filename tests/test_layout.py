@@ -120,3 +120,24 @@ def test_no_class_grows_past_300_lines():
                 if lines > limit:
                     grown.append(f"{path.stem}.{node.name}: {lines} lines (limit {limit})")
     assert not grown, grown
+
+
+# The private CPython hooks the main interpreter's code uses live in _cpython.py; a worker
+# interpreter's (_worker.py) stay there, since it imports nothing it does not need.
+_PRIVATE_HOOKS = (
+    "threading._register_atexit", "_threading_atexits", "_SHUTTING_DOWN", "atexit._run_exitfuncs",
+    "_executor_manager_thread", "_adjust_process_count", "concurrent.futures._base",
+)
+
+
+def test_private_cpython_hooks_are_gathered_in_one_module():
+    found = []
+    for path in PACKAGE.glob("*.py"):
+        if path.stem in ("_cpython", "_worker"):
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if "``" in code or code.strip().startswith(('"', "'")):
+                continue  # named in a docstring, not used
+            found += [f"{path.name}:{number}: {hook}" for hook in _PRIVATE_HOOKS if hook in code]
+    assert not found, found

@@ -22,6 +22,8 @@ import threading
 import types
 from collections.abc import Callable
 
+from . import _cpython
+
 __all__ = ("process_module", "register", "run_first")
 
 _hook: object = None  # manygil's entry in threading._threading_atexits
@@ -35,23 +37,25 @@ def register(fn: Callable[[], None]) -> None:
     (a program's own ``ProcessPoolExecutor``, imported after a pool was made, ran its
     hook first, which stopped the pool's process side).  Other hooks keep their order."""
     global _hook
-    threading._register_atexit(fn)  # type: ignore[attr-defined]
-    hooks = getattr(threading, "_threading_atexits", None)
+    _cpython.register_thread_exit(fn)
+    hooks = _cpython.thread_exit_hooks()
     _hook = hooks[-1] if hooks else None
-    original = threading._register_atexit  # type: ignore[attr-defined]
 
-    def register_atexit(func: Callable[..., object], /, *args: object, **kwargs: object) -> None:
-        original(func, *args, **kwargs)
-        if getattr(func, "__module__", None) == "concurrent.futures.process":
-            run_first()
+    def wrap(original: Callable[..., None]) -> Callable[..., None]:
+        def register_atexit(func: Callable[..., object], /, *args: object, **kwargs: object) -> None:
+            original(func, *args, **kwargs)
+            if getattr(func, "__module__", None) == "concurrent.futures.process":
+                run_first()
 
-    threading._register_atexit = register_atexit  # type: ignore[attr-defined]
+        return register_atexit
+
+    _cpython.wrap_register_thread_exit(wrap)
 
 
 def run_first() -> None:
     """Make manygil's hook the next to run (after every hook registered so far)."""
-    hooks = getattr(threading, "_threading_atexits", None)
-    if _hook is None or not isinstance(hooks, list) or getattr(threading, "_SHUTTING_DOWN", True):
+    hooks = _cpython.thread_exit_hooks()
+    if _hook is None or hooks is None or _cpython.threads_shutting_down(default=True):
         return
     if hooks[-1] is not _hook and _hook in hooks:
         hooks.remove(_hook)
@@ -70,7 +74,7 @@ def process_module() -> types.ModuleType:
         try:
             module = _import_process_module()
         except RuntimeError:  # "can't register atexit after shutdown"
-            if not getattr(threading, "_SHUTTING_DOWN", False):
+            if not _cpython.threads_shutting_down():
                 raise
             # The program's end began during the import (a pool's thread imported it
             # as the main thread ended): the failed import left nothing; again, as then.
@@ -79,14 +83,14 @@ def process_module() -> types.ModuleType:
 
 
 def _import_process_module() -> types.ModuleType:
-    ending = getattr(threading, "_SHUTTING_DOWN", False)
+    ending = _cpython.threads_shutting_down()
     if ending:
-        threading._SHUTTING_DOWN = False  # type: ignore[attr-defined]
+        _cpython.set_threads_shutting_down(False)
     try:
         import concurrent.futures.process as module
     finally:
         if ending:
-            threading._SHUTTING_DOWN = True  # type: ignore[attr-defined]
+            _cpython.set_threads_shutting_down(True)
     if not ending:
         run_first()
     return module

@@ -36,10 +36,10 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
-from concurrent.futures._base import CANCELLED_AND_NOTIFIED, LOGGER, PENDING, RUNNING
 from typing import Any, Protocol
 
 from . import _backend, _copy, _native, _output, _tracebacks, _worker
+from ._cpython import CANCELLED_AND_NOTIFIED, LOGGER, PENDING, RUNNING
 from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._futures import settle
 from ._handles import collect, out_of_band, release_pins

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
 
 from . import _backend, _exit, _worker
+from ._cpython import run_atexit_handlers
 from ._exceptions import BrokenInterpreterPool
 from ._interp_side import InterpreterFuture, InterpSide, _Item, _payload, end_of_program, program_ended
 from ._process_side import ProcessSide
@@ -112,8 +113,6 @@ def _wait_for_abandoned(states: list[InterpSide]) -> list[str]:
 
 
 def _exit_without_finalizing(stuck: list[str]) -> None:
-    import atexit
-
     sys.stderr.write(
         "manygil: exiting with status 1 without finalizing the interpreter: "
         + "; ".join(stuck)
@@ -121,7 +120,7 @@ def _exit_without_finalizing(stuck: list[str]) -> None:
         "atexit handlers ran and the standard streams were flushed. Give such tasks a way "
         "to return (a timeout on the blocking call) to exit normally.\n"
     )
-    atexit._run_exitfuncs()
+    run_atexit_handlers()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

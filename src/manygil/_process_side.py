@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import heapq
 import pickle
-import sys
 import threading
 import time
 from collections import deque
@@ -32,6 +31,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from . import _backend, _exit, _transport
+from ._cpython import fixed_process_pool_class, manager_thread, program_ending, terminate_processes
 from ._futures import settle
 from ._seats import Seats
 from ._waits import main_wait
@@ -145,7 +145,7 @@ class ProcessSide:
                         raise
                     self.warmer = warmer
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
-                if not _ending():
+                if not program_ending():
                     self.pending.remove(task)  # another cause (no memory left): said as it is
                     raise
                 # CPython 3.12, once the program's end has begun: no process worker can
@@ -374,7 +374,7 @@ class ProcessSide:
         if cause is not None:
             settle(task.future, exc=_cannot_start(cause))
             return
-        if slot is None and not self.threadless and not _backend.STARTS_THREADS_AT_EXIT and _ending():
+        if slot is None and not self.threadless and not _backend.STARTS_THREADS_AT_EXIT and program_ending():
             self.threadless = True  # a new slot's manager thread could not start
         if self.threadless and slot is None:
             with self.lock:
@@ -390,7 +390,7 @@ class ProcessSide:
                     slot.queue(task)
             task.start(self, slot)
         except RuntimeError as exc:  # 3.12 at the program's end: no thread
-            if not _ending():
+            if not program_ending():
                 self._failed_start(task, slot, exc)
                 return
             # Its slot's manager thread could not start (the processes may have): it takes
@@ -518,7 +518,7 @@ class ProcessSide:
         context = multiprocessing.get_context(method)
         alive = context.Value("b", 0, lock=False)  # set once its process is ready for tasks
         gate = context.Array("q", 4)  # see _ProcessTask.stop; its lock is shared with the process
-        pool = _slot_class()(1, mp_context=context, initializer=_slot_init, initargs=(alive, init, gate), **extra)
+        pool = fixed_process_pool_class(_exit.process_module().ProcessPoolExecutor)(1, mp_context=context, initializer=_slot_init, initargs=(alive, init, gate), **extra)
         return _Slot(pool, alive, gate)
 
     def task_left(self, task: _ProcessTask, not_started: bool, broken: bool) -> bool:
@@ -866,11 +866,6 @@ def _cannot_start(cause: BaseException) -> BaseException:
     return err
 
 
-def _ending() -> bool:
-    """Whether the program's end has begun (3.12 starts no thread then)."""
-    return sys.is_finalizing() or bool(getattr(threading, "_SHUTTING_DOWN", False))
-
-
 class _Slot:
     """One process worker of the process side: a one-process ``ProcessPoolExecutor``
     (``pool``), so that stopping the task it runs (a time limit, ``cancel()``) ends that
@@ -907,43 +902,20 @@ class _Slot:
         ``shutdown(wait=True)`` of it returns at once while its process may still run.  A
         manager thread that never started (3.12 at the program's end) is not waited for."""
         self._keep_manager()
-        manager = getattr(self.pool, "_executor_manager_thread", None)
+        manager = manager_thread(self.pool)
         if manager is not None and manager.ident is None:
             wait = False  # joining it raises "cannot join thread before it is started"
         self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
     def _keep_manager(self) -> None:
-        manager = getattr(self.pool, "_executor_manager_thread", None)
+        manager = manager_thread(self.pool)
         if manager is not None:
             self.manager = manager
 
     def terminate(self) -> None:
         """End its process now, whatever it runs."""
         self._keep_manager()  # see shut
-        stop = getattr(self.pool, "terminate_workers", None)  # 3.14+
-        if stop is not None:
-            stop()
-            return
-        processes = getattr(self.pool, "_processes", None) or {}  # None once it is shut down
-        for process in list(processes.values()):
-            process.terminate()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-@functools.cache
-def _slot_class() -> type:
-    """ProcessPoolExecutor with CPython's fix for gh-132969, which 3.12.1 and 3.13.0
-    lack: ``shutdown(wait=False)`` (``_terminate``) empties the process table under the
-    management thread, which crashed in ``_adjust_process_count`` (TypeError) when a
-    process of a pool with ``max_tasks_per_child`` had just left; the fault injection
-    found it on 3.13.0."""
-    class Slot(_exit.process_module().ProcessPoolExecutor):  # type: ignore[misc]
-        def _adjust_process_count(self) -> None:
-            if self._processes is None:
-                return  # shut down meanwhile: no process to start
-            super()._adjust_process_count()
-
-    return Slot
+        terminate_processes(self.pool)
 
 
 def _dump_call(
