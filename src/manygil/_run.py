@@ -1,14 +1,20 @@
 """``python -m manygil run``: an unmodified program's process pools, on interpreters.
 
-For the program's life, the names a program reaches for a process pool give manygil's::
+For the program's life, manygil's classes stand in the standard library's modules, so
+every name a program reaches a process pool by finds them::
 
-    concurrent.futures.ProcessPoolExecutor ──► ProcessPoolExecutor (below): a subclass
-                                               of the standard library's, on an
-                                               InterpreterPoolExecutor made at the first task
-    multiprocessing.Pool, and the Pool method ──► Pool (below): a subclass of
-    of every context (get_context("spawn"))        multiprocessing.pool.Pool, on manygil.Pool
-    joblib's default backend (when joblib is   ──► manygil.joblib's "manygil" backend
+    concurrent.futures.ProcessPoolExecutor,  ──► ProcessPoolExecutor (below): a subclass
+    concurrent.futures.process's too             of the standard library's, on an
+                                                 InterpreterPoolExecutor made at the first task
+    multiprocessing.pool.Pool, so                ──► Pool (below): a subclass of the standard
+    multiprocessing.Pool and every context's        library's, on manygil.Pool (ThreadPool,
+    Pool method (they import it when called)        which derives from that one, is untouched)
+    joblib's default backend (when joblib is     ──► manygil.joblib's "manygil" backend
     imported)
+
+    a class the program derives from one of them ──► served as its base, if it keeps to the
+                                                     public API; else the standard library's
+                                                     class as its base, and processes (_Swapped)
 
 Each task is looked at before it is sent (the caller's thread, in ``submit`` or the
 pool's method)::
@@ -29,6 +35,7 @@ Worker interpreters import only ``worker_setup`` from here (its imports are ligh
 
 from __future__ import annotations
 
+import abc
 import functools
 import os
 import sys
@@ -43,6 +50,9 @@ if TYPE_CHECKING:
 __all__ = ("run", "worker_setup")
 
 _NOTICE = "manygil run: "
+SERVED = ("concurrent.futures.ProcessPoolExecutor (from concurrent.futures or concurrent.futures.process), "
+          "multiprocessing.Pool, multiprocessing.pool.Pool, a context's Pool, their subclasses that keep to "
+          "the public API; joblib's default backend")  # said by --report
 
 
 # -- in each worker (interpreter or process) ------------------------------------------
@@ -323,7 +333,7 @@ class _Report:
             calls = {k: dict(v) for k, v in self.calls.items()}
             why, pools = dict(self.why), dict(self.pools)
         places = ("interpreters", "processes") + (("cancelled",) if any("cancelled" in c for c in calls.values()) else ())
-        lines = ["manygil run --report: what ran where"]
+        lines = ["manygil run --report: what ran where", "  served: " + SERVED]
         if pools:
             lines.append("  pools: " + "; ".join(f"{n} {kind}" for kind, n in sorted(pools.items())))
         if not calls:
@@ -423,18 +433,163 @@ def _interpreter_pool(kind: str, make: Callable[[], Any], initializer: object,
     return None, why
 
 
+# -- the classes in the standard library's place, and the program's subclasses ------------
+
+
+class _Swapped(abc.ABCMeta):
+    """The metaclass of the two classes ``install`` puts in the standard library's place
+    (``ProcessPoolExecutor``, ``multiprocessing.pool.Pool``).
+
+    ``isinstance(x, C)`` and ``issubclass(K, C)``, ``C`` one of the two, answer as with
+    the standard library's class: a ``ThreadPool`` (which derives from the standard
+    library's ``Pool``, and stays a thread pool) is a ``multiprocessing.pool.Pool``, and
+    so is a pool that kept processes.
+
+    A class the program derives from one of the two is decided when it is defined
+    (``_internals``): one that keeps to the public API (``__init__``, ``submit``,
+    ``map``...) is served as its base is; one that overrides or reads what only the
+    standard library's class has (``Process``, ``_pool``, ``_adjust_process_count``) gets
+    the standard library's class as its base in place of manygil's, and real processes
+    (its tasks counted for ``--report``, with why).  manygil's own subclasses get the
+    standard library's class, uncounted.  An ABCMeta, so that a subclass that mixes in
+    an ABC meets no metaclass conflict."""
+
+    _mg_root: _Swapped  # the class in the standard library's place
+    _mg_original: type  # the standard library's class
+    _mg_kept: type  # the standard library's class, counting for --report
+    _mg_public: frozenset[str]  # what a subclass may override and read
+    _mg_label: str  # "ProcessPoolExecutor", "multiprocessing.pool.Pool"
+
+    def __new__(mcls, name: str, bases: tuple[type, ...], ns: dict[str, Any], **kwargs: Any) -> Any:
+        swapped = [b for b in bases if isinstance(b, _Swapped)]
+        if not swapped:  # the class in the standard library's place itself
+            return super().__new__(mcls, name, bases, ns, **kwargs)
+        root = swapped[0]._mg_root
+        module = str(ns.get("__module__", ""))
+        why: str | None = ""
+        if module == "manygil" or module.startswith("manygil."):
+            base = root._mg_original
+        else:
+            why, base = _internals(root, ns), root._mg_kept
+        if why is None:
+            return super().__new__(mcls, name, bases, ns, **kwargs)
+        if root not in bases:  # its base is a served subclass, too late to change
+            if why:
+                _notice(f"{module}.{name} derives from a served subclass of {root._mg_label} and {why}: "
+                        "it is served too, and may fail")
+            return super().__new__(mcls, name, bases, ns, **kwargs)
+        cls: Any = type(name, tuple(base if b is root else b for b in bases), ns, **kwargs)
+        if why:
+            qualname = f"{module}.{ns.get('__qualname__', name)}"
+            cls._mg_kept_kind = f"{root._mg_label} subclass {qualname}"
+            cls._mg_kept_why = f"{qualname}, a subclass of {root._mg_label}, keeps real processes: {why}"
+        return cls
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        if cls is cls._mg_root:
+            return isinstance(obj, cls._mg_original)
+        return super().__instancecheck__(obj)
+
+    def __subclasscheck__(cls, sub: type) -> bool:
+        if cls is cls._mg_root:
+            return issubclass(sub, cls._mg_original)
+        return super().__subclasscheck__(sub)
+
+
+def _swap(served: Any, original: type, kept: type, public: Iterable[str], label: str) -> None:
+    served._mg_root, served._mg_original, served._mg_kept, served._mg_label = served, original, kept, label
+    served._mg_public = frozenset(public)
+    served.__module__, served.__qualname__ = original.__module__, original.__qualname__
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+def _internals(root: _Swapped, ns: dict[str, Any]) -> str | None:
+    """What, in the namespace ``ns`` of a class derived from ``root``, only the standard
+    library's class has: an override of, or a read of, a name of its other than the
+    public API, said for a notice; None when there is none."""
+    internal = _internal_names(root._mg_original) - root._mg_public
+    overrides = sorted(k for k in ns if not _dunder(k) and k in internal)
+    reads = sorted({n for value in ns.values() for n in _attributes(value)} & internal - set(overrides))
+    said = []
+    if overrides:
+        said.append("it overrides " + ", ".join(overrides))
+    if reads:
+        said.append("its code reads " + ", ".join(reads))
+    if not said:
+        return None
+    return " and ".join(said) + f", which only the standard library's {root._mg_label} has"
+
+
+@functools.cache
+def _internal_names(original: type) -> frozenset[str]:
+    """The class's names, and the private attributes its code reads or sets."""
+    names = {n for n in dir(original) if not _dunder(n)}
+    for value in vars(original).values():
+        names |= {n for n in _attributes(value) if n.startswith("_") and not _dunder(n)}
+    for base in original.__mro__[1:-1]:
+        for value in vars(base).values():
+            names |= {n for n in _attributes(value) if n.startswith("_") and not _dunder(n)}
+    return frozenset(names)
+
+
+def _attributes(value: object) -> set[str]:
+    """The attribute names that the code of ``value`` (a function, a static or class
+    method, a property) reads, sets or deletes."""
+    codes = []
+    for fn in (value, getattr(value, "__func__", None), getattr(value, "fget", None),
+               getattr(value, "fset", None), getattr(value, "fdel", None)):
+        code = getattr(fn, "__code__", None)
+        if isinstance(code, types.CodeType):
+            codes.append(code)
+    names: set[str] = set()
+    for code in codes:
+        names |= _code_attributes(code)
+    return names
+
+
+@functools.lru_cache(maxsize=1024)
+def _code_attributes(code: types.CodeType) -> frozenset[str]:
+    import dis
+
+    names = {str(i.argval) for i in dis.get_instructions(code)
+             if i.opname.endswith("_ATTR") or i.opname == "LOAD_METHOD"}
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_attributes(const)
+    return frozenset(names)
+
+
+def _kind(pool: object, label: str) -> str:
+    """``label``, or for a program's subclass, which one: for notices and the report."""
+    cls = type(pool)
+    if getattr(cls, "_mg_root", None) is cls:
+        return label
+    return f"{label} subclass {cls.__module__}.{cls.__qualname__}"
+
+
+def _kept_pool(pool: object) -> str:
+    """Say that ``pool``, of a program's subclass that kept processes, was made, and why."""
+    why = str(getattr(pool, "_mg_kept_why", ""))
+    if _REPORT.first("kept " + why):
+        _notice(why)
+    _REPORT.pool(f"{getattr(pool, '_mg_kept_kind', '')} in processes")
+    return why
+
+
 # -- concurrent.futures.ProcessPoolExecutor --------------------------------------------
 
 
-def _executor_class() -> type:
+def _executor_class(original: Any) -> type:
+    """``concurrent.futures.ProcessPoolExecutor`` in the place of ``original``."""
     import concurrent.futures.process as process
     from concurrent.futures import _base
 
     from ._exceptions import BrokenInterpreterPool
     from ._router import route_key
     from ._pool import InterpreterPoolExecutor
-
-    original = process.ProcessPoolExecutor
 
     class _Chunk:
         """A chunk of ``map(chunksize>1)``: ``fn`` over a tuple of argument tuples."""
@@ -445,7 +600,24 @@ def _executor_class() -> type:
         def __call__(self, chunk: tuple[tuple[Any, ...], ...]) -> list[Any]:
             return [self.fn(*args) for args in chunk]
 
-    class ProcessPoolExecutor(original):  # type: ignore[misc, valid-type]
+    class Kept(original):  # type: ignore[misc]
+        """The standard library's, for a program's subclass that keeps processes."""
+
+        def __init__(self, max_workers: int | None = None, mp_context: Any = None, *args: Any,
+                     **kwargs: Any) -> None:
+            self._mg_why = _kept_pool(self)
+            super().__init__(max_workers, no_fork(mp_context), *args, **kwargs)
+
+        def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+            future = super().submit(fn, *args, **kwargs)
+            chunk = isinstance(fn, functools.partial) and fn.func is process._process_chunk and args
+            key = route_key(fn.args[0] if chunk else fn)  # type: ignore[attr-defined]
+            calls = len(args[0]) if chunk else 1
+            future.add_done_callback(lambda f: _REPORT.count(
+                key, "cancelled" if f.cancelled() else "processes", calls, self._mg_why))
+            return future
+
+    class ProcessPoolExecutor(original, metaclass=_Swapped):  # type: ignore[misc]
         """``concurrent.futures.ProcessPoolExecutor`` under ``manygil run``: its tasks run
         in interpreters with their own GIL (an ``InterpreterPoolExecutor`` of
         ``max_workers``, made at the first task as the processes of the standard
@@ -484,7 +656,11 @@ def _executor_class() -> type:
 
         def __repr__(self) -> str:
             where = "processes" if self._mg_procs is not None else "interpreters"
-            return f"<manygil run ProcessPoolExecutor max_workers={self._max_workers} on {where}>"
+            return f"<manygil run {self._mg_kind} max_workers={self._max_workers} on {where}>"
+
+        @property
+        def _mg_kind(self) -> str:
+            return _kind(self, "ProcessPoolExecutor")
 
         def _mg_real(self, why: str, quiet: bool = False) -> Any:
             """The standard library's pool, made now (caller holds ``_mg_lock``)."""
@@ -492,10 +668,10 @@ def _executor_class() -> type:
                 max_workers, mp_context, initializer, initargs, max_tasks = self._mg_args
                 self._mg_procs = original(max_workers, no_fork(mp_context), initializer, initargs,
                                           max_tasks_per_child=max_tasks)
-                self._mg_why = why if quiet else f"its ProcessPoolExecutor switched to processes: {why}"
+                self._mg_why = why if quiet else f"its {self._mg_kind} switched to processes: {why}"
                 if not quiet:
-                    _notice(f"this ProcessPoolExecutor runs its tasks in processes from now on: {why}")
-                    _REPORT.pool("ProcessPoolExecutor switched to processes")
+                    _notice(f"this {self._mg_kind} runs its tasks in processes from now on: {why}")
+                    _REPORT.pool(f"{self._mg_kind} switched to processes")
             return self._mg_procs
 
         def _mg_target(self, fn: Callable[..., Any], values: tuple[object, ...]) -> Any:
@@ -506,7 +682,7 @@ def _executor_class() -> type:
                     self._mg_started = True
                     max_workers, _, initializer, initargs, max_tasks = self._mg_args
                     self._mg_interp, reason = _interpreter_pool(
-                        "ProcessPoolExecutor",
+                        self._mg_kind,
                         lambda: InterpreterPoolExecutor(max_workers, initializer=worker_setup,
                                                         initargs=(initializer, initargs),
                                                         max_tasks_per_worker=max_tasks),
@@ -514,7 +690,7 @@ def _executor_class() -> type:
                     if self._mg_interp is None:
                         return self._mg_real(reason, quiet=True)
                     _count_on(self._mg_interp)
-                    _REPORT.pool("ProcessPoolExecutor on interpreters")
+                    _REPORT.pool(f"{self._mg_kind} on interpreters")
                 if self._mg_procs is not None:
                     return self._mg_procs
                 why = needs_processes(fn, *values)
@@ -575,7 +751,8 @@ def _executor_class() -> type:
 
         kill_workers = terminate_workers
 
-    ProcessPoolExecutor.__module__ = "concurrent.futures.process"
+    _swap(ProcessPoolExecutor, original, Kept, ("submit", "map", "shutdown", "terminate_workers", "kill_workers"),
+          "ProcessPoolExecutor")
     return ProcessPoolExecutor
 
 
@@ -601,15 +778,39 @@ def _batched(items: Iterator[tuple[Any, ...]], size: int) -> Iterator[tuple[tupl
 # -- multiprocessing.Pool -----------------------------------------------------------------
 
 
-def _pool_class() -> type:
-    import multiprocessing.pool as mp_pool
-
+def _pool_class(original: Any) -> type:
+    """``multiprocessing.pool.Pool`` in the place of ``original``."""
     from ._router import route_key
     from .mppool import Pool as ManygilPool
 
-    original = mp_pool.Pool
+    class Kept(original):  # type: ignore[misc]
+        """The standard library's, for a program's subclass that keeps processes."""
 
-    class Pool(original):  # type: ignore[misc, valid-type]
+        def __init__(self, processes: int | None = None, initializer: Callable[..., object] | None = None,
+                     initargs: Iterable[Any] = (), maxtasksperchild: int | None = None,
+                     context: Any = None) -> None:
+            self._mg_why = _kept_pool(self)
+            super().__init__(processes, initializer, initargs, maxtasksperchild, no_fork(context))
+
+        def apply_async(self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: Any = None,
+                        callback: Any = None, error_callback: Any = None) -> Any:
+            result = super().apply_async(func, args, {} if kwds is None else kwds, callback, error_callback)
+            _REPORT.count(route_key(func), "processes", 1, self._mg_why)
+            return result
+
+        def _map_async(self, func: Callable[..., Any], iterable: Iterable[Any], *rest: Any) -> Any:
+            items = iterable if hasattr(iterable, "__len__") else list(iterable)
+            result = super()._map_async(func, items, *rest)
+            _REPORT.count(route_key(func), "processes", len(items), self._mg_why)  # type: ignore[arg-type]
+            return result
+
+        def imap(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int = 1) -> Any:
+            return super().imap(func, _counted(iterable, route_key(func), self._mg_why), chunksize)
+
+        def imap_unordered(self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int = 1) -> Any:
+            return super().imap_unordered(func, _counted(iterable, route_key(func), self._mg_why), chunksize)
+
+    class Pool(original, metaclass=_Swapped):  # type: ignore[misc]
         """``multiprocessing.Pool`` under ``manygil run``: ``manygil.Pool`` (interpreters
         with their own GIL), or the standard library's pool from the call whose
         arguments need processes on."""
@@ -617,6 +818,11 @@ def _pool_class() -> type:
         def __init__(self, processes: int | None = None, initializer: Callable[..., object] | None = None,
                      initargs: Iterable[Any] = (), maxtasksperchild: int | None = None,
                      context: Any = None) -> None:
+            if Pool not in type(self).__mro__:
+                # ThreadPool.__init__ calls multiprocessing.pool's global Pool, which this
+                # class is now: a thread pool stays the standard library's.
+                original.__init__(self, processes, initializer, initargs, maxtasksperchild, context)
+                return
             if initializer is not None and not callable(initializer):
                 raise TypeError("initializer must be a callable")
             initargs = tuple(initargs)
@@ -626,14 +832,14 @@ def _pool_class() -> type:
             self._mg_why = ""
             self._mg: Any
             self._mg, why = _interpreter_pool(
-                "multiprocessing.Pool",
+                self._mg_kind,
                 lambda: ManygilPool(processes, worker_setup, (initializer, initargs), maxtasksperchild, context),
                 initializer, initargs)
             if self._mg is None:
                 self._mg_real(why, quiet=True)
             else:
                 _count_on(self._mg._executor)
-                _REPORT.pool("multiprocessing.Pool on interpreters")
+                _REPORT.pool(f"{self._mg_kind} on interpreters")
             inner: Any = self._mg if self._mg is not None else self._mg_procs
             self._processes = inner._processes
 
@@ -648,7 +854,11 @@ def _pool_class() -> type:
 
         def __repr__(self) -> str:
             where = "processes" if self._mg_procs is not None else "interpreters"
-            return f"<manygil run multiprocessing.pool.Pool state={self._state} pool_size={self._processes} on {where}>"
+            return f"<manygil run {self._mg_kind} state={self._state} pool_size={self._processes} on {where}>"
+
+        @property
+        def _mg_kind(self) -> str:
+            return _kind(self, "multiprocessing.Pool")
 
         def __del__(self) -> None:
             pass  # the pool inside warns when it is left running
@@ -658,10 +868,10 @@ def _pool_class() -> type:
                 if self._mg_procs is None:
                     processes, initializer, initargs, maxtasksperchild, context = self._mg_args
                     self._mg_procs = original(processes, initializer, initargs, maxtasksperchild, no_fork(context))
-                    self._mg_why = why if quiet else f"its multiprocessing.Pool switched to processes: {why}"
+                    self._mg_why = why if quiet else f"its {self._mg_kind} switched to processes: {why}"
                     if not quiet:
-                        _notice(f"this multiprocessing.Pool runs its tasks in processes from now on: {why}")
-                        _REPORT.pool("multiprocessing.Pool switched to processes")
+                        _notice(f"this {self._mg_kind} runs its tasks in processes from now on: {why}")
+                        _REPORT.pool(f"{self._mg_kind} switched to processes")
                 return self._mg_procs
 
         def _mg_for(self, func: Callable[..., Any], values: tuple[object, ...], calls: int) -> Any:
@@ -743,7 +953,9 @@ def _pool_class() -> type:
         def __exit__(self, *exc: object) -> None:
             self.terminate()
 
-    Pool.__module__ = "multiprocessing.pool"
+    _swap(Pool, original, Kept, ("apply", "apply_async", "map", "map_async", "starmap", "starmap_async", "imap",
+                                 "imap_unordered", "close", "join", "terminate", "_processes", "_state"),
+          "multiprocessing.pool.Pool")
     return Pool
 
 
@@ -751,22 +963,22 @@ def _pool_class() -> type:
 
 
 def install() -> None:
-    """Swap the process pools' names for manygil's, for the rest of this process."""
+    """Put manygil's process pools in the standard library's place, for the rest of
+    this process: every name the program reaches them by
+    (``concurrent.futures.ProcessPoolExecutor``, the same from ``.process``,
+    ``multiprocessing.Pool``, ``multiprocessing.pool.Pool``, each context's ``Pool``,
+    which imports the latter when called) finds them.  Once per process."""
     import concurrent.futures
-    import multiprocessing
-    import multiprocessing.context
+    import concurrent.futures.process as process
+    import multiprocessing.pool as mp_pool
 
-    executor = _executor_class()
-    concurrent.futures.ProcessPoolExecutor = executor  # type: ignore[misc, assignment]
-    pool = _pool_class()
-
-    def Pool(self: Any, processes: int | None = None, initializer: Callable[..., object] | None = None,
-             initargs: Iterable[Any] = (), maxtasksperchild: int | None = None) -> Any:
-        """Returns a process pool object (manygil run: on interpreters)"""
-        return pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context())
-
-    multiprocessing.context.BaseContext.Pool = Pool  # type: ignore[method-assign]
-    multiprocessing.Pool = multiprocessing.context._default_context.Pool
+    if isinstance(mp_pool.Pool, _Swapped):
+        return
+    executor = _executor_class(process.ProcessPoolExecutor)
+    pool = _pool_class(mp_pool.Pool)
+    process.ProcessPoolExecutor = executor  # type: ignore[misc, assignment]
+    concurrent.futures.ProcessPoolExecutor = executor  # type: ignore[misc, assignment]  # past its lazy __getattr__
+    mp_pool.Pool = pool  # type: ignore[misc, assignment]
     _forkserver_default()
     _joblib_default()
 
