@@ -73,7 +73,9 @@ def test_manygil_run_limits_process_pools_to_61_workers_on_windows(monkeypatch):
     monkeypatch.setattr(sys, "platform", "win32")
     monkeypatch.setattr(os, "cpu_count", lambda: 128)
     monkeypatch.delattr(os, "process_cpu_count", raising=False)  # 3.12 has none
-    executor = _run._executor_class()
+    import concurrent.futures.process
+
+    executor = _run._executor_class(concurrent.futures.process.ProcessPoolExecutor)
     assert executor()._max_workers == 61  # as concurrent.futures' own on Windows
     assert executor(61)._max_workers == 61
     with pytest.raises(ValueError, match="max_workers must be <= 61"):

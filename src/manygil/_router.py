@@ -186,7 +186,8 @@ class Router(Generic[T]):
         self.clean: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         # The caller's script does not import in an interpreter (numpy at its top): its
         # functions go by value from then on (cloudpickle).
-        self.script_refused = _transport.has_cloudpickle() and _main_file() in _SCRIPTS_REFUSED
+        # (the set first: has_cloudpickle() searches sys.path, on every pool's cold start)
+        self.script_refused = _main_file() in _SCRIPTS_REFUSED and _transport.has_cloudpickle()
         # Tasks the interpreter side handed over with its lock held, sent on by flush():
         # to the other side (their function is routed there), or back by value.
         self.diverted: list[T] = []
