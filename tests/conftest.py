@@ -20,6 +20,18 @@ def _snapshot() -> tuple[set[int], set[threading.Thread], dict[str, int]]:
     )
 
 
+@pytest.fixture
+def fault_point():
+    """``fault_point(name, hook)``: run ``hook`` at one of manygil's named fault points
+    (``manygil._faults.POINTS``) until the test ends."""
+    import contextlib
+
+    from manygil import _faults
+
+    with contextlib.ExitStack() as stack:
+        yield lambda name, hook: stack.enter_context(_faults.hooked(name, hook))
+
+
 @pytest.fixture(autouse=True)
 def unlearned():
     """Each test starts from a process whose pools learned no route (see _router._LEARNED)."""

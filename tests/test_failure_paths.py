@@ -467,22 +467,19 @@ def test_the_executors_finalizer_can_run_on_a_thread_that_holds_the_pool_lock():
         pool.submit(helpers.add, 1)
 
 
-def test_a_bug_in_the_pool_breaks_it_loudly_instead_of_losing_results(monkeypatch):
+def test_a_bug_in_the_pool_breaks_it_loudly_instead_of_losing_results(fault_point):
     # manygil's own code failing where it hands out results (simulated here) must not
     # leave futures waiting forever: the results it took are settled, the queued tasks
     # fail with BrokenInterpreterPool naming the bug, and shutdown returns.
     from concurrent.futures import wait
 
-    from manygil import BrokenInterpreterPool, _interp_side
+    from manygil import BrokenInterpreterPool
 
-    real = _interp_side.InterpSide._route_refused
-
-    def failing(self, done):
+    def failing(side, worker, done):
         if done:
             raise RuntimeError("simulated bug")
-        return real(self, done)
 
-    monkeypatch.setattr(_interp_side.InterpSide, "_route_refused", failing)
+    fault_point("interp.results_taken", failing)
     with InterpreterPoolExecutor(1) as pool:
         futures = [pool.submit(helpers.add, i, i) for i in range(6)]
         assert not wait(futures, timeout=60).not_done
@@ -497,15 +494,15 @@ def test_a_bug_in_the_pool_breaks_it_loudly_instead_of_losing_results(monkeypatc
             pool.submit(helpers.add, 1, 1)
 
 
-def test_a_bug_when_a_worker_stops_does_not_hang_shutdown(monkeypatch):
+def test_a_bug_when_a_worker_stops_does_not_hang_shutdown(fault_point):
     # manygil's own code failing as a worker stops (simulated here) must not leave the
     # worker counted as alive, which shutdown(wait=True) would wait for forever.
-    from manygil import BrokenInterpreterPool, _interp_side
+    from manygil import BrokenInterpreterPool
 
-    def failing(self, worker, error):
+    def failing(side, worker, error):
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(_interp_side.InterpSide, "_worker_exited", failing)
+    fault_point("interp.worker_exited", failing)
     pool = InterpreterPoolExecutor(1, max_tasks_per_worker=1)
     assert pool.submit(helpers.add, 1, 2).result(timeout=30) == 3
     pool.shutdown(wait=True)  # returns
@@ -666,18 +663,15 @@ def test_a_failure_of_the_home_call_itself_stops_the_worker_and_fails_its_task()
         import sys
         sys.path.insert(0, "tests")
         import helpers
-        from manygil import InterpreterPoolExecutor, _interp_side
-        real = _interp_side.InterpSide._home
+        from manygil import InterpreterPoolExecutor, _faults, _interp_side
         calls = []
 
-        def home(self, worker, data):
+        def home(side, worker, data):
             if data[:8] != _interp_side._EVENT and not calls:
                 calls.append(1)
                 raise MemoryError("made to fail")
-            return real(self, worker, data)
 
-        _interp_side.InterpSide._home = home
-        with InterpreterPoolExecutor(1) as pool:
+        with _faults.hooked("interp.home", home), InterpreterPoolExecutor(1) as pool:
             try:
                 pool.submit(helpers.add, 1, 2).result(timeout=60)
             except Exception as exc:

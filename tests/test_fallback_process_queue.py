@@ -120,27 +120,23 @@ def test_cancelling_a_task_queued_behind_a_running_one_never_runs_it(refusing, t
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("start-")] == ["start-a"]
 
 
-def test_stopping_a_task_whose_process_moved_on_leaves_the_next_one_running(refusing, tmp_path, monkeypatch):
+def test_stopping_a_task_whose_process_moved_on_leaves_the_next_one_running(refusing, tmp_path, fault_point):
     # a has returned and its process runs b, but a's result is still on its way here
     # (held below): cancelling a now must not terminate the process, which runs b.
-    from manygil import _process_side
-
     _ledger_fifos(tmp_path, "a")
     started, release = _fifos(tmp_path)
     hold, holding = threading.Event(), threading.Event()
-    original = _process_side._ProcessTask._done
 
     def held(task, inner):
         if task.label.endswith("ledger_task") and not holding.is_set():
             holding.set()
             assert hold.wait(60)
-        original(task, inner)
 
     futures = []
     with InterpreterPoolExecutor(1) as pool, _cancelled_on_failure(futures):
         pool.route(refusing.ledger_task)
         pool.route(refusing.block)
-        monkeypatch.setattr(_process_side._ProcessTask, "_done", held)
+        fault_point("process.task_done", held)
         a = pool.submit(refusing.ledger_task, str(tmp_path), "a")
         futures.append(a)
         _ledger_started(tmp_path, "a")

@@ -133,20 +133,16 @@ def test_a_process_that_died_while_idle_is_replaced_for_the_next_task(refusing):
         assert first_pid not in {pid for _, pid, _ in results}
 
 
-def test_interpreter_tasks_run_on_while_the_process_side_starts(refusing, monkeypatch):
+def test_interpreter_tasks_run_on_while_the_process_side_starts(refusing, fault_point):
     # Starting the first process takes 100-300 ms; it was started by the thread that
     # found the refusal, an interpreter worker's, whose next tasks waited for it.
-    from manygil import _process_side
-
     gate = threading.Event()
-    original = _process_side.ProcessSide._new_slot
 
-    def new_slot_when_let_through(self):
+    def when_let_through(side):
         if not gate.wait(60):
             raise AssertionError("the gate was never opened")
-        return original(self)
 
-    monkeypatch.setattr(_process_side.ProcessSide, "_new_slot", new_slot_when_let_through)
+    fault_point("process.slot_making", when_let_through)
     with InterpreterPoolExecutor(1) as pool:
         with pytest.warns(FallbackWarning):
             routed = pool.submit(refusing.where, 1)

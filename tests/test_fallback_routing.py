@@ -122,14 +122,13 @@ def test_another_function_of_a_module_that_refused_goes_to_the_processes_untried
         assert pool.submit(helpers.add, 1, 2).result(timeout=30) == 3  # other modules: unaffected
 
 
-def test_calls_queued_before_the_first_refusal_go_to_the_process_side_unrefused(refusing):
+def test_calls_queued_before_the_first_refusal_go_to_the_process_side_unrefused(refusing, fault_point):
     # One worker: the first call is refused, and its function is routed before the
     # worker takes the next one, so the four calls waiting behind it are sent to the
     # process side directly, without each being loaded and refused in the interpreter.
     refusals = []
     with InterpreterPoolExecutor(1) as pool:
-        real = pool._router.refused
-        pool._router.refused = lambda fn, module: refusals.append(module) or real(fn, module)
+        fault_point("router.refused", lambda router, fn, module: refusals.append(module))
         with pytest.warns(FallbackWarning):
             futures = [pool.submit(refusing.where, x) for x in range(5)]
             results = [f.result(timeout=120) for f in futures]

@@ -162,38 +162,29 @@ def test_the_seats_keep_no_side_alive():
     assert not seats.wants_seat("interp")
 
 
-def test_a_seat_freed_while_a_process_task_queues_itself_is_not_lost(monkeypatch):
+def test_a_seat_freed_while_a_process_task_queues_itself_is_not_lost(fault_point):
     # The lost wake-up found by reading: the process side's pump found no seat and, before
     # it queued its task, the interpreter side gave its seat back and looked at the queue
     # (without the process side's lock): empty, so nobody was woken, and the task waited
     # beside a free seat (a caller in result() forever).  The window is forced open here.
     from manygil import interpreters as I
-    from manygil._process_side import ProcessSide
 
     checked = threading.Event()
-    real_waiting, real_poke, real_behind = ProcessSide.wants_seat, ProcessSide.seat_freed, ProcessSide._behind
     q = I.create_queue()
+    forcing = []
 
-    def waiting(self):
-        result = real_waiting(self)
-        checked.set()  # the interpreter side has decided whether to wake this side
-        return result
+    def given(seats, side, woke):
+        if side == "interp":
+            checked.set()  # the interpreter side has decided whether to wake this side
 
-    def poke(self):
-        checked.set()
-        real_poke(self)
-
-    def behind(self, task):  # the pump, its take() failed, the lock held, not queued yet
+    def no_seat(side, task):  # the pump, its take() failed, the lock held, not queued yet
         if forcing:
             forcing.clear()
             q.put("go")  # the interpreter task ends: its worker gives its seat back
             assert checked.wait(60)
-        return real_behind(self, task)
 
-    forcing = []
-    monkeypatch.setattr(ProcessSide, "wants_seat", waiting)
-    monkeypatch.setattr(ProcessSide, "seat_freed", poke)
-    monkeypatch.setattr(ProcessSide, "_behind", behind)
+    fault_point("seats.given", given)
+    fault_point("process.no_seat", no_seat)
     with InterpreterPoolExecutor(1) as pool:
         pool.route(helpers.add)
         assert pool.submit(helpers.add, 0, 1).result(timeout=120) == 1  # its process is up, idle
@@ -204,41 +195,31 @@ def test_a_seat_freed_while_a_process_task_queues_itself_is_not_lost(monkeypatch
         checked.clear()
         assert pool.submit(helpers.add, 2, 3).result(timeout=30) == 5  # hung before
         assert blocker.result(timeout=60) == "go"
+    assert not forcing, "the pump never found the seat taken: the window was not forced open"
 
 
-def test_a_seat_freed_while_an_interpreter_task_queues_itself_is_not_lost(monkeypatch, tmp_path):
+def test_a_seat_freed_while_an_interpreter_task_queues_itself_is_not_lost(fault_point, tmp_path):
     # The mirror case: the interpreter side found no seat (a process task held it) and,
     # before it queued its task, the process side gave the seat back and looked (without
     # the pool's lock) for waiting tasks: none yet, so nobody was woken.
-    from manygil._interp_side import InterpSide
-
     started, release = str(tmp_path / "started"), str(tmp_path / "release")
     os.mkfifo(started)
     os.mkfifo(release)
     checked = threading.Event()
     forcing: list[bool] = []
-    real_seat, real_waiting, real_kick = InterpSide._seat, InterpSide.wants_seat, InterpSide.seat_freed
 
-    def seat(self, worker):  # the pool's lock held
-        seated = real_seat(self, worker)
-        if not seated and forcing:
+    def no_seat(side, worker):  # the pool's lock held
+        if forcing:
             forcing.clear()
             os.close(os.open(release, os.O_WRONLY))  # the process task ends: its seat comes back
             assert checked.wait(60)
-        return seated
 
-    def waiting(self):
-        result = real_waiting(self)
-        checked.set()  # the process side has decided whether to wake this side
-        return result
+    def given(seats, side, woke):
+        if side == "process":
+            checked.set()  # the process side has decided whether to wake this side
 
-    def kick(self):
-        checked.set()
-        real_kick(self)
-
-    monkeypatch.setattr(InterpSide, "_seat", seat)
-    monkeypatch.setattr(InterpSide, "wants_seat", waiting)
-    monkeypatch.setattr(InterpSide, "seat_freed", kick)
+    fault_point("interp.no_seat", no_seat)
+    fault_point("seats.given", given)
     with InterpreterPoolExecutor(1) as pool:
         assert pool.submit(helpers.cpu, 10).result(timeout=60) == helpers.cpu(10)  # a worker, idle
         pool.route(helpers.fifo_handshake)
@@ -249,3 +230,4 @@ def test_a_seat_freed_while_an_interpreter_task_queues_itself_is_not_lost(monkey
         checked.clear()
         assert pool.submit(helpers.cpu, 20).result(timeout=30) == helpers.cpu(20)  # hung before
         assert held.result(timeout=60) == ""
+    assert not forcing, "no worker found the seat taken: the window was not forced open"

@@ -77,25 +77,21 @@ def test_leaving_the_block_by_keyboard_interrupt_stops_process_tasks_too(refusin
     assert stuck.cancelled() and waiting.cancelled()
 
 
-def test_ctrl_c_finds_a_process_task_that_is_being_started(refusing, tmp_path, monkeypatch):
+def test_ctrl_c_finds_a_process_task_that_is_being_started(refusing, tmp_path, fault_point):
     # Between the queue and the table of running tasks the pump has released the lock,
     # and the process may already run the task: Ctrl-C missed it there, and shutdown
     # waited for it forever (seen on a loaded machine).  Here it stops in that gap.
-    from manygil import _process_side
-
     started, release = _fifos(tmp_path)
     in_gap, cancelled = threading.Event(), threading.Event()
-    original = _process_side._ProcessTask.start
 
-    def start_after_a_pause(task, side, slot):
+    def pause(task, side, slot):
         if task.label.endswith("block"):
             task.future.add_done_callback(lambda _: cancelled.set())
             in_gap.set()
             if not cancelled.wait(20):
                 raise AssertionError("Ctrl-C did not cancel the task being started")
-        original(task, side, slot)
 
-    monkeypatch.setattr(_process_side._ProcessTask, "start", start_after_a_pause)
+    fault_point("process.task_starting", pause)
     submitted = []
     with pytest.raises(KeyboardInterrupt):
         with InterpreterPoolExecutor(1) as pool:
@@ -224,30 +220,18 @@ def test_shutdown_without_waiting_still_runs_process_tasks_that_waited_for_a_sea
     pool.shutdown(wait=True)
 
 
-def test_a_process_shut_down_as_it_starts_is_counted_once(refusing, monkeypatch):
+def test_a_process_shut_down_as_it_starts_is_counted_once(refusing, fault_point):
     # shutdown() shuts a starting process's pool down; the warm-up's submit then fails.
     # That failure must not read as "no process can start" (which fails every later
     # process task at once, e.g. one an interpreter refuses as the pool shuts down), nor
     # count the slot off twice (one process more than max_workers could start after).
-    from manygil import _process_side
-
     at_gate, gate = threading.Event(), threading.Event()
-    original = _process_side.ProcessSide._new_slot
 
-    def new_slot_that_waits_before_starting(self):
-        slot = original(self)
-        submit = slot.pool.submit
+    def wait_before_starting(side, slot):
+        at_gate.set()
+        assert gate.wait(60)
 
-        def submit_after_the_gate(fn, *args, **kwargs):
-            if fn is _process_side._ready:
-                at_gate.set()
-                assert gate.wait(60)
-            return submit(fn, *args, **kwargs)
-
-        slot.pool.submit = submit_after_the_gate
-        return slot
-
-    monkeypatch.setattr(_process_side.ProcessSide, "_new_slot", new_slot_that_waits_before_starting)
+    fault_point("process.slot_starting", wait_before_starting)
     pool = InterpreterPoolExecutor(1)
     with pytest.warns(FallbackWarning):
         queued = pool.submit(refusing.where, 1)

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from typing import Any, Protocol
 
-from . import _backend, _copy, _native, _output, _tracebacks, _worker
+from . import _backend, _copy, _faults, _native, _output, _tracebacks, _worker
 from ._cpython import CANCELLED_AND_NOTIFIED, LOGGER, PENDING, RUNNING
 from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._futures import settle
@@ -737,6 +737,8 @@ class InterpSide:
             self._unseat(worker)
             return False
         worker.seated = seats.take("interp")
+        if not worker.seated:
+            _faults.point("interp.no_seat", self, worker)
         return worker.seated
 
     def _unseat(self, worker: _WorkerHandle) -> None:
@@ -947,6 +949,7 @@ class InterpSide:
         there (a bug), the pool breaks with that error as the cause and this worker stops:
         the tasks already handed to the workers still finish, the queued ones fail with
         ``BrokenInterpreterPool``, and nothing waits forever for a result that was lost."""
+        _faults.point("interp.home", self, worker, data)
         try:
             return self._deliver(worker, data)
         except BaseException as exc:  # noqa: BLE001 - a bug: said loudly, never a hang
@@ -983,6 +986,7 @@ class InterpSide:
                     # A task sent again by value comes back to the queue in _resolve
                     # below: the idle workers stay for it even if the pool shuts down
                     # (at exit on 3.12 none could start to run it).
+                    _faults.point("interp.results_taken", self, worker, done)
                     stay = self._route_refused(done)
                     self.resending += stay
                     batch = self._next_for(worker, stay)
@@ -1053,6 +1057,7 @@ class InterpSide:
             settle(future, exc=err)
 
     def _worker_exited(self, worker: _WorkerHandle, error: str) -> None:
+        _faults.point("interp.worker_exited", self, worker, error)
         records = worker.collect()
         with self.lock:
             done = self._take(worker, records)

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from . import _backend, _exit, _transport
+from . import _backend, _exit, _faults, _transport
 from ._cpython import fixed_process_pool_class, manager_thread, program_ending, terminate_processes
 from ._futures import settle
 from ._seats import Seats
@@ -195,6 +195,7 @@ class ProcessSide:
                         self.starting.add(slot)  # shut down with the others, even if still starting
                 if stop:
                     break
+                _faults.point("process.slot_starting", self, slot)
                 ready = slot.submit(_ready)
             except BaseException as exc:  # noqa: BLE001 - no process can start: the pump says so
                 with self.lock:
@@ -268,6 +269,7 @@ class ProcessSide:
                         else:
                             self.slots += 1  # _launch makes it
                     else:
+                        _faults.point("process.no_seat", self, task)
                         slot = self._behind(task)
                         if slot is None:
                             self.pending.appendleft(task)  # a seat's holder wakes this side when it leaves
@@ -508,6 +510,7 @@ class ProcessSide:
     def _new_slot(self) -> _Slot:
         import multiprocessing
 
+        _faults.point("process.slot_making", self)
         method = start_method()
         extra: dict[str, Any] = {}
         if self.max_tasks is not None:
@@ -683,6 +686,7 @@ class _ProcessTask:
     def start(self, side: ProcessSide, slot: _Slot) -> None:
         # submit() raises when no process can start (e.g. the forkserver died): then
         # nothing is registered, and the pump fails the task.
+        _faults.point("process.task_starting", self, side, slot)
         inner = slot.submit(_call_gated, self.data, side.forward, self.seq)
         with side.lock:
             self.side, self.slot, self.inner = side, slot, inner  # from now on stop() stops it
@@ -695,6 +699,7 @@ class _ProcessTask:
         inner.add_done_callback(self._done)
 
     def _done(self, inner: Future[Any]) -> None:
+        _faults.point("process.task_done", self, inner)
         if self.moved:
             return  # its process turned it away; it runs as another _ProcessTask
         side, slot = self.side, self.slot

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Generic, Protocol, TypeVar
 
-from . import _transport
+from . import _faults, _transport
 from ._futures import settle
 from ._refusals import learn_refusal, refused_count, refusing
 from ._transport import route_key
@@ -315,6 +315,7 @@ class Router(Generic[T]):
         """A worker could not load a call of ``fn`` (``known``: would not, see
         ``needs_refusing``): ``module`` refused its interpreter.  Route it, and say so
         once per function."""
+        _faults.point("router.refused", self, fn, module)
         self.route_refused(fn, module, known)
         if self._first(self.warned, route_key(fn)):
             where = self._where()

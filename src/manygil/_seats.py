@@ -25,6 +25,8 @@ import threading
 import weakref
 from collections.abc import Callable
 
+from . import _faults
+
 __all__ = ("SIDES", "Seats")
 
 SIDES = ("interp", "process")
@@ -81,10 +83,11 @@ class Seats:
             wanted = other in self.wanted
         if keep:
             return False
-        if wanted or self.wants_seat(other):
+        woke = wanted or self.wants_seat(other)
+        _faults.point("seats.given", self, side, woke)
+        if woke:
             self._call(self._freed, other)
-            return True
-        return False
+        return woke
 
     def nudge(self, side: str) -> None:
         """``side`` has nothing to start on a seat it was handed (its task was cancelled
