@@ -83,24 +83,6 @@ def test_shutdown_stops_a_worker_that_waited_for_a_seat_when_another_retires(tmp
         pool.shutdown(wait=True)
 
 
-def test_a_seat_given_back_wakes_the_side_that_found_none():
-    # The policy, without threads: a side whose take() failed is reported by the other
-    # side's next give(), under the seats' one lock (issue 30, section 2.1).
-    from manygil._seats import Seats
-
-    seats = Seats(1)
-    assert seats.take("interp")
-    assert seats.give("interp") is False  # nobody asked
-    assert seats.take("interp")
-    assert not seats.take("process")  # the process side found no seat...
-    assert seats.give("interp") is True  # ...so this give must wake it
-    assert seats.take("process")
-    assert not seats.take("interp")
-    assert seats.give("process") is True
-    assert seats.take("interp")
-    assert seats.give("interp") is False  # its take succeeded since: nobody waits
-
-
 class _FakeSide:
     """A side as the seats see it: whether its tasks wait, and what a freed seat does."""
 
@@ -115,6 +97,42 @@ class _FakeSide:
         self.woken += 1
         if self.waiting and self.seats.take(self.name):
             self.waiting = False
+            return True
+        return False
+
+
+def test_a_seat_given_back_wakes_the_side_that_found_none():
+    # The policy, without threads: a side whose take() failed is woken by the other
+    # side's next give(), under the seats' one lock (issue 30, section 2.1), even when
+    # its hint (wants_seat) has not caught up yet.
+    from manygil._seats import Seats
+
+    seats = Seats(1)
+    interp, process = _FakeSide(seats, "interp"), _FakeSide(seats, "process")
+    assert seats.take("interp")
+    assert seats.give("interp") is False and process.woken == 0  # nobody asked
+    assert seats.take("interp")
+    assert not seats.take("process")  # the process side found no seat...
+    process.waiting = True  # (its hint is set after its take failed: the lost wake-up)
+    assert seats.give("interp") is True and process.woken == 1  # ...so this give wakes it
+    assert not seats.take("interp")
+    interp.waiting = True
+    assert seats.give("process") is True and interp.woken == 1  # it took the seat back
+    assert seats.give("interp") is False and process.woken == 1  # its take succeeded since: nobody waits
+
+
+def test_a_side_that_no_longer_needs_the_seat_it_wanted_declines_it():
+    # The process side wanted a seat, then its tasks were cancelled: the seat given back
+    # is declined, and the giver may hand it to a task of its own (it waited until the
+    # next submit before).
+    from manygil._seats import Seats
+
+    seats = Seats(1)
+    process = _FakeSide(seats, "process")
+    assert seats.take("interp")
+    assert not seats.take("process")  # it wanted one...
+    assert seats.give("interp") is False and process.woken == 1  # ...and declines it now
+    assert seats.take("interp")
 
 
 def test_a_seat_given_back_wakes_the_other_side_through_its_callback():
@@ -153,13 +171,13 @@ def test_the_seats_keep_no_side_alive():
     from manygil._seats import Seats
 
     seats = Seats(1)
-    side = _FakeSide(seats, "interp")
+    side = _FakeSide(seats, "process")
     assert seats.take("interp")
     assert not seats.take("process")
     del side
     gc.collect()
-    assert seats.give("interp") is True  # the process side wanted one; nobody is left to wake: no error
-    assert not seats.wants_seat("interp")
+    assert seats.give("interp") is False  # the process side wanted one; it is gone: nobody took it
+    assert not seats.wants_seat("process")
 
 
 def test_a_seat_freed_while_a_process_task_queues_itself_is_not_lost(fault_point):

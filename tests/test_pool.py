@@ -939,3 +939,39 @@ def test_a_worker_imports_only_what_it_needs():
     if sys.version_info < (3, 13):
         heavy.discard("threading")  # imported on purpose there (_worker.bootstrap: a 3.12 bug)
     assert "manygil._worker" in loaded and not loaded & heavy, sorted(loaded & heavy)
+
+
+def test_cancelling_a_waiting_task_runs_its_callbacks_without_its_lock():
+    # A callback run by cancel() with the future's lock held, which submits to the pool
+    # (the pool's lock next), could deadlock against a worker that holds the pool's lock
+    # and sets that future running (its lock next).  Another thread takes the future's
+    # lock from inside the callback: it could not while cancel() held it.
+    from manygil import interpreters as I
+    from manygil.sync import Event
+
+    q = I.create_queue()
+    with InterpreterPoolExecutor(1) as pool:
+        started = Event()
+        blocker = pool.submit(helpers.started_then_wait_on, started, q)
+        assert started.wait(60)
+        waiting = pool.submit(helpers.add, 1, 2)
+        took: list[bool] = []
+
+        def callback(future):
+            def take():
+                got = future._condition.acquire(timeout=10)
+                took.append(got)
+                if got:
+                    future._condition.release()
+
+            thread = threading.Thread(target=take)
+            thread.start()
+            thread.join()
+
+        waiting.add_done_callback(callback)
+        try:
+            assert waiting.cancel()
+        finally:
+            q.put("go")
+        assert took == [True]
+        assert blocker.result(timeout=60) == "go"

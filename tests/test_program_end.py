@@ -293,3 +293,37 @@ def test_process_tasks_run_at_exit_when_the_script_imports_process_pools_after_t
     assert proc.returncode == 0, proc.stderr
     done = [line.split(",")[0].replace("(", "") for line in outcomes(proc.stdout)]
     assert sorted(done) == sorted(f"done {2 * i}" for i in range(6)), proc.stdout + proc.stderr
+
+
+def test_refused_tasks_waiting_at_exit_run_on_a_shared_gil_side(tmp_path, single_phase_dir):
+    # With fallback="shared-gil", the calls a worker had queued when the program's end
+    # began, refused there (an argument's class needs a refusing module), failed
+    # ("cannot schedule new futures after interpreter shutdown"): the shared-GIL side's
+    # own pool took them for new tasks.  The busy task returns only once the end has
+    # begun (the hook sets the event); the side's pool is up before (3.12 starts no
+    # thread at the end).
+    proc = run(
+        """
+        import helpers
+        import refusing_tasks
+        from manygil import InterpreterPoolExecutor, _faults
+        from manygil.sync import Event
+        #CALLBACK
+        if __name__ == "__main__":
+            import warnings
+            warnings.simplefilter("ignore")  # the FallbackWarning
+            ending = Event()
+            hook = _faults.hooked("program.ending", ending.set)
+            hook.__enter__()  # for the program's end (kept: a collected hook would end its block)
+            pool = InterpreterPoolExecutor(1, fallback="shared-gil")
+            pool.submit(helpers.value_and_pid, refusing_tasks.Box(0)).result(timeout=60)  # the side is up
+            pool.submit(helpers.wait_event, ending, 60).add_done_callback(report)
+            for i in range(1, 4):
+                pool.submit(helpers.value_and_pid, refusing_tasks.Box(i)).add_done_callback(report)
+        """,
+        tmp_path,
+        path=(single_phase_dir, FIXTURES, os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert proc.returncode == 0, proc.stderr
+    done = [line.split(",")[0].replace("(", "") for line in outcomes(proc.stdout)]  # "done (1, pid)"
+    assert sorted(done) == ["done 1", "done 2", "done 3", "done True"], proc.stdout + proc.stderr

@@ -328,6 +328,6 @@ def test_a_subclass_may_mix_in_an_abc():
 
 
 def test_manygils_own_subclasses_get_the_original():
-    namespace = {"__module__": "manygil._fallback", "__qualname__": "Slot", "_spawn": lambda self: None}
+    namespace = {"__module__": "manygil._cpython", "__qualname__": "Slot", "_spawn": lambda self: None}
     slot = _run._Swapped("Slot", (Served,), namespace)
     assert slot.__mro__[1] is Original and not hasattr(slot, "_mg_kept_why")

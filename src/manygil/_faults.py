@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 __all__ = ("POINTS", "hooked", "point")
 
 POINTS = frozenset({
+    # the program's end
+    "program.ending",  # (): the pools' exit hook began, no pool takes a new task
     # the interpreter side (the pool's lock held where it says so)
     "interp.home",  # (side, worker, data): a worker calls home, before the pool's guard
     "interp.results_taken",  # (side, worker, done): results matched with tasks, lock held

@@ -193,14 +193,23 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
         return self._result
 
     def cancel(self) -> bool:
-        """Cancel the task, even while it runs; ``False`` only once it has finished."""
-        with self._condition:
+        """Cancel the task, even while it runs; ``False`` only once it has finished.
+
+        The done-callbacks run with no lock held (a callback may submit to the pool,
+        whose worker may be setting this future running under the pool's lock)."""
+        while True:
+            with self._condition:
+                if self._state == RUNNING:
+                    self._state = CANCELLED_AND_NOTIFIED
+                    for waiter in self._waiters:
+                        waiter.add_cancelled(self)
+                    self._condition.notify_all()
+                    break
+            if super().cancel():  # not running: Future's own, which calls back unlocked
+                return True
             if self._state != RUNNING:
-                return super().cancel()
-            self._state = CANCELLED_AND_NOTIFIED
-            for waiter in self._waiters:
-                waiter.add_cancelled(self)
-            self._condition.notify_all()
+                return False  # finished
+            # It started to run in between: stop it running.
         self._invoke_callbacks()  # type: ignore[attr-defined]
         if self._fallback is not None:
             self._fallback.cancel()  # not started there yet: it never will
@@ -760,9 +769,10 @@ class InterpSide:
         """Tasks wait here for a seat (read without the lock: a hint)."""
         return bool(self.pending) and bool(self.idle)
 
-    def seat_freed(self) -> None:
+    def seat_freed(self) -> bool:
         """A seat was freed (by the process side, see ``Seats``), or tasks were queued
-        again with no worker woken for them: hand waiting tasks to idle workers."""
+        again with no worker woken for them: hand waiting tasks to idle workers; whether
+        one took a batch (and so a seat)."""
         wakes: list[tuple[_WorkerHandle, bytes]] = []
         with self.lock:
             while self.pending and self.idle and self.broken is None:
@@ -774,6 +784,7 @@ class InterpSide:
         for worker, batch in wakes:
             worker.wake(batch)
         self._flush()
+        return bool(wakes)
 
     def _active(self) -> int:
         """Workers that take tasks (starting, idle or busy)."""

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
 
-from . import _backend, _exit, _worker
+from . import _backend, _exit, _faults, _worker
 from ._cpython import run_atexit_handlers
 from ._exceptions import BrokenInterpreterPool
 from ._interp_side import InterpreterFuture, InterpSide, _Item, _payload, end_of_program, program_ended
@@ -50,6 +50,12 @@ def _other_in_flight(state: InterpSide) -> int:
 
 def _python_exit() -> None:
     states = end_of_program()
+    _faults.point("program.ending")
+    # The shared-GIL sides' own pools last: their outer pools may send them refused
+    # tasks until their own are done (on 3.12, which starts no thread at the end, their
+    # workers must still be there for them).
+    inner = _inner_sides()
+    states = [s for s in states if s not in inner] + [s for s in states if s in inner]
     interrupted = False
     try:
         if isinstance(getattr(sys, "last_exc", None), KeyboardInterrupt):
@@ -62,12 +68,16 @@ def _python_exit() -> None:
                 )
                 sys.stderr.flush()
         for state in states:
-            state.shutdown(wait=True, cancel_futures=False)
-        # The process sides last: an interpreter may hand one a task (a refusal) until
-        # its own tasks are done.  Their tasks run too, as a ProcessPoolExecutor's do.
+            if state not in inner:
+                state.shutdown(wait=True, cancel_futures=False)
+        # The other sides last: an interpreter may hand one a task (a refusal) until its
+        # own tasks are done.  Their tasks run too, as a ProcessPoolExecutor's do.
         for state in states:
             if (router := _routers.get(state)) is not None:
                 router.shutdown(wait=True, cancel_futures=False)
+        for state in states:
+            if state in inner:  # shut down by its router above, unless that pool is gone
+                state.shutdown(wait=True, cancel_futures=False)
     except KeyboardInterrupt:
         # Ctrl-C while the program's end waits for the tasks: stop them all, as leaving
         # a with block by Ctrl-C does (finalizing with a task running aborted the process).
@@ -90,6 +100,15 @@ def _python_exit() -> None:
         # ignored on threading shutdown" and a traceback); the exit status is CPython's.
         sys.stderr.write("manygil: Ctrl-C at the program's end: the pools' tasks were cancelled\n")
         sys.stderr.flush()
+
+
+def _inner_sides() -> set[InterpSide]:
+    """The interpreter sides of the pools that serve as shared-GIL sides."""
+    inner = set()
+    for router in list(_routers.values()):
+        if isinstance(router.other, SharedGilSide) and isinstance(router.other.pool, InterpreterPoolExecutor):
+            inner.add(router.other.pool._side)
+    return inner
 
 
 def _wait_for_abandoned(states: list[InterpSide]) -> list[str]:
@@ -132,6 +151,14 @@ def _exit_without_finalizing(stuck: list[str]) -> None:
 # Like ThreadPoolExecutor: finish the work in flight before non-daemon threads are
 # joined at interpreter exit (atexit handlers would run too late).
 _exit.register(_python_exit)
+
+
+def _shut_down(side: InterpSide, router: Router[_Item] | None) -> None:
+    """An executor dropped without ``shutdown()``: both sides stop taking tasks, without
+    waiting (a garbage collection's finalizer, on any thread)."""
+    side.shutdown(False, False)
+    if router is not None:
+        router.shutdown(False, False)
 
 
 def _preloads_main() -> bool:
@@ -269,11 +296,12 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
             other = self._other_side(fallback, initializer, tuple(initargs), max_tasks_per_worker, forward_output)
             # The side, not this object: the pool still runs its tasks once the executor
             # is dropped (`del pool` before the program's end); held weakly.
-            self._router = Router(other, fallback, self._side)
+            self._router = Router(other, self._side)
             self._side.router = self._router
             _routers[self._side] = self._router
-            weakref.finalize(self, self._router.shutdown, False, False)
-        weakref.finalize(self, self._side.shutdown, False, False)
+        # Dropped without shutdown: the interpreter side first (a refusal may still send a
+        # task to the other side until its own tasks are done), as the program's end does.
+        weakref.finalize(self, _shut_down, self._side, self._router)
         if _preloads_main():
             # A script a module refused in an earlier pool is not imported again: its
             # functions go by value (see Router.refuse_script).
@@ -326,12 +354,16 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         kwargs: dict[str, Any],
         timeout: float | None,
         route_fn: Callable[..., Any] | None = None,
+        *,
+        resend: bool = False,
     ) -> InterpreterFuture:
         """Submit ``fn(*args, **kwargs)`` with a time limit, routed (to the interpreters
         or the processes) as ``route_fn`` is: a chunk of a ``map`` goes where the mapped
         function goes.  Runs in the caller's thread.  The one entry of every submission:
         ``submit``, ``map``, and manygil's own integrations (``manygil.Pool``, the joblib
-        backend, ``manygil run``), which call it with their chunk runners."""
+        backend, ``manygil run``), which call it with their chunk runners.  ``resend``:
+        a task another pool took before it shut down (the shared-GIL side's), which runs
+        even though this pool is shutting down or the program ends."""
         if not callable(fn):
             raise TypeError(f"fn must be callable, got {describe(fn)}")
         route_fn = route_fn or fn  # a chunk of map() is routed by the mapped function
@@ -355,7 +387,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         future._side_ref = self._side_ref
         item = _Item(future, payload, pins, timeout, route_fn, call, by_value, keep)
         try:
-            self._side.submit(item)
+            self._side.submit(item, resend=resend)
         except BaseException:
             item.drop()  # now, not when the traceback that holds it is collected
             raise

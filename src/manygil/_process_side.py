@@ -233,13 +233,16 @@ class ProcessSide:
                 self.idle.append(slot)
         self._pump()
 
-    def seat_freed(self) -> None:
+    def seat_freed(self) -> bool:
         """A seat was freed on the interpreter side: start what waits here, from the
-        dispatcher thread (``Seats.give`` calls this with the pool's lock held)."""
+        dispatcher thread (``Seats.give`` calls this with the pool's lock held); whether
+        a task waits here to take it."""
         with self.lock:
             if self.pending or self._queued_behind() is not None:
                 self.seat_free = True
                 self.wake.notify_all()
+                return True
+        return False
 
     def _pump(self) -> None:
         """Start pending process tasks on free slots and seats, or queue the next one

@@ -168,11 +168,14 @@ class Router(Generic[T]):
     ``take_refused``, which the side calls without its lock.
     """
 
-    def __init__(self, other: OtherSide | None, kind: str | None, interp: InterpSide[T]) -> None:
+    def __init__(self, other: OtherSide | None, interp: InterpSide[T]) -> None:
         self.other = other
         self._interp = weakref.ref(interp)
+        kind = other.kind if other is not None else None
         self.kind = kind  # None: no other side (fallback=None, or a shared-GIL pool's own)
-        self.lock = threading.Lock()
+        # Re-entrant: a garbage collection may run the executor's finalizer (which flushes)
+        # on a thread that holds it, at any allocation.
+        self.lock = threading.RLock()
         self.routes: dict[str, str] = {}  # route_key -> why
         if kind is not None:
             self.routes = {
@@ -422,6 +425,8 @@ class Router(Generic[T]):
                     self.diverted = []
             elif interp is not None:
                 interp.requeue_by_value(item)
+            else:  # the interpreter side is gone (only at the very end): its task fails, never hangs
+                settle(item.future, exc=RuntimeError(f"task {item.label} was not sent again: its pool is gone"))
         for item in items:
             assert item.call is not None
             fn, args, kwargs = item.call

@@ -54,9 +54,9 @@ class Seats:
         self.wanted: set[str] = set()
         self.lock = threading.Lock()  # a leaf: nothing else is locked while it is held
         self._wants: dict[str, Callable[[], Callable[[], bool] | None]] = {}
-        self._freed: dict[str, Callable[[], Callable[[], None] | None]] = {}
+        self._freed: dict[str, Callable[[], Callable[[], bool] | None]] = {}
 
-    def attach(self, side: str, wants_seat: Callable[[], bool], seat_freed: Callable[[], None]) -> None:
+    def attach(self, side: str, wants_seat: Callable[[], bool], seat_freed: Callable[[], bool]) -> None:
         """Register ``side``'s callbacks (bound methods, held weakly); before its first task."""
         self._wants[side] = weakref.WeakMethod(wants_seat)
         self._freed[side] = weakref.WeakMethod(seat_freed)
@@ -74,9 +74,10 @@ class Seats:
 
     def give(self, side: str, keep: bool = False) -> bool:
         """Give back a seat of ``side`` and wake the other side if it wanted one since its
-        last take, or its tasks wait; whether it was woken.  ``keep``: ``side`` takes the
-        seat again at once for a task of its own that waits (within its fair share): the
-        other side is woken at a later give."""
+        last take, or its tasks wait; whether the other side took it (False: ``side`` may
+        hand it to a task of its own; a side whose tasks were cancelled since it wanted
+        one declines).  ``keep``: ``side`` takes the seat again at once for a task of its
+        own that waits (within its fair share): the other side is woken at a later give."""
         other = _other(side)
         with self.lock:
             self.held[side] -= 1
@@ -85,9 +86,7 @@ class Seats:
             return False
         woke = wanted or self.wants_seat(other)
         _faults.point("seats.given", self, side, woke)
-        if woke:
-            self._call(self._freed, other)
-        return woke
+        return woke and self._call(self._freed, other)
 
     def nudge(self, side: str) -> None:
         """``side`` has nothing to start on a seat it was handed (its task was cancelled
@@ -115,8 +114,7 @@ class Seats:
         return self.held["interp"] + self.held["process"] >= self.total
 
     @staticmethod
-    def _call(table: dict[str, Callable[[], Callable[[], None] | None]], side: str) -> None:
+    def _call(table: dict[str, Callable[[], Callable[[], bool] | None]], side: str) -> bool:
         ref = table.get(side)
         fn = ref() if ref is not None else None
-        if fn is not None:
-            fn()
+        return fn is not None and fn()

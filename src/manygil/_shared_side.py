@@ -5,7 +5,8 @@ factory the facade gives (this module does not import the pool).
 
 Threads: the router calls ``run`` (a caller's thread, or an interpreter worker's in
 ``call_home``); the inner pool's own threads settle its futures, and ``_adopt`` passes
-each outcome on.  ``pool`` is guarded by ``lock``.
+each outcome on.  ``pool`` is set once, under ``lock`` (a leaf: the pool is made
+outside it).
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ class SharedGilPool(Protocol):
     """What this side needs of its pool (an ``InterpreterPoolExecutor(shared_gil=True)``)."""
 
     def _submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        route_fn: Callable[..., Any] | None = None,
+        *,
+        resend: bool = False,
     ) -> Future[Any]: ...
 
     def _cancel_all(self) -> None: ...
@@ -52,13 +60,19 @@ class SharedGilSide:
         label: str = "",
     ) -> None:
         """Run ``fn(*args, **kwargs)`` in the shared-GIL pool and settle ``future`` (running)
-        with its outcome; ``future.cancel()`` interrupts it there."""
-        with self.lock:
-            if self.pool is None:
-                self.pool = self.make_pool()
-            pool = self.pool
-        inner = pool._submit(fn, args, kwargs, timeout)
+        with its outcome; ``future.cancel()`` interrupts it there.  Every task here was
+        taken by the pool before it shut down: it runs even at the program's end."""
+        pool = self.pool
+        if pool is None:
+            made = self.make_pool()  # outside the lock: it starts the pool's machinery
+            with self.lock:
+                pool = self.pool = self.pool or made
+            if pool is not made:  # another thread made one first
+                made.shutdown(wait=False)
+        inner = pool._submit(fn, args, kwargs, timeout, resend=True)
         future._fallback = inner  # type: ignore[attr-defined]  # its cancel() interrupts it
+        if future.cancelled():  # cancelled while it was being submitted
+            inner.cancel()
         inner.add_done_callback(lambda done: _adopt(future, done))
 
     def in_flight(self) -> int:
