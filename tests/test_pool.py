@@ -821,6 +821,18 @@ def test_what_cannot_cross_is_refused_with_what_to_send_instead(pool, tmp_path):
     assert "_worker.py" not in info.value.__cause__.excinfo.errdisplay  # no traceback into manygil
 
 
+def test_what_cannot_cross_is_named_while_another_thread_imports_its_module(pool, monkeypatch):
+    # Found by the fault injection (3.15, seed 2896817844): another thread was importing
+    # multiprocessing.queues (the process side starting), so the module was in
+    # sys.modules without its classes yet, and naming what to send instead of a lock
+    # raised AttributeError rather than the NotShareableError.
+    import types
+
+    monkeypatch.setitem(sys.modules, "multiprocessing.queues", types.ModuleType("multiprocessing.queues"))
+    with pytest.raises(I.NotShareableError, match="use manygil.sync.Lock instead"):
+        pool.submit(helpers.add, threading.Lock(), 1)
+
+
 def test_a_large_bytes_is_copied_once_each_way_by_the_side_that_loads_it(pool):
     # A large bytes argument is borrowed from the caller and the last result of a batch
     # from the worker: neither is copied into a native block on the way.

@@ -354,6 +354,14 @@ class _Unsendable(Exception):
         self.obj = obj
 
 
+def _classes(module: str, *names: str) -> tuple[type, ...]:
+    """The classes ``names`` of ``module`` if it is imported, without importing it: a
+    module another thread is importing may not have them yet (it is in ``sys.modules``
+    before its body ran), and then they are left out; () when it is not imported."""
+    loaded = sys.modules.get(module)
+    return tuple(cls for name in names if isinstance(cls := getattr(loaded, name, None), type))
+
+
 def _unsendable_kind(obj: object) -> str | None:
     """What to send instead of an object that must never cross, even by value: an
     open file, a socket, a lock of ``threading`` (cloudpickle would send a copy that
@@ -362,13 +370,10 @@ def _unsendable_kind(obj: object) -> str | None:
 
     if isinstance(obj, io.IOBase):
         return "send its path (or its contents) and open it in the task"
-    socket = sys.modules.get("socket")
-    if socket is not None and isinstance(obj, socket.socket):
+    if isinstance(obj, _classes("socket", "socket")):
         return "send the address (or the data) and connect in the task"
-    queue = sys.modules.get("queue")
-    mp_queues = sys.modules.get("multiprocessing.queues")
-    if (queue is not None and isinstance(obj, (queue.Queue, queue.SimpleQueue))) or (
-        mp_queues is not None and isinstance(obj, (mp_queues.Queue, mp_queues.SimpleQueue))
+    if isinstance(
+        obj, _classes("queue", "Queue", "SimpleQueue") + _classes("multiprocessing.queues", "Queue", "SimpleQueue")
     ):
         return (
             "use manygil.interpreters.Queue (manygil.interpreters.create_queue()) instead, "
@@ -393,13 +398,8 @@ def _unsendable_kind(obj: object) -> str | None:
         )
     if isinstance(obj, types.GeneratorType):
         return "send a list of its items, or the arguments that make it and iterate in the task"
-    functools = sys.modules.get("functools")
-    contextvars = sys.modules.get("contextvars")
-    if (
-        functools is not None
-        and contextvars is not None
-        and isinstance(obj, functools.partial)
-        and isinstance(getattr(obj.func, "__self__", None), contextvars.Context)
+    if isinstance(obj, _classes("functools", "partial")) and isinstance(
+        getattr(obj.func, "__self__", None), _classes("contextvars", "Context")  # type: ignore[attr-defined]
     ):
         # asyncio.to_thread(fn, ...) runs loop.run_in_executor(None, partial(ctx.run, fn, ...)).
         return (
