@@ -48,6 +48,7 @@ COMMANDS = {
     "payloads-3.13.json": "./dev bench-payloads",
     "payloads-3.14.json": "MANYGIL_PYTHONS=3.14 ./dev bench-payloads",
     "programs-3.13.json": "./dev bench-programs",
+    "programs-3.14.json": "MANYGIL_PYTHONS=3.14 ./dev bench-programs",
 }
 # bench/run.py's metrics: key, label, unit.
 METRICS = (
@@ -210,16 +211,22 @@ def bench_payloads() -> str:
 
 
 def bench_programs() -> str:
-    """bench/programs.py's table: real programs on their processes and under manygil run."""
+    """bench/programs.py's tables: real programs on their processes and under manygil run,
+    on 3.13 (whose pools fork) and 3.14 (forkserver)."""
     sys.path.insert(0, str(ROOT / "bench"))
     import programs  # bench/programs.py: its table is the one it prints
 
-    r = load("programs-3.13.json")
-    return (
-        f"CPython {r['python']}, {r['cores']} cores, medians of {r['repeats']} runs ({r.source}; "
-        "`bench/results/programs-3.13.json`); the ratios are the figure under `manygil run` over "
-        f"the figure on the program's own processes (below 1: faster, or smaller):\n\n{programs.table(r)}"
-    )
+    parts = []
+    for v in ("3.13", "3.14"):
+        r = load(f"programs-{v}.json")
+        parts.append(
+            f"CPython {r['python']}, {r['cores']} cores, medians of {r['repeats']} runs ({r.source}; "
+            f"`bench/results/programs-{v}.json`)"
+            + ("; the ratios are the figure under `manygil run` over the figure on the program's own "
+               "processes (below 1: faster, or smaller)" if not parts else "")
+            + f":\n\n{programs.table(r)}"
+        )
+    return "\n\n".join(parts)
 
 
 def bench_shared() -> str:
