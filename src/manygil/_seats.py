@@ -27,9 +27,7 @@ from collections.abc import Callable
 
 from . import _faults
 
-__all__ = ("SIDES", "Seats")
-
-SIDES = ("interp", "process")
+__all__ = ("Seats",)
 
 
 def _other(side: str) -> str:
