@@ -213,6 +213,64 @@ def test_why_a_refused_scripts_function_could_not_go_by_value_is_said(tmp_path, 
     assert "work could not be sent by value either" in proc.stdout and "lock" in proc.stdout, proc.stdout
 
 
+# A task submitted while the worker imports the caller's script (warm-up) is started
+# only after that import was refused: it goes by value from the queue, not from its
+# result (the CI run of 2026-12-06 met this order by chance on 3.14).  Then the script
+# refused in an earlier pool: the next pool sends by value from submit().
+_WHILE_PRELOADING = """
+    import threading, warnings
+    import mg_single_phase  # refuses an own-GIL interpreter
+    from manygil import InterpreterPoolExecutor, _faults
+
+    LOCK = threading.Lock()
+
+    def work(n):
+        with LOCK:
+            return n
+
+    def show(future):
+        try:
+            print("result", future.result(timeout=60))
+        except ImportError as exc:
+            print(type(exc).__name__, *exc.__notes__, sep="\\n")
+
+    if __name__ == "__main__":
+        warnings.simplefilter("ignore")
+        futures, ready, submitted = [], threading.Event(), threading.Event()
+        def submit_now(side, worker):  # the worker imported the script, its refusal not yet read
+            if ready.wait(60) and not futures:
+                futures.append(pool.submit(work, 1))
+                submitted.set()
+        hook = _faults.hooked("interp.preloaded", submit_now)
+        with hook:
+            with InterpreterPoolExecutor(1, fallback=FALLBACK) as pool:
+                ready.set()
+                assert submitted.wait(60), "the worker did not import the script"
+                show(futures[0])
+        with InterpreterPoolExecutor(1, fallback=FALLBACK) as pool:
+            show(pool.submit(work, 2))
+"""
+
+
+def test_a_scripts_function_that_cannot_go_by_value_fails_with_the_refusal_when_queued_during_preload(
+    tmp_path, single_phase_dir
+):
+    proc = run(_WHILE_PRELOADING.replace("FALLBACK", "None"), tmp_path, path=(single_phase_dir,))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.count("ImportError") == 2, out
+    assert out.count("mg_single_phase refuses to load") == 2, out
+    assert out.count("work could not be sent by value either") == 2 and "lock" in out, out
+
+
+def test_a_scripts_function_that_cannot_go_by_value_runs_in_a_process_when_queued_during_preload(
+    tmp_path, single_phase_dir
+):
+    proc = run(_WHILE_PRELOADING.replace("FALLBACK", '"process"'), tmp_path, path=(single_phase_dir,))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["result 1", "result 2"], proc.stdout
+
+
 def test_the_process_module_imports_when_the_program_end_begins_during_its_import(tmp_path):
     # The fault injection caught it (seed 12, 3.13): a pool's thread imported
     # concurrent.futures.process just as the main thread began the program's end, and the

@@ -21,6 +21,7 @@ POINTS = frozenset({
     # the interpreter side (the pool's lock held where it says so)
     "interp.home",  # (side, worker, data): a worker calls home, before the pool's guard
     "interp.results_taken",  # (side, worker, done): results matched with tasks, lock held
+    "interp.preloaded",  # (side, worker): a worker imported the caller's script, its answer not yet read
     "interp.no_seat",  # (side, worker): a worker found no seat for the queue's tasks, lock held
     "interp.worker_exited",  # (side, worker, error): a worker's thread is ending
     # the router

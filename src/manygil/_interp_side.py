@@ -44,10 +44,10 @@ from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._futures import settle
 from ._handles import collect, out_of_band, release_pins
 from ._interpreters import bootstrap
-from ._refusals import learn_refusal
+from ._refusals import learn_refusal, said
 from ._seats import Seats
 from ._timeouts import check_timeout
-from ._transport import dumps, dumps_by_value
+from ._transport import dumps, dumps_by_value, task_label
 from ._waits import main_wait
 
 __all__ = ("InterpSide", "InterpreterFuture", "Upstream", "WorkerState", "end_of_program", "program_ended")
@@ -76,6 +76,20 @@ def program_ended() -> bool:
     return _ended
 
 
+def batch_limit(pending: int, workers: int, task_time: float | None, left: int | None) -> int:
+    """How many of the ``pending`` tasks a free worker takes at once.  One until tasks
+    are known to be short (``task_time``, their moving average, under 0.5 ms); then
+    guided self-scheduling: at most 1/(2 * ``workers``) of what is pending and about 5 ms
+    of work, so fast tasks travel in bulk and the tail stays balanced.  Never more than
+    the ``left`` tasks its interpreter may still run (``max_tasks_per_worker``)."""
+    limit = 1
+    if task_time is not None and task_time < 0.0005:
+        limit = max(1, min(pending // (2 * max(1, workers)), _MAX_BATCH, int(0.005 / max(task_time, 1e-6))))
+    if left is not None:
+        limit = max(1, min(limit, left))
+    return limit
+
+
 class WorkerState(enum.Enum):
     """Where a worker is in its life (``_WorkerHandle.state``, guarded by the side's lock)."""
 
@@ -99,7 +113,7 @@ class Upstream(Protocol):
 
     def routed(self, fn: object) -> bool: ...
 
-    def refuse_script(self) -> None: ...
+    def refuse_script(self, module: str) -> None: ...
 
     def divert(self, item: _Item) -> None: ...
 
@@ -263,7 +277,7 @@ class _Item:
 
     @property
     def label(self) -> str:
-        return str(getattr(self.fn, "__qualname__", None) or repr(self.fn))
+        return task_label(self.fn)
 
 
 class _WorkerHandle:
@@ -434,18 +448,7 @@ def _resolve(item: _Item | None, record: bytes, router: Upstream | None = None) 
                 if router is not None and router.take_refused(item, module, script):
                     return  # sent again by value, or run on the other side
                 exc = _rebuild_exception(status, payload)
-                exc.add_note(
-                    f"manygil: the extension module {module} refuses to load in an interpreter "
-                    f"with its own GIL, so this task did not run; InterpreterPoolExecutor("
-                    f"fallback=\"process\") (the default) runs such tasks in a process worker"
-                )
-                if item.by_value_error is not None:
-                    error = item.by_value_error
-                    exc.add_note(
-                        f"manygil: {item.label} could not be sent by value either (to run it without "
-                        f"importing the script): {type(error).__name__}: {error}"
-                    )
-                future.set_exception(exc)
+                future.set_exception(said(exc, module, item.label, item.by_value_error))
             elif status == _worker.OK:
                 # Read by the thread that will ask (see _Lent, _Encoded), else here and now.
                 if record[8] & _worker.LENT and pins and future._awaited:
@@ -554,10 +557,9 @@ class InterpSide:
             again.drop()
             raise
 
-    def submit(self, item: _Item, resend: bool = False) -> None:
-        """Queue ``item`` or start it on an idle worker (caller's thread, or a worker's in
-        ``call_home`` for a ``resend``: a task submitted before the pool began to shut
-        down, sent again by value, which still runs then, as it would have)."""
+    def check_open(self, resend: bool = False) -> None:
+        """Refuse a new task: the pool is broken, shut down, or the program ends (any
+        thread; takes the lock, which the caller may hold).  ``resend``: see ``submit``."""
         with self.lock:
             if self.broken is not None:
                 raise BrokenInterpreterPool(self.broken) from self.broken_cause
@@ -565,6 +567,13 @@ class InterpSide:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _ended and not resend:
                 raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    def submit(self, item: _Item, resend: bool = False) -> None:
+        """Queue ``item`` or start it on an idle worker (caller's thread, or a worker's in
+        ``call_home`` for a ``resend``: a task submitted before the pool began to shut
+        down, sent again by value, which still runs then, as it would have)."""
+        with self.lock:
+            self.check_open(resend)
             tid = next(self.tids)
             item.future._tid = tid
             failed: list[InterpreterFuture] = []
@@ -649,16 +658,16 @@ class InterpSide:
             self.pending = keep
         return out
 
-    def requeue_by_value(self, item: _Item) -> None:
+    def requeue_by_value(self, item: _Item) -> BaseException | None:
         """Queue again, first, a task whose function went by reference and now goes by
         value (its future runs already); the router's thread, without the lock, since
-        this pickles its arguments."""
+        this pickles its arguments.  The error when it does not pickle by value: the
+        router then sends the task on, or fails it."""
         assert item.call is not None
         try:
             payload, pins, keep = _payload(*item.call, by_value=True)
-        except BaseException as exc:  # noqa: BLE001 - it does not pickle by value
-            settle(item.future, exc=exc)
-            return
+        except Exception as exc:  # noqa: BLE001 - it does not pickle by value
+            return exc
         item.drop()
         item.payload, item.pins, item.keep, item.by_value = payload, pins, keep, True
         with self.lock:  # at the front, as it was
@@ -671,6 +680,7 @@ class InterpSide:
             self._fail([item.future])
         else:
             self.seat_freed()  # the worker whose batch it left went idle
+        return None
 
     def _flush(self) -> None:
         """Let the router send on what this side handed it: outside the lock."""
@@ -680,26 +690,16 @@ class InterpSide:
     def _next_for(self, worker: _WorkerHandle, stay: bool = False) -> bytes | None:
         """The next batch for a free worker (lock held): task records, the stop message,
         or None when it should wait on its inbox (``stay``: also when the pool shuts
-        down, for a task on its way back).
-
-        Tasks travel alone until they are known to be short (under 0.5 ms on average);
-        then batches follow guided self-scheduling: at most 1/(2 * workers) of what is
-        pending and about 5 ms of work, so fast tasks travel in bulk and the tail stays
-        balanced.  A task with a time limit always travels alone, so its clock starts
-        when it starts.
-        """
+        down, for a task on its way back).  As many tasks as ``batch_limit`` says; a task
+        with a time limit always travels alone, so its clock starts when it starts."""
         if self.pending and not self._seat(worker):
             if self.broken is None:  # tasks wait here for a seat the process side holds
                 worker.state = WorkerState.IDLE
                 self.idle.append(worker)
                 return None
         elif self.pending:
-            limit = 1
-            if self.task_time is not None and self.task_time < 0.0005:
-                limit = len(self.pending) // (2 * max(1, self._active()))
-                limit = max(1, min(limit, _MAX_BATCH, int(0.005 / max(self.task_time, 1e-6))))
-            if self.max_tasks is not None:
-                limit = max(1, min(limit, self.max_tasks - worker.done))
+            left = None if self.max_tasks is None else self.max_tasks - worker.done
+            limit = batch_limit(len(self.pending), self._active(), self.task_time, left)
             batch: list[bytes] = []
             while self.pending and len(batch) < limit:
                 tid, item = self.pending[0]
@@ -1018,6 +1018,8 @@ class InterpSide:
             _output.handle_event(event[1:])
             return None
         if event[0] in (_worker.READY, _worker.PRELOADED):
+            if event[0] == _worker.PRELOADED:
+                _faults.point("interp.preloaded", self, worker)
             with self.lock:
                 if self.warm and not self.pending and self.broken is None and not self.shutting_down:
                     for _ in range(self.warm - self._active()):
@@ -1025,9 +1027,9 @@ class InterpSide:
                 self.warm = 0
                 if event[0] == _worker.PRELOADED:
                     if len(event) > 1:  # a module refused the script
-                        _refused_module(event[1:].decode())
+                        module = _refused_module(event[1:].decode())
                         if self.router is not None:
-                            self.router.refuse_script()  # its functions go by value
+                            self.router.refuse_script(module)  # its functions go by value
                 elif self.preload and not self.pending and not self.shutting_down and self.broken is None:
                     return _worker.PRELOAD  # nothing to do yet: import the caller's script meanwhile
                 batch = self._next_for(worker)

@@ -29,13 +29,14 @@ from typing import Any, TextIO
 from . import _backend, _exit, _faults, _worker
 from ._cpython import run_atexit_handlers
 from ._exceptions import BrokenInterpreterPool
-from ._interp_side import InterpreterFuture, InterpSide, _Item, _payload, end_of_program, program_ended
+from ._interp_side import InterpreterFuture, InterpSide, _Item, _payload, end_of_program
 from ._process_side import ProcessSide
+from ._refusals import script_refused_error
 from ._router import FALLBACKS, Router, route_key
 from ._seats import Seats
 from ._shared_side import SharedGilSide
 from ._timeouts import TIMEOUT_MAX, check_timeout
-from ._transport import describe, dumps, has_cloudpickle, main_hint, under_main_guard
+from ._transport import describe, dumps, has_cloudpickle, main_hint, task_label, under_main_guard
 
 __all__ = ("InterpreterFuture", "InterpreterPoolExecutor")
 
@@ -382,7 +383,16 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
             if module is not None:  # its loading would import a module known to refuse
                 self._router.refused(route_fn, module, known=True)
                 return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
-        payload, pins, keep = _payload(fn, args, kwargs, by_value)
+        try:
+            payload, pins, keep = _payload(fn, args, kwargs, by_value)
+        except Exception as exc:
+            if not by_value or self._router is None or not self._router.script_refused or under_main_guard(route_fn):
+                raise
+            # A module refused the script in an earlier pool, and its function does not
+            # pickle by value: as the refusal of its first call would have done.
+            if self._router.not_by_value(route_fn):
+                return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
+            return self._failed(script_refused_error(self._router.script_refusal or "?", task_label(route_fn), exc))
         future = InterpreterFuture()
         future._side_ref = self._side_ref
         item = _Item(future, payload, pins, timeout, route_fn, call, by_value, keep)
@@ -402,18 +412,18 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         route_fn: Callable[..., Any],
     ) -> InterpreterFuture:
         assert self._router is not None
-        state = self._side
-        with state.lock:  # the same refusals as InterpSide.submit
-            if state.broken is not None:
-                raise BrokenInterpreterPool(state.broken) from state.broken_cause
-            if state.shutting_down:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            if program_ended():
-                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        self._side.check_open()
         future = InterpreterFuture()
         future.set_running_or_notify_cancel()
-        label = str(getattr(route_fn, "__qualname__", None) or repr(route_fn))
-        self._router.run(future, fn, args, kwargs, timeout=timeout, label=label)
+        self._router.run(future, fn, args, kwargs, timeout=timeout, label=task_label(route_fn))
+        return future
+
+    def _failed(self, exc: BaseException) -> InterpreterFuture:
+        """A future failed with ``exc`` at once: a task that can run nowhere."""
+        self._side.check_open()
+        future = InterpreterFuture()
+        future.set_running_or_notify_cancel()
+        future.set_exception(exc)
         return future
 
     def routes(self) -> dict[str, str]:

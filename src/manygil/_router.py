@@ -27,7 +27,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from . import _faults, _transport
 from ._futures import settle
-from ._refusals import learn_refusal, refused_count, refusing
+from ._refusals import learn_refusal, refused_count, refusing, script_refused_error
 from ._transport import route_key
 
 __all__ = ("FALLBACKS", "FallbackWarning", "InterpSide", "OtherSide", "Refused", "Router", "learn_refusal", "route_key")
@@ -42,7 +42,7 @@ FALLBACKS = ("process", "shared-gil", None)
 _LEARNED: dict[str, str] = {}
 # The caller's scripts (__main__.__file__) that a module refused: their functions go by
 # value from a later pool's first call.
-_SCRIPTS_REFUSED: set[str] = set()
+_SCRIPTS_REFUSED: dict[str, str] = {}  # script -> the module that refused it
 
 
 def _code_names(code: types.CodeType) -> set[str]:
@@ -153,7 +153,7 @@ class InterpSide(Protocol[T]):
 
     def resubmit(self, item: T) -> None: ...
 
-    def requeue_by_value(self, item: T) -> None: ...
+    def requeue_by_value(self, item: T) -> BaseException | None: ...
 
 
 class Router(Generic[T]):
@@ -190,7 +190,8 @@ class Router(Generic[T]):
         # The caller's script does not import in an interpreter (numpy at its top): its
         # functions go by value from then on (cloudpickle).
         # (the set first: has_cloudpickle() searches sys.path, on every pool's cold start)
-        self.script_refused = _main_file() in _SCRIPTS_REFUSED and _transport.has_cloudpickle()
+        self.script_refusal = _SCRIPTS_REFUSED.get(_main_file())  # the module that refused it
+        self.script_refused = self.script_refusal is not None and _transport.has_cloudpickle()
         # Tasks the interpreter side handed over with its lock held, sent on by flush():
         # to the other side (their function is routed there), or back by value.
         self.diverted: list[T] = []
@@ -256,14 +257,14 @@ class Router(Generic[T]):
             except Exception:  # noqa: BLE001 - warnings turned into errors, on a worker thread
                 pass
 
-    def by_value(self, item: T) -> bool:
+    def by_value(self, item: T, refusal: str) -> bool:
         """Importing the caller's script in the worker failed on a refusing module (a
         script that starts with ``import numpy``): send this function of ``__main__``
         again by value (cloudpickle), with only the globals it uses, so that a pure
         function of the script still runs in an interpreter.  Calls queued by reference
         before the first resend are each resent too, never routed away for it; one that
         uses a module known to refuse (``needs_refusing``) runs here instead.  False when
-        it cannot."""
+        it cannot.  ``refusal``: the module that refused the script."""
         if (
             item.call is None
             or item.by_value  # sent by value already: refused for what it uses itself
@@ -272,7 +273,7 @@ class Router(Generic[T]):
             or not _transport.has_cloudpickle()
         ):
             return False
-        self.refuse_script()
+        self.refuse_script(refusal)
         module = self.needs_refusing(item.fn, by_value=True)
         if module is not None:  # what it uses refused too: no need to send it again
             self.refused(item.fn, module, known=True)
@@ -286,12 +287,23 @@ class Router(Generic[T]):
             return False
         return True
 
-    def refuse_script(self) -> None:
-        """A module refused the caller's script: its functions go by value from now on,
+    def not_by_value(self, fn: object) -> bool:
+        """A function of the caller's script, which a module refused in the workers, does
+        not pickle by value: whether it runs on the other side, routed there with a
+        warning, as a function that refused is; else its task fails with the refusal
+        (``script_refused_error``)."""
+        if self.kind is None:
+            return False
+        self.refused(fn, self.script_refusal or "?", known=True)
+        return True
+
+    def refuse_script(self, module: str) -> None:
+        """``module`` refused the caller's script: its functions go by value from now on,
         in this pool and in those made after it."""
+        self.script_refusal = module
         self.script_refused = _transport.has_cloudpickle()
         if self.script_refused and _main_file():
-            _SCRIPTS_REFUSED.add(_main_file())
+            _SCRIPTS_REFUSED[_main_file()] = module
 
     def route_refused(self, fn: object, module: str, known: bool = False) -> None:
         """Route ``fn`` here because ``module`` refused an interpreter: done by the pool
@@ -346,7 +358,7 @@ class Router(Generic[T]):
         the side fails the task with the refusal."""
         if item.call is None:
             return False
-        if script and self.by_value(item):
+        if script and self.by_value(item, module):
             return True  # sent again with the function by value: only what it uses
         if self.kind is None:
             return False
@@ -366,7 +378,7 @@ class Router(Generic[T]):
         routed = resent = False
         for item, module, script in refused:
             if script:  # answered by a resend by value, for the queued calls too
-                self.refuse_script()
+                self.refuse_script(module)
                 resent = True
             elif self.kind is not None and self.refused_by_function(item.fn, item.by_value):
                 self.route_refused(item.fn, module)
@@ -424,7 +436,11 @@ class Router(Generic[T]):
                     items += self.diverted
                     self.diverted = []
             elif interp is not None:
-                interp.requeue_by_value(item)
+                error = interp.requeue_by_value(item)
+                if error is not None and self.not_by_value(item.fn):
+                    items.append(item)  # to the other side
+                elif error is not None:
+                    settle(item.future, exc=script_refused_error(self.script_refusal or "?", item.label, error))
             else:  # the interpreter side is gone (only at the very end): its task fails, never hangs
                 settle(item.future, exc=RuntimeError(f"task {item.label} was not sent again: its pool is gone"))
         for item in items:

@@ -61,6 +61,8 @@ __all__ = (
     "loads",
     "main_extension_imports",
     "main_hint",
+    "route_key",
+    "task_label",
 )
 
 # cloudpickle (optional: by-value pickling of lambdas, closures, interactive functions)
@@ -156,6 +158,11 @@ def route_key(fn: object) -> str:
     module = getattr(fn, "__module__", None) or type(fn).__module__
     name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
     return f"{module}.{name}"
+
+
+def task_label(fn: object) -> str:
+    """How a task is named in its errors: its function's qualified name."""
+    return str(getattr(fn, "__qualname__", None) or repr(fn))
 
 
 def describe(obj: object) -> str:
