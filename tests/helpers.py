@@ -223,15 +223,20 @@ def make_buffer(n, fill):
     return buf
 
 
-def busy_alpha(event):
-    """A pure-Python loop with a name to find in a traceback dump."""
+def busy_alpha(event, running=None):
+    """A pure-Python loop with a name to find in a traceback dump; it sets ``running``
+    once in its frame."""
+    if running is not None:
+        running.set()
     n = 0
     while not event.is_set():
         n += 1
     return n
 
 
-def busy_beta(event):
+def busy_beta(event, running=None):
+    if running is not None:
+        running.set()
     n = 0
     while not event.is_set():
         n += 1
@@ -376,6 +381,14 @@ def put_into(q, value):
 
 def same(value):
     return value
+
+
+def keep_lent(seconds):
+    """An initializer: the worker keeps the object of its last large result ``seconds``
+    while idle (``_worker._LENT_KEPT``), instead of copying it out after 50 ms."""
+    from manygil import _worker
+
+    _worker._LENT_KEPT = seconds
 
 
 def same_after(q, value):

@@ -19,11 +19,17 @@ from manygil import _interpreters, _transport
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _run(program: str, tmp_path: object) -> str:
-    script = os.path.join(str(tmp_path), "script.py")
-    with open(script, "w") as f:
-        f.write(textwrap.dedent(program))
-    out = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60, cwd=ROOT)
+def _run(program: str, tmp_path: object, preload: bool = True) -> str:
+    """Run ``program`` as a script file, or with ``-c`` (``preload=False``: no worker
+    imports the script as it starts, whatever the threads' timing)."""
+    if preload:
+        script = os.path.join(str(tmp_path), "script.py")
+        with open(script, "w") as f:
+            f.write(textwrap.dedent(program))
+        args = [sys.executable, script]
+    else:
+        args = [sys.executable, "-c", textwrap.dedent(program)]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -33,7 +39,9 @@ def test_a_worker_unpickles_without_functools(tmp_path: object):
     imports collections: the worker gives it _functools' class instead.  A task that
     imports functools gets the whole module, and partials cross both ways.  The error
     paths' module (_excinfo) is imported by the first task that raises.  In a program of
-    its own: under pytest, the time-limit plugin's stack dumps import more in workers."""
+    its own: under pytest, the time-limit plugin's stack dumps import more in workers;
+    with ``-c``, since a worker that imported the script (when it is up before the first
+    task) would have its imports."""
     out = _run(
         """
         import functools
@@ -56,6 +64,7 @@ def test_a_worker_unpickles_without_functools(tmp_path: object):
                 assert total.result(timeout=60) == 6
         """,
         tmp_path,
+        preload=False,
     )
     if sys.version_info < (3, 13):  # threading, imported there on purpose (a 3.12 bug), needs them
         assert out.split() == ["_pickle", "collections", "functools"], out

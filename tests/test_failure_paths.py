@@ -211,6 +211,7 @@ def test_exit_with_a_worker_stuck_in_c_forever_says_so_and_exits():
         atexit.register(print, "atexit ran")
         r, w = os.pipe()
         pool = InterpreterPoolExecutor(1, grace_period=0.2, exit_timeout=0.5)
+        pool.submit(helpers.add, 1).result()  # warm: the time limit covers the C call, not imports
         try:
             pool.with_timeout(0.2).submit(helpers.block_in_c, r).result()
         except TimeoutError:
@@ -230,6 +231,7 @@ EXITS_WITH_A_WORKER_ABANDONED = """
     import helpers
     from manygil import InterpreterPoolExecutor
     pool = InterpreterPoolExecutor(1, grace_period=0.1, exit_timeout=60)
+    pool.submit(helpers.add, 1).result()  # warm: the time limit covers the C call, not imports
     future = pool.with_timeout(0.1).submit(helpers.read_fifo, sys.argv[1])
     print(type(future.exception()).__name__, flush=True)
 """
@@ -576,7 +578,9 @@ def test_a_late_result_that_the_pool_drops_releases_the_shared_objects_in_it(tmp
     buf = SharedBuffer(1 << 16)
     started = Event()
     with InterpreterPoolExecutor(1, grace_period=0.1) as pool:
-        future = pool.with_timeout(0.1).submit(helpers.swallow_interrupt_and_return, buf, started, release)
+        # Warm: the time limit covers the task's loop, not the imports of its loading.
+        pool.submit(helpers.same, (buf, started)).result(timeout=60)
+        future = pool.with_timeout(0.5).submit(helpers.swallow_interrupt_and_return, buf, started, release)
         assert isinstance(future.exception(timeout=60), TimeoutError)
         assert pool.submit(helpers.add, 1).result(timeout=60) == 1  # on a new worker
         abandoned = [w for w in pool._side.workers.values() if w.state.value == "abandoned"]

@@ -79,11 +79,14 @@ def test_a_process_has_its_next_task_queued_behind_the_running_one(refusing, tmp
 
 
 @pytest.mark.parametrize("how", ["cancel", "time limit"])
-def test_stopping_a_process_task_does_not_lose_the_one_queued_behind_it(refusing, tmp_path, how):
+def test_stopping_a_process_task_does_not_lose_the_one_queued_behind_it(refusing, tmp_path, how, fault_point):
     # Its process is terminated: the task behind it had not started (the gate), so it
-    # runs on another process, once.
+    # runs on another process, once.  The time limit waits until b is queued behind a
+    # (a slow start of a's process, or of this thread, would end a sooner).
     _ledger_fifos(tmp_path, "b")
     started, release = _fifos(tmp_path)
+    queued = threading.Event()
+    fault_point("process.expiring", lambda task: queued.wait(60))
     futures = []
     with InterpreterPoolExecutor(1) as pool, _cancelled_on_failure(futures):
         pool.route(refusing.block)
@@ -96,6 +99,7 @@ def test_stopping_a_process_task_does_not_lose_the_one_queued_behind_it(refusing
         futures.append(b)
         with pool._router.other.lock:
             assert [task.future for task in a._fallback.slot.tasks] == [a, b]
+        queued.set()
         if how == "cancel":
             assert a.cancel()
         else:

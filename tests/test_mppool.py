@@ -643,7 +643,8 @@ def test_a_pool_never_closed_finishes_its_tasks_and_callbacks_at_the_program_end
     proc = run_script(
         """
         import sys
-        from manygil import Pool
+        from manygil import Pool, _faults
+        from manygil.sync import Event
 
         def work(n):
             return n * 10
@@ -651,12 +652,22 @@ def test_a_pool_never_closed_finishes_its_tasks_and_callbacks_at_the_program_end
         def fail(n):
             raise ValueError(f"bad {n}")
 
+        def block(event):
+            return event.wait(60)
+
         def report(value):
             sys.stdout.write(f"done {value}\\n")
             sys.stdout.flush()
 
         if __name__ == "__main__":
+            # Both workers are held until the program's end begins: the tasks queued
+            # behind them run then (whatever the threads' timing).
+            ending = Event()
+            hook = _faults.hooked("program.ending", ending.set)
+            hook.__enter__()  # for the program's end (kept: a collected hook would end its block)
             pool = Pool(2)
+            for _ in range(2):
+                pool.apply_async(block, (ending,), callback=report)
             for i in range(6):
                 pool.apply_async(work, (i,), callback=report)
             pool.map_async(work, range(3), callback=report)
@@ -670,7 +681,7 @@ def test_a_pool_never_closed_finishes_its_tasks_and_callbacks_at_the_program_end
     lines = proc.stdout.splitlines()
     assert lines[0] == "exiting"
     assert sorted(lines[1:]) == sorted(
-        [f"done {i * 10}" for i in range(6)] + ["done [0, 10, 20]", "done bad 1"]
+        [f"done {i * 10}" for i in range(6)] + ["done [0, 10, 20]", "done bad 1", "done True", "done True"]
     ), proc.stdout + proc.stderr
     assert proc.stderr == ""
 

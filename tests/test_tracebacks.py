@@ -11,20 +11,12 @@ from manygil.sync import Event
 from . import helpers
 
 
-def _wait_running(*futures):
-    deadline = time.monotonic() + 30
-    while not all(f.running() for f in futures):
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    time.sleep(0.1)  # into the loop
-
-
 def test_dump_shows_both_pool_workers_in_their_python_loops():
-    stop = Event()
+    stop, running_a, running_b = Event(), Event(), Event()
     with InterpreterPoolExecutor(2, thread_name_prefix="dumptest-") as pool:
-        a = pool.submit(helpers.busy_alpha, stop)
-        b = pool.submit(helpers.busy_beta, stop)
-        _wait_running(a, b)
+        a = pool.submit(helpers.busy_alpha, stop, running_a)
+        b = pool.submit(helpers.busy_beta, stop, running_b)
+        assert running_a.wait(30) and running_b.wait(30)  # both in their functions' frames
         out = io.StringIO()
         manygil.dump_tracebacks(out, timeout=5)
         stop.set()
@@ -37,15 +29,11 @@ def test_dump_shows_both_pool_workers_in_their_python_loops():
 
 
 def test_dump_shows_an_interpreter_made_by_create():
-    stop = Event()
+    stop, running = Event(), Event()
     interp = I.create()
     try:
-        thread = interp.call_in_thread(helpers.busy_alpha, stop)
-        deadline = time.monotonic() + 30
-        while not interp.is_running():
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        time.sleep(0.1)
+        thread = interp.call_in_thread(helpers.busy_alpha, stop, running)
+        assert running.wait(30)
         out = io.StringIO()
         manygil.dump_tracebacks(out, timeout=5)
         stop.set()
@@ -60,6 +48,7 @@ def test_dump_shows_an_interpreter_made_by_create():
 def test_pool_dumps_the_stacks_of_a_task_that_hits_its_time_limit():
     out = io.StringIO()
     with InterpreterPoolExecutor(1, dump_on_timeout=out, grace_period=5) as pool:
+        pool.submit(helpers.add, 1).result(timeout=30)  # warm: the limit covers the loop, not imports
         future = pool.with_timeout(0.3).submit(helpers.spin)
         try:
             future.result(timeout=30)

@@ -31,6 +31,7 @@ POINTS = frozenset({
     "process.slot_making",  # (side,): a slot (a one-process ProcessPoolExecutor) is to be made
     "process.slot_starting",  # (side, slot): the warm-up asks a new slot's process to start
     "process.task_starting",  # (task, side, slot): a task is handed to its slot's process
+    "process.expiring",  # (task,): a task's time limit passed, on the timer thread, no lock held
     "process.task_done",  # (task, inner): a slot's manager thread reports a task's end
     # the seats
     "seats.given",  # (seats, side, woke): a seat was given back, the other side woken or not

@@ -418,6 +418,9 @@ def main(argv: list[str]) -> None:
             break
         if request["op"] == "stop":
             break
+        if request["op"] == "ping":  # up: the plugin's clock starts with the next request
+            outbox.send({})
+            continue
         sys.path[:] = request["spec"]["sys_path"]
         try:
             _warm_up(request["spec"], warm)

@@ -740,6 +740,8 @@ class _ProcessTask:
         return True
 
     def expire(self) -> None:
+        """Its time limit passed (the timer thread, no lock held)."""
+        _faults.point("process.expiring", self)
         if self.future.done():
             return
         settle(self.future, exc=TimeoutError(f"task {self.label} exceeded its time limit of {self.timeout:g} s"))

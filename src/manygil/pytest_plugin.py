@@ -525,7 +525,12 @@ class OwnGilPlugin:
         spec = dict(plan.spec, sys_path=list(sys.path), timeout=self.timeout)
         if self.child is None:
             self.child = _Child()
+            fresh = True
+        else:
+            fresh = False
         try:
+            if fresh:  # its start (a Python process, manygil's imports) is not the test's time
+                self.child.ask({"op": "ping"}, max(60.0, self.timeout))
             return self.child.ask({"op": "run", "n": self.n, "spec": spec, "tmp_dirs": tmp_dirs}, self.timeout)
         except _ChildDied as exc:
             died = exc
