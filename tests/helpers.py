@@ -383,6 +383,24 @@ def same(value):
     return value
 
 
+class _FreedAfter:
+    """Its ``__del__`` waits for ``gate``, then sets ``freed``."""
+
+    def __init__(self, gate, freed):
+        self.gate, self.freed = gate, freed
+
+    def __del__(self):
+        self.gate.wait(60)
+        self.freed.set()
+
+
+def drop_into(box, gate, freed):
+    """Put into ``box`` (the worker's copy of an argument) an object whose freeing waits
+    for ``gate`` and then sets ``freed``."""
+    box.append(_FreedAfter(gate, freed))
+    return "sent"
+
+
 def keep_lent(seconds):
     """An initializer: the worker keeps the object of its last large result ``seconds``
     while idle (``_worker._LENT_KEPT``), instead of copying it out after 50 ms."""

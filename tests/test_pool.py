@@ -833,6 +833,19 @@ def test_what_cannot_cross_is_named_while_another_thread_imports_its_module(pool
         pool.submit(helpers.add, threading.Lock(), 1)
 
 
+def test_a_tasks_arguments_are_freed_in_the_worker_after_its_result_is_home(pool):
+    # Freeing them (10,000 ints: tens of microseconds) is off the caller's path: the
+    # caller has the result first.  Freed before, the object's __del__ would wait for
+    # the gate that only the result opens.
+    from manygil.sync import Event
+
+    gate, freed = Event(), Event()
+    assert pool.submit(helpers.drop_into, [], gate, freed).result(timeout=30) == "sent"
+    assert not freed.is_set()
+    gate.set()
+    assert freed.wait(30)
+
+
 @pytest.mark.parametrize("workers", [1, 2], ids=["1-worker", "2-workers"])
 def test_a_large_bytes_is_copied_once_each_way_by_the_side_that_loads_it(workers):
     # A large bytes argument is borrowed from the caller and the last result of a batch

@@ -833,7 +833,6 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         loading = False
                         task = None
                         result = fn(*args, **kwargs)
-                        args = kwargs = None
                         with current.lock:
                             finished()
                         try:
@@ -846,7 +845,9 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                             out = head + pack(OK | LENT if lent else OK, encoded, pins)
                         except BaseException as exc:  # noqa: BLE001 - unsendable: fails the task
                             out = head + _pack_error(_result_error(fn, result, exc))
-                        fn = result = None
+                        # Its arguments and result are freed once the result is home
+                        # (below): off the path of the caller, which waits for it.
+                        fn, done, result, args, kwargs = None, (args, kwargs, result), None, None, None
                         encoded = b""
                     except TaskInterrupted:
                         with current.lock:
@@ -871,6 +872,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
             # the results channel, where the pool finds them even if this worker is
             # abandoned later in the batch.
             batch = home(out)
+            done = None  # the last task's result, freed while the caller loads its copy
             spin = _IDLE_SPIN if monotonic() - began < _SHORT_BATCH else 0.0
     finally:
         lent.clear()
