@@ -872,7 +872,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
             # the results channel, where the pool finds them even if this worker is
             # abandoned later in the batch.
             batch = home(out)
-            done = None  # the last task's result, freed while the caller loads its copy
+            done = None  # noqa: F841 - frees the last task's arguments and result, now that they are home
             spin = _IDLE_SPIN if monotonic() - began < _SHORT_BATCH else 0.0
     finally:
         lent.clear()
