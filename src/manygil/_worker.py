@@ -793,6 +793,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
         if batch == PRELOAD:
             batch = home(_EVENT + bytes((PRELOADED,)) + preload_main())
         spin = 0.0
+        done: object = None  # the last task's arguments and result, until it is home
         while True:
             if batch is None and lent:
                 # The last result's object is let go of as the next task loads (see
