@@ -33,12 +33,17 @@ def test_cancel_stops_a_running_process_task_and_loses_nothing_else(refusing, tm
         assert pool.submit(refusing.where, 5).result(timeout=120)[0] == 10
 
 
-def test_a_time_limit_stops_a_process_task_stuck_in_c(refusing, tmp_path):
+def test_a_time_limit_stops_a_process_task_stuck_in_c(refusing, tmp_path, fault_point):
+    # The time limit waits until the task is in C: a slow start of its process would
+    # otherwise stop it before (and nothing would open the FIFO this test waits on).
     started, release = _fifos(tmp_path)
+    in_c = threading.Event()
+    fault_point("process.expiring", lambda task: in_c.wait(60))
     with InterpreterPoolExecutor(1) as pool:
         with pytest.warns(FallbackWarning):
             stuck = pool.with_timeout(2).submit(refusing.block, started, release)
             _wait_started(started)
+            in_c.set()
             with pytest.raises(TimeoutError, match="block exceeded its time limit of 2 s"):
                 stuck.result(timeout=120)
         assert pool.submit(refusing.where, 2).result(timeout=120)[0] == 4
