@@ -384,21 +384,23 @@ def same(value):
 
 
 class _FreedAfter:
-    """Its ``__del__`` waits for ``gate``, then sets ``freed``."""
+    """A result that crosses as the string "sent"; freeing it (in the worker) waits for
+    ``gate``, then sets ``freed``."""
 
     def __init__(self, gate, freed):
         self.gate, self.freed = gate, freed
+
+    def __reduce__(self):
+        return str, ("sent",)
 
     def __del__(self):
         self.gate.wait(60)
         self.freed.set()
 
 
-def drop_into(box, gate, freed):
-    """Put into ``box`` (the worker's copy of an argument) an object whose freeing waits
-    for ``gate`` and then sets ``freed``."""
-    box.append(_FreedAfter(gate, freed))
-    return "sent"
+def freed_after(gate, freed):
+    """A result whose freeing in the worker waits for ``gate``, then sets ``freed``."""
+    return _FreedAfter(gate, freed)
 
 
 def keep_lent(seconds):

@@ -833,14 +833,14 @@ def test_what_cannot_cross_is_named_while_another_thread_imports_its_module(pool
         pool.submit(helpers.add, threading.Lock(), 1)
 
 
-def test_a_tasks_arguments_are_freed_in_the_worker_after_its_result_is_home(pool):
-    # Freeing them (10,000 ints: tens of microseconds) is off the caller's path: the
-    # caller has the result first.  Freed before, the object's __del__ would wait for
+def test_a_tasks_result_is_freed_in_the_worker_after_it_is_home(pool):
+    # Freeing it (a list of 10,000 ints: tens of microseconds) is off the caller's path:
+    # the caller has its copy first.  Freed before, the object's __del__ would wait for
     # the gate that only the result opens.
     from manygil.sync import Event
 
     gate, freed = Event(), Event()
-    assert pool.submit(helpers.drop_into, [], gate, freed).result(timeout=30) == "sent"
+    assert pool.submit(helpers.freed_after, gate, freed).result(timeout=30) == "sent"
     assert not freed.is_set()
     gate.set()
     assert freed.wait(30)

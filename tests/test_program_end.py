@@ -273,6 +273,48 @@ def test_a_scripts_function_that_cannot_go_by_value_runs_in_a_process_when_queue
     assert proc.stdout.splitlines() == ["result 1", "result 2"], proc.stdout
 
 
+def test_a_later_pool_routes_a_refused_scripts_function_that_cannot_go_by_value_but_not_for_a_bad_argument(
+    tmp_path, single_phase_dir
+):
+    # The first pool (no fallback) learns that the script does not import in a worker; the
+    # second sends the script's functions by value from submit().  One that cannot go by
+    # value runs in a process; a call whose argument cannot (a lock) fails alone, and its
+    # function is not routed away for it.
+    proc = run(
+        """
+        import threading, warnings
+        import mg_single_phase  # refuses an own-GIL interpreter
+        from manygil import InterpreterPoolExecutor
+
+        LOCK = threading.Lock()
+
+        def work(n):
+            with LOCK:
+                return n
+
+        def pure(x):
+            return x
+
+        if __name__ == "__main__":
+            warnings.simplefilter("ignore")
+            with InterpreterPoolExecutor(1, fallback=None) as pool:
+                print(pool.submit(pure, 1).result(timeout=60))
+            with InterpreterPoolExecutor(1) as pool:
+                print(pool.submit(work, 2).result(timeout=60))
+                try:
+                    pool.submit(pure, threading.Lock())
+                except TypeError as exc:
+                    print("argument:", "lock" in str(exc))
+                print(pool.submit(pure, 3).result(timeout=60))
+                print(*sorted(pool.routes()))
+        """,
+        tmp_path,
+        path=(single_phase_dir,),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["1", "2", "argument: True", "3", "__main__.work"], proc.stdout + proc.stderr
+
+
 def test_the_process_module_imports_when_the_program_end_begins_during_its_import(tmp_path):
     # The fault injection caught it (seed 12, 3.13): a pool's thread imported
     # concurrent.futures.process just as the main thread began the program's end, and the

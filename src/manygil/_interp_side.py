@@ -666,7 +666,7 @@ class InterpSide:
         assert item.call is not None
         try:
             payload, pins, keep = _payload(*item.call, by_value=True)
-        except Exception as exc:  # noqa: BLE001 - it does not pickle by value
+        except BaseException as exc:  # noqa: BLE001 - it does not pickle by value (Ctrl-C: the router raises it)
             return exc
         item.drop()
         item.payload, item.pins, item.keep, item.by_value = payload, pins, keep, True

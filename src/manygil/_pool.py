@@ -31,7 +31,6 @@ from ._cpython import run_atexit_handlers
 from ._exceptions import BrokenInterpreterPool
 from ._interp_side import InterpreterFuture, InterpSide, _Item, _payload, end_of_program
 from ._process_side import ProcessSide
-from ._refusals import script_refused_error
 from ._router import FALLBACKS, Router, route_key
 from ._seats import Seats
 from ._shared_side import SharedGilSide
@@ -386,13 +385,12 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         try:
             payload, pins, keep = _payload(fn, args, kwargs, by_value)
         except Exception as exc:
-            if not by_value or self._router is None or not self._router.script_refused or under_main_guard(route_fn):
+            if not by_value or self._router is None or under_main_guard(route_fn):
                 raise
-            # A module refused the script in an earlier pool, and its function does not
-            # pickle by value: as the refusal of its first call would have done.
-            if self._router.not_by_value(route_fn):
+            failure = self._router.not_sent(route_fn, exc)  # or raises exc
+            if failure is None:
                 return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
-            return self._failed(script_refused_error(self._router.script_refusal or "?", task_label(route_fn), exc))
+            return self._failed(failure)
         future = InterpreterFuture()
         future._side_ref = self._side_ref
         item = _Item(future, payload, pins, timeout, route_fn, call, by_value, keep)

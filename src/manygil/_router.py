@@ -28,7 +28,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from . import _faults, _transport
 from ._futures import settle
 from ._refusals import learn_refusal, refused_count, refusing, script_refused_error
-from ._transport import route_key
+from ._transport import route_key, task_label
 
 __all__ = ("FALLBACKS", "FallbackWarning", "InterpSide", "OtherSide", "Refused", "Router", "learn_refusal", "route_key")
 
@@ -287,14 +287,29 @@ class Router(Generic[T]):
             return False
         return True
 
-    def not_by_value(self, fn: object) -> bool:
+    def not_sent(self, fn: object, error: Exception) -> BaseException | None:
+        """A call of ``fn`` did not pickle by value (``error``) as a pool sent it from
+        ``submit()``, the script a module refused in an earlier pool: None when it runs on
+        the other side (``not_by_value``); else the error its future fails with.
+
+        Raises:
+            Exception: ``error``, when the script was not refused or an argument of the
+                call is at fault (the function pickles by value).
+        """
+        if not self.script_refused or _transport.pickles_by_value(fn):
+            raise error
+        if self.not_by_value(fn, known=True):
+            return None
+        return script_refused_error(self.script_refusal or "?", task_label(fn), error)
+
+    def not_by_value(self, fn: object, known: bool) -> bool:
         """A function of the caller's script, which a module refused in the workers, does
-        not pickle by value: whether it runs on the other side, routed there with a
-        warning, as a function that refused is; else its task fails with the refusal
-        (``script_refused_error``)."""
+        not pickle by value (``known``: the refusal came in an earlier pool): whether it
+        runs on the other side, routed there with a warning, as a function that refused
+        is; else its task fails with the refusal (``script_refused_error``)."""
         if self.kind is None:
             return False
-        self.refused(fn, self.script_refusal or "?", known=True)
+        self.refused(fn, self.script_refusal or "?", known=known)
         return True
 
     def refuse_script(self, module: str) -> None:
@@ -426,6 +441,7 @@ class Router(Generic[T]):
             items, self.diverted = self.diverted, []
             again, self.resend = self.resend, []
         interp = self._interp()
+        stop: KeyboardInterrupt | None = None  # Ctrl-C while one was pickled: raised once all are sent on
         for item in again:
             module = self.needs_refusing(item.fn, by_value=True)
             if module is not None:  # what it uses refused too: run it there at once
@@ -437,9 +453,17 @@ class Router(Generic[T]):
                     self.diverted = []
             elif interp is not None:
                 error = interp.requeue_by_value(item)
-                if error is not None and self.not_by_value(item.fn):
+                if error is None:
+                    continue
+                if not isinstance(error, Exception):
+                    if isinstance(error, KeyboardInterrupt):  # the main thread's: raised below
+                        stop = stop or error
+                    settle(item.future, exc=error)
+                elif _transport.pickles_by_value(item.fn):  # an argument does not: this call fails
+                    settle(item.future, exc=error)
+                elif self.not_by_value(item.fn, known=False):
                     items.append(item)  # to the other side
-                elif error is not None:
+                else:
                     settle(item.future, exc=script_refused_error(self.script_refusal or "?", item.label, error))
             else:  # the interpreter side is gone (only at the very end): its task fails, never hangs
                 settle(item.future, exc=RuntimeError(f"task {item.label} was not sent again: its pool is gone"))
@@ -450,6 +474,8 @@ class Router(Generic[T]):
                 self.run(item.future, fn, args, kwargs, timeout=item.timeout, label=item.label)
             except BaseException as exc:  # noqa: BLE001 - e.g. an argument cannot reach a process
                 settle(item.future, exc=exc)
+        if stop is not None:
+            raise stop
 
     # ------------------------------------------------------------------ the other side
 

@@ -61,6 +61,7 @@ __all__ = (
     "loads",
     "main_extension_imports",
     "main_hint",
+    "pickles_by_value",
     "route_key",
     "task_label",
 )
@@ -151,6 +152,16 @@ def dumps_by_value(obj: object) -> bytes:
     """``obj`` pickled by cloudpickle: what ``__main__`` defines goes by value, the rest
     by reference (callers check ``has_cloudpickle()`` first)."""
     return _dump_by_value(obj, checked=False)
+
+
+def pickles_by_value(obj: object) -> bool:
+    """Whether ``obj`` alone pickles by value (``dumps_by_value``): tells a function that
+    does not from a call of it whose arguments do not."""
+    try:
+        dumps_by_value(obj)
+    except Exception:  # noqa: BLE001 - the answer
+        return False
+    return True
 
 
 def route_key(fn: object) -> str:

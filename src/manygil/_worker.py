@@ -793,7 +793,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
         if batch == PRELOAD:
             batch = home(_EVENT + bytes((PRELOADED,)) + preload_main())
         spin = 0.0
-        done: object = None  # the last task's arguments and result, until it is home
+        done: object = None  # the batch's last result, until it is home
         while True:
             if batch is None and lent:
                 # The last result's object is let go of as the next task loads (see
@@ -834,6 +834,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                         loading = False
                         task = None
                         result = fn(*args, **kwargs)
+                        args = kwargs = None  # freed within the task's time (its limit covers them)
                         with current.lock:
                             finished()
                         try:
@@ -846,9 +847,10 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                             out = head + pack(OK | LENT if lent else OK, encoded, pins)
                         except BaseException as exc:  # noqa: BLE001 - unsendable: fails the task
                             out = head + _pack_error(_result_error(fn, result, exc))
-                        # Its arguments and result are freed once the result is home
-                        # (below): off the path of the caller, which waits for it.
-                        fn, done, result, args, kwargs = None, (args, kwargs, result), None, None, None
+                        # The batch's last result is freed once it is home (below): off
+                        # the path of the caller, which waits for it.
+                        done = result if pos >= end else None
+                        fn = result = None
                         encoded = b""
                     except TaskInterrupted:
                         with current.lock:
@@ -873,7 +875,10 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
             # the results channel, where the pool finds them even if this worker is
             # abandoned later in the batch.
             batch = home(out)
-            done = None  # noqa: F841 - frees the last task's arguments and result, now that they are home
+            if done is not None:
+                done = None  # the last result, freed now that it is home
+                if forwarding:
+                    flush_output()  # what a __del__ of it wrote
             spin = _IDLE_SPIN if monotonic() - began < _SHORT_BATCH else 0.0
     finally:
         lent.clear()
