@@ -147,8 +147,13 @@ mg_poll_briefly(int (*ready)(void *), void *arg, double spin)
             break;
         }
         mg_cpu_relax();
-        if ((n & 63) == 0 && mg_monotonic_ns() > until) {
-            break;
+        if ((n & 63) == 0) {
+            if (mg_monotonic_ns() > until) {
+                break;
+            }
+            /* The thread this one waits for may have been woken on this CPU (the kernel
+             * often puts a wakee beside its waker): let it run rather than spin on. */
+            mg_thread_yield();
         }
     }
     Py_END_ALLOW_THREADS

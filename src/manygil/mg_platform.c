@@ -15,6 +15,7 @@
 #if defined(MG_WINDOWS)
 #  include <process.h>
 #else
+#  include <sched.h>
 #  include <sys/mman.h>
 #  include <time.h>
 #  include <unistd.h>
@@ -382,6 +383,16 @@ mg_thread_start(mg_thread *t, void (*fn)(void *), void *arg)
         return -1;
     }
     return 0;
+#endif
+}
+
+void
+mg_thread_yield(void)
+{
+#if defined(MG_WINDOWS)
+    SwitchToThread();
+#else
+    sched_yield();
 #endif
 }
 

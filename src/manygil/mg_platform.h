@@ -222,5 +222,7 @@ typedef pthread_t mg_thread;
 #endif
 MG_HIDDEN int mg_thread_start(mg_thread *t, void (*fn)(void *), void *arg);
 MG_HIDDEN void mg_thread_join(mg_thread t);
+/* Let another thread that is ready run on this CPU, if one waits for it. */
+MG_HIDDEN void mg_thread_yield(void);
 
 #endif

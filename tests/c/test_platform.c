@@ -171,6 +171,30 @@ generation_waiter(void *p)
     mg_mutex_unlock(&s->m);
 }
 
+static volatile int64_t yield_flag;
+
+static void
+set_yield_flag(void *p)
+{
+    (void)p;
+    mg_atomic_add_i64(&yield_flag, 1);
+}
+
+/* A thread that waits for another only by yielding (as mg_poll_briefly spins) sees it
+ * run: on one CPU, mg_thread_yield is what lets it. */
+static void
+test_thread_yield(void)
+{
+    mg_thread t;
+    check(mg_thread_start(&t, set_yield_flag, NULL) == 0, "a thread starts");
+    int64_t deadline = mg_monotonic_ns() + 10000 * MS;
+    while (mg_atomic_load_i64(&yield_flag) == 0 && mg_monotonic_ns() < deadline) {
+        mg_thread_yield();
+    }
+    mg_thread_join(t);
+    check(mg_atomic_load_i64(&yield_flag) == 1, "a thread that only yields lets another one run");
+}
+
 #define WAITERS 16
 
 static void
@@ -438,6 +462,7 @@ main(void)
     test_clock();
     test_cond_timeout();
     test_cond_wakeup();
+    test_thread_yield();
     test_cond_many_waiters();
     test_sem_basics();
     test_sem_handoff();
