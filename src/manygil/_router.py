@@ -287,10 +287,11 @@ class Router(Generic[T]):
             return False
         return True
 
-    def not_sent(self, fn: object, error: Exception) -> BaseException | None:
-        """A call of ``fn`` did not pickle by value (``error``) as a pool sent it from
-        ``submit()``, the script a module refused in an earlier pool: None when it runs on
-        the other side (``not_by_value``); else the error its future fails with.
+    def not_sent(self, fn: object, error: Exception, known: bool = True) -> BaseException | None:
+        """A call of ``fn``, a function of the script a module refused, did not pickle by
+        value (``error``): from ``submit()`` once an earlier pool learned the refusal
+        (``known``), or from ``flush``: None when it runs on the other side
+        (``not_by_value``); else the error its future fails with.
 
         Raises:
             Exception: ``error``, when the script was not refused or an argument of the
@@ -298,7 +299,7 @@ class Router(Generic[T]):
         """
         if not self.script_refused or _transport.pickles_by_value(fn):
             raise error
-        if self.not_by_value(fn, known=True):
+        if self.not_by_value(fn, known=known):
             return None
         return script_refused_error(self.script_refusal or "?", task_label(fn), error)
 
@@ -459,12 +460,16 @@ class Router(Generic[T]):
                     if isinstance(error, KeyboardInterrupt):  # the main thread's: raised below
                         stop = stop or error
                     settle(item.future, exc=error)
-                elif _transport.pickles_by_value(item.fn):  # an argument does not: this call fails
-                    settle(item.future, exc=error)
-                elif self.not_by_value(item.fn, known=False):
-                    items.append(item)  # to the other side
                 else:
-                    settle(item.future, exc=script_refused_error(self.script_refusal or "?", item.label, error))
+                    try:
+                        failure = self.not_sent(item.fn, error, known=False)
+                    except Exception as exc:  # noqa: BLE001 - an argument does not pickle: this call fails
+                        settle(item.future, exc=exc)
+                    else:
+                        if failure is None:
+                            items.append(item)  # to the other side
+                        else:
+                            settle(item.future, exc=failure)
             else:  # the interpreter side is gone (only at the very end): its task fails, never hangs
                 settle(item.future, exc=RuntimeError(f"task {item.label} was not sent again: its pool is gone"))
         for item in items:
