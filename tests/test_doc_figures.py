@@ -41,11 +41,15 @@ WORDS = re.compile(
 # Numbers with a unit that are not measurements: settings of the code, and the
 # parameters of a benchmark or an example.  Each with why.  (page, text)
 NOT_FIGURES = {
-    ("README.md", "50 µs"): "the poll time of an idle worker and of result(), a setting (_worker._IDLE_SPIN, _interp_side._CALLER_SPIN)",
-    ("guide.md", "50 µs"): "the same setting",
-    ("pool.md", "50 µs"): "the same setting",
-    ("pool.md", "200 µs"): "below this average task time result() polls, a setting (_interp_side._SHORT_TASK)",
-    ("pool.md", "1 ms"): "after a batch shorter than this a worker polls, a setting (_worker._SHORT_BATCH)",
+    ("README.md", "1 ms"): "the longest poll of an idle worker and of result(), a setting (_worker._IDLE_SPIN_MAX, "
+    "_interp_side._SPIN_MAX)",
+    ("guide.md", "1 ms"): "the same setting",
+    ("pool.md", "50 µs"): "the shortest poll of an idle worker and of result(), a setting (_worker._IDLE_SPIN, "
+    "_interp_side._CALLER_SPIN)",
+    ("pool.md", "200 µs"): "below this average task time result() polls when no CPU is free, a setting "
+    "(_interp_side._SHORT_TASK)",
+    ("pool.md", "1 ms"): "the longest polls, and the batch after which a worker polls, settings (_worker._SHORT_BATCH, "
+    "_worker._IDLE_SPIN_MAX, _interp_side._SPIN_MAX)",
     ("pool.md", "30 s"): "exit_timeout's default, a setting",
     ("limitations.md", "50 ms"): "how long an idle worker keeps its last large result, a setting (_worker._LENT_KEPT)",
     ("limitations.md", "0.1 s"): "how often manygil's waits wake to let Ctrl-C through, a setting",

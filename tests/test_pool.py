@@ -927,19 +927,57 @@ def test_a_worker_polls_its_inbox_briefly_before_it_sleeps():
 
 def test_waiting_for_a_short_task_polls_for_its_delivery_and_keeps_the_time_limit():
     q = I.create_queue()
-    with InterpreterPoolExecutor(1) as pool:
-        for i in range(20):  # short tasks: the pool's moving average says so
-            assert pool.submit(abs, -i).result(timeout=30) == i
-        seen = _native.home_calls()
-        done = pool.submit(abs, -1)
-        assert _native.await_home_call(seen, 30.0)  # the worker delivered the result
-        assert done.result(timeout=30) == 1
-        assert not _native.await_home_call(_native.home_calls(), 0.001)  # nothing delivered
-        blocked = pool.submit(helpers.wait_on, q)
-        with pytest.raises(TimeoutError):
-            blocked.result(timeout=0.01)  # polls, then waits for the rest of the 10 ms
-        q.put("go")
-        assert blocked.result(timeout=30) == "go"
+    budget = _native.set_spin_budget(8)  # this thread may poll beside a polling worker
+    try:
+        with InterpreterPoolExecutor(1) as pool:
+            for i in range(20):  # short tasks: the pool's moving average says so
+                assert pool.submit(abs, -i).result(timeout=30) == i
+            seen = _native.home_calls()
+            done = pool.submit(abs, -1)
+            assert _native.await_home_call(seen, 30.0)  # the worker delivered the result
+            assert done.result(timeout=30) == 1
+            assert not _native.await_home_call(_native.home_calls(), 0.001)  # nothing delivered
+            blocked = pool.submit(helpers.wait_on, q)
+            with pytest.raises(TimeoutError):
+                blocked.result(timeout=0.01)  # polls, then waits for the rest of the 10 ms
+            q.put("go")
+            assert blocked.result(timeout=30) == "go"
+    finally:
+        _native.set_spin_budget(budget)
+
+
+def test_polling_keeps_to_the_spin_budget():
+    # The threads of every interpreter that poll before they sleep (a caller in result(),
+    # an idle worker) are at most the CPUs less one: past that a poll gives up at once.
+    # A fresh process, so that no other test's worker polls meanwhile.
+    code = textwrap.dedent(
+        """
+        import os, threading, time
+        from manygil import InterpreterPoolExecutor, _native
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        assert _native.spin_state() == (0, cpus - 1), _native.spin_state()
+        assert not _native.await_home_call(_native.home_calls(), 0.001)  # polled, nothing came
+        assert _native.spin_state()[0] == 0
+        _native.set_spin_budget(0)
+        assert not _native.await_home_call(_native.home_calls(), 3600.0)  # at once: no budget
+        _native.set_spin_budget(1)
+        got = []
+        first = threading.Thread(target=lambda: got.append(_native.await_home_call(_native.home_calls(), 3600.0)))
+        first.start()
+        while _native.spin_state()[0] < 1:
+            time.sleep(0.001)  # until the thread polls
+        assert not _native.await_home_call(_native.home_calls(), 3600.0)  # at once: spent
+        with InterpreterPoolExecutor(1) as pool:
+            assert pool.submit(abs, -1).result() == 1  # a home call: it ends the first poll
+        first.join()
+        assert got == [True] and _native.spin_state() == (0, 1), (got, _native.spin_state())
+        _native.set_spin_budget(-1)
+        assert _native.spin_state() == (0, cpus - 1)
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_a_worker_imports_only_what_it_needs():

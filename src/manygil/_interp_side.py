@@ -50,14 +50,18 @@ from ._timeouts import check_timeout
 from ._transport import dumps, dumps_by_value, task_label
 from ._waits import main_wait
 
-__all__ = ("InterpSide", "InterpreterFuture", "Upstream", "WorkerState", "end_of_program", "program_ended")
+__all__ = (
+    "InterpSide", "InterpreterFuture", "Upstream", "WorkerState", "batch_limit", "caller_spin", "end_of_program",
+    "program_ended",
+)
 
 _STOP = bytes(12)  # a task record with id 0
 _EVENT = bytes(8)  # the task id of a worker's events (READY, INIT_FAILED)
 _SERVE = "_mg_worker.serve(_mg_inbox, _mg_results, _mg_control, _mg_started, _mg_index, _mg_init, _mg_explain)\n"
 _MAX_BATCH = 64
 _CALLER_SPIN = 50e-6  # InterpreterFuture.result() polls this long before it sleeps...
-_SHORT_TASK = 200e-6  # ...when the pool's tasks take less than this (its moving average)
+_SHORT_TASK = 200e-6  # ...when the pool's tasks take less than this (its moving average)...
+_SPIN_MAX = 1e-3  # ...or through about two tasks, to this long, when a CPU is free for it
 
 _sides: weakref.WeakSet[InterpSide] = weakref.WeakSet()  # every interpreter side of this process
 _ended = False  # the program's end began: no new task (end_of_program)
@@ -74,6 +78,21 @@ def end_of_program() -> list[InterpSide]:
 def program_ended() -> bool:
     """Whether the program's end began (``end_of_program``)."""
     return _ended
+
+
+def caller_spin(task_time: float | None, busy: int, free_cpus: int) -> float:
+    """How long ``InterpreterFuture.result()`` polls for its task's end before it sleeps,
+    in seconds.  Waking a sleeping thread costs tens of microseconds or more (about
+    85 µs on a VM), as much as copying a list of 10,000 ints, and a round trip pays it
+    twice.  So when the pool's tasks are short (``task_time``, their moving average, under
+    ``_SPIN_MAX``) and the ``busy`` workers leave one of the ``free_cpus`` (the process's
+    spin budget: its CPUs less one) to the caller, the caller polls through about two
+    tasks' time; when they do not, only briefly, for tasks under ``_SHORT_TASK``."""
+    if task_time is None or task_time >= _SPIN_MAX:
+        return 0.0
+    if busy <= free_cpus:
+        return min(_SPIN_MAX, 2 * task_time + _CALLER_SPIN)
+    return _CALLER_SPIN if task_time < _SHORT_TASK else 0.0
 
 
 def batch_limit(pending: int, workers: int, task_time: float | None, left: int | None) -> int:
@@ -145,22 +164,26 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
 
     def result(self, timeout: float | None = None) -> Any:
         """The task's result (as ``Future.result``).  When the pool's tasks are short,
-        it first polls for up to 50 µs before it sleeps: waking a sleeping thread costs
-        more than that on many machines."""
+        it first polls for a while before it sleeps (``caller_spin``)."""
         if timeout is not None:
             timeout = check_timeout(timeout, negative_is_zero=True)  # NaN: ValueError; inf: None
         if self._state in (PENDING, RUNNING):
             self._awaited = True  # a large bytes result is read by the thread that asks (see _Lent)
         if self._state in (PENDING, RUNNING) and self._fallback is None and (timeout is None or timeout > 0):
             state = self._side_ref() if self._side_ref is not None else None
-            if state is not None and state.task_time is not None and state.task_time < _SHORT_TASK:
+            spin = 0.0
+            if state is not None and state.task_time is not None:
+                busy = len(state.workers) - len(state.idle)  # a racy read: a hint is enough
+                spin = caller_spin(state.task_time, busy, _native.spin_state()[1])
+            if spin > 0:
                 start = time.monotonic()
-                spin = _CALLER_SPIN if timeout is None else min(_CALLER_SPIN, timeout)
+                spin = spin if timeout is None else min(spin, timeout)
                 while self._state in (PENDING, RUNNING) and (left := spin - (time.monotonic() - start)) > 0:
                     seen = _native.home_calls()  # a worker delivers its results in call_home()
                     if self._state not in (PENDING, RUNNING):
                         break
-                    _native.await_home_call(seen, left)
+                    if not _native.await_home_call(seen, left):
+                        break  # the time is up, or the spin budget is spent: sleep
                 if timeout is not None:
                     timeout = max(0.0, timeout - (time.monotonic() - start))
         if timeout is None or timeout > 0:

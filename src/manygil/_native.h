@@ -100,6 +100,8 @@ int mg_block_until(entry *e, mg_cond *c, ready_fn ready, act_fn act, void *arg,
 int mg_seconds_of(PyObject *obj, double *t);
 int mg_parse_timeout(PyObject *obj, double *out);
 int mg_poll_briefly(int (*ready)(void *), void *arg, double spin);
+PyObject *mg_spin_state(PyObject *mod, PyObject *unused);
+PyObject *mg_set_spin_budget(PyObject *mod, PyObject *arg);
 int mg_sem_take_spinning(mg_sem *sem, double timeout, double spin);
 int mg_sem_take(mg_sem *sem, double timeout);
 

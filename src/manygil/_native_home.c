@@ -136,7 +136,8 @@ native_home_calls(PyObject *mod, PyObject *unused)
 }
 
 /* await_home_call(seen, spin) -> bool: poll, without the GIL and for at most ``spin``
- * seconds, until a call_home() returns after home_calls() was ``seen``. */
+ * seconds, until a call_home() returns after home_calls() was ``seen``.  False: none
+ * did in time, or the spin budget was spent (mg_poll_briefly) and none had yet. */
 PyObject *
 native_await_home_call(PyObject *mod, PyObject *args)
 {

@@ -34,6 +34,8 @@ static PyMethodDef native_methods[] = {
     {"block_disown", block_disown, METH_O, "block_disown(id): the owner lets go; a block still held keeps a copy"},
     {"home_calls", native_home_calls, METH_NOARGS, "home_calls() -> call_home() calls returned"},
     {"await_home_call", native_await_home_call, METH_VARARGS, "await_home_call(seen, spin) -> bool"},
+    {"spin_state", mg_spin_state, METH_NOARGS, "spin_state() -> (threads polling now, how many may)"},
+    {"set_spin_budget", mg_set_spin_budget, METH_O, "set_spin_budget(n) -> the budget before (n < 0: the CPUs less one)"},
     {"copied_into_blocks", native_copied_into_blocks, METH_NOARGS, "copied_into_blocks() -> bytes copied, ever"},
     {"chan_put", chan_put, METH_VARARGS, "chan_put(id, data, tag, timeout, pins=(), unbound=-1) -> bool"},
     {"chan_get", chan_get, METH_VARARGS, "chan_get(id, timeout, spin=0) -> (tag, bytes, pins) | None"},

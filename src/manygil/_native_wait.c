@@ -5,7 +5,7 @@
  * unit of a channel's semaphore the same way, after an optional short poll; the
  * timeout arguments of every native call are read here.
  *
- * Process-global state owned here: none.  Locking rule (every file): the GIL is never
+ * Process-global state owned here: the spin budget (below).  Locking rule (every file): the GIL is never
  * requested while an entry's mutex (or the registry's) is held, so a thread waiting for
  * a mutex never blocks a thread that holds the GIL of another interpreter.
  */
@@ -132,13 +132,59 @@ mg_parse_timeout(PyObject *obj, double *out)
     return 0;
 }
 
+/*
+ * The spin budget: how many threads, of every interpreter, may poll in
+ * mg_poll_briefly() at once (the CPUs less one, read at the first poll), and how many
+ * do now.  A poll beyond the budget gives up at once and the caller sleeps: polling
+ * never takes the CPU a thread at work needs, whatever the number of pools, workers
+ * and waiting callers.  Atomics only; a race at the first read stores the same value.
+ */
+static volatile int64_t spinners;
+static volatile int64_t spin_budget = -1;
+
+static int64_t
+budget(void)
+{
+    int64_t b = mg_atomic_load_i64(&spin_budget);
+    if (b < 0) {
+        b = mg_cpu_count() - 1;
+        mg_atomic_store_i64(&spin_budget, b);
+    }
+    return b;
+}
+
+/* spin_state() -> (spinners, budget): the threads polling now, and how many may. */
+PyObject *
+mg_spin_state(PyObject *mod, PyObject *unused)
+{
+    return Py_BuildValue("LL", (long long)mg_atomic_load_i64(&spinners), (long long)budget());
+}
+
+/* set_spin_budget(n) -> the budget before (for tests: n < 0 reads the CPUs again). */
+PyObject *
+mg_set_spin_budget(PyObject *mod, PyObject *arg)
+{
+    long long n = PyLong_AsLongLong(arg);
+    if (n == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    int64_t before = budget();
+    mg_atomic_store_i64(&spin_budget, n < 0 ? mg_cpu_count() - 1 : n);
+    return PyLong_FromLongLong(before);
+}
+
 /* Poll ready(arg) without the GIL for at most ``spin`` seconds: 1 once it is true.
  * Waking a sleeping thread costs tens of microseconds on many machines, more than a
- * short task, so a wait that is likely to end soon polls a little before it sleeps. */
+ * short task, so a wait that is likely to end soon polls a little before it sleeps,
+ * within the spin budget (above). */
 int
 mg_poll_briefly(int (*ready)(void *), void *arg, double spin)
 {
     int got = 0;
+    if (mg_atomic_add_fetch_i64(&spinners, 1) > budget()) {
+        mg_atomic_add_i64(&spinners, -1);
+        return ready(arg);
+    }
     Py_BEGIN_ALLOW_THREADS
     int64_t until = mg_deadline(spin);
     for (unsigned n = 1;; n++) {
@@ -157,6 +203,7 @@ mg_poll_briefly(int (*ready)(void *), void *arg, double spin)
         }
     }
     Py_END_ALLOW_THREADS
+    mg_atomic_add_i64(&spinners, -1);
     return got;
 }
 

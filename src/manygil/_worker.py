@@ -90,7 +90,8 @@ PINNED = 0x80       # status flag: [2-byte n][n 8-byte ids] precede the payload:
                     # references the payload's manygil objects hold (see _handles)
 _EVENT = bytes(8)   # the task id of events: results always have a task id > 0
 _IDLE_SPIN = 50e-6  # seconds a worker polls its inbox before it sleeps (a wake-up costs more)...
-_SHORT_BATCH = 1e-3  # ...after a batch that took less than this (tasks come often, then)
+_SHORT_BATCH = 1e-3  # ...after a batch that took less than this (tasks come often, then)...
+_IDLE_SPIN_MAX = 1e-3  # ...or longer, to this, when the last batch came that soon after
 _LENT_KEPT = 0.05  # seconds an idle worker keeps the object of its last large result
 
 _user_main: types.ModuleType | None = None
@@ -734,6 +735,20 @@ def stop_agent(control: int) -> None:
         _agent_thread = None
 
 
+def idle_spin(batch_time: float, gap: float) -> float:
+    """How long a worker polls its inbox for the next batch before it sleeps, in
+    seconds, after a batch that took ``batch_time`` and came ``gap`` after the one
+    before it.  Tasks that come one at a time (a caller's round trips) leave the
+    worker idle while the caller reads a result and sends the next: polling through
+    about that gap spares a wake-up each time.  Bounded by ``_IDLE_SPIN_MAX`` and by the
+    process's spin budget (``_native.spin_state``), so an idle pool burns no CPU."""
+    if batch_time >= _SHORT_BATCH:
+        return 0.0
+    if gap < _IDLE_SPIN_MAX:
+        return min(_IDLE_SPIN_MAX, max(_IDLE_SPIN, 1.5 * gap))
+    return _IDLE_SPIN
+
+
 def serve(inbox: int, results: int, control: int, started: int, index: int, init: bytes, explain: int = 1) -> None:
     """The worker loop: run batches of tasks until told to stop.
 
@@ -792,9 +807,10 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
         batch = home(_EVENT + bytes((READY,)))
         if batch == PRELOAD:
             batch = home(_EVENT + bytes((PRELOADED,)) + preload_main())
-        spin = 0.0
+        spin = gap = 0.0
         done: object = None  # the batch's last result, until it is home
         while True:
+            waited = monotonic()
             if batch is None and lent:
                 # The last result's object is let go of as the next task loads (see
                 # _handles.lent), or once idle for a while.
@@ -806,6 +822,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
             elif batch is None:
                 batch = get(inbox, None, spin)[1]  # type: ignore[index]
             began = monotonic()
+            gap = began - waited
             view = memoryview(batch)
             pos = 0
             end = len(batch)
@@ -879,7 +896,7 @@ def serve(inbox: int, results: int, control: int, started: int, index: int, init
                 done = None  # the last result, freed now that it is home
                 if forwarding:
                     flush_output()  # what a __del__ of it wrote
-            spin = _IDLE_SPIN if monotonic() - began < _SHORT_BATCH else 0.0
+            spin = idle_spin(monotonic() - began, gap)
     finally:
         lent.clear()
         _native.chan_put(control, (0).to_bytes(8, "little"), 0, None)

@@ -299,6 +299,24 @@ mg_memory_and_swap(void)
 #endif
 }
 
+int
+mg_cpu_count(void)
+{
+#if defined(MG_WINDOWS)
+    DWORD n = GetActiveProcessorCount(ALL_PROCESSOR_GROUPS);
+    return n > 0 ? (int)n : 1;
+#else
+#  if defined(MG_LINUX)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) {
+        return CPU_COUNT(&set);
+    }
+#  endif
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+#endif
+}
+
 /* ------------------------------------------------------------------ fork, exit */
 
 #if !defined(MG_WINDOWS)

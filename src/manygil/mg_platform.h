@@ -174,16 +174,23 @@ MG_HIDDEN void mg_shm_free(void *mem, size_t size, int fd);
 /* The machine's memory and swap in bytes (Windows: its commit limit), or 0 unknown. */
 MG_HIDDEN uint64_t mg_memory_and_swap(void);
 
+/* How many CPUs this process may run on (Linux: its affinity mask), at least 1. */
+MG_HIDDEN int mg_cpu_count(void);
+
 /* ------------------------------------------------------------------ atomics, misc */
 
 #if defined(_MSC_VER) && !defined(__clang__)
 #  include <intrin.h>
 static inline int64_t mg_atomic_load_i64(volatile int64_t *p) { return InterlockedCompareExchange64(p, 0, 0); }
 static inline void mg_atomic_add_i64(volatile int64_t *p, int64_t v) { InterlockedExchangeAdd64(p, v); }
+static inline int64_t mg_atomic_add_fetch_i64(volatile int64_t *p, int64_t v) { return InterlockedExchangeAdd64(p, v) + v; }
+static inline void mg_atomic_store_i64(volatile int64_t *p, int64_t v) { InterlockedExchange64(p, v); }
 static inline void mg_cpu_relax(void) { YieldProcessor(); }
 #else
 static inline int64_t mg_atomic_load_i64(volatile int64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
 static inline void mg_atomic_add_i64(volatile int64_t *p, int64_t v) { __atomic_add_fetch(p, v, __ATOMIC_RELEASE); }
+static inline int64_t mg_atomic_add_fetch_i64(volatile int64_t *p, int64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_ACQ_REL); }
+static inline void mg_atomic_store_i64(volatile int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 static inline void
 mg_cpu_relax(void)
 {

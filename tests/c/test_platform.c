@@ -403,12 +403,18 @@ test_shm(void)
     check(1, "the machine's memory and swap: not checked on this OS");
 #endif
     (void)room;
+    check(mg_cpu_count() >= 1, "the CPUs this process may run on: at least one");
 }
 
 static void
 test_atomics(void)
 {
     int64_t out = 7;
+    volatile int64_t counter = 5;
+    check(mg_atomic_add_fetch_i64(&counter, 2) == 7 && mg_atomic_add_fetch_i64(&counter, -7) == 0,
+          "add and fetch gives the new value");
+    mg_atomic_store_i64(&counter, 42);
+    check(mg_atomic_load_i64(&counter) == 42, "a stored value is loaded");
     check(!mg_add_overflow_i64(INT64_MAX - 1, 1, &out) && out == INT64_MAX, "add up to INT64_MAX");
     out = 7;
     check(mg_add_overflow_i64(INT64_MAX, 1, &out) && out == 7, "INT64_MAX + 1 overflows, *out untouched");
