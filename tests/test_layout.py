@@ -20,7 +20,7 @@ FACADE = {"_pool", "pool"}
 ROUTER = {"_router"}
 SIDES = {"_interp_side", "_process_side", "_shared_side"}
 # What the sides share; none of them knows a side, the router or the facade.
-SERVICES = {"_seats", "_waits", "_futures", "_refusals", "_faults", "_cpython"}
+SERVICES = {"_seats", "_deadlines", "_waits", "_futures", "_refusals", "_faults", "_cpython"}
 
 
 def _imports() -> dict[str, set[str]]:
@@ -107,7 +107,7 @@ def test_only_the_facade_makes_the_other_sides():
 
 
 # Classes still over ~300 lines: a ratchet, which fails when one grows (issue 25).
-_LONG = {("_interp_side", "InterpSide"): 800, ("_process_side", "ProcessSide"): 625}
+_LONG = {("_interp_side", "InterpSide"): 785, ("_process_side", "ProcessSide"): 615}
 
 
 def test_no_class_grows_past_300_lines():

@@ -26,7 +26,7 @@ One task's trip (nothing polls; every wait is a condition variable or a channel)
 from __future__ import annotations
 
 import enum
-import heapq
+import functools
 import itertools
 import pickle
 import sys
@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from . import _backend, _copy, _faults, _native, _output, _tracebacks, _worker
 from ._cpython import CANCELLED_AND_NOTIFIED, LOGGER, PENDING, RUNNING
+from ._deadlines import Deadlines
 from ._exceptions import BrokenInterpreterPool, ExecutionFailed, RemoteError
 from ._futures import settle
 from ._handles import collect, out_of_band, release_pins
@@ -517,6 +518,7 @@ class InterpSide:
         name: str,
         dump_on_timeout: object = False,
         forward_output: bool = True,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.dump_on_timeout = dump_on_timeout
         self.forward_output = forward_output
@@ -543,14 +545,14 @@ class InterpSide:
         self.broken_cause: BaseException | None = None
         self.router: Upstream | None = None  # where refused tasks go (set by the executor)
         self.seats: Seats | None = None  # shared with the process side (set by the executor)
-        self.watchdog: threading.Thread | None = None
+        # The pool's time limits (shared with its process side): the watchdog thread.
+        self.deadlines = deadlines if deadlines is not None else Deadlines(name)
+        self.lease = self.deadlines.lease()  # released once no deadline will come from here
         self.leaving = 0  # workers in self.workers that are retiring or abandoned
         # Deliveries whose refused tasks are on their way back by value (_deliver): the
         # idle workers stay for them while the pool shuts down.
         self.resending = 0
         self.task_time: float | None = None  # running average of one task's time, seconds
-        self.deadlines: list[tuple[float, int, int]] = []
-        self.watch = threading.Condition(self.lock)  # the watchdog waits on it
         self.changed = threading.Condition(self.lock)  # a worker exited or was abandoned
         self.exited: list[threading.Thread] = []
         self.preload = False  # workers import the caller's script while no task waits
@@ -597,6 +599,7 @@ class InterpSide:
         down, sent again by value, which still runs then, as it would have)."""
         with self.lock:
             self.check_open(resend)
+            self.lease.renew()
             tid = next(self.tids)
             item.future._tid = tid
             failed: list[InterpreterFuture] = []
@@ -696,6 +699,7 @@ class InterpSide:
         with self.lock:  # at the front, as it was
             broken = self.broken is not None
             if not broken:
+                self.lease.renew()
                 tid = next(self.tids)
                 item.future._tid = tid
                 self.pending.appendleft((tid, item))
@@ -850,7 +854,7 @@ class InterpSide:
         # thread can start (3.12 at exit); after it, which meanwhile creates its
         # interpreter (a pool's first result comes 0.3 ms sooner).
         try:
-            self._start_watchdog()
+            self.deadlines.start()
         except RuntimeError as exc:  # the same exit, between the two starts
             LOGGER.warning("manygil: the pool's watchdog cannot start (%s): its time limits cannot stop tasks", exc)
         return []
@@ -867,11 +871,6 @@ class InterpSide:
             self.preload = preload
             self.warm = workers
             self._maybe_start_worker()
-
-    def _start_watchdog(self) -> None:
-        if self.watchdog is None:
-            self.watchdog = threading.Thread(target=self._watch, name=f"{self.name}watchdog", daemon=True)
-            self.watchdog.start()
 
     # ------------------------------------------------------------ worker threads
 
@@ -922,7 +921,7 @@ class InterpSide:
             if self.workers.get(worker.index) is worker:
                 self._count_out(worker)
             failed = self._break(reason, exc) + self._lost(worker)
-            self.watch.notify_all()
+            self._release_if_done()
             self.changed.notify_all()
         self._fail(failed)
 
@@ -1113,7 +1112,7 @@ class InterpSide:
             self._retire_idle()
             if self.shutting_down and not self.workers:
                 self.drop_init()  # no worker will start again
-            self.watch.notify_all()
+            self._release_if_done()
             self.changed.notify_all()
         self._flush()
         for item, record in done:
@@ -1123,42 +1122,34 @@ class InterpSide:
     # ------------------------------------------------------------ time limits
 
     def _add_deadline(self, when: float, tid: int, stage: int) -> None:
-        heapq.heappush(self.deadlines, (when, tid, stage))
-        self.watch.notify()  # the watchdog started with the first worker
+        """Task ``tid`` passes its time limit (stage 0) or the grace after its interrupt
+        (stage 1) at ``when`` (lock held)."""
+        self.deadlines.add(when, functools.partial(self._deadline, tid, stage), functools.partial(self._runs, tid))
 
-    def _watch(self) -> None:
-        """The watchdog thread: ends tasks past their time limit, then abandons the
-        workers of those that ignore the interrupt.  What a deadline sets off runs
-        without the pool's lock (futures' callbacks, stack dumps): the lock is left by
-        its ``with``, never released by hand, which would leave it held when entered twice."""
-        while True:
-            with self.lock:
-                then = self._due()
-            if then is None:
-                return
-            then()
+    def _runs(self, tid: int) -> bool:
+        """Whether task ``tid`` still runs on a worker that was not abandoned: its
+        deadline matters (the watchdog thread, without the lock: a dict's item and an
+        attribute are read atomically, and an abandoned worker stays abandoned)."""
+        item = self.running.get(tid)
+        return item is not None and (item.worker is None or item.worker.state != WorkerState.ABANDONED)
 
-    def _due(self) -> Callable[[], None] | None:
-        """Wait for the next deadline and act on it (lock held); what to run next without
-        the lock, or None once the pool stops."""
-        while True:
-            if self.shutting_down and not self._active():
-                return None
-            now = time.monotonic()
-            if not self.deadlines:
-                self.watch.wait()
-                continue
-            when, tid, stage = self.deadlines[0]
-            if when > now:
-                self.watch.wait(when - now)
-                continue
-            heapq.heappop(self.deadlines)
+    def _release_if_done(self) -> None:
+        """Once the pool shuts down and no worker takes tasks any more, no deadline
+        will come from here: the watchdog may end (lock held)."""
+        self.lease.release_if(self.shutting_down and not self._active())
+
+    def _deadline(self, tid: int, stage: int) -> None:
+        """The watchdog thread: task ``tid`` passed its time limit, or ignored its
+        interrupt (stuck in C).  What this sets off runs without the pool's lock
+        (futures' callbacks, stack dumps): the lock is left by its ``with``, never
+        released by hand, which would leave it held when entered twice."""
+        with self.lock:
             item = self.running.get(tid)
             if item is None:
-                continue
+                return
             then = self._expire(tid, item) if stage == 0 else self._abandon(tid, item)
-            if then is not None:
-                return then
+        if then is not None:
+            then()
 
     def _expire(self, tid: int, item: _Item) -> Callable[[], None] | None:
         """``item`` passed its time limit (lock held): what ends its future and interrupts
@@ -1220,7 +1211,7 @@ class InterpSide:
         failed = []
         if self.pending and self.broken is None:
             failed = self._maybe_start_worker()  # also while shutting down: pending tasks still run
-        self.watch.notify_all()
+        self._release_if_done()
         self.changed.notify_all()
         if not (done or failed or (self.router is not None and self.router.holds())):
             return None
@@ -1248,7 +1239,7 @@ class InterpSide:
                     cancelled += [self.running[t].future for t in worker.tids if t > last and t in self.running]
             self._retire_idle()
             # Busy and starting workers get the stop message when they next ask for work.
-            self.watch.notify_all()
+            self._release_if_done()
         self._flush()
         for future in cancelled:
             future.cancel()
@@ -1259,11 +1250,12 @@ class InterpSide:
             with self.lock:
                 while any(w.state != WorkerState.ABANDONED and w.thread is not me for w in self.workers.values()):
                     main_wait(self.changed)
-                threads = [self.watchdog, *self.exited]
+                threads = list(self.exited)
                 self.exited.clear()
             for thread in threads:
-                if thread is not None and thread is not me:
+                if thread is not me:
                     thread.join()  # each has left its loop: this is only its last steps
+            self.deadlines.join()  # once the process side released its lease too
 
     def in_flight(self) -> int:
         """How many tasks are pending or running (any thread)."""

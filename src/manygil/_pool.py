@@ -323,7 +323,8 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
             seats = Seats(self._max_workers)
             self._side.seats = seats
             seats.attach("interp", self._side.wants_seat, self._side.seat_freed)
-            return ProcessSide(self._max_workers, initializer, initargs, max_tasks_per_worker, forward_output, seats)
+            deadlines = self._side.deadlines  # one watchdog for the time limits of both sides
+            return ProcessSide(self._max_workers, initializer, initargs, max_tasks_per_worker, forward_output, seats, deadlines)
         if fallback == "shared-gil":
             return SharedGilSide(functools.partial(
                 InterpreterPoolExecutor,

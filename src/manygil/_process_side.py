@@ -21,7 +21,6 @@ main GIL instead (``_shared_side``: no process; one GIL for those tasks).
 from __future__ import annotations
 
 import functools
-import heapq
 import pickle
 import threading
 import time
@@ -31,7 +30,8 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from . import _backend, _exit, _faults, _transport
-from ._cpython import fixed_process_pool_class, manager_thread, program_ending, terminate_processes
+from ._cpython import PENDING, RUNNING, fixed_process_pool_class, manager_thread, program_ending, terminate_processes
+from ._deadlines import Deadlines
 from ._futures import settle
 from ._seats import Seats
 from ._waits import main_wait
@@ -46,10 +46,11 @@ class ProcessSide:
 
     Its fields are guarded by ``lock`` (``wake`` is its condition).  Threads: the router
     calls ``run`` (a caller's thread, or an interpreter worker's in ``call_home``); the
-    dispatcher thread starts the tasks a freed seat lets run; the timer thread ends tasks
-    past their time limit; the warm-up thread starts the processes; each slot's
-    ``ProcessPoolExecutor`` manager thread reports a task's end (``_ProcessTask._done``).
-    Lock order: the pool's lock, then this one, then ``Seats.lock``."""
+    dispatcher thread starts the tasks a freed seat lets run; the pool's watchdog thread
+    (``Deadlines``, shared with the interpreter side) ends tasks past their time limit;
+    the warm-up thread starts the processes; each slot's ``ProcessPoolExecutor``
+    manager thread reports a task's end (``_ProcessTask._done``).
+    Lock order: the pool's lock, then this one, then ``Seats.lock`` or ``Deadlines.lock``."""
 
     kind = "process"
 
@@ -61,6 +62,7 @@ class ProcessSide:
         max_tasks_per_worker: int | None,
         forward_output: bool = True,
         seats: Seats | None = None,
+        deadlines: Deadlines | None = None,
     ) -> None:
         self.forward = forward_output
         self.max_workers = max_workers
@@ -80,9 +82,10 @@ class ProcessSide:
         self.dead: list[_Slot] = []  # terminated slots, to join at shutdown
         self.starting: set[_Slot] = set()  # slots whose process is starting (warm-up)
         self.retired: set[_Slot] = set()  # slots shut down while they were starting
-        self.deadlines: list[tuple[float, int, _ProcessTask]] = []
+        # The pool's time limits, shared with its interpreter side: the watchdog thread.
+        self.deadlines = deadlines if deadlines is not None else Deadlines("manygil-fallback-")
+        self.lease = self.deadlines.lease()  # released once no deadline will come from here
         self.dispatcher: threading.Thread | None = None  # starts tasks a freed seat lets run
-        self.timer: threading.Thread | None = None  # stops tasks past their time limit
         self.warmer: threading.Thread | None = None  # starts the processes (_warm_up)
         # The seats both sides share (process side only: a shared-GIL side's tasks take
         # turns on one GIL anyway); seat_free asks the dispatcher to start tasks here.
@@ -124,10 +127,11 @@ class ProcessSide:
         future._fallback = task  # type: ignore[attr-defined]
         with self.lock:
             self.pending.append(task)
+            self.lease.renew()
             try:
                 # Both now: at exit 3.12 starts no thread, and a task may start then.
-                self._ensure_thread("dispatcher")
-                self._ensure_thread("timer")
+                self._ensure_dispatcher()
+                self.deadlines.start()
                 if not self.warmed and not self.closed and self.cannot_start is None:
                     self.warmed = True
                     reserved = self.max_workers - self.slots
@@ -255,6 +259,7 @@ class ProcessSide:
                     if task.future.done():  # cancelled while it waited
                         task = None
                 if task is None:
+                    self._release_if_done()  # the queue emptied of cancelled tasks
                     self.wake.notify_all()  # shutdown() may wait for the queue to empty
                     break
                 cause = self.cannot_start
@@ -285,6 +290,7 @@ class ProcessSide:
             finally:
                 with self.lock:
                     self.launching.discard(task)
+                    self._release_if_done()
                     self.wake.notify_all()  # shutdown() may wait for it
         if self._move_one():
             self._pump()  # it waits at the front now
@@ -365,7 +371,7 @@ class ProcessSide:
         task.future._fallback = again  # type: ignore[attr-defined]
         self.running.discard(task)
         self.pending.appendleft(again)
-        self._ensure_thread("dispatcher")  # which ends once nothing waits after shutdown
+        self._ensure_dispatcher()  # which ends once nothing waits after shutdown
 
     def _count_off(self, slot: _Slot) -> None:
         """``slot`` takes no task any more: off ``self.slots``, once (lock held)."""
@@ -562,22 +568,17 @@ class ProcessSide:
         self._pump()
         return again
 
-    def watch(self, task: _ProcessTask) -> None:
-        """Stop ``task`` when its time limit passes."""
-        with self.lock:
-            heapq.heappush(self.deadlines, (task.deadline, id(task), task))
-            self._ensure_thread("timer")
-            self.wake.notify_all()
+    def _release_if_done(self) -> None:
+        """Once the pool shuts down and every task here has started, no deadline will
+        come from here: the watchdog may end (lock held)."""
+        self.lease.release_if(self.closed and not self.pending and not self.launching)
 
-    def _ensure_thread(self, which: str) -> None:
-        """Start the ``"dispatcher"`` or the ``"timer"`` thread if it is not running
-        (lock held)."""
-        thread = getattr(self, which)
-        if thread is None or not thread.is_alive():
-            target = self._dispatch if which == "dispatcher" else self._time_limits
-            thread = threading.Thread(target=target, name=f"manygil-fallback-{which}", daemon=True)
+    def _ensure_dispatcher(self) -> None:
+        """Start the dispatcher thread if it is not running (lock held)."""
+        if self.dispatcher is None or not self.dispatcher.is_alive():
+            thread = threading.Thread(target=self._dispatch, name="manygil-fallback-dispatcher", daemon=True)
             thread.start()  # first: shutdown() joins it (3.12 starts none at the program's end)
-            setattr(self, which, thread)
+            self.dispatcher = thread
 
     def _dispatch(self) -> None:
         """The dispatcher thread: starts the tasks that waited for a seat when an
@@ -590,20 +591,6 @@ class ProcessSide:
                     self.wake.wait()
                 self.seat_free = False
             self._pump()
-
-    def _time_limits(self) -> None:
-        """The timer thread: stops each task whose time limit passed.  A thread of its
-        own, so that a process the pump starts meanwhile (hundreds of milliseconds for
-        the first) cannot make a time limit late."""
-        while True:
-            with self.lock:
-                while not self.deadlines or self.deadlines[0][0] > time.monotonic():
-                    if self.closed and not self.deadlines and not self.pending:
-                        return  # shut down: no time limit left to enforce, none to come
-                    wait = self.deadlines[0][0] - time.monotonic() if self.deadlines else None
-                    self.wake.wait(wait)
-                _, _, task = heapq.heappop(self.deadlines)
-            task.expire()
 
     def in_flight(self) -> int:
         """How many process tasks are pending, starting or running (any thread)."""
@@ -624,6 +611,7 @@ class ProcessSide:
                 waiting, self.pending = list(self.pending), deque()
             else:
                 waiting = []
+            self._release_if_done()
             self.wake.notify_all()
         for task in waiting:
             task.future.cancel()
@@ -633,8 +621,6 @@ class ProcessSide:
             with self.lock:
                 while self.pending or self.launching or self.running:
                     main_wait(self.wake)
-                self.deadlines.clear()  # every task finished: the timer may stop
-                self.wake.notify_all()
         with self.lock:
             slots, self.dead = self.dead, []
             # Tasks still queued here (shutdown(wait=False)) run on the idle and starting
@@ -647,7 +633,8 @@ class ProcessSide:
                 self.retired.update(self.starting)  # ready later: not taken back (_slot_ready)
                 self.idle = []
                 self.starting.clear()
-            threads = [t for t in (self.dispatcher, self.timer, self.warmer) if t is not None]
+            threads = [t for t in (self.dispatcher, self.warmer) if t is not None]
+            self._release_if_done()
         for slot in slots:
             slot.shut(wait)
         if wait:
@@ -664,6 +651,8 @@ class ProcessSide:
         else:
             with self.lock:
                 self.dead.extend(slots)  # a later shutdown(wait=True) waits for them
+        if wait:
+            self.deadlines.join()  # once the interpreter side released its lease too
 
 
 class _ProcessTask:
@@ -698,7 +687,7 @@ class _ProcessTask:
             self.stop()
         if self.timeout is not None:
             self.deadline = time.monotonic() + self.timeout
-            side.watch(self)
+            side.deadlines.add(self.deadline, self.expire, self.unsettled)
         inner.add_done_callback(self._done)
 
     def _done(self, inner: Future[Any]) -> None:
@@ -732,6 +721,7 @@ class _ProcessTask:
         self.kept = []  # the result, which may name a kept buffer, is loaded
         with side.lock:
             side.running.discard(self)
+            side._release_if_done()
             side.wake.notify_all()
 
     def cancel(self) -> bool:
@@ -739,8 +729,14 @@ class _ProcessTask:
         self.stop()
         return True
 
+    def unsettled(self) -> bool:
+        """Whether its future is not done yet: its time limit still matters (the
+        watchdog thread, under ``Deadlines.lock``: the future's state is read without
+        its lock, which a thread may hold while it waits for ``Deadlines.lock``)."""
+        return self.future._state in (PENDING, RUNNING)
+
     def expire(self) -> None:
-        """Its time limit passed (the timer thread, no lock held)."""
+        """Its time limit passed (the watchdog thread, no lock held)."""
         _faults.point("process.expiring", self)
         if self.future.done():
             return
