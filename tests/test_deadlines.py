@@ -201,3 +201,39 @@ def test_a_pool_shut_down_without_waiting_leaves_no_watchdog():
     watchdog.join(60)
     assert not watchdog.is_alive()
     pool.shutdown(wait=True)
+
+
+def test_many_threads_wake_the_watchdog_at_once():
+    # Wakers race while the watchdog sleeps: a lock handed over to it (CPython hands a
+    # lock to a waiter parked for over 1 ms) must not be released by a second waker:
+    # CPython's debug build asserts on that, where this was found.
+    deadlines, lease = _made()
+    deadlines.start()
+    errors: list[BaseException] = []
+    rounds = 40
+    go = threading.Barrier(4)
+
+    def wake_at_once() -> None:
+        try:
+            for _ in range(rounds):
+                go.wait(30)
+                deadlines.add(LATER, lambda: None, lambda: False)
+                go.wait(30)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=wake_at_once) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for _ in range(rounds):
+        time.sleep(0.002)  # not a wait for an outcome: the watchdog parks long enough
+        go.wait(30)
+        go.wait(30)
+    for thread in threads:
+        thread.join(60)
+    done = threading.Event()
+    deadlines.add(NOW, done.set, _alive)
+    assert done.wait(30)  # still awake to its deadlines
+    lease.release_if(True)
+    deadlines.join()
+    assert errors == [] and deadlines.thread is None

@@ -52,7 +52,8 @@ _Entry = tuple[float, int, Callable[[], None], Callable[[], bool]]
 class Deadlines:
     """The deadlines of one pool, and their watchdog thread.
 
-    ``lock`` guards every field but ``name``, ``order`` and ``wake``.
+    ``lock`` guards every field but ``name``, ``order`` and ``wake`` (which it guards
+    the release of, through ``woken``).
     """
 
     def __init__(self, name: str) -> None:
@@ -60,8 +61,12 @@ class Deadlines:
         self.leases = 0  # sides that may still add deadlines (Lease)
         # Re-entrant all the same, should a collection come (see the module's docstring).
         self.lock = _thread.RLock()
-        self.wake = _thread.allocate_lock()  # released: the watchdog has something to see
+        # A one-slot semaphore: released (once, ``woken``) when the watchdog has
+        # something to see.  Only a thread that finds ``woken`` false releases it, so a
+        # lock handed over to the waiting watchdog is never released by another.
+        self.wake = _thread.allocate_lock()
         self.wake.acquire()
+        self.woken = False
         self.heap: list[_Entry] = []
         self.order = itertools.count()  # ties keep the order deadlines came in
         self.thread: threading.Thread | None = None  # the watchdog, once it is started
@@ -133,9 +138,9 @@ class Deadlines:
             thread.join()
 
     def _wake_locked(self) -> None:
-        """Let the watchdog look again (``lock`` held, so that two wakers never release
-        ``wake`` twice)."""
-        if self.wake.locked():
+        """Let the watchdog look again (``lock`` held: one waker releases ``wake``)."""
+        if not self.woken:
+            self.woken = True
             self.wake.release()
 
     def _watch(self) -> None:
@@ -160,8 +165,11 @@ class Deadlines:
         """Wait for the next live deadline's time (no lock held): its ``act``, or None
         once every lease is released and no live deadline is left (the thread is
         then forgotten, so that a later ``add`` starts another)."""
+        got = False
         while True:
             with self.lock:
+                if got:
+                    self.woken = False  # it took the wake-up: the next one releases again
                 if self.leases <= 0:
                     self._drop_ended()
                     if not self.heap:
@@ -176,8 +184,8 @@ class Deadlines:
                 if _alive(due):
                     return due[2]
                 continue
-            timeout = -1.0 if when is None else min(when - now, _LONGEST_WAIT)
-            self.wake.acquire(True, timeout)
+            timeout = _LONGEST_WAIT if when is None else min(when - now, _LONGEST_WAIT)
+            got = self.wake.acquire(True, timeout)
 
     def _drop_ended(self) -> None:
         """Drop the deadlines that no longer matter (``lock`` held; in place: nothing
