@@ -202,8 +202,10 @@ mg_poll_briefly(int (*ready)(void *), void *arg, double spin)
             mg_thread_yield();
         }
     }
-    Py_END_ALLOW_THREADS
+    /* Before the GIL is taken back: the thread this one waited for may hold it (a
+     * worker delivering in call_home) and poll next, within the budget. */
     mg_atomic_add_i64(&spinners, -1);
+    Py_END_ALLOW_THREADS
     return got;
 }
 
