@@ -261,7 +261,7 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 # What the program-end scripts leave out, unless --known-failures: cases that fail today,
 # for the product to fix (issue 23, section 1).
 # - CPython 3.12 starts no thread once the program's end has begun, and a process worker
-#   needs some: process tasks left then run each in a process of their own (_run_alone),
+#   needs some: process tasks left then run each in a process of their own (_Starter.run_alone),
 #   where no time limit reaches them (a 0.3 s task runs its 60 s: seeds 14, 15), and a
 #   slot whose process was still starting as the end began can put a forkserver
 #   traceback (FileNotFoundError for its semaphore) on stderr (seed 12).  So on 3.12

@@ -112,9 +112,9 @@ def test_ctrl_c_finds_a_process_task_that_is_being_started(refusing, tmp_path, f
 
 
 def test_ctrl_c_stops_a_process_task_run_alone_at_the_program_end():
-    # Review found it: _run_alone (CPython 3.12 at the program's end, where no thread can
-    # start) took Ctrl-C for the task's outcome, and went on to the next task: one Ctrl-C
-    # per task.  Now the task is cancelled, its process ended, and Ctrl-C goes on.
+    # Review found it: _Starter.run_alone (CPython 3.12 at the program's end, where no
+    # thread can start) took Ctrl-C for the task's outcome, and went on to the next task:
+    # one Ctrl-C per task.  Now the task is cancelled, its process ended, and Ctrl-C goes on.
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent("""
             import multiprocessing, signal, sys, threading, time
@@ -136,7 +136,7 @@ def test_ctrl_c_stops_a_process_task_run_alone_at_the_program_end():
 
             threading.Thread(target=ctrl_c_once_it_runs, daemon=True).start()
             try:
-                side._run_alone(task)
+                side.starter.run_alone(task)
             except KeyboardInterrupt:
                 print("interrupted", future.cancelled(), multiprocessing.active_children())
         """)],

@@ -49,9 +49,9 @@ def test_process_workers_start_with_forkserver_or_else_spawn(monkeypatch, asked,
     assert _process_side.start_method() == expected
     side = _process_side.ProcessSide(1, None, (), None)
     with pytest.raises(_Asked):
-        side._new_slot()  # a pool's process worker
+        side.starter.new_slot()  # a pool's process worker
     with pytest.raises(_Asked):
-        side._run_alone(None)  # type: ignore[arg-type]  # a task at the end of a 3.12 program
+        side.starter.run_alone(None)  # type: ignore[arg-type]  # a task at the end of a 3.12 program
     assert asked == [expected, expected]
 
 

@@ -10,9 +10,10 @@ whether the deadline still matters (its task has not ended); ``act()`` does what
 deadline means, taking its side's lock itself.  A deadline whose task ended is dropped
 when its time comes, or as soon as every side has released the deadlines.
 
-Threads: ``lease``, ``start``, ``add``, ``join`` and a ``Lease``'s methods run on any
-thread: a caller, a worker thread in ``call_home``, a side's own threads, the garbage
-collector's finalizer (``join`` not on the watchdog thread, nor with a lock held).  The
+Threads: ``lease``, ``start``, ``start_or_say``, ``add``, ``join`` and a ``Lease``'s
+methods run on any thread: a caller, a worker thread in ``call_home``, a side's own
+threads, the garbage collector's finalizer (``join`` not on the watchdog thread, nor
+with a lock held).  The
 watchdog thread runs ``live`` and ``act``.
 
 Locks: ``lock`` is a leaf, taken with a side's lock held (``add``, a ``Lease``'s
@@ -71,7 +72,7 @@ class Deadlines:
         self.order = itertools.count()  # ties keep the order deadlines came in
         self.thread: threading.Thread | None = None  # the watchdog, once it is started
         self.ended: threading.Thread | None = None  # the last watchdog, once it ended
-        self.unstarted = False  # it could not start when a deadline came: said once
+        self.unstarted = False  # it could not start (start_or_say): said once
 
     def lease(self) -> Lease:
         """A side's use of these deadlines (before its first task): the thread ends
@@ -110,8 +111,12 @@ class Deadlines:
             self._wake_locked()
             if self.thread is not None or self.unstarted:
                 return
+        self.start_or_say()  # the sides start it sooner: this is a last resort
+
+    def start_or_say(self) -> None:
+        """``start``, or say once that time limits cannot stop tasks (any thread)."""
         try:
-            self.start()  # the sides start it sooner: this is a last resort
+            self.start()
         except RuntimeError as exc:
             with self.lock:
                 said, self.unstarted = self.unstarted, True

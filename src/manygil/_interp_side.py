@@ -352,6 +352,52 @@ class _WorkerHandle:
         """The id of the last task the worker started (running or finished)."""
         return abs(int(_native.sync_get(self.started)[0]))
 
+    def run_interpreter(
+        self,
+        own_gil: bool,
+        init: bytes,
+        forward_output: bool,
+        name: str,
+        explain: bool,
+        home: Callable[[bytes], bytes | None],
+    ) -> str:
+        """Create this worker's interpreter, serve in it (its thread), destroy it; what
+        went wrong.  ``home`` is what its ``call_home`` runs in the main interpreter;
+        ``explain``: a refusal's traceback is shown (no other side runs the task)."""
+        error = ""
+        interp_id = None
+        try:
+            interp_id = _backend.create(own_gil)
+            self.interp_id = interp_id
+            bootstrap(interp_id, forward_output)
+            _tracebacks.register(interp_id, self.control, f"{name}worker-{self.index}")
+            shared = {
+                "_mg_inbox": self.inbox,
+                "_mg_results": self.results,
+                "_mg_control": self.control,
+                "_mg_started": self.started,
+                "_mg_index": self.index,
+                "_mg_init": init,
+                "_mg_explain": int(explain),
+            }
+            _native.push_home(home)
+            try:
+                failed = _backend.run(interp_id, _SERVE, shared)
+            finally:
+                _native.pop_home()
+            if failed is not None:
+                error = "%s: %s" % failed
+        except BaseException as exc:  # noqa: BLE001 - reported through _worker_exited
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            if interp_id is not None:
+                _tracebacks.unregister(interp_id)
+                try:
+                    _backend.destroy(interp_id)
+                except Exception as exc:  # noqa: BLE001 - said as why the worker stopped
+                    error = error or f"cannot close interpreter {interp_id}: {exc}"
+        return error
+
     def release(self) -> None:
         for obj in (self.inbox, self.results, self.control, self.started):
             _native.release(obj)
@@ -853,10 +899,7 @@ class InterpSide:
         # The watchdog starts with the first worker, since a time limit may come when no
         # thread can start (3.12 at exit); after it, which meanwhile creates its
         # interpreter (a pool's first result comes 0.3 ms sooner).
-        try:
-            self.deadlines.start()
-        except RuntimeError as exc:  # the same exit, between the two starts
-            LOGGER.warning("manygil: the pool's watchdog cannot start (%s): its time limits cannot stop tasks", exc)
+        self.deadlines.start_or_say()  # (the same exit may come between the two starts)
         return []
 
     def warm_up(self, workers: int, preload: bool = True) -> None:
@@ -878,7 +921,9 @@ class InterpSide:
         """A worker thread: one interpreter after another (``max_tasks_per_worker``
         renews it on the same thread: 3.12 cannot start threads at exit), then gone."""
         while True:
-            error = self._run_interpreter(worker)
+            explain = self.router is None or self.router.kind is None
+            home = functools.partial(self._home, worker)
+            error = worker.run_interpreter(self.own_gil, self.init, self.forward_output, self.name, explain, home)
             with self.lock:
                 renew = worker.state == WorkerState.RENEWING and not error and self.broken is None
                 if renew and self.shutting_down and not self.pending:
@@ -924,43 +969,6 @@ class InterpSide:
             self._release_if_done()
             self.changed.notify_all()
         self._fail(failed)
-
-    def _run_interpreter(self, worker: _WorkerHandle) -> str:
-        """Create the worker's interpreter, serve in it, destroy it; what went wrong."""
-        error = ""
-        interp_id = None
-        try:
-            interp_id = _backend.create(self.own_gil)
-            worker.interp_id = interp_id
-            bootstrap(interp_id, self.forward_output)
-            _tracebacks.register(interp_id, worker.control, f"{self.name}worker-{worker.index}")
-            shared = {
-                "_mg_inbox": worker.inbox,
-                "_mg_results": worker.results,
-                "_mg_control": worker.control,
-                "_mg_started": worker.started,
-                "_mg_index": worker.index,
-                "_mg_init": self.init,
-                # A refusal's traceback is shown only without a fallback side to run the task.
-                "_mg_explain": int(self.router is None or self.router.kind is None),
-            }
-            _native.push_home(lambda data: self._home(worker, data))
-            try:
-                failed = _backend.run(interp_id, _SERVE, shared)
-            finally:
-                _native.pop_home()
-            if failed is not None:
-                error = "%s: %s" % failed
-        except BaseException as exc:  # noqa: BLE001 - reported through _worker_exited
-            error = f"{type(exc).__name__}: {exc}"
-        finally:
-            if interp_id is not None:
-                _tracebacks.unregister(interp_id)
-                try:
-                    _backend.destroy(interp_id)
-                except Exception as exc:  # noqa: BLE001 - said as why the worker stopped
-                    error = error or f"cannot close interpreter {interp_id}: {exc}"
-        return error
 
     def _take(self, worker: _WorkerHandle, records: list[bytes]) -> list[tuple[_Item | None, bytes]]:
         """Match result records with their items (lock held); give each to ``_resolve``

@@ -66,9 +66,8 @@ class ProcessSide:
     ) -> None:
         self.forward = forward_output
         self.max_workers = max_workers
-        self.initializer = initializer
-        self.initargs = initargs
         self.max_tasks = max_tasks_per_worker
+        self.starter = _Starter(initializer, initargs, max_tasks_per_worker, forward_output)
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
         self.closed = False
@@ -98,7 +97,7 @@ class ProcessSide:
         # once instead of each starting a process that fails the same way.
         self.cannot_start: BaseException | None = None
         self.warmed = False  # the first process task starts every slot's process at once
-        self.threadless = False  # no thread starts now (3.12, the program's end): _run_alone
+        self.threadless = False  # no thread starts now (3.12, the program's end): _Starter.run_alone
 
     # ------------------------------------------------------------------ running
 
@@ -154,7 +153,7 @@ class ProcessSide:
                     raise
                 # CPython 3.12, once the program's end has begun: no process worker can
                 # start (each needs its manager thread), so this task and those after
-                # it each run in a process of its own, on this thread (_run_alone).
+                # it each run in a process of its own, on this thread (_Starter.run_alone).
                 self.threadless = True
         self._pump()
         return
@@ -189,7 +188,7 @@ class ProcessSide:
         for left in range(count, 0, -1):
             slot = None
             try:
-                slot = self._new_slot()  # no process yet: that starts with the submit below
+                slot = self.starter.new_slot()  # no process yet: that starts with the submit below
                 with self.lock:
                     # Shut down meanwhile, or no process can start: start none of the rest.
                     stop = self.closed or self.cannot_start is not None
@@ -392,11 +391,11 @@ class ProcessSide:
                 self.slots -= 1  # the one the pump counted for it
             if task.seat:
                 self._give_seat()  # none is kept now: the interpreters' tasks may need it
-            self._run_alone(task)
+            self.starter.run_alone(task)
             return
         try:
             if slot is None:
-                slot = self._new_slot()
+                slot = self.starter.new_slot()
                 with self.lock:
                     slot.queue(task)
             task.start(self, slot)
@@ -419,7 +418,7 @@ class ProcessSide:
                 slot.terminate()
             if task.seat:
                 self._give_seat()  # none is kept now: the interpreters' tasks may need it
-            self._run_alone(task)
+            self.starter.run_alone(task)
         except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
             self._failed_start(task, slot, exc)
 
@@ -454,47 +453,6 @@ class ProcessSide:
         self._give_seat()
         settle(task.future, exc=exc)
 
-    def _run_alone(self, task: _ProcessTask) -> None:
-        """Run ``task`` in a process of its own and settle its future, on this thread
-        (the caller's, at the program's end on CPython 3.12, which starts no thread then:
-        a ``ProcessPoolExecutor`` needs one).  No time limit or ``cancel()`` reaches it."""
-        import multiprocessing
-
-        done: Future[Any] = Future()
-        init = None
-        if self.initializer is not None:
-            init = _dump_call(self.initializer, self.initargs, {}, [], initializer=True)
-        method = start_method()
-        context = multiprocessing.get_context(method)
-        process = None
-        try:
-            reader, writer = context.Pipe(duplex=False)
-            process = context.Process(  # type: ignore[attr-defined]
-                target=_alone, args=(task.data, self.forward, init, writer), daemon=True
-            )
-            process.start()
-            writer.close()
-            try:
-                ok, value = reader.recv()
-            except EOFError:
-                ok, value = False, _broken_process_pool("its process ended before it answered")
-            finally:
-                reader.close()
-            process.join()
-        except Exception as exc:  # noqa: BLE001 - no process could start
-            ok, value = False, exc
-        except BaseException:  # Ctrl-C: this task stops, and the program's end sees it
-            if process is not None and process.is_alive():
-                process.terminate()
-                process.join()
-            task.future.cancel()
-            raise
-        if ok:
-            done.set_result(value)
-        else:
-            done.set_exception(value)
-        _adopt(task.future, done, self.forward, pickled=True)
-
     def _retire_if_closed(self) -> None:
         """Once the pool is shut down and no task is left here, end the idle processes,
         as a ``ProcessPoolExecutor`` does after ``shutdown(wait=False)`` (a slot whose
@@ -515,23 +473,6 @@ class ProcessSide:
             return
         # Kept for the next task here, which the caller's _pump starts on it.
         self.seats.give("process", keep=bool(self.pending) and not self.seats.above_share("process"))
-
-    def _new_slot(self) -> _Slot:
-        import multiprocessing
-
-        _faults.point("process.slot_making", self)
-        method = start_method()
-        extra: dict[str, Any] = {}
-        if self.max_tasks is not None:
-            extra["max_tasks_per_child"] = self.max_tasks
-        init: bytes | None = None
-        if self.initializer is not None:
-            init = _dump_call(self.initializer, self.initargs, {}, [], initializer=True)  # kept by the pool
-        context = multiprocessing.get_context(method)
-        alive = context.Value("b", 0, lock=False)  # set once its process is ready for tasks
-        gate = context.Array("q", 4)  # see _ProcessTask.stop; its lock is shared with the process
-        pool = fixed_process_pool_class(_exit.process_module().ProcessPoolExecutor)(1, mp_context=context, initializer=_slot_init, initargs=(alive, init, gate), **extra)
-        return _Slot(pool, alive, gate)
 
     def task_left(self, task: _ProcessTask, not_started: bool, broken: bool) -> bool:
         """``task``'s process is done with it: its slot takes the next task (the one
@@ -809,7 +750,7 @@ def _call_gated(data: bytes, forward: bool, seq: int) -> Any:
 
 
 def _alone(data: bytes, forward: bool, init: bytes | None, writer: Any) -> None:
-    """In the process of ``ProcessSide._run_alone``: the pool's initializer, the task, and
+    """In the process of ``_Starter.run_alone``: the pool's initializer, the task, and
     its outcome sent back (an exception that does not pickle as a RuntimeError)."""
     try:
         if init is not None:
@@ -922,6 +863,86 @@ class _Slot:
         """End its process now, whatever it runs."""
         self._keep_manager()  # see shut
         terminate_processes(self.pool)
+
+
+class _Starter:
+    """How the process side's processes are made: a slot's single-process pool, or, on
+    CPython 3.12 at the program's end (no thread starts then), one process for one task.
+    Set once; any thread."""
+
+    def __init__(
+        self,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+        max_tasks: int | None,
+        forward: bool,
+    ) -> None:
+        self.initializer = initializer
+        self.initargs = initargs
+        self.max_tasks = max_tasks
+        self.forward = forward
+
+    def init(self) -> bytes | None:
+        """The pool's initializer and its arguments, pickled for a process, or None."""
+        if self.initializer is None:
+            return None
+        return _dump_call(self.initializer, self.initargs, {}, [], initializer=True)
+
+    def new_slot(self) -> _Slot:
+        """A slot: a single-process ``ProcessPoolExecutor`` whose process starts with its
+        first submit (``_slot_init`` runs the pool's initializer there)."""
+        import multiprocessing
+
+        _faults.point("process.slot_making", self)
+        method = start_method()
+        extra: dict[str, Any] = {}
+        if self.max_tasks is not None:
+            extra["max_tasks_per_child"] = self.max_tasks
+        init = self.init()  # kept by the pool
+        context = multiprocessing.get_context(method)
+        alive = context.Value("b", 0, lock=False)  # set once its process is ready for tasks
+        gate = context.Array("q", 4)  # see _ProcessTask.stop; its lock is shared with the process
+        pool = fixed_process_pool_class(_exit.process_module().ProcessPoolExecutor)(1, mp_context=context, initializer=_slot_init, initargs=(alive, init, gate), **extra)
+        return _Slot(pool, alive, gate)
+
+    def run_alone(self, task: _ProcessTask) -> None:
+        """Run ``task`` in a process of its own and settle its future, on this thread
+        (the caller's, at the program's end on CPython 3.12, which starts no thread then:
+        a ``ProcessPoolExecutor`` needs one).  No time limit or ``cancel()`` reaches it."""
+        import multiprocessing
+
+        done: Future[Any] = Future()
+        init = self.init()
+        method = start_method()
+        context = multiprocessing.get_context(method)
+        process = None
+        try:
+            reader, writer = context.Pipe(duplex=False)
+            process = context.Process(  # type: ignore[attr-defined]
+                target=_alone, args=(task.data, self.forward, init, writer), daemon=True
+            )
+            process.start()
+            writer.close()
+            try:
+                ok, value = reader.recv()
+            except EOFError:
+                ok, value = False, _broken_process_pool("its process ended before it answered")
+            finally:
+                reader.close()
+            process.join()
+        except Exception as exc:  # noqa: BLE001 - no process could start
+            ok, value = False, exc
+        except BaseException:  # Ctrl-C: this task stops, and the program's end sees it
+            if process is not None and process.is_alive():
+                process.terminate()
+                process.join()
+            task.future.cancel()
+            raise
+        if ok:
+            done.set_result(value)
+        else:
+            done.set_exception(value)
+        _adopt(task.future, done, self.forward, pickled=True)
 
 
 def _dump_call(
