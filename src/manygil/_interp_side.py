@@ -83,9 +83,9 @@ def program_ended() -> bool:
 
 def caller_spin(task_time: float | None, busy: int, free_cpus: int) -> float:
     """How long ``InterpreterFuture.result()`` polls for its task's end before it sleeps,
-    in seconds.  Waking a sleeping thread costs tens of microseconds or more (about
-    85 µs on a VM), as much as copying a list of 10,000 ints, and a round trip pays it
-    twice.  So when the pool's tasks are short (``task_time``, their moving average, under
+    in seconds.  Waking a sleeping thread costs tens of microseconds or more, as much as
+    a short task, and a round trip pays it twice (the worker's, the caller's).  So when
+    the pool's tasks are short (``task_time``, their moving average, under
     ``_SPIN_MAX``) and the ``busy`` workers leave one of the ``free_cpus`` (the process's
     spin budget: its CPUs less one) to the caller, the caller polls through about two
     tasks' time; when they do not, only briefly, for tasks under ``_SHORT_TASK``."""

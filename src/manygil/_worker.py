@@ -741,7 +741,8 @@ def idle_spin(batch_time: float, gap: float) -> float:
     before it.  Tasks that come one at a time (a caller's round trips) leave the
     worker idle while the caller reads a result and sends the next: polling through
     about that gap spares a wake-up each time.  Bounded by ``_IDLE_SPIN_MAX`` and by the
-    process's spin budget (``_native.spin_state``), so an idle pool burns no CPU."""
+    process's spin budget (``_native.spin_state``): a pool left idle stops polling
+    within a millisecond."""
     if batch_time >= _SHORT_BATCH:
         return 0.0
     if gap < _IDLE_SPIN_MAX:
