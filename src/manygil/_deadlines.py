@@ -173,8 +173,8 @@ class Deadlines:
         got = False
         while True:
             with self.lock:
-                if got:
-                    self.woken = False  # it took the wake-up: the next one releases again
+                if got:  # it took the wake-up (once: a later pass may not undo a new one)
+                    self.woken = got = False  # the next waker releases again
                 if self.leases <= 0:
                     self._drop_ended()
                     if not self.heap:

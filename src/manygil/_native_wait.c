@@ -5,9 +5,10 @@
  * unit of a channel's semaphore the same way, after an optional short poll; the
  * timeout arguments of every native call are read here.
  *
- * Process-global state owned here: the spin budget (below).  Locking rule (every file): the GIL is never
- * requested while an entry's mutex (or the registry's) is held, so a thread waiting for
- * a mutex never blocks a thread that holds the GIL of another interpreter.
+ * Process-global state owned here: the spin budget (below).  Locking rule (every
+ * file): the GIL is never requested while an entry's mutex (or the registry's) is
+ * held, so a thread waiting for a mutex never blocks a thread that holds the GIL of
+ * another interpreter.
  */
 #define PY_SSIZE_T_CLEAN
 #include "_native.h"
@@ -147,7 +148,7 @@ budget(void)
 {
     int64_t b = mg_atomic_load_i64(&spin_budget);
     if (b < 0) {
-        b = mg_cpu_count() - 1;
+        b = mg_cpu_count() - 1;   /* the CPUs less one: the thread at work keeps its own */
         mg_atomic_store_i64(&spin_budget, b);
     }
     return b;
@@ -169,7 +170,7 @@ mg_set_spin_budget(PyObject *mod, PyObject *arg)
         return NULL;
     }
     int64_t before = budget();
-    mg_atomic_store_i64(&spin_budget, n < 0 ? mg_cpu_count() - 1 : n);
+    mg_atomic_store_i64(&spin_budget, n < 0 ? -1 : n);   /* -1: budget() reads the CPUs again */
     return PyLong_FromLongLong(before);
 }
 
