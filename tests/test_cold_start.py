@@ -37,7 +37,8 @@ def _run(program: str, tmp_path: object, preload: bool = True) -> str:
 def test_a_worker_unpickles_without_functools(tmp_path: object):
     """_pickle's initialization imports functools for partial alone, and functools
     imports collections: the worker gives it _functools' class instead.  A task that
-    imports functools gets the whole module, and partials cross both ways.  The error
+    imports functools gets the whole module, and partials cross both ways.  Nor does it
+    import types (functools does: 3.12's workers have it).  The error
     paths' module (_excinfo) is imported by the first task that raises.  In a program of
     its own: under pytest, the time-limit plugin's stack dumps import more in workers;
     with ``-c``, since a worker that imported the script (when it is up before the first
@@ -50,7 +51,7 @@ def test_a_worker_unpickles_without_functools(tmp_path: object):
         if __name__ == "__main__":
             with InterpreterPoolExecutor(1) as pool:
                 loaded = pool.submit(eval, "sorted(__import__('sys').modules)").result(timeout=60)
-                print(" ".join(m for m in loaded if m in ("_pickle", "functools", "collections", "manygil._excinfo")))
+                print(" ".join(m for m in loaded if m in ("_pickle", "functools", "collections", "types", "manygil._excinfo")))
                 try:
                     pool.submit(int, "x").result(timeout=60)
                 except ValueError as exc:
@@ -67,7 +68,7 @@ def test_a_worker_unpickles_without_functools(tmp_path: object):
         preload=False,
     )
     if sys.version_info < (3, 13):  # threading, imported there on purpose (a 3.12 bug), needs them
-        assert out.split() == ["_pickle", "collections", "functools"], out
+        assert out.split() == ["_pickle", "collections", "functools", "types"], out
     else:
         assert out.split() == ["_pickle"], out
 

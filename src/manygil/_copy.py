@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import _pickle as pickle  # the C module: importing pickle.py would cost every worker
 import io
-import types
 
 from . import _native
 
 TYPE_CHECKING = False  # not typing's: importing typing would cost every worker
 if TYPE_CHECKING:
     from typing import Any
+
+# types' FunctionType, BuiltinFunctionType and ModuleType, without importing types in
+# every worker
+_FunctionType = type(lambda: None)
+_BuiltinFunctionType = type(len)
+_ModuleType = type(io)
 
 MAGIC = 0xC7  # the first byte of a copy; a pickle's is 0x80 (PROTO)
 
@@ -37,11 +42,11 @@ def _by_name(leaf: object) -> bool:
     pickle holds no object of the tree: a function, a class, a built-in function of a
     module; not a bound method of an object (``items.append`` pickles ``items``)."""
     kind = type(leaf)
-    if kind is types.FunctionType or kind is type:
+    if kind is _FunctionType or kind is type:
         return True
-    if kind is types.BuiltinFunctionType:
+    if kind is _BuiltinFunctionType:
         owner = getattr(leaf, "__self__", None)
-        return owner is None or type(owner) is types.ModuleType
+        return owner is None or type(owner) is _ModuleType
     return False
 
 

@@ -24,7 +24,9 @@ from __future__ import annotations
 import _thread  # not threading, whose import every worker would pay: see _start_thread
 import sys
 import time
-import types
+
+
+_ModuleType = type(sys)  # types.ModuleType, without importing types in every worker
 
 
 def _import_pickle() -> None:
@@ -45,7 +47,7 @@ def _import_pickle() -> None:
         import _functools  # type: ignore[import-not-found]  # no stub: functools re-exports it
     except ImportError:  # pragma: no cover - a build without it: the plain import
         return
-    stand_in = types.ModuleType("functools")
+    stand_in = _ModuleType("functools")
     stand_in.partial = _functools.partial  # type: ignore[attr-defined]
     sys.modules["functools"] = stand_in
     try:
@@ -64,6 +66,8 @@ from ._handles import collect, lent, out_of_band_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import types
+
     from ._excinfo import ExcInfo  # imported by the error paths: most workers never need it
     from collections.abc import Iterator
     from typing import Any
@@ -127,7 +131,7 @@ def _load_user_main() -> types.ModuleType:
             import runpy
 
             global _importing_main
-            module = types.ModuleType("__mg_main__")
+            module = _ModuleType("__mg_main__")
             module.__file__ = file
             _importing_main = True
             try:
@@ -576,6 +580,8 @@ def _result_error(fn: Any, result: object, exc: BaseException) -> BaseException:
         return exc  # KeyboardInterrupt, TaskInterrupted...
     from ._exceptions import NotShareableError
     from ._transport import _unsendable_kind, describe
+
+    import types
 
     if isinstance(result, types.GeneratorType):
         hint = "return a list of its items instead (list(...))"
