@@ -1,12 +1,15 @@
 """A mixed workload: half the tasks call numpy, half are pure Python (issue 14).
 
-    python bench/mixed.py [--tasks 200] [--repeat 3]     (./dev bench-mixed)
+    python bench/mixed.py [--tasks 200] [--repeat 3] [--out FILE]     (./dev bench-mixed)
 
 manygil's pool runs the pure-Python tasks in own-GIL interpreters and sends the numpy
 ones (numpy refuses such an interpreter) to process workers by itself
-(``fallback="process"``).  The alternatives run everything in processes.  Same run,
-medians of ``--repeat``; ratios are wall time over manygil's.  The results must be
-identical to ``ProcessPoolExecutor``'s.
+(``fallback="process"``).  The alternatives run everything in processes: the default
+``ProcessPoolExecutor`` (what ``ProcessPoolExecutor(n)`` picks: fork on Linux before
+3.14, forkserver from 3.14, spawn on macOS and Windows), forkserver and spawn.  Same
+run, medians of ``--repeat``; ratios are wall time over manygil's.  The results must be
+identical to ``ProcessPoolExecutor``'s.  ``--out`` writes them as JSON
+(``bench/results/mixed-3.X.json`` by default).
 
 Two settings, each timed from creating the pool to the end of its ``with`` block:
 
@@ -26,6 +29,7 @@ alike, unless the variables are set already.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import statistics
@@ -79,12 +83,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--one", help="time one pool of this name in this process, print the seconds")
+    here = os.path.dirname(os.path.abspath(__file__))
+    version = "%d.%d" % sys.version_info[:2]
+    ap.add_argument("--out", default=os.path.join(here, "results", f"mixed-{version}.json"))
     args = ap.parse_args()
     tasks = work(args.tasks)
     warnings.simplefilter("ignore", FallbackWarning)
 
     makers = {
         "manygil (fallback=process)": lambda: InterpreterPoolExecutor(args.workers),
+        f"ProcessPool default ({multiprocessing.get_start_method()})": lambda: ProcessPoolExecutor(args.workers),
         "ProcessPool forkserver": lambda: ProcessPoolExecutor(
             args.workers, mp_context=multiprocessing.get_context("forkserver")),
         "ProcessPool spawn": lambda: ProcessPoolExecutor(
@@ -138,13 +146,22 @@ def main() -> None:
 
     print(f"CPython {sys.version.split()[0]}, {args.workers} workers, {args.tasks} tasks "
           f"(half numpy), medians of {args.repeat}; results identical in every pool")
-    for title, table in (("a program's first pool (a new process per run)", first),
-                         ("a later pool in the same process", times)):
+    report: dict[str, object] = {
+        "python": sys.version.split()[0], "workers": args.workers, "tasks": args.tasks,
+        "repeats": args.repeat, "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    for key, title, table in (("first_pool", "a program's first pool (a new process per run)", first),
+                              ("later_pool", "a later pool in the same process", times)):
         base = statistics.median(table["manygil (fallback=process)"])
+        report[key] = {name: statistics.median(ts) for name, ts in table.items()}
         print(f"\n{title}\n{'pool':42} {'wall s':>8} {'ratio':>7}")
         for name, ts in table.items():
             med = statistics.median(ts)
             print(f"{name:42} {med:8.3f} {med / base:7.2f}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(report, f, indent=2)
+    print(f"\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ COMMANDS = {
     "payloads-3.14.json": "MANYGIL_PYTHONS=3.14 ./dev bench-payloads",
     "programs-3.13.json": "./dev bench-programs",
     "programs-3.14.json": "MANYGIL_PYTHONS=3.14 ./dev bench-programs",
+    **{f"mixed-3.{m}.json": "./dev bench-mixed --repeat 5" for m in (12, 13, 14, 15)},
 }
 # bench/run.py's metrics: key, label, unit.
 METRICS = (
@@ -272,6 +273,37 @@ def bench_first_call() -> str:
     )
 
 
+def bench_mixed() -> str:
+    """bench/mixed.py's results on every version: wall times, each process pool's over
+    manygil's in brackets (above 1: manygil is faster)."""
+    lines = [
+        "| CPython | pool | manygil | default `ProcessPoolExecutor` | forkserver | spawn |",
+        "|---|---|---|---|---|---|",
+    ]
+    dates = []
+    for m in (12, 13, 14, 15):
+        r = load(f"mixed-3.{m}.json")
+        dates.append(r.date)
+        for key, label in (("first_pool", "a program's first"), ("later_pool", "a later one")):
+            row = r[key]
+            mine = row["manygil (fallback=process)"]
+            default = next(n for n in row if n.startswith("ProcessPool default"))
+            method = default[default.index("(") + 1 : -1]
+            cells = [f"{mine:.2f} s"] + [
+                f"{row[n]:.2f} s ({row[n] / mine:.2f}x)" + (f", {method}" if n == default else "")
+                for n in (default, "ProcessPool forkserver", "ProcessPool spawn")
+            ]
+            lines.append(f"| {r['python']} | {label} | " + " | ".join(cells) + " |")
+    r = load("mixed-3.13.json")
+    return (
+        f"Half numpy, half pure Python (`{COMMANDS['mixed-3.13.json']}`: {r['tasks']} tasks, "
+        f"{r['workers']} workers, medians of {r['repeats']}, {span(dates, str)}; "
+        "`bench/results/mixed-3.1[2-5].json`), wall time from making the pool to the end of its "
+        "`with` block; in brackets, the process pool's time over manygil's (above 1: manygil is faster):"
+        "\n\n" + "\n".join(lines)
+    )
+
+
 def bench_duckdb() -> str:
     r = load("duckdb.json")
     t, g = r["seconds"]["table"], r["seconds"]["range"]
@@ -408,6 +440,7 @@ FIGURES: dict[str, Callable[[], str]] = {
     "bench-payloads": bench_payloads,
     "bench-programs": bench_programs,
     "bench-first-call": bench_first_call,
+    "bench-mixed": bench_mixed,
     "bench-duckdb": bench_duckdb,
     "bench-dask": bench_dask,
     "guide-summary": guide_summary,
