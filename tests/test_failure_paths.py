@@ -391,7 +391,7 @@ def test_ctrl_c_in_a_with_block_cancels_pending_and_running_tasks():
         pytest.param("futures[0]._condition", "futures[0].result(timeout=600)", id="in result(timeout)"),
         # Before, the KeyboardInterrupt left the block with the tasks running, and the
         # process then waited for them at exit.
-        pytest.param("pool._side.changed", "pass", id="as the with block waits for the tasks"),
+        pytest.param("pool._side.schedule.changed", "pass", id="as the with block waits for the tasks"),
     ],
 )
 def test_ctrl_c_that_does_not_wake_the_main_thread_still_cancels_the_tasks(waiting_on, then):
@@ -418,7 +418,7 @@ def test_ctrl_c_while_the_program_end_waits_for_the_tasks_stops_them_without_a_c
             manygil.dump_tracebacks_later(30)  # should it hang: every interpreter's stacks
             pool = manygil.InterpreterPoolExecutor(1)
             future = pool.submit(helpers.spin)
-            threading.Thread(target=helpers.ctrl_c_once_waiting, args=(pool._side.changed,)).start()
+            threading.Thread(target=helpers.ctrl_c_once_waiting, args=(pool._side.schedule.changed,)).start()
         """)],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
@@ -440,7 +440,7 @@ def test_a_script_ended_by_ctrl_c_says_why_it_waits_and_a_second_ctrl_c_cancels_
             manygil.dump_tracebacks_later(30)  # should it hang: every interpreter's stacks
             pool = manygil.InterpreterPoolExecutor(1)
             futures = [pool.submit(helpers.spin), pool.submit(helpers.add, 1)]
-            for condition in (futures[0]._condition, pool._side.changed):  # in result(), then at exit
+            for condition in (futures[0]._condition, pool._side.schedule.changed):  # in result(), then at exit
                 threading.Thread(target=helpers.ctrl_c_once_waiting, args=(condition,), daemon=True).start()
             futures[0].result()
         """)],
@@ -454,6 +454,28 @@ def test_a_script_ended_by_ctrl_c_says_why_it_waits_and_a_second_ctrl_c_cancels_
         "Ctrl-C again cancels them"
     )
     assert lines[-1] == "manygil: Ctrl-C at the program's end: the pools' tasks were cancelled"
+
+
+def test_a_pool_shut_down_and_dropped_goes_without_the_garbage_collector():
+    # The interpreter side's parts (its books, crew and time limits) refer to each other
+    # one way only, the books to the side weakly: once a pool is shut down and dropped,
+    # reference counting frees it, with no collection needed (a cycle would keep it, and
+    # what it holds, until one ran).
+    import gc
+    import weakref
+
+    for fallback in (None, "process"):
+        buf = SharedBuffer(8)
+        gc.disable()
+        try:
+            pool = InterpreterPoolExecutor(1, initializer=helpers.remember, initargs=(buf,), fallback=fallback)
+            assert pool.submit(helpers.add, 1).result(timeout=30) == 1
+            pool.shutdown(wait=True)
+            side = weakref.ref(pool._side)
+            del pool
+            assert side() is None, fallback
+        finally:
+            gc.enable()
 
 
 def test_the_executors_finalizer_can_run_on_a_thread_that_holds_the_pool_lock():
@@ -583,7 +605,7 @@ def test_a_late_result_that_the_pool_drops_releases_the_shared_objects_in_it(tmp
         future = pool.with_timeout(0.5).submit(helpers.swallow_interrupt_and_return, buf, started, release)
         assert isinstance(future.exception(timeout=60), TimeoutError)
         assert pool.submit(helpers.add, 1).result(timeout=60) == 1  # on a new worker
-        abandoned = [w for w in pool._side.workers.values() if w.state.value == "abandoned"]
+        abandoned = [w for w in pool._side.schedule.workers.values() if w.state.value == "abandoned"]
         assert len(abandoned) == 1
         os.close(os.open(release, os.O_WRONLY))  # the abandoned task returns buf now
         assert abandoned[0].gone.wait(60)
@@ -631,9 +653,10 @@ def test_tracemalloc_beside_interpreters_on_3_12_and_3_14_is_refused_with_the_fi
 
 
 def test_a_time_limit_settles_its_future_without_the_pool_lock_even_when_held_twice():
-    # _expire and _abandon released and took back the re-entrant pool lock by hand, so
-    # entered with it held twice they ran the futures' callbacks with it still held
-    # (issue 30, section 2.4).  They now return what to run once the lock is left.
+    # The time limits' expire and abandon (then InterpSide._expire and _abandon) released
+    # and took back the re-entrant pool lock by hand, so entered with it held twice they
+    # ran the futures' callbacks with it still held (issue 30, section 2.4).  They now
+    # return what to run once the lock is left.
     from manygil.sync import Event
 
     q = I.create_queue()
@@ -645,10 +668,10 @@ def test_a_time_limit_settles_its_future_without_the_pool_lock_even_when_held_tw
         seen = []
         future.add_done_callback(lambda f: seen.append(state.lock._is_owned()))
         with state.lock:
-            (tid, item), = state.running.items()  # it waits on q, running
+            (tid, item), = state.schedule.running.items()  # it waits on q, running
         item.timeout = 0.0
         with state.lock, state.lock:
-            then = state._expire(tid, item)
+            then = state.limits.expire(tid, item)
             assert not future.done()  # nothing was settled with the lock held
         assert then is not None
         then()

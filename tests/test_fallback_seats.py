@@ -71,7 +71,7 @@ def test_shutdown_stops_a_worker_that_waited_for_a_seat_when_another_retires(tmp
         last = pool.submit(abs, -3)  # waits for a seat, with the workers idle
         stopper = threading.Thread(target=pool.shutdown, kwargs={"wait": True})
         stopper.start()
-        while not pool._side.shutting_down:
+        while not pool._side.schedule.shutting_down:
             threading.Event().wait(0.01)
         gate.touch()
         assert [f.result(timeout=60) for f in held] == [str(gate)] * 2

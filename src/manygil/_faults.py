@@ -18,12 +18,13 @@ __all__ = ("POINTS", "hooked", "point")
 POINTS = frozenset({
     # the program's end
     "program.ending",  # (): the pools' exit hook began, no pool takes a new task
-    # the interpreter side (the pool's lock held where it says so)
-    "interp.home",  # (side, worker, data): a worker calls home, before the pool's guard
-    "interp.results_taken",  # (side, worker, done): results matched with tasks, lock held
-    "interp.preloaded",  # (side, worker): a worker imported the caller's script, its answer not yet read
-    "interp.no_seat",  # (side, worker): a worker found no seat for the queue's tasks, lock held
-    "interp.worker_exited",  # (side, worker, error): a worker's thread is ending
+    # the interpreter side (schedule: its books, _interp_side._Schedule, whose lock is
+    # held where it says so)
+    "interp.home",  # (schedule, worker, data): a worker calls home, before the pool's guard
+    "interp.results_taken",  # (schedule, worker, done): results matched with tasks, lock held
+    "interp.preloaded",  # (schedule, worker): a worker imported the caller's script, its answer not yet read
+    "interp.no_seat",  # (schedule, worker): a worker found no seat for the queue's tasks, lock held
+    "interp.worker_exited",  # (schedule, worker, error): a worker's thread is ending
     # the router
     "router.refused",  # (router, fn, module): a function is routed to the other side
     # the process side

@@ -7,7 +7,7 @@ One task's trip (nothing polls; every wait is a condition variable or a channel)
     submit(fn, *a) ─ pickle ─► Future ─► worker k idle? ─ chan_put(inbox k) ─► serve(): fn(*a)
                                         └► else pending deque                   │
                                                                   call_home(result)
-    Future.set_result ◄──── _deliver (main interpreter, same thread) ◄───────────┘
+    Future.set_result ◄──── deliver (main interpreter, same thread) ◄────────────┘
                             └─► returns the next pending task, or None: wait on the inbox
 
 * A worker stays inside its interpreter, in ``_worker.serve``, for its whole life.
@@ -171,11 +171,12 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
         if self._state in (PENDING, RUNNING):
             self._awaited = True  # a large bytes result is read by the thread that asks (see _Lent)
         if self._state in (PENDING, RUNNING) and self._fallback is None and (timeout is None or timeout > 0):
-            state = self._side_ref() if self._side_ref is not None else None
+            side = self._side_ref() if self._side_ref is not None else None
+            books = side.schedule if side is not None else None
             spin = 0.0
-            if state is not None and state.task_time is not None:
-                busy = len(state.workers) - len(state.idle)  # a racy read: a hint is enough
-                spin = caller_spin(state.task_time, busy, _native.spin_state()[1])
+            if books is not None and books.task_time is not None:
+                busy = len(books.workers) - len(books.idle)  # a racy read: a hint is enough
+                spin = caller_spin(books.task_time, busy, _native.spin_state()[1])
             if spin > 0:
                 start = time.monotonic()
                 spin = spin if timeout is None else min(spin, timeout)
@@ -387,7 +388,7 @@ class _WorkerHandle:
                 _native.pop_home()
             if failed is not None:
                 error = "%s: %s" % failed
-        except BaseException as exc:  # noqa: BLE001 - reported through _worker_exited
+        except BaseException as exc:  # noqa: BLE001 - reported through _Crew.exited
             error = f"{type(exc).__name__}: {exc}"
         finally:
             if interp_id is not None:
@@ -545,134 +546,66 @@ def _bug(when: str, exc: BaseException) -> str:
     )
 
 
-class InterpSide:
-    """Everything the pool's threads share; the executor is a thin facade over it.
+class _Schedule:
+    """The interpreter side's books: the queue, the tasks running and on which worker,
+    the workers and their states, and the seats they hold.
 
-    All fields are guarded by ``lock``.  Worker threads run ``_deliver`` (through
-    ``call_home``) after each task; the watchdog thread runs time limits.
+    ``lock`` guards every field, and every method but ``runs``, ``flush`` and ``fail``
+    runs with it held, on the thread that holds it: a caller's (``submit``), a worker's
+    in ``call_home`` (``_Crew``), the watchdog's (``_TimeLimits``), the router's
+    (``withdraw``, ``requeue_by_value``), a process-side thread that gives a seat back
+    (``seat_freed``) or a finalizer's.  None of them waits for long: they take only the
+    seats' and the deadlines' locks (leaves), and starting a worker's thread waits for
+    it to start.  What must run without the lock (settling futures, the router's
+    sending on) is returned to the caller, which runs it once the lock is free.
     """
 
     def __init__(
         self,
         max_workers: int,
-        init: bytes,
-        init_pins: tuple[int, ...],
         max_tasks_per_worker: int | None,
-        own_gil: bool,
-        grace_period: float,
-        exit_timeout: float,
         name: str,
-        dump_on_timeout: object = False,
-        forward_output: bool = True,
-        deadlines: Deadlines | None = None,
+        deadlines: Deadlines,
     ) -> None:
-        self.dump_on_timeout = dump_on_timeout
-        self.forward_output = forward_output
         self.max_workers = max_workers
-        self.init = init
-        self.init_pins = init_pins  # every worker loads init; released with the pool state
         self.max_tasks = max_tasks_per_worker
-        self.own_gil = own_gil
-        self.grace = grace_period
-        self.exit_timeout = exit_timeout
         self.name = name
         # Re-entrant: the executor's finalizer calls shutdown(wait=False), and a garbage
         # collection can run it on any thread at any allocation, including one that holds
         # this lock (a deadlock at exit on 3.12, found by the fault injection).
         self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)  # a worker exited or was abandoned
         self.pending: deque[tuple[int, _Item]] = deque()
         self.idle: list[_WorkerHandle] = []
         self.workers: dict[int, _WorkerHandle] = {}
         self.running: dict[int, _Item] = {}
         self.tids = itertools.count(1)
         self.indexes = itertools.count(0)
+        self.leaving = 0  # workers in self.workers that are retiring or abandoned
+        self.ended: list[threading.Thread] = []  # workers' threads, for shutdown(wait=True) to join
         self.shutting_down = False
         self.broken: str | None = None
         self.broken_cause: BaseException | None = None
         self.router: Upstream | None = None  # where refused tasks go (set by the executor)
         self.seats: Seats | None = None  # shared with the process side (set by the executor)
         # The pool's time limits (shared with its process side): the watchdog thread.
-        self.deadlines = deadlines if deadlines is not None else Deadlines(name)
-        self.lease = self.deadlines.lease()  # released once no deadline will come from here
-        self.leaving = 0  # workers in self.workers that are retiring or abandoned
-        # Deliveries whose refused tasks are on their way back by value (_deliver): the
-        # idle workers stay for them while the pool shuts down.
+        self.deadlines = deadlines
+        self.lease = deadlines.lease()  # released once no deadline will come from here
+        # Deliveries whose refused tasks are on their way back by value (_Crew.deliver):
+        # the idle workers stay for them while the pool shuts down.
         self.resending = 0
         self.task_time: float | None = None  # running average of one task's time, seconds
-        self.changed = threading.Condition(self.lock)  # a worker exited or was abandoned
-        self.exited: list[threading.Thread] = []
         self.preload = False  # workers import the caller's script while no task waits
         self.warm = 0  # workers that warm_up() starts once the first is up with no task
-        _sides.add(self)
+        # What a worker's thread runs (the side's run_worker) and what a deadline sets
+        # off (_TimeLimits.deadline): weak references the side sets (see InterpSide).
+        self.thread_target: Callable[[], Callable[[_WorkerHandle], None] | None] = _gone
+        self.deadline_act: Callable[[], Callable[[int, int], None] | None] = _gone
 
-    def drop_init(self, release_pins: Callable[[tuple[int, ...]], None] = release_pins) -> None:
-        """Release the initargs' pins: no worker will start again (lock held or unshared)."""
-        pins, self.init_pins = self.init_pins, ()
-        release_pins(pins)
-
-    # Worker threads hold the state while they run: none can load init any more.
-    __del__ = drop_init
-
-    # ------------------------------------------------------------ submitting
-
-    def resubmit(self, item: _Item) -> None:
-        """Send a refused task again, its function by value (see ``Router.by_value``);
-        a worker's thread, in ``call_home``."""
-        assert item.call is not None
-        payload, pins, keep = _payload(*item.call, by_value=True)
-        again = _Item(item.future, payload, pins, item.timeout, item.fn, item.call, by_value=True, keep=keep)
-        again.started = True  # its future is running already
-        try:
-            self.submit(again, resend=True)
-        except BaseException:
-            again.drop()
-            raise
-
-    def check_open(self, resend: bool = False) -> None:
-        """Refuse a new task: the pool is broken, shut down, or the program ends (any
-        thread; takes the lock, which the caller may hold).  ``resend``: see ``submit``."""
-        with self.lock:
-            if self.broken is not None:
-                raise BrokenInterpreterPool(self.broken) from self.broken_cause
-            if self.shutting_down and not resend:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            if _ended and not resend:
-                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-
-    def submit(self, item: _Item, resend: bool = False) -> None:
-        """Queue ``item`` or start it on an idle worker (caller's thread, or a worker's in
-        ``call_home`` for a ``resend``: a task submitted before the pool began to shut
-        down, sent again by value, which still runs then, as it would have)."""
-        with self.lock:
-            self.check_open(resend)
-            self.lease.renew()
-            tid = next(self.tids)
-            item.future._tid = tid
-            failed: list[InterpreterFuture] = []
-            worker = self.idle.pop() if self.idle else None
-            if worker is not None and not self._seat(worker):
-                self.idle.append(worker)  # the process side holds every seat
-                worker = None
-                self.pending.append((tid, item))
-            elif worker is not None:
-                task = self._start(worker, tid, item)  # a fresh future is not cancelled
-                if not task:  # but its function was routed to the fallback meanwhile
-                    self._unseat(worker)
-                    self.idle.append(worker)
-                    worker = None
-            else:
-                self.pending.append((tid, item))
-                if self._active() < len(self.pending) + len(self.running):
-                    failed = self._maybe_start_worker()
-        if worker is not None:
-            worker.wake(task)  # outside the lock: the woken worker may need it at once
-        self._flush()
-        self._fail(failed)
-
-    def _start(self, worker: _WorkerHandle, tid: int, item: _Item) -> bytes:
-        """Mark an item running on a worker (lock held); its task record, or b"" if it
-        was cancelled or handed to the router: its function is routed to the other side
-        now, or goes by value now (the router's ``flush`` sends it on once the lock is free)."""
+    def start(self, worker: _WorkerHandle, tid: int, item: _Item) -> bytes:
+        """Mark an item running on a worker; its task record, or b"" if it was cancelled
+        or handed to the router: its function is routed to the other side now, or goes
+        by value now (the router's ``flush`` sends it on once the lock is free)."""
         if item.started:
             if item.future.done():  # handed back by an abandoned worker, then cancelled
                 return b""
@@ -695,13 +628,13 @@ class InterpSide:
         item.worker = worker
         self.running[tid] = item
         if item.timeout is not None:
-            self._add_deadline(time.monotonic() + item.timeout, tid, 0)
+            self.add_deadline(time.monotonic() + item.timeout, tid, 0)
         return tid.to_bytes(8, "little") + len(item.payload).to_bytes(4, "little") + item.payload
 
-    def _route_refused(self, done: list[tuple[_Item | None, bytes]]) -> bool:
-        """Tell the router of the tasks just refused (lock held), so that it routes their
-        functions before this worker takes its next batch; whether some may come back by
-        value (``_resolve``), which a worker must stay for."""
+    def route_refused(self, done: list[tuple[_Item | None, bytes]]) -> bool:
+        """Tell the router of the tasks just refused, so that it routes their functions
+        before this worker takes its next batch; whether some may come back by value
+        (``_resolve``), which a worker must stay for."""
         if self.router is None:
             return False
         refused = [
@@ -711,23 +644,667 @@ class InterpSide:
         ]
         return bool(refused) and self.router.learn(refused)
 
+    def next_for(self, worker: _WorkerHandle, stay: bool = False) -> bytes | None:
+        """The next batch for a free worker: task records, the stop message, or None when
+        it should wait on its inbox (``stay``: also when the pool shuts down, for a task
+        on its way back).  As many tasks as ``batch_limit`` says; a task with a time
+        limit always travels alone, so its clock starts when it starts."""
+        if self.pending and not self.seat(worker):
+            if self.broken is None:  # tasks wait here for a seat the process side holds
+                worker.state = WorkerState.IDLE
+                self.idle.append(worker)
+                return None
+        elif self.pending:
+            left = None if self.max_tasks is None else self.max_tasks - worker.done
+            limit = batch_limit(len(self.pending), self.active(), self.task_time, left)
+            batch: list[bytes] = []
+            while self.pending and len(batch) < limit:
+                tid, item = self.pending[0]
+                if item.timeout is not None and batch:
+                    break
+                self.pending.popleft()
+                record = self.start(worker, tid, item)
+                if record:
+                    batch.append(record)
+                    if item.timeout is not None:
+                        break
+            if batch:
+                return b"".join(batch)
+        self.unseat(worker)
+        if self.broken is not None or (self.shutting_down and not stay):
+            self.leave(worker, WorkerState.RETIRING)
+            self.retire_idle()
+            return _STOP
+        worker.state = WorkerState.IDLE
+        self.idle.append(worker)
+        return None
+
+    def retire_idle(self) -> None:
+        """Stop the idle workers once the pool shuts down and no task is left: workers
+        that waited for a seat have nothing left either."""
+        if self.broken is None and (not self.shutting_down or self.resending):
+            return
+        if not self.pending:
+            for other in self.idle:
+                self.leave(other, WorkerState.RETIRING)
+                other.wake(_STOP)
+            self.idle.clear()
+
+    def seat(self, worker: _WorkerHandle) -> bool:
+        """Whether ``worker`` may take a batch now: it holds a seat, or gets one.  A
+        worker whose task ends while process tasks wait for a seat hands its seat over if
+        this side holds more than its fair share (see ``Seats``)."""
+        seats = self.seats
+        if seats is None:
+            return True
+        if worker.seated:
+            if not seats.others_wait("interp"):
+                return True
+            self.unseat(worker)
+            return False
+        worker.seated = seats.take("interp")
+        if not worker.seated:
+            _faults.point("interp.no_seat", self, worker)
+        return worker.seated
+
+    def unseat(self, worker: _WorkerHandle) -> None:
+        """``worker`` leaves its seat: to the process side if its tasks wait for one,
+        else to an idle worker of this pool whose tasks wait for one."""
+        if not worker.seated:
+            return
+        worker.seated = False
+        assert self.seats is not None
+        if self.seats.give("interp"):
+            pass  # the process side's tasks take it
+        elif self.pending and self.idle and self.broken is None:
+            other = self.idle.pop()
+            batch = self.next_for(other)  # takes the seat; no deeper: it empties pending or runs
+            if batch is not None:
+                other.wake(batch)
+
+    def active(self) -> int:
+        """Workers that take tasks (starting, idle or busy)."""
+        return len(self.workers) - self.leaving
+
+    def leave(self, worker: _WorkerHandle, state: WorkerState) -> None:
+        """A worker stops taking tasks: it retires, or is abandoned."""
+        self.unseat(worker)
+        if worker.state not in _LEAVING:
+            self.leaving += 1
+        worker.state = state
+
+    def start_worker(self) -> list[InterpreterFuture]:
+        """Start a worker if the pool has room; the futures that must fail because no
+        thread can start (only at exit on 3.12, which starts no threads once it
+        finalizes) and no other worker is left to run them."""
+        if self.active() >= self.max_workers:
+            return []
+        run = self.thread_target()
+        if run is None:  # unreachable: every caller is the side or one of its threads
+            return self.break_(_bug("starting a worker", RuntimeError("the pool's side is gone")), RuntimeError())
+        worker = _WorkerHandle(next(self.indexes))
+        self.workers[worker.index] = worker
+        # Daemon, so that an abandoned worker stuck in C cannot block interpreter exit;
+        # _python_exit and shutdown(wait=True) join every worker that is not abandoned.
+        thread = threading.Thread(target=run, args=(worker,), name=f"{self.name}worker-{worker.index}", daemon=True)
+        worker.thread = thread
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't create new thread at interpreter shutdown"
+            del self.workers[worker.index]
+            worker.release()
+            if self.active():
+                return []  # the other workers take the pending tasks
+            return self.break_(
+                f"no worker is left and none can start now ({exc}): CPython 3.12 starts no thread "
+                "once the program ends; call pool.shutdown() (or use a with block) before the script ends",
+                exc,
+            )
+        # The watchdog starts with the first worker, since a time limit may come when no
+        # thread can start (3.12 at exit); after it, which meanwhile creates its
+        # interpreter (a pool's first result comes 0.3 ms sooner).
+        self.deadlines.start_or_say()  # (the same exit may come between the two starts)
+        return []
+
+    def count_out(self, worker: _WorkerHandle) -> None:
+        """Remove a worker whose thread is ending from the pool's count."""
+        del self.workers[worker.index]
+        if worker.thread is not None:
+            self.ended.append(worker.thread)  # for shutdown(wait=True) to join
+        if worker.state in _LEAVING:
+            self.leaving -= 1  # it was counted among the workers that leave
+
+    def lost(self, worker: _WorkerHandle) -> list[InterpreterFuture]:
+        """The futures of the tasks that a stopped worker still held, taken out of
+        ``running``: they fail, nothing will deliver their results."""
+        return [self.running.pop(tid).future for tid in worker.tids if tid in self.running]
+
+    def take(self, worker: _WorkerHandle, records: list[bytes]) -> list[tuple[_Item | None, bytes]]:
+        """Match result records with their items; give each to ``_resolve`` (without the
+        lock), which also releases what an orphan record holds."""
+        done = []
+        for record in records:
+            tid = int.from_bytes(record[:8], "little")
+            item = self.running.pop(tid, None)
+            if worker.tids and worker.tids[0] == tid:
+                worker.tids.popleft()
+            elif tid in worker.tids:
+                worker.tids.remove(tid)
+            worker.done += 1
+            done.append((item, record))
+        return done
+
+    def break_(self, reason: str, cause: BaseException) -> list[InterpreterFuture]:
+        """Mark the pool broken; the futures that must fail."""
+        if self.broken is None:
+            self.broken = reason
+            self.broken_cause = cause
+        for other in self.idle:
+            self.leave(other, WorkerState.RETIRING)
+            other.wake(_STOP)
+        self.idle.clear()
+        futures = [item.future for _, item in self.pending]
+        self.pending.clear()
+        return futures
+
+    def release_if_done(self) -> None:
+        """Once the pool shuts down and no worker takes tasks any more, no deadline will
+        come from here: the watchdog may end."""
+        self.lease.release_if(self.shutting_down and not self.active())
+
+    def add_deadline(self, when: float, tid: int, stage: int) -> None:
+        """Task ``tid`` passes its time limit (stage 0) or the grace after its interrupt
+        (stage 1) at ``when``."""
+        act = self.deadline_act()
+        if act is None:  # unreachable: only the side and its time limits add deadlines
+            raise RuntimeError("a time limit was added for a pool whose side is gone")
+        self.deadlines.add(when, functools.partial(act, tid, stage), functools.partial(self.runs, tid))
+
+    def runs(self, tid: int) -> bool:
+        """Whether task ``tid`` still runs on a worker that was not abandoned: its
+        deadline matters (the watchdog thread, without the lock: a dict's item and an
+        attribute are read atomically, and an abandoned worker stays abandoned)."""
+        item = self.running.get(tid)
+        return item is not None and (item.worker is None or item.worker.state != WorkerState.ABANDONED)
+
+    # Without the lock:
+
+    def flush(self) -> None:
+        """Let the router send on what this side handed it (without the lock)."""
+        if self.router is not None:
+            self.router.flush()
+
+    def fail(self, futures: list[InterpreterFuture]) -> None:
+        """Fail ``futures`` with the pool's breakage (without the lock)."""
+        for future in futures:
+            err = BrokenInterpreterPool(self.broken or "the worker running this task stopped")
+            err.__cause__ = self.broken_cause
+            settle(future, exc=err)
+
+
+def _gone() -> None:
+    """A weak reference to nothing: what ``_Schedule`` calls back before the side sets it."""
+    return None
+
+
+class _Crew:
+    """The workers' threads: each makes its interpreter, serves in it, and comes home
+    (``call_home``) with its results, which ``deliver`` settles before it hands out the
+    next batch.  Every method runs on a worker's thread, but ``drop_init``, which also
+    runs on whichever thread drops the side last (``__del__``); the books are
+    ``schedule``'s, under its lock."""
+
+    def __init__(
+        self,
+        schedule: _Schedule,
+        init: bytes,
+        init_pins: tuple[int, ...],
+        own_gil: bool,
+        forward_output: bool,
+    ) -> None:
+        self.schedule = schedule
+        self.init = init
+        self.init_pins = init_pins  # every worker loads init; released with the crew
+        self.own_gil = own_gil
+        self.forward_output = forward_output
+
+    def drop_init(self, release_pins: Callable[[tuple[int, ...]], None] = release_pins) -> None:
+        """Release the initargs' pins: no worker will start again (lock held or unshared)."""
+        pins, self.init_pins = self.init_pins, ()
+        release_pins(pins)
+
+    # Worker threads hold the crew while they run: none can load init any more.
+    __del__ = drop_init
+
+    def run_worker(self, worker: _WorkerHandle) -> None:
+        """A worker thread: one interpreter after another (``max_tasks_per_worker``
+        renews it on the same thread: 3.12 cannot start threads at exit), then gone."""
+        s = self.schedule
+        while True:
+            explain = s.router is None or s.router.kind is None
+            home = functools.partial(self.home, worker)
+            error = worker.run_interpreter(self.own_gil, self.init, self.forward_output, s.name, explain, home)
+            with s.lock:
+                renew = worker.state == WorkerState.RENEWING and not error and s.broken is None
+                if renew and s.shutting_down and not s.pending:
+                    renew = False
+                    s.leave(worker, WorkerState.RETIRING)
+                    s.retire_idle()  # it ran the last task: the others wait for nothing
+                if renew:
+                    worker.state = WorkerState.STARTING
+                    worker.done = 0
+                    _native.sync_set(worker.started, 0)
+            if not renew:
+                break
+        try:
+            self.exited(worker, error)
+        except BaseException as exc:  # noqa: BLE001 - a bug: said loudly, never a hung shutdown
+            self.exit_failed(worker, exc)
+        finally:
+            worker.release()
+            worker.gone.set()
+
+    def exit_failed(self, worker: _WorkerHandle, exc: BaseException) -> None:
+        """manygil itself failed while a worker stopped (a bug): the pool breaks with that
+        error as the cause, and the worker is counted out so that shutdown() returns."""
+        s = self.schedule
+        reason = _bug("while a worker stopped", exc)
+        LOGGER.error("%s", reason, exc_info=exc)
+        with s.lock:
+            if s.workers.get(worker.index) is worker:
+                s.count_out(worker)
+            failed = s.break_(reason, exc) + s.lost(worker)
+            s.release_if_done()
+            s.changed.notify_all()
+        s.fail(failed)
+
+    def home(self, worker: _WorkerHandle, data: bytes) -> bytes | None:
+        """What a worker's ``call_home`` runs: ``deliver``.  Should manygil itself fail
+        there (a bug), the pool breaks with that error as the cause and this worker stops:
+        the tasks already handed to the workers still finish, the queued ones fail with
+        ``BrokenInterpreterPool``, and nothing waits forever for a result that was lost."""
+        s = self.schedule
+        _faults.point("interp.home", s, worker, data)
+        try:
+            return self.deliver(worker, data)
+        except BaseException as exc:  # noqa: BLE001 - a bug: said loudly, never a hang
+            reason = _bug("while handling a worker's results", exc)
+            with s.lock:
+                failed = s.break_(reason, exc)
+                s.leave(worker, WorkerState.RETIRING)
+            s.fail(failed)
+            return _STOP
+
+    def deliver(self, worker: _WorkerHandle, last: bytes) -> bytes | None:
+        """Runs in the main interpreter on a worker's thread: take the results of its
+        batch (the last one is the argument), give it the next batch."""
+        if last[:8] == _EVENT:
+            return self.event(worker, last[8:])
+        s = self.schedule
+        records = worker.collect() if len(worker.tids) > 1 else []
+        records.append(last)
+        done: list[tuple[_Item | None, bytes]] = []
+        stay = False
+        try:
+            with s.lock:
+                done = s.take(worker, records)
+                if worker.sent_at:
+                    per_task = (time.monotonic() - worker.sent_at) / len(records)
+                    s.task_time = per_task if s.task_time is None else 0.8 * s.task_time + 0.2 * per_task
+                worker.sent_at = 0.0
+                if worker.state == WorkerState.ABANDONED:
+                    batch: bytes | None = _STOP
+                elif s.max_tasks is not None and worker.done >= s.max_tasks:
+                    worker.state = WorkerState.RENEWING  # a fresh interpreter on the same thread
+                    s.unseat(worker)
+                    batch = _STOP
+                else:
+                    # A task sent again by value comes back to the queue in _resolve
+                    # below: the idle workers stay for it even if the pool shuts down
+                    # (at exit on 3.12 none could start to run it).
+                    _faults.point("interp.results_taken", s, worker, done)
+                    stay = s.route_refused(done)
+                    s.resending += stay
+                    batch = s.next_for(worker, stay)
+            s.flush()
+        finally:  # the results taken are settled, even if manygil failed above (see home)
+            try:
+                for item, record in done:
+                    _resolve(item, record, s.router)
+            finally:
+                if stay:
+                    with s.lock:
+                        s.resending -= 1
+                        s.retire_idle()  # what was to come back is queued, or is not coming
+        return batch
+
+    def event(self, worker: _WorkerHandle, event: bytes) -> bytes | None:
+        """A worker's event: what a task printed, the worker is up (or imported the
+        caller's script), or its initializer raised."""
+        s = self.schedule
+        if event[0] == _worker.OUTPUT:
+            _output.handle_event(event[1:])
+            return None
+        if event[0] in (_worker.READY, _worker.PRELOADED):
+            if event[0] == _worker.PRELOADED:
+                _faults.point("interp.preloaded", s, worker)
+            with s.lock:
+                if s.warm and not s.pending and s.broken is None and not s.shutting_down:
+                    for _ in range(s.warm - s.active()):
+                        s.start_worker()  # fails no future: this worker is up
+                s.warm = 0
+                if event[0] == _worker.PRELOADED:
+                    if len(event) > 1:  # a module refused the script
+                        module = _refused_module(event[1:].decode())
+                        if s.router is not None:
+                            s.router.refuse_script(module)  # its functions go by value
+                elif s.preload and not s.pending and not s.shutting_down and s.broken is None:
+                    return _worker.PRELOAD  # nothing to do yet: import the caller's script meanwhile
+                batch = s.next_for(worker)
+            s.flush()
+            return batch
+        # INIT_FAILED: the worker returns by itself; the pool is broken.
+        status, payload, pins = _worker.unpack(event, 1)
+        try:
+            cause = _rebuild_exception(status, payload)
+        finally:
+            release_pins(pins)
+        # Logged as the standard library's pools log it (logger "concurrent.futures").
+        info = getattr(cause.__cause__, "excinfo", None)
+        LOGGER.critical("Exception in initializer:\n%s", info.errdisplay if info else cause)
+        with s.lock:
+            s.leave(worker, WorkerState.RETIRING)
+            failed = s.break_("a worker's initializer raised; the pool is broken", cause)
+        s.fail(failed)
+        return None
+
+    def exited(self, worker: _WorkerHandle, error: str) -> None:
+        """A worker's interpreter is gone for good (``error``: why, if it failed): what it
+        held is settled or failed, and another starts for the tasks still queued."""
+        s = self.schedule
+        _faults.point("interp.worker_exited", s, worker, error)
+        records = worker.collect()
+        with s.lock:
+            done = s.take(worker, records)
+            s.unseat(worker)
+            s.count_out(worker)
+            if worker in s.idle:
+                s.idle.remove(worker)
+            failed = s.lost(worker)
+            if failed and s.broken is None:  # else the cause of the breakage stays
+                s.broken_cause = RuntimeError(error or "the worker stopped")
+            if worker.state == WorkerState.STARTING and error:
+                # The interpreter could not even start: trying again would loop.
+                failed += s.break_(f"a worker interpreter could not start: {error}", RuntimeError(error))
+            elif s.pending and s.broken is None:
+                # Also while shutting down: pending tasks still run unless cancelled.
+                failed += s.start_worker()
+            s.retire_idle()
+            if s.shutting_down and not s.workers:
+                self.drop_init()  # no worker will start again
+            s.release_if_done()
+            s.changed.notify_all()
+        s.flush()
+        for item, record in done:
+            _resolve(item, record, s.router)
+        s.fail(failed)
+
+
+class _TimeLimits:
+    """Time limits and ``cancel()`` of running tasks: an interrupt sent to the task's
+    worker, and the worker abandoned (and replaced) if it does not answer within
+    ``grace`` seconds.  ``deadline`` runs on the watchdog thread, ``interrupt`` on the
+    thread that cancels; the books are ``schedule``'s, under its lock."""
+
+    def __init__(self, schedule: _Schedule, grace: float, dump_on_timeout: object) -> None:
+        self.schedule = schedule
+        self.grace = grace
+        self.dump_on_timeout = dump_on_timeout
+
+    def deadline(self, tid: int, stage: int) -> None:
+        """The watchdog thread: task ``tid`` passed its time limit, or ignored its
+        interrupt (stuck in C).  What this sets off runs without the pool's lock
+        (futures' callbacks, stack dumps): the lock is left by its ``with``, never
+        released by hand, which would leave it held when entered twice."""
+        with self.schedule.lock:
+            item = self.schedule.running.get(tid)
+            if item is None:
+                return
+            then = self.expire(tid, item) if stage == 0 else self.abandon(tid, item)
+        if then is not None:
+            then()
+
+    def expire(self, tid: int, item: _Item) -> Callable[[], None] | None:
+        """``item`` passed its time limit (lock held): what ends its future and interrupts
+        it, to run without the lock (``set_exception`` runs callbacks, and the stacks
+        take a moment); or None when its future is done already (it is interrupted now)."""
+        future = item.future
+        if future.done():
+            self.interrupt_locked(tid)
+            return None
+        message = f"task {item.label} exceeded its time limit of {item.timeout:g} s"
+        worker = item.worker
+
+        def then() -> None:
+            if self.dump_on_timeout and worker is not None:
+                stacks = _tracebacks.format_tracebacks(interp_ids=[worker.interp_id])
+                stream = self.dump_on_timeout if hasattr(self.dump_on_timeout, "write") else sys.stderr
+                stream.write(f"manygil: {message}; its interpreter's stacks:\n{stacks}")
+            settle(future, exc=TimeoutError(message))
+            with self.schedule.lock:
+                self.interrupt_locked(tid)
+
+        return then
+
+    def interrupt(self, tid: int) -> None:
+        """Stop a running task in its interpreter (its future is already resolved)."""
+        with self.schedule.lock:
+            self.interrupt_locked(tid)
+
+    def interrupt_locked(self, tid: int) -> None:
+        item = self.schedule.running.get(tid)
+        if item is None or item.worker is None:
+            return
+        _native.chan_put(item.worker.control, tid.to_bytes(8, "little"), 0, None)
+        self.schedule.add_deadline(time.monotonic() + self.grace, tid, 1)
+
+    def abandon(self, tid: int, item: _Item) -> Callable[[], None] | None:
+        """The task ignored its interrupt (stuck in C): leave its worker, start another
+        (lock held); what settles the futures this touched, to run without the lock.
+
+        Results the worker already produced are collected; tasks of its batch that had
+        not started are revoked there and handed to other workers under new ids.
+        """
+        s = self.schedule
+        worker = item.worker
+        if worker is None or worker.state == WorkerState.ABANDONED:
+            return None
+        if worker.running_now() != tid:
+            return None  # not started yet, or already done: the interrupt will be seen
+        s.leave(worker, WorkerState.ABANDONED)
+        worker.abandoned_in = item.label
+        done = s.take(worker, worker.collect())
+        for old in [t for t in worker.tids if t != tid]:
+            moved = s.running.pop(old, None)
+            worker.tids.remove(old)
+            _native.chan_put(worker.control, old.to_bytes(8, "little"), 0, None)
+            if moved is not None and not moved.future.done():
+                new = next(s.tids)
+                moved.future._tid = new
+                s.pending.appendleft((new, moved))
+        failed = []
+        if s.pending and s.broken is None:
+            failed = s.start_worker()  # also while shutting down: pending tasks still run
+        s.release_if_done()
+        s.changed.notify_all()
+        if not (done or failed or (s.router is not None and s.router.holds())):
+            return None
+
+        def then() -> None:
+            s.flush()
+            for finished, record in done:
+                _resolve(finished, record, s.router)
+            s.fail(failed)
+
+        return then
+
+
+class InterpSide:
+    """The interpreter side of one pool, as the executor and the router see it: tasks
+    in (``submit``), queued tasks out (``withdraw``), shutdown.  Its parts: the books
+    (``_Schedule``, whose lock guards every field), the workers' threads (``_Crew``) and
+    the time limits (``_TimeLimits``, the watchdog's).  Callers' threads run these
+    methods; each says when it is another's as well."""
+
+    def __init__(
+        self,
+        max_workers: int,
+        init: bytes,
+        init_pins: tuple[int, ...],
+        max_tasks_per_worker: int | None,
+        own_gil: bool,
+        grace_period: float,
+        exit_timeout: float,
+        name: str,
+        dump_on_timeout: object = False,
+        forward_output: bool = True,
+        deadlines: Deadlines | None = None,
+    ) -> None:
+        self.schedule = _Schedule(
+            max_workers, max_tasks_per_worker, name, deadlines if deadlines is not None else Deadlines(name)
+        )
+        self.crew = _Crew(self.schedule, init, init_pins, own_gil, forward_output)
+        self.limits = _TimeLimits(self.schedule, grace_period, dump_on_timeout)
+        # A worker's thread runs this side's run_worker, so that a pool whose executor
+        # was dropped stays alive (and in _sides, for the program's end) while a worker
+        # runs.  The schedule holds both weakly: no cycle, so the side and its parts go
+        # as soon as nothing uses them (the crew then releases the initializer's pins).
+        self.schedule.thread_target = weakref.WeakMethod(self.run_worker)
+        self.schedule.deadline_act = weakref.WeakMethod(self.limits.deadline)
+        self.grace = grace_period
+        self.exit_timeout = exit_timeout
+        _sides.add(self)
+
+    # What the executor reads and sets.
+
+    @property
+    def lock(self) -> threading.RLock:
+        return self.schedule.lock
+
+    @property
+    def broken(self) -> str | None:
+        return self.schedule.broken
+
+    @property
+    def deadlines(self) -> Deadlines:
+        return self.schedule.deadlines
+
+    def run_worker(self, worker: _WorkerHandle) -> None:
+        """A worker's thread (see ``_Crew.run_worker``)."""
+        self.crew.run_worker(worker)
+
+    def attach(self, router: Upstream | None = None, seats: Seats | None = None) -> None:
+        """Where refused tasks go, and the seats shared with the process side (the
+        executor, as it makes the pool, before any task)."""
+        if router is not None:
+            self.schedule.router = router
+        if seats is not None:
+            self.schedule.seats = seats
+
+    # ------------------------------------------------------------ submitting
+
+    def resubmit(self, item: _Item) -> None:
+        """Send a refused task again, its function by value (see ``Router.by_value``);
+        a worker's thread, in ``call_home``."""
+        assert item.call is not None
+        payload, pins, keep = _payload(*item.call, by_value=True)
+        again = _Item(item.future, payload, pins, item.timeout, item.fn, item.call, by_value=True, keep=keep)
+        again.started = True  # its future is running already
+        try:
+            self.submit(again, resend=True)
+        except BaseException:
+            again.drop()
+            raise
+
+    def check_open(self, resend: bool = False) -> None:
+        """Refuse a new task: the pool is broken, shut down, or the program ends (any
+        thread; takes the lock, which the caller may hold).  ``resend``: see ``submit``."""
+        s = self.schedule
+        with s.lock:
+            if s.broken is not None:
+                raise BrokenInterpreterPool(s.broken) from s.broken_cause
+            if s.shutting_down and not resend:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if _ended and not resend:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    def submit(self, item: _Item, resend: bool = False) -> None:
+        """Queue ``item`` or start it on an idle worker (caller's thread, or a worker's in
+        ``call_home`` for a ``resend``: a task submitted before the pool began to shut
+        down, sent again by value, which still runs then, as it would have)."""
+        s = self.schedule
+        with s.lock:
+            self.check_open(resend)
+            s.lease.renew()
+            tid = next(s.tids)
+            item.future._tid = tid
+            failed: list[InterpreterFuture] = []
+            worker = s.idle.pop() if s.idle else None
+            if worker is not None and not s.seat(worker):
+                s.idle.append(worker)  # the process side holds every seat
+                worker = None
+                s.pending.append((tid, item))
+            elif worker is not None:
+                task = s.start(worker, tid, item)  # a fresh future is not cancelled
+                if not task:  # but its function was routed to the fallback meanwhile
+                    s.unseat(worker)
+                    s.idle.append(worker)
+                    worker = None
+            else:
+                s.pending.append((tid, item))
+                if s.active() < len(s.pending) + len(s.running):
+                    failed = s.start_worker()
+        if worker is not None:
+            worker.wake(task)  # outside the lock: the woken worker may need it at once
+        s.flush()
+        s.fail(failed)
+
+    def warm_up(self, workers: int, preload: bool = True) -> None:
+        """Start ``workers`` workers, each importing the caller's script (``preload``)
+        while no task waits for it, so that the first calls of the script's functions do
+        not pay for that import.  One starts now, the others once it is up if no task
+        waits then (see ``_Crew.event``): a task submitted at once gets the cores to
+        itself, and its result comes sooner (interpreters that start together slow each
+        other down); tasks submitted start more workers, as always."""
+        s = self.schedule
+        with s.lock:
+            s.preload = preload
+            s.warm = workers
+            s.start_worker()
+
+    def interrupt(self, tid: int) -> None:
+        """Stop a running task in its interpreter (its future is already resolved; the
+        thread that cancelled it)."""
+        self.limits.interrupt(tid)
+
     # ------------------------------------------------------------ what the router asks
 
     def withdraw(self, pred: Callable[[_Item], bool]) -> list[_Item]:
         """Take the queued tasks for which ``pred`` holds out of the queue, their futures
         running, for the router to send to the other side (any thread; takes the lock,
         which the caller may hold)."""
+        s = self.schedule
         out: list[_Item] = []
-        with self.lock:
+        with s.lock:
             keep: deque[tuple[int, _Item]] = deque()
-            for tid, item in self.pending:
+            for tid, item in s.pending:
                 if item.call is not None and pred(item):
                     if item.started or item.future.set_running_or_notify_cancel():
                         item.started = True
                         out.append(item)
                 else:
                     keep.append((tid, item))
-            self.pending = keep
+            s.pending = keep
         return out
 
     def requeue_by_value(self, item: _Item) -> BaseException | None:
@@ -742,540 +1319,93 @@ class InterpSide:
             return exc
         item.drop()
         item.payload, item.pins, item.keep, item.by_value = payload, pins, keep, True
-        with self.lock:  # at the front, as it was
-            broken = self.broken is not None
+        s = self.schedule
+        with s.lock:  # at the front, as it was
+            broken = s.broken is not None
             if not broken:
-                self.lease.renew()
-                tid = next(self.tids)
+                s.lease.renew()
+                tid = next(s.tids)
                 item.future._tid = tid
-                self.pending.appendleft((tid, item))
+                s.pending.appendleft((tid, item))
         if broken:
-            self._fail([item.future])
+            s.fail([item.future])
         else:
             self.seat_freed()  # the worker whose batch it left went idle
         return None
 
-    def _flush(self) -> None:
-        """Let the router send on what this side handed it: outside the lock."""
-        if self.router is not None:
-            self.router.flush()
-
-    def _next_for(self, worker: _WorkerHandle, stay: bool = False) -> bytes | None:
-        """The next batch for a free worker (lock held): task records, the stop message,
-        or None when it should wait on its inbox (``stay``: also when the pool shuts
-        down, for a task on its way back).  As many tasks as ``batch_limit`` says; a task
-        with a time limit always travels alone, so its clock starts when it starts."""
-        if self.pending and not self._seat(worker):
-            if self.broken is None:  # tasks wait here for a seat the process side holds
-                worker.state = WorkerState.IDLE
-                self.idle.append(worker)
-                return None
-        elif self.pending:
-            left = None if self.max_tasks is None else self.max_tasks - worker.done
-            limit = batch_limit(len(self.pending), self._active(), self.task_time, left)
-            batch: list[bytes] = []
-            while self.pending and len(batch) < limit:
-                tid, item = self.pending[0]
-                if item.timeout is not None and batch:
-                    break
-                self.pending.popleft()
-                record = self._start(worker, tid, item)
-                if record:
-                    batch.append(record)
-                    if item.timeout is not None:
-                        break
-            if batch:
-                return b"".join(batch)
-        self._unseat(worker)
-        if self.broken is not None or (self.shutting_down and not stay):
-            self._leave(worker, WorkerState.RETIRING)
-            self._retire_idle()
-            return _STOP
-        worker.state = WorkerState.IDLE
-        self.idle.append(worker)
-        return None
-
-    def _retire_idle(self) -> None:
-        """Stop the idle workers once the pool shuts down and no task is left (lock held):
-        workers that waited for a seat have nothing left either."""
-        if self.broken is None and (not self.shutting_down or self.resending):
-            return
-        if not self.pending:
-            for other in self.idle:
-                self._leave(other, WorkerState.RETIRING)
-                other.wake(_STOP)
-            self.idle.clear()
-
-    def _seat(self, worker: _WorkerHandle) -> bool:
-        """Whether ``worker`` may take a batch now (lock held): it holds a seat, or gets
-        one.  A worker whose task ends while process tasks wait for a seat hands its
-        seat over if this side holds more than its fair share (see ``Seats``)."""
-        seats = self.seats
-        if seats is None:
-            return True
-        if worker.seated:
-            if not seats.others_wait("interp"):
-                return True
-            self._unseat(worker)
-            return False
-        worker.seated = seats.take("interp")
-        if not worker.seated:
-            _faults.point("interp.no_seat", self, worker)
-        return worker.seated
-
-    def _unseat(self, worker: _WorkerHandle) -> None:
-        """``worker`` leaves its seat (lock held): to the process side if its tasks wait
-        for one, else to an idle worker of this pool whose tasks wait for one."""
-        if not worker.seated:
-            return
-        worker.seated = False
-        assert self.seats is not None
-        if self.seats.give("interp"):
-            pass  # the process side's tasks take it
-        elif self.pending and self.idle and self.broken is None:
-            other = self.idle.pop()
-            batch = self._next_for(other)  # takes the seat; no deeper: it empties pending or runs
-            if batch is not None:
-                other.wake(batch)
+    # ------------------------------------------------------------ what the seats ask
 
     def wants_seat(self) -> bool:
-        """Tasks wait here for a seat (read without the lock: a hint)."""
-        return bool(self.pending) and bool(self.idle)
+        """Tasks wait here for a seat (read without the lock: a hint; the thread that
+        gives a seat back, of either side)."""
+        return bool(self.schedule.pending) and bool(self.schedule.idle)
 
     def seat_freed(self) -> bool:
-        """A seat was freed (by the process side, see ``Seats``), or tasks were queued
-        again with no worker woken for them: hand waiting tasks to idle workers; whether
-        one took a batch (and so a seat)."""
+        """A seat was freed (by the process side, see ``Seats``: one of its threads), or
+        tasks were queued again with no worker woken for them (the router's thread):
+        hand waiting tasks to idle workers; whether one took a batch (and so a seat)."""
+        s = self.schedule
         wakes: list[tuple[_WorkerHandle, bytes]] = []
-        with self.lock:
-            while self.pending and self.idle and self.broken is None:
-                worker = self.idle.pop()
-                batch = self._next_for(worker)
+        with s.lock:
+            while s.pending and s.idle and s.broken is None:
+                worker = s.idle.pop()
+                batch = s.next_for(worker)
                 if batch is None:
                     break  # no seat: it went back to idle
                 wakes.append((worker, batch))
         for worker, batch in wakes:
             worker.wake(batch)
-        self._flush()
+        s.flush()
         return bool(wakes)
-
-    def _active(self) -> int:
-        """Workers that take tasks (starting, idle or busy)."""
-        return len(self.workers) - self.leaving
-
-    def _leave(self, worker: _WorkerHandle, state: WorkerState) -> None:
-        """A worker stops taking tasks: it retires, or is abandoned (lock held)."""
-        self._unseat(worker)
-        if worker.state not in _LEAVING:
-            self.leaving += 1
-        worker.state = state
-
-    def _maybe_start_worker(self) -> list[InterpreterFuture]:
-        """Start a worker if the pool has room (lock held); the futures that must fail
-        because no thread can start (only at exit on 3.12, which starts no threads
-        once it finalizes) and no other worker is left to run them."""
-        if self._active() >= self.max_workers:
-            return []
-        worker = _WorkerHandle(next(self.indexes))
-        self.workers[worker.index] = worker
-        # Daemon, so that an abandoned worker stuck in C cannot block interpreter exit;
-        # _python_exit and shutdown(wait=True) join every worker that is not abandoned.
-        thread = threading.Thread(
-            target=self._run_worker, args=(worker,), name=f"{self.name}worker-{worker.index}", daemon=True
-        )
-        worker.thread = thread
-        try:
-            thread.start()
-        except RuntimeError as exc:  # "can't create new thread at interpreter shutdown"
-            del self.workers[worker.index]
-            worker.release()
-            if self._active():
-                return []  # the other workers take the pending tasks
-            return self._break(
-                f"no worker is left and none can start now ({exc}): CPython 3.12 starts no thread "
-                "once the program ends; call pool.shutdown() (or use a with block) before the script ends",
-                exc,
-            )
-        # The watchdog starts with the first worker, since a time limit may come when no
-        # thread can start (3.12 at exit); after it, which meanwhile creates its
-        # interpreter (a pool's first result comes 0.3 ms sooner).
-        self.deadlines.start_or_say()  # (the same exit may come between the two starts)
-        return []
-
-    def warm_up(self, workers: int, preload: bool = True) -> None:
-        """Start ``workers`` workers, each importing the caller's script (``preload``)
-        while no task waits for it, so that the first calls of the script's functions do
-        not pay for that import.  One starts now, the others once it is up if no task
-        waits then (see ``_worker_event``): a task submitted at once gets the cores to
-        itself, and its result comes 1 ms sooner (of 10.7 ms, 3.15, 2 cores; interpreters
-        that start together slow each other down); tasks submitted start more workers,
-        as always."""
-        with self.lock:
-            self.preload = preload
-            self.warm = workers
-            self._maybe_start_worker()
-
-    # ------------------------------------------------------------ worker threads
-
-    def _run_worker(self, worker: _WorkerHandle) -> None:
-        """A worker thread: one interpreter after another (``max_tasks_per_worker``
-        renews it on the same thread: 3.12 cannot start threads at exit), then gone."""
-        while True:
-            explain = self.router is None or self.router.kind is None
-            home = functools.partial(self._home, worker)
-            error = worker.run_interpreter(self.own_gil, self.init, self.forward_output, self.name, explain, home)
-            with self.lock:
-                renew = worker.state == WorkerState.RENEWING and not error and self.broken is None
-                if renew and self.shutting_down and not self.pending:
-                    renew = False
-                    self._leave(worker, WorkerState.RETIRING)
-                    self._retire_idle()  # it ran the last task: the others wait for nothing
-                if renew:
-                    worker.state = WorkerState.STARTING
-                    worker.done = 0
-                    _native.sync_set(worker.started, 0)
-            if not renew:
-                break
-        try:
-            self._worker_exited(worker, error)
-        except BaseException as exc:  # noqa: BLE001 - a bug: said loudly, never a hung shutdown
-            self._exit_failed(worker, exc)
-        finally:
-            worker.release()
-            worker.gone.set()
-
-    def _count_out(self, worker: _WorkerHandle) -> None:
-        """Remove a worker whose thread is ending from the pool's count (lock held)."""
-        del self.workers[worker.index]
-        if worker.thread is not None:
-            self.exited.append(worker.thread)  # for shutdown(wait=True) to join
-        if worker.state in _LEAVING:
-            self.leaving -= 1  # it was counted among the workers that leave
-
-    def _lost(self, worker: _WorkerHandle) -> list[InterpreterFuture]:
-        """The futures of the tasks that a stopped worker still held, taken out of
-        ``running`` (lock held): they fail, nothing will deliver their results."""
-        return [self.running.pop(tid).future for tid in worker.tids if tid in self.running]
-
-    def _exit_failed(self, worker: _WorkerHandle, exc: BaseException) -> None:
-        """manygil itself failed while a worker stopped (a bug): the pool breaks with that
-        error as the cause, and the worker is counted out so that shutdown() returns."""
-        reason = _bug("while a worker stopped", exc)
-        LOGGER.error("%s", reason, exc_info=exc)
-        with self.lock:
-            if self.workers.get(worker.index) is worker:
-                self._count_out(worker)
-            failed = self._break(reason, exc) + self._lost(worker)
-            self._release_if_done()
-            self.changed.notify_all()
-        self._fail(failed)
-
-    def _take(self, worker: _WorkerHandle, records: list[bytes]) -> list[tuple[_Item | None, bytes]]:
-        """Match result records with their items (lock held); give each to ``_resolve``
-        (without the lock), which also releases what an orphan record holds."""
-        done = []
-        for record in records:
-            tid = int.from_bytes(record[:8], "little")
-            item = self.running.pop(tid, None)
-            if worker.tids and worker.tids[0] == tid:
-                worker.tids.popleft()
-            elif tid in worker.tids:
-                worker.tids.remove(tid)
-            worker.done += 1
-            done.append((item, record))
-        return done
-
-    def _home(self, worker: _WorkerHandle, data: bytes) -> bytes | None:
-        """What a worker's ``call_home`` runs: ``_deliver``.  Should manygil itself fail
-        there (a bug), the pool breaks with that error as the cause and this worker stops:
-        the tasks already handed to the workers still finish, the queued ones fail with
-        ``BrokenInterpreterPool``, and nothing waits forever for a result that was lost."""
-        _faults.point("interp.home", self, worker, data)
-        try:
-            return self._deliver(worker, data)
-        except BaseException as exc:  # noqa: BLE001 - a bug: said loudly, never a hang
-            reason = _bug("while handling a worker's results", exc)
-            with self.lock:
-                failed = self._break(reason, exc)
-                self._leave(worker, WorkerState.RETIRING)
-            self._fail(failed)
-            return _STOP
-
-    def _deliver(self, worker: _WorkerHandle, last: bytes) -> bytes | None:
-        """Runs in the main interpreter on a worker's thread: take the results of its
-        batch (the last one is the argument), give it the next batch."""
-        if last[:8] == _EVENT:
-            return self._worker_event(worker, last[8:])
-        records = worker.collect() if len(worker.tids) > 1 else []
-        records.append(last)
-        done: list[tuple[_Item | None, bytes]] = []
-        stay = False
-        try:
-            with self.lock:
-                done = self._take(worker, records)
-                if worker.sent_at:
-                    per_task = (time.monotonic() - worker.sent_at) / len(records)
-                    self.task_time = per_task if self.task_time is None else 0.8 * self.task_time + 0.2 * per_task
-                worker.sent_at = 0.0
-                if worker.state == WorkerState.ABANDONED:
-                    batch: bytes | None = _STOP
-                elif self.max_tasks is not None and worker.done >= self.max_tasks:
-                    worker.state = WorkerState.RENEWING  # a fresh interpreter on the same thread
-                    self._unseat(worker)
-                    batch = _STOP
-                else:
-                    # A task sent again by value comes back to the queue in _resolve
-                    # below: the idle workers stay for it even if the pool shuts down
-                    # (at exit on 3.12 none could start to run it).
-                    _faults.point("interp.results_taken", self, worker, done)
-                    stay = self._route_refused(done)
-                    self.resending += stay
-                    batch = self._next_for(worker, stay)
-            self._flush()
-        finally:  # the results taken are settled, even if manygil failed above (see _home)
-            try:
-                for item, record in done:
-                    _resolve(item, record, self.router)
-            finally:
-                if stay:
-                    with self.lock:
-                        self.resending -= 1
-                        self._retire_idle()  # what was to come back is queued, or is not coming
-        return batch
-
-    def _worker_event(self, worker: _WorkerHandle, event: bytes) -> bytes | None:
-        if event[0] == _worker.OUTPUT:
-            _output.handle_event(event[1:])
-            return None
-        if event[0] in (_worker.READY, _worker.PRELOADED):
-            if event[0] == _worker.PRELOADED:
-                _faults.point("interp.preloaded", self, worker)
-            with self.lock:
-                if self.warm and not self.pending and self.broken is None and not self.shutting_down:
-                    for _ in range(self.warm - self._active()):
-                        self._maybe_start_worker()  # fails no future: this worker is up
-                self.warm = 0
-                if event[0] == _worker.PRELOADED:
-                    if len(event) > 1:  # a module refused the script
-                        module = _refused_module(event[1:].decode())
-                        if self.router is not None:
-                            self.router.refuse_script(module)  # its functions go by value
-                elif self.preload and not self.pending and not self.shutting_down and self.broken is None:
-                    return _worker.PRELOAD  # nothing to do yet: import the caller's script meanwhile
-                batch = self._next_for(worker)
-            self._flush()
-            return batch
-        # INIT_FAILED: the worker returns by itself; the pool is broken.
-        status, payload, pins = _worker.unpack(event, 1)
-        try:
-            cause = _rebuild_exception(status, payload)
-        finally:
-            release_pins(pins)
-        # Logged as the standard library's pools log it (logger "concurrent.futures").
-        info = getattr(cause.__cause__, "excinfo", None)
-        LOGGER.critical("Exception in initializer:\n%s", info.errdisplay if info else cause)
-        with self.lock:
-            self._leave(worker, WorkerState.RETIRING)
-            failed = self._break("a worker's initializer raised; the pool is broken", cause)
-        self._fail(failed)
-        return None
-
-    def _break(self, reason: str, cause: BaseException) -> list[InterpreterFuture]:
-        """Mark the pool broken (lock held); the futures that must fail."""
-        if self.broken is None:
-            self.broken = reason
-            self.broken_cause = cause
-        for other in self.idle:
-            self._leave(other, WorkerState.RETIRING)
-            other.wake(_STOP)
-        self.idle.clear()
-        futures = [item.future for _, item in self.pending]
-        self.pending.clear()
-        return futures
-
-    def _fail(self, futures: list[InterpreterFuture]) -> None:
-        for future in futures:
-            err = BrokenInterpreterPool(self.broken or "the worker running this task stopped")
-            err.__cause__ = self.broken_cause
-            settle(future, exc=err)
-
-    def _worker_exited(self, worker: _WorkerHandle, error: str) -> None:
-        _faults.point("interp.worker_exited", self, worker, error)
-        records = worker.collect()
-        with self.lock:
-            done = self._take(worker, records)
-            self._unseat(worker)
-            self._count_out(worker)
-            if worker in self.idle:
-                self.idle.remove(worker)
-            failed = self._lost(worker)
-            if failed and self.broken is None:  # else the cause of the breakage stays
-                self.broken_cause = RuntimeError(error or "the worker stopped")
-            if worker.state == WorkerState.STARTING and error:
-                # The interpreter could not even start: trying again would loop.
-                failed += self._break(f"a worker interpreter could not start: {error}", RuntimeError(error))
-            elif self.pending and self.broken is None:
-                # Also while shutting down: pending tasks still run unless cancelled.
-                failed += self._maybe_start_worker()
-            self._retire_idle()
-            if self.shutting_down and not self.workers:
-                self.drop_init()  # no worker will start again
-            self._release_if_done()
-            self.changed.notify_all()
-        self._flush()
-        for item, record in done:
-            _resolve(item, record, self.router)
-        self._fail(failed)
-
-    # ------------------------------------------------------------ time limits
-
-    def _add_deadline(self, when: float, tid: int, stage: int) -> None:
-        """Task ``tid`` passes its time limit (stage 0) or the grace after its interrupt
-        (stage 1) at ``when`` (lock held)."""
-        self.deadlines.add(when, functools.partial(self._deadline, tid, stage), functools.partial(self._runs, tid))
-
-    def _runs(self, tid: int) -> bool:
-        """Whether task ``tid`` still runs on a worker that was not abandoned: its
-        deadline matters (the watchdog thread, without the lock: a dict's item and an
-        attribute are read atomically, and an abandoned worker stays abandoned)."""
-        item = self.running.get(tid)
-        return item is not None and (item.worker is None or item.worker.state != WorkerState.ABANDONED)
-
-    def _release_if_done(self) -> None:
-        """Once the pool shuts down and no worker takes tasks any more, no deadline
-        will come from here: the watchdog may end (lock held)."""
-        self.lease.release_if(self.shutting_down and not self._active())
-
-    def _deadline(self, tid: int, stage: int) -> None:
-        """The watchdog thread: task ``tid`` passed its time limit, or ignored its
-        interrupt (stuck in C).  What this sets off runs without the pool's lock
-        (futures' callbacks, stack dumps): the lock is left by its ``with``, never
-        released by hand, which would leave it held when entered twice."""
-        with self.lock:
-            item = self.running.get(tid)
-            if item is None:
-                return
-            then = self._expire(tid, item) if stage == 0 else self._abandon(tid, item)
-        if then is not None:
-            then()
-
-    def _expire(self, tid: int, item: _Item) -> Callable[[], None] | None:
-        """``item`` passed its time limit (lock held): what ends its future and interrupts
-        it, to run without the lock (``set_exception`` runs callbacks, and the stacks
-        take a moment); or None when its future is done already (it is interrupted now)."""
-        future = item.future
-        if future.done():
-            self._interrupt_locked(tid)
-            return None
-        message = f"task {item.label} exceeded its time limit of {item.timeout:g} s"
-        worker = item.worker
-
-        def then() -> None:
-            if self.dump_on_timeout and worker is not None:
-                stacks = _tracebacks.format_tracebacks(interp_ids=[worker.interp_id])
-                stream = self.dump_on_timeout if hasattr(self.dump_on_timeout, "write") else sys.stderr
-                stream.write(f"manygil: {message}; its interpreter's stacks:\n{stacks}")
-            settle(future, exc=TimeoutError(message))
-            with self.lock:
-                self._interrupt_locked(tid)
-
-        return then
-
-    def interrupt(self, tid: int) -> None:
-        """Stop a running task in its interpreter (its future is already resolved)."""
-        with self.lock:
-            self._interrupt_locked(tid)
-
-    def _interrupt_locked(self, tid: int) -> None:
-        item = self.running.get(tid)
-        if item is None or item.worker is None:
-            return
-        _native.chan_put(item.worker.control, tid.to_bytes(8, "little"), 0, None)
-        self._add_deadline(time.monotonic() + self.grace, tid, 1)
-
-    def _abandon(self, tid: int, item: _Item) -> Callable[[], None] | None:
-        """The task ignored its interrupt (stuck in C): leave its worker, start another
-        (lock held); what settles the futures this touched, to run without the lock.
-
-        Results the worker already produced are collected; tasks of its batch that had
-        not started are revoked there and handed to other workers under new ids.
-        """
-        worker = item.worker
-        if worker is None or worker.state == WorkerState.ABANDONED:
-            return None
-        if worker.running_now() != tid:
-            return None  # not started yet, or already done: the interrupt will be seen
-        self._leave(worker, WorkerState.ABANDONED)
-        worker.abandoned_in = item.label
-        done = self._take(worker, worker.collect())
-        for old in [t for t in worker.tids if t != tid]:
-            moved = self.running.pop(old, None)
-            worker.tids.remove(old)
-            _native.chan_put(worker.control, old.to_bytes(8, "little"), 0, None)
-            if moved is not None and not moved.future.done():
-                new = next(self.tids)
-                moved.future._tid = new
-                self.pending.appendleft((new, moved))
-        failed = []
-        if self.pending and self.broken is None:
-            failed = self._maybe_start_worker()  # also while shutting down: pending tasks still run
-        self._release_if_done()
-        self.changed.notify_all()
-        if not (done or failed or (self.router is not None and self.router.holds())):
-            return None
-
-        def then() -> None:
-            self._flush()
-            for finished, record in done:
-                _resolve(finished, record, self.router)
-            self._fail(failed)
-
-        return then
 
     # ------------------------------------------------------------ shutdown
 
     def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        """Take no new task; with ``cancel_futures``, cancel the queued ones; with
+        ``wait``, wait until every worker but the abandoned ones has ended (a caller; the
+        executor's finalizer, on any thread; the main thread at the program's end)."""
+        s = self.schedule
         cancelled: list[InterpreterFuture] = []
-        with self.lock:
-            self.shutting_down = True
+        with s.lock:
+            s.shutting_down = True
             if cancel_futures:
-                cancelled = [item.future for _, item in self.pending]
-                self.pending.clear()
-                for worker in self.workers.values():
+                cancelled = [item.future for _, item in s.pending]
+                s.pending.clear()
+                for worker in s.workers.values():
                     # Tasks handed over in a batch but not started yet are revoked too.
                     last = worker.last_started()
-                    cancelled += [self.running[t].future for t in worker.tids if t > last and t in self.running]
-            self._retire_idle()
+                    cancelled += [s.running[t].future for t in worker.tids if t > last and t in s.running]
+            s.retire_idle()
             # Busy and starting workers get the stop message when they next ask for work.
-            self._release_if_done()
-        self._flush()
+            s.release_if_done()
+        s.flush()
         for future in cancelled:
             future.cancel()
         if wait:
             # Until no worker is left but abandoned ones: a worker that retires
             # (max_tasks_per_worker) or is abandoned may start a replacement meanwhile.
             me = threading.current_thread()
-            with self.lock:
-                while any(w.state != WorkerState.ABANDONED and w.thread is not me for w in self.workers.values()):
-                    main_wait(self.changed)
-                threads = list(self.exited)
-                self.exited.clear()
+            with s.lock:
+                while any(w.state != WorkerState.ABANDONED and w.thread is not me for w in s.workers.values()):
+                    main_wait(s.changed)
+                threads = list(s.ended)
+                s.ended.clear()
             for thread in threads:
                 if thread is not me:
                     thread.join()  # each has left its loop: this is only its last steps
-            self.deadlines.join()  # once the process side released its lease too
+            s.deadlines.join()  # once the process side released its lease too
 
     def in_flight(self) -> int:
         """How many tasks are pending or running (any thread)."""
-        with self.lock:
-            return len(self.pending) + len(self.running)
+        with self.schedule.lock:
+            return len(self.schedule.pending) + len(self.schedule.running)
 
     def join_abandoned(self, timeout: float) -> list[_WorkerHandle]:
         """Wait up to ``timeout`` for abandoned workers to come back from C; those that
         still run (main thread; Ctrl-C raises ``KeyboardInterrupt`` here)."""
         deadline = time.monotonic() + timeout
-        with self.lock:
-            left = [w for w in self.workers.values() if w.state == WorkerState.ABANDONED]
+        with self.schedule.lock:
+            left = [w for w in self.schedule.workers.values() if w.state == WorkerState.ABANDONED]
         stuck = []
         for worker in left:
             while not worker.gone.is_set() and (rest := deadline - time.monotonic()) > 0:
@@ -1287,7 +1417,8 @@ class InterpSide:
     def cancel_all(self) -> None:
         """Cancel every task of this side, pending or running (Ctrl-C while a ``with``
         block or the program's end waits; the facade cancels the other side's)."""
-        with self.lock:
-            futures = [item.future for _, item in self.pending] + [item.future for item in self.running.values()]
+        s = self.schedule
+        with s.lock:
+            futures = [item.future for _, item in s.pending] + [item.future for item in s.running.values()]
         for future in futures:
             future.cancel()

@@ -297,7 +297,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
             # The side, not this object: the pool still runs its tasks once the executor
             # is dropped (`del pool` before the program's end); held weakly.
             self._router = Router(other, self._side)
-            self._side.router = self._router
+            self._side.attach(router=self._router)
             _routers[self._side] = self._router
         # Dropped without shutdown: the interpreter side first (a refusal may still send a
         # task to the other side until its own tasks are done), as the program's end does.
@@ -321,7 +321,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         on its first task), or none."""
         if fallback == "process":
             seats = Seats(self._max_workers)
-            self._side.seats = seats
+            self._side.attach(seats=seats)
             seats.attach("interp", self._side.wants_seat, self._side.seat_freed)
             deadlines = self._side.deadlines  # one watchdog for the time limits of both sides
             return ProcessSide(self._max_workers, initializer, initargs, max_tasks_per_worker, forward_output, seats, deadlines)

@@ -64,9 +64,7 @@ class ProcessSide:
         seats: Seats | None = None,
         deadlines: Deadlines | None = None,
     ) -> None:
-        self.forward = forward_output
         self.max_workers = max_workers
-        self.max_tasks = max_tasks_per_worker
         self.starter = _Starter(initializer, initargs, max_tasks_per_worker, forward_output)
         self.lock = threading.Lock()
         self.wake = threading.Condition(self.lock)
@@ -309,7 +307,7 @@ class ProcessSide:
         ``max_tasks_per_worker`` (the process may leave after its task); not when this
         side holds more than its share of the seats while interpreter tasks wait for one.
         Stopping the task in front never loses the one behind: see ``_ProcessTask.stop``."""
-        if task.timeout is not None or self.max_tasks is not None:
+        if task.timeout is not None or self.starter.max_tasks is not None:
             return None
         if self.seats is not None and self.seats.others_wait("process"):
             return None
@@ -620,7 +618,7 @@ class _ProcessTask:
         # submit() raises when no process can start (e.g. the forkserver died): then
         # nothing is registered, and the pump fails the task.
         _faults.point("process.task_starting", self, side, slot)
-        inner = slot.submit(_call_gated, self.data, side.forward, self.seq)
+        inner = slot.submit(_call_gated, self.data, side.starter.forward, self.seq)
         with side.lock:
             self.side, self.slot, self.inner = side, slot, inner  # from now on stop() stops it
             side.running.add(self)
@@ -658,7 +656,7 @@ class _ProcessTask:
             settle(self.future, exc=BrokenProcessPool(
                 f"manygil: the process worker of task {self.label} ended before the task started"))
         elif not self.stopped:
-            _adopt(self.future, inner, forward=side.forward, pickled=True)
+            _adopt(self.future, inner, forward=side.starter.forward, pickled=True)
         self.kept = []  # the result, which may name a kept buffer, is loaded
         with side.lock:
             side.running.discard(self)
