@@ -17,7 +17,16 @@ Two measures per payload and executor, the median of the repeats:
 
 The floor is what the payload costs to read and to build in C in one process, both
 ways: ``marshal.dumps`` then ``marshal.loads``, twice (CPython's own C serializer for
-exactly these types).  Results: bench/results/payloads-X.Y.json; --chart draws them.
+exactly these types).
+
+Where a round trip goes, for manygil and the process pools (the third table): the
+round trip of ``echo(None)`` (the executor's fixed cost: a task there and a result
+back, nothing to copy), and the executor's own encoding of the task and its result
+done in one process, there and back (manygil: its copier, ``_transport.dumps`` and
+``loads``; a process pool: ``pickle``); the rest is what neither explains (the wake-ups
+and copies of a large message between processes).  With the fixed cost and the rest at
+zero, manygil's round trip would be its encoding alone: "at best" is the process
+pool's round trip over that.  Results: bench/results/payloads-X.Y.json; --chart draws them.
 The machine is shared: compare only figures of one run.
 """
 
@@ -86,9 +95,49 @@ def measure(executor: str, name: str, workers: int, quick: bool) -> dict[str, fl
             n += 1
         rate = n / (time.perf_counter() - t)
         check(value, got)
-        return {"round_trip_us": statistics.median(times) * 1e6, "map_per_s": rate}
+        fixed = []
+        for _ in range(ROUND_TRIPS // (3 if quick else 1)):
+            t = time.perf_counter()
+            pool.submit(echo, None).result()
+            fixed.append(time.perf_counter() - t)
+        got = {"round_trip_us": statistics.median(times) * 1e6, "map_per_s": rate,
+               "fixed_us": statistics.median(fixed) * 1e6}
+        encode = encoding_us(executor, value) if name != "shared" else None
+        if encode is not None:
+            got["encode_us"] = encode
+        return got
     finally:
         pool.shutdown(wait=True)
+
+
+def encoding_us(executor: str, value: object) -> float | None:
+    """The executor's own encoding of ``echo(value)`` and of its result, each dumped and
+    loaded in this process (median of 60, µs); None for the pools without one of their
+    own (threads) or whose encoding is not public (the standard library's)."""
+    if executor == "manygil":
+        from manygil import _transport
+
+        def there_and_back() -> None:
+            for obj in ((echo, (value,), {}), value):
+                tag, data, pins = _transport.dumps(obj)
+                _transport.loads(tag, data)
+                assert not pins  # ordinary data holds no manygil object
+    elif executor.startswith("process-"):
+        import pickle
+
+        def there_and_back() -> None:
+            # what ProcessPoolExecutor sends: a _CallItem (id, fn, args, kwargs), and a
+            # _ResultItem (id, exception, result) back
+            pickle.loads(pickle.dumps((1, echo, (value,), {})))
+            pickle.loads(pickle.dumps((1, None, value)))
+    else:
+        return None
+    times = []
+    for _ in range(ROUND_TRIPS):
+        t = time.perf_counter()
+        there_and_back()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e6
 
 
 def floor_us(name: str) -> float:
@@ -142,6 +191,38 @@ def table(report: dict[str, object]) -> str:
                 row += f" | {f:,.0f}" + (f" (manygil {mine / f:.2f}x)" if mine and f else "") if f else " | "
             lines.append(row + " |")
         lines.append("")
+    if any("encode_us" in got for row in results.values() for got in row.values() if isinstance(got, dict)):
+        lines.append(where_it_goes(results))  # results of a run that measured it
+    return "\n".join(lines)
+
+
+def where_it_goes(results: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Markdown: each round trip as fixed cost + encoding + the rest, for manygil and
+    the process pools; "at best": the process pool's round trip over manygil's encoding."""
+    names = [e for e in ("manygil", "process-fork", "process-forkserver") if "skipped" not in results.get(e, {"skipped": 1})]
+    lines = ["| where a round trip goes, µs | " + " | ".join(names) + " | at best vs forkserver |",
+             "|---" * (len(names) + 2) + "|"]
+    for p in PAYLOADS[:-1]:
+        cells = []
+        for e in names:
+            got = results[e].get(p, {})
+            if "encode_us" not in got:
+                cells.append("n/a")
+                continue
+            rest = got["round_trip_us"] - got["fixed_us"] - got["encode_us"]
+            sign = "+" if rest >= 0 else "−"  # below 0: the parts' medians, each of its own runs
+            cells.append(
+                f"{got['round_trip_us']:,.0f} = {got['fixed_us']:,.0f} + {got['encode_us']:,.0f} {sign} {abs(rest):,.0f}"
+            )
+        mine = results.get("manygil", {}).get(p, {}).get("encode_us")
+        theirs = results.get("process-forkserver", {}).get(p, {}).get("round_trip_us")
+        best = f"{theirs / mine:.2f}x" if mine and theirs else "n/a"
+        lines.append(f"| {p} | " + " | ".join(cells) + f" | {best} |")
+    lines.append("")
+    lines.append(
+        "(round trip = fixed + encoding + the rest; fixed: echo(None); encoding: dumped and loaded both ways in "
+        "one process; each part is a median of its own runs, so the rest may come out below 0)"
+    )
     return "\n".join(lines)
 
 

@@ -140,3 +140,22 @@ def test_a_new_run_makes_the_pages_stale(tmp_path, monkeypatch):
     assert new != page
     assert f"123.4 µs (`./dev bench`, CPython {latest['python']}, 2031-01-02 03:04)" in new
     assert doc_figures.render(new) == new
+
+
+def test_the_payload_breakdown_measures_each_encoding_and_adds_up():
+    # bench/payloads.py's third table: fixed + encoding + the rest = the round trip, and
+    # "at best" = a forkserver pool's round trip over manygil's encoding.
+    sys.path.insert(0, str(ROOT / "bench"))
+    import payloads  # bench/payloads.py
+
+    value = payloads.payload("records")
+    assert payloads.encoding_us("threads", value) is None  # nothing of its own to encode
+    for executor in ("manygil", "process-forkserver"):
+        assert payloads.encoding_us(executor, value) > 0  # type: ignore[operator]
+    results = {
+        "manygil": {"ints": {"round_trip_us": 100.0, "fixed_us": 20.0, "encode_us": 90.0}},
+        "process-forkserver": {"ints": {"round_trip_us": 300.0, "fixed_us": 100.0, "encode_us": 150.0}},
+    }
+    table = payloads.where_it_goes(results)
+    assert "| ints | 100 = 20 + 90 − 10 | 300 = 100 + 150 + 50 | 3.33x |" in table, table
+    assert "| dict | n/a | n/a | n/a |" in table, table
