@@ -741,7 +741,8 @@ class _Schedule:
             return []
         run = self.thread_target()
         if run is None:  # unreachable: every caller is the side or one of its threads
-            return self.break_(_bug("starting a worker", RuntimeError("the pool's side is gone")), RuntimeError())
+            gone = RuntimeError("the pool's side is gone")
+            return self.break_(_bug("starting a worker", gone), gone)
         worker = _WorkerHandle(next(self.indexes))
         self.workers[worker.index] = worker
         # Daemon, so that an abandoned worker stuck in C cannot block interpreter exit;
