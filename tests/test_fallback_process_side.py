@@ -138,7 +138,7 @@ def test_interpreter_tasks_run_on_while_the_process_side_starts(refusing, fault_
     # found the refusal, an interpreter worker's, whose next tasks waited for it.
     gate = threading.Event()
 
-    def when_let_through(side):
+    def when_let_through(starter):
         if not gate.wait(60):
             raise AssertionError("the gate was never opened")
 

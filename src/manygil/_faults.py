@@ -29,7 +29,7 @@ POINTS = frozenset({
     "router.refused",  # (router, fn, module): a function is routed to the other side
     # the process side
     "process.no_seat",  # (side, task): the pump found no seat for a task, lock held
-    "process.slot_making",  # (side,): a slot (a one-process ProcessPoolExecutor) is to be made
+    "process.slot_making",  # (starter,): a slot (a one-process ProcessPoolExecutor) is to be made
     "process.slot_starting",  # (side, slot): the warm-up asks a new slot's process to start
     "process.task_starting",  # (task, side, slot): a task is handed to its slot's process
     "process.expiring",  # (task,): a task's time limit passed, on the timer thread, no lock held

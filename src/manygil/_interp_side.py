@@ -1182,7 +1182,6 @@ class InterpSide:
         # as soon as nothing uses them (the crew then releases the initializer's pins).
         self.schedule.thread_target = weakref.WeakMethod(self.run_worker)
         self.schedule.deadline_act = weakref.WeakMethod(self.limits.deadline)
-        self.grace = grace_period
         self.exit_timeout = exit_timeout
         _sides.add(self)
 

@@ -117,7 +117,7 @@ def _wait_for_abandoned(states: list[InterpSide]) -> list[str]:
     on ``sys.stderr``, up to its ``exit_timeout`` in all; what still runs then, or at once
     on Ctrl-C."""
     try:
-        waiting = [(s, w) for s in states for w in s.join_abandoned(min(s.grace, s.exit_timeout))]
+        waiting = [(s, w) for s in states for w in s.join_abandoned(min(s.limits.grace, s.exit_timeout))]
         for state, worker in waiting:
             sys.stderr.write(
                 f"manygil: the program's end waits up to {state.exit_timeout:g} s for {worker.name}, "
@@ -125,7 +125,7 @@ def _wait_for_abandoned(states: list[InterpSide]) -> list[str]:
                 "Ctrl-C to exit now\n"
             )
         sys.stderr.flush()
-        stuck = [w for s in states for w in s.join_abandoned(max(0.0, s.exit_timeout - s.grace))]
+        stuck = [w for s in states for w in s.join_abandoned(max(0.0, s.exit_timeout - s.limits.grace))]
     except KeyboardInterrupt:
         stuck = [w for s in states for w in s.join_abandoned(0.0)]
     return [f"{w.name} is still stuck in {w.abandoned_in}(), abandoned after its time limit or cancel()" for w in stuck]
