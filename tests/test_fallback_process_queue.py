@@ -56,7 +56,7 @@ def _one_behind_the_other(pool, refusing, folder, futures):
     _ledger_started(folder, "a")
     b = pool.submit(refusing.ledger_task, str(folder), "b")
     futures.append(b)
-    with pool._router.other.lock:
+    with pool._router.other.books.lock:
         assert [task.future for task in a._fallback.slot.tasks] == [a, b]
     return a, b
 
@@ -69,8 +69,8 @@ def test_a_process_has_its_next_task_queued_behind_the_running_one(refusing, tmp
         a, b = _one_behind_the_other(pool, refusing, tmp_path, futures)
         c = pool.submit(refusing.where, 3)
         futures.append(c)
-        with pool._router.other.lock:
-            assert [task.future for task in pool._router.other.pending] == [c]  # one behind each running task
+        with pool._router.other.books.lock:
+            assert [task.future for task in pool._router.other.books.pending] == [c]  # one behind each running task
         _ledger_release(tmp_path, "a")
         _ledger_started(tmp_path, "b")
         _ledger_release(tmp_path, "b")
@@ -97,7 +97,7 @@ def test_stopping_a_process_task_does_not_lose_the_one_queued_behind_it(refusing
         _wait_started(started)
         b = pool.submit(refusing.ledger_task, str(tmp_path), "b")  # behind a
         futures.append(b)
-        with pool._router.other.lock:
+        with pool._router.other.books.lock:
             assert [task.future for task in a._fallback.slot.tasks] == [a, b]
         queued.set()
         if how == "cancel":
@@ -182,7 +182,7 @@ def test_a_task_queued_behind_a_long_one_moves_to_a_process_that_came_free(refus
         assert inside.wait(60)
         b = pool.submit(refusing.ledger_task, str(tmp_path), "b")
         futures.append(b)
-        with pool._router.other.lock:
+        with pool._router.other.books.lock:
             assert [task.future for task in a._fallback.slot.tasks] == [a, b]  # behind a
         release_x.set()  # a seat comes free
         assert x.result(timeout=60) is True

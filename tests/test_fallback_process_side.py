@@ -121,8 +121,8 @@ def test_a_process_that_died_while_idle_is_replaced_for_the_next_task(refusing):
         pool.route(refusing.where)
         _, first_pid, _ = pool.submit(refusing.where, 1).result(timeout=120)
         side = pool._router.other
-        with side.lock:
-            (slot,) = side.idle
+        with side.books.lock:
+            (slot,) = side.books.idle
         os.kill(first_pid, signal.SIGKILL)
         deadline = time.monotonic() + 60
         while not slot.pool._broken and time.monotonic() < deadline:  # its pool noticed

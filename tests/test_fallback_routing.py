@@ -86,7 +86,7 @@ def test_bad_fallback_and_route_say_what_to_use():
 def test_a_pure_python_program_starts_no_process():
     with InterpreterPoolExecutor(2) as pool:
         assert list(pool.map(helpers.add, range(20), range(20))) == [2 * x for x in range(20)]
-        assert pool._router is not None and pool._router.other.slots == 0  # no process slot made
+        assert pool._router is not None and pool._router.other.books.slots == 0  # no process slot made
     assert not multiprocessing.active_children()
 
 

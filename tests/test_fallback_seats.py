@@ -64,7 +64,7 @@ def test_shutdown_stops_a_worker_that_waited_for_a_seat_when_another_retires(tmp
         assert list(pool.map(abs, [-1, -2])) == [1, 2]  # two interpreter workers, renewed
         pool.route(helpers.in_process_wait_for_path, "process")
         held = [pool.submit(helpers.in_process_wait_for_path, str(gate)) for _ in range(2)]
-        seats = pool._router.other.seats
+        seats = pool._router.other.books.seats
         while seats.held["process"] < 2:  # both seats taken by the process tasks
             assert not any(f.done() for f in held), [f.exception() for f in held]
             threading.Event().wait(0.01)
@@ -195,7 +195,7 @@ def test_a_seat_freed_while_a_process_task_queues_itself_is_not_lost(fault_point
         if side == "interp":
             checked.set()  # the interpreter side has decided whether to wake this side
 
-    def no_seat(side, task):  # the pump, its take() failed, the lock held, not queued yet
+    def no_seat(books, task):  # the pump, its take() failed, the lock held, not queued yet
         if forcing:
             forcing.clear()
             q.put("go")  # the interpreter task ends: its worker gives its seat back

@@ -89,7 +89,7 @@ def test_ctrl_c_finds_a_process_task_that_is_being_started(refusing, tmp_path, f
     started, release = _fifos(tmp_path)
     in_gap, cancelled = threading.Event(), threading.Event()
 
-    def pause(task, side, slot):
+    def pause(task, books, slot):
         if task.label.endswith("block"):
             task.future.add_done_callback(lambda _: cancelled.set())
             in_gap.set()
@@ -127,7 +127,7 @@ def test_ctrl_c_stops_a_process_task_run_alone_at_the_program_end():
             side = ProcessSide(1, None, (), None)
             future = InterpreterFuture()  # what a pool's task has: cancel() stops it running
             future.set_running_or_notify_cancel()
-            task = _ProcessTask(future, _dump_call(helpers.block_in_c_for, (60,), {}, []), None, "block")
+            task = _ProcessTask(side, future, _dump_call(helpers.block_in_c_for, (60,), {}, []), None, "block")
 
             def ctrl_c_once_it_runs():
                 while not multiprocessing.active_children():
@@ -232,7 +232,7 @@ def test_a_process_shut_down_as_it_starts_is_counted_once(refusing, fault_point)
     # count the slot off twice (one process more than max_workers could start after).
     at_gate, gate = threading.Event(), threading.Event()
 
-    def wait_before_starting(side, slot):
+    def wait_before_starting(books, slot):
         at_gate.set()
         assert gate.wait(60)
 
@@ -245,8 +245,8 @@ def test_a_process_shut_down_as_it_starts_is_counted_once(refusing, fault_point)
     pool.shutdown(wait=False, cancel_futures=True)
     assert queued.cancelled()
     gate.set()
-    side.warmer.join(60)
-    assert side.cannot_start is None and side.slots == 0
+    side.books.warmer.join(60)
+    assert side.books.cannot_start is None and side.books.slots == 0
     pool.shutdown(wait=True)
 
 
@@ -257,3 +257,43 @@ def test_a_task_refused_while_the_pool_shuts_down_still_runs(refusing):
         pool.shutdown(wait=False)
         assert future.result(timeout=120)[0] == 8
     pool.shutdown(wait=True)
+
+
+@pytest.mark.timeout(120)
+def test_the_executors_finalizer_can_run_on_a_thread_that_holds_the_process_side_lock(refusing):
+    # A garbage collection runs the executor's finalizer on whatever thread allocates, and
+    # the process side's threads allocate while they hold its lock (a task put back, a
+    # dispatcher thread started): its shutdown there must not wait for that lock forever.
+    from manygil import _pool
+
+    pool = InterpreterPoolExecutor(1)
+    pool.route(refusing.where)
+    assert pool.submit(refusing.where, 1).result(timeout=120)[0] == 2
+    side = pool._router.other
+    queued = pool.submit(refusing.where, 2)
+    with side.books.lock:
+        _pool._shut_down(pool._side, pool._router)  # what the executor's finalizer runs
+    assert queued.result(timeout=120)[0] == 4  # submitted before: it still runs
+    pool.shutdown(wait=True)
+    assert side.books.slots == 0 and not side.books.idle
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(refusing.where, 3)
+
+
+@pytest.mark.timeout(120)
+def test_the_executors_finalizer_never_takes_the_seats_lock(refusing):
+    # The seats' lock is not re-entrant: the finalizer's shutdown must not take it.  It
+    # retires the idle interpreter workers, which hold no seat (a worker gives its seat
+    # back before it goes idle), and the process side's shutdown(wait=False) gives none.
+    from manygil import _pool
+
+    pool = InterpreterPoolExecutor(1)
+    pool.route(refusing.where)
+    assert pool.submit(helpers.add, 1).result(timeout=60) == 1
+    assert pool.submit(refusing.where, 1).result(timeout=120)[0] == 2
+    seats = pool._router.other.books.seats
+    with seats.lock:
+        held = dict(seats.held)
+        _pool._shut_down(pool._side, pool._router)  # what the executor's finalizer runs
+    pool.shutdown(wait=True)
+    assert held == seats.held == {"interp": 0, "process": 0}

@@ -107,7 +107,7 @@ def test_only_the_facade_makes_the_other_sides():
 
 
 # Classes still over ~300 lines: a ratchet, which fails when one grows (issue 25).
-_LONG = {("_process_side", "ProcessSide"): 555}
+_LONG: dict[tuple[str, str], int] = {}
 
 
 def test_no_class_grows_past_300_lines():

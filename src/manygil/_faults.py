@@ -27,11 +27,12 @@ POINTS = frozenset({
     "interp.worker_exited",  # (schedule, worker, error): a worker's thread is ending
     # the router
     "router.refused",  # (router, fn, module): a function is routed to the other side
-    # the process side
-    "process.no_seat",  # (side, task): the pump found no seat for a task, lock held
+    # the process side (books: its books, _process_side._Books, whose lock is held where
+    # it says so)
+    "process.no_seat",  # (books, task): the pump found no seat for a task, lock held
     "process.slot_making",  # (starter,): a slot (a one-process ProcessPoolExecutor) is to be made
-    "process.slot_starting",  # (side, slot): the warm-up asks a new slot's process to start
-    "process.task_starting",  # (task, side, slot): a task is handed to its slot's process
+    "process.slot_starting",  # (books, slot): the warm-up asks a new slot's process to start
+    "process.task_starting",  # (task, books, slot): a task is handed to its slot's process
     "process.expiring",  # (task,): a task's time limit passed, on the timer thread, no lock held
     "process.task_done",  # (task, inner): a slot's manager thread reports a task's end
     # the seats

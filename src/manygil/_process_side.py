@@ -24,6 +24,7 @@ import functools
 import pickle
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -40,17 +41,30 @@ __all__ = ("ProcessSide", "start_method")
 
 
 class ProcessSide:
-    """The process side of one ``InterpreterPoolExecutor``: where the router sends the
-    tasks that cannot run in its own-GIL interpreters, on process workers that take the
-    seats they share with the interpreters.
+    """The process side of one ``InterpreterPoolExecutor``, as the router and the
+    executor see it: where the router sends the tasks that cannot run in the pool's
+    own-GIL interpreters (``run``), on process workers that take the seats they share
+    with the interpreters; ``cancel_all``, ``shutdown``.
 
-    Its fields are guarded by ``lock`` (``wake`` is its condition).  Threads: the router
-    calls ``run`` (a caller's thread, or an interpreter worker's in ``call_home``); the
-    dispatcher thread starts the tasks a freed seat lets run; the pool's watchdog thread
-    (``Deadlines``, shared with the interpreter side) ends tasks past their time limit;
-    the warm-up thread starts the processes; each slot's ``ProcessPoolExecutor``
-    manager thread reports a task's end (``_ProcessTask._done``).
-    Lock order: the pool's lock, then this one, then ``Seats.lock`` or ``Deadlines.lock``."""
+    One single-process ``ProcessPoolExecutor`` per slot, at most ``max_workers`` slots,
+    so that stopping one running task (a time limit, ``cancel()``) terminates its process
+    alone and no other task is lost.  Its parts, one per kind of thread:
+
+    - the books (``_Books``): the queue, the tasks, the slots; ``books.lock`` guards every
+      field of the side;
+    - the pump (``_Pump``): starts queued tasks on free slots and seats, on the thread
+      that queued a task or freed a slot, and on the dispatcher thread when an
+      interpreter worker frees a seat;
+    - the processes (``_Processes``): a slot's life, from its process started by the
+      warm-up thread to its retirement after shutdown.
+
+    Threads: the router calls ``run`` (a caller's thread, or an interpreter worker's in
+    ``call_home``); the warm-up thread runs ``_warm_up``; each slot's
+    ``ProcessPoolExecutor`` manager thread reports its process ready (``_slot_ready``)
+    and a task's end (``_ProcessTask._done``, then ``task_left``); the pool's watchdog
+    thread (``Deadlines``, shared with the interpreter side) ends tasks past their time
+    limit.  Lock order: the pool's lock, then ``books.lock``, then ``Seats.lock`` or
+    ``Deadlines.lock``."""
 
     kind = "process"
 
@@ -64,40 +78,21 @@ class ProcessSide:
         seats: Seats | None = None,
         deadlines: Deadlines | None = None,
     ) -> None:
-        self.max_workers = max_workers
-        self.starter = _Starter(initializer, initargs, max_tasks_per_worker, forward_output)
-        self.lock = threading.Lock()
-        self.wake = threading.Condition(self.lock)
-        self.closed = False
-        self.pending: deque[_ProcessTask] = deque()  # the process side's queue
-        self.running: set[_ProcessTask] = set()
-        # Taken from pending by a pump that is starting it (lock released meanwhile): its
-        # process may run it before start() files it in running, and Ctrl-C must find it.
-        self.launching: set[_ProcessTask] = set()
-        self.idle: list[_Slot] = []  # free slots
-        self.slots = 0
-        self.dead: list[_Slot] = []  # terminated slots, to join at shutdown
-        self.starting: set[_Slot] = set()  # slots whose process is starting (warm-up)
-        self.retired: set[_Slot] = set()  # slots shut down while they were starting
+        starter = _Starter(initializer, initargs, max_tasks_per_worker, forward_output)
         # The pool's time limits, shared with its interpreter side: the watchdog thread.
-        self.deadlines = deadlines if deadlines is not None else Deadlines("manygil-fallback-")
-        self.lease = self.deadlines.lease()  # released once no deadline will come from here
-        self.dispatcher: threading.Thread | None = None  # starts tasks a freed seat lets run
-        self.warmer: threading.Thread | None = None  # starts the processes (_warm_up)
-        # The seats both sides share (process side only: a shared-GIL side's tasks take
-        # turns on one GIL anyway); seat_free asks the dispatcher to start tasks here.
-        self.seats = seats
+        deadlines = deadlines if deadlines is not None else Deadlines("manygil-fallback-")
+        self.books = _Books(max_workers, starter, seats, deadlines)
+        self.processes = _Processes(self.books)
+        self.pump = _Pump(self.books, self.processes)
+        # The books start the dispatcher thread (see _Books.put_back) on the pump's
+        # dispatch, held weakly: no cycle keeps a side that nothing uses.
+        self.books.dispatch_target = weakref.WeakMethod(self.pump.dispatch)
         if seats is not None:
             seats.attach("process", self.wants_seat, self.seat_freed)
-        self.seat_free = False
-        # No process worker can start (a script without the main guard, a failing
-        # initializer): once one fails before it could take a task, later tasks fail at
-        # once instead of each starting a process that fails the same way.
-        self.cannot_start: BaseException | None = None
-        self.warmed = False  # the first process task starts every slot's process at once
-        self.threadless = False  # no thread starts now (3.12, the program's end): _Starter.run_alone
 
-    # ------------------------------------------------------------------ running
+    @property
+    def starter(self) -> _Starter:
+        return self.books.starter
 
     def run(
         self,
@@ -119,20 +114,22 @@ class ProcessSide:
         """
         _exit.run_first()  # concurrent.futures.process may have been imported since
         kept: list[Any] = []  # shared buffers the process maps: alive until the task ends
-        task = _ProcessTask(future, _dump_call(fn, args, kwargs, kept), timeout, label or _transport.route_key(fn))
+        data = _dump_call(fn, args, kwargs, kept)
+        task = _ProcessTask(self, future, data, timeout, label or _transport.route_key(fn))
         task.kept = kept
         future._fallback = task  # type: ignore[attr-defined]
-        with self.lock:
-            self.pending.append(task)
-            self.lease.renew()
+        books = self.books
+        with books.lock:
+            books.pending.append(task)
+            books.lease.renew()
             try:
                 # Both now: at exit 3.12 starts no thread, and a task may start then.
-                self._ensure_dispatcher()
-                self.deadlines.start()
-                if not self.warmed and not self.closed and self.cannot_start is None:
-                    self.warmed = True
-                    reserved = self.max_workers - self.slots
-                    self.slots += reserved  # the pump waits for them, starts none
+                books.ensure_dispatcher()
+                books.deadlines.start()
+                if not books.warmed and not books.closed and books.cannot_start is None:
+                    books.warmed = True
+                    reserved = books.max_workers - books.slots
+                    books.slots += reserved  # the pump waits for them, starts none
                     # Its own thread: starting the first process takes 100-300 ms (the
                     # forkserver imports the caller's script), and the thread that got
                     # here is often an interpreter worker's, whose tasks would wait.
@@ -142,34 +139,176 @@ class ProcessSide:
                     try:
                         warmer.start()
                     except RuntimeError:
-                        self.slots -= reserved
+                        books.slots -= reserved
                         raise
-                    self.warmer = warmer
+                    books.warmer = warmer
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
                 if not program_ending():
-                    self.pending.remove(task)  # another cause (no memory left): said as it is
+                    books.pending.remove(task)  # another cause (no memory left): said as it is
                     raise
                 # CPython 3.12, once the program's end has begun: no process worker can
                 # start (each needs its manager thread), so this task and those after
                 # it each run in a process of its own, on this thread (_Starter.run_alone).
-                self.threadless = True
-        self._pump()
-        return
+                books.threadless = True
+        self.pump.run()
 
-    # The process side: one single-process ProcessPoolExecutor per slot, at most
-    # max_workers slots, so that stopping one running task (time limit, cancel())
-    # terminates its process alone and no other task is lost.
+    def _warm_up(self, count: int) -> None:
+        """The warm-up thread: start the processes of ``count`` reserved slots, then pump
+        (the reserved slots that did not start are free for the pump)."""
+        self.processes.warm_up(count, self._slot_ready)
+        self.pump.run()
+
+    def _slot_ready(self, slot: _Slot, done: Future[Any]) -> None:
+        """A slot's process started, or could not (its manager thread, or the warm-up
+        thread when it was ready at once): it takes tasks from now on."""
+        self.processes.ready(slot, done)
+        self.pump.run()
+
+    def task_left(self, task: _ProcessTask, not_started: bool, broken: bool) -> bool:
+        """``task``'s process is done with it (its slot's manager thread, see
+        ``_Books.left``): its seat passed on, the queue pumped.  Returns whether the task
+        waits again, never having started."""
+        seat, again = self.books.left(task, not_started, broken)
+        if seat:
+            self.books.give_seat()
+        self.pump.run()
+        return again
+
+    def wants_seat(self) -> bool:
+        """See ``_Books.wants_seat`` (``Seats``, any thread, no lock)."""
+        return self.books.wants_seat()
+
+    def seat_freed(self) -> bool:
+        """See ``_Books.seat_freed`` (``Seats.give``, on the thread that gave a seat)."""
+        return self.books.seat_freed()
+
+    def in_flight(self) -> int:
+        """How many process tasks are pending, starting or running (any thread)."""
+        books = self.books
+        with books.lock:
+            return len(books.pending) + len(books.launching) + len(books.running)
+
+    def cancel_all(self) -> None:
+        """Cancel every task of this side, running ones included (Ctrl-C in a ``with``)."""
+        books = self.books
+        with books.lock:
+            tasks = [*books.pending, *books.launching, *books.running]
+        for task in tasks:
+            task.future.cancel()  # a running one's process is terminated
+
+    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
+        """The executor's ``shutdown`` (a caller's thread, or the program's end)."""
+        books = self.books
+        with books.lock:
+            books.closed = True
+            if cancel_futures:
+                waiting, books.pending = list(books.pending), deque()
+            else:
+                waiting = []
+            books.release_if_done()
+            books.wake.notify_all()
+        for task in waiting:
+            task.future.cancel()
+        if wait:
+            if books.threadless:
+                self.pump.run()  # no dispatcher thread could start: the tasks left run here
+            with books.lock:
+                while books.pending or books.launching or books.running:
+                    main_wait(books.wake)
+        with books.lock:
+            slots, books.dead = books.dead, []
+            # Tasks still queued here (shutdown(wait=False)) run on the idle and starting
+            # slots, which end once nothing is left (_Processes.retire_if_closed); else
+            # they end now.
+            if not books.pending and not books.launching:
+                # Slots still starting too: shutdown(wait=True) waits for their processes
+                # (one that started after shutdown on a busy machine outlived the pool).
+                slots += books.idle + list(books.starting)
+                books.slots -= len(books.idle) + len(books.starting)
+                books.retired.update(books.starting)  # ready later: not taken back (_Processes.ready)
+                books.idle = []
+                books.starting.clear()
+            threads = [t for t in (books.dispatcher, books.warmer) if t is not None]
+            books.release_if_done()
+        for slot in slots:
+            slot.shut(wait)
+        if wait:
+            me = threading.current_thread()
+            for slot in slots:
+                # One shut down without waiting before (here, by retire_if_closed or
+                # _ProcessTask.stop) is forgotten by its ProcessPoolExecutor: wait for its
+                # manager thread, which ends once its process has.
+                manager = slot.manager
+                if manager is not None and manager is not me and manager.ident is not None:
+                    manager.join()
+            for thread in threads:
+                thread.join()
+        else:
+            with books.lock:
+                books.dead.extend(slots)  # a later shutdown(wait=True) waits for them
+        if wait:
+            books.deadlines.join()  # once the interpreter side released its lease too
+
+
+class _Books:
+    """The process side's books: its queue, the tasks starting and running, its slots
+    and their processes' states, what stops a process from starting, its threads.
+
+    ``lock`` guards every field; ``wake``, its condition, tells ``shutdown`` and the
+    dispatcher that something changed.  A method says when it runs with the lock held,
+    on the thread that holds it: a caller's, an interpreter worker's in ``call_home``,
+    the dispatcher's, the warm-up thread's or a slot's manager thread.  The seats' and
+    the deadlines' locks are taken inside it, never the other way."""
+
+    def __init__(self, max_workers: int, starter: _Starter, seats: Seats | None, deadlines: Deadlines) -> None:
+        self.max_workers = max_workers
+        self.starter = starter  # how its processes are made: set once, read by any thread
+        # Re-entrant: the executor's finalizer calls shutdown(wait=False), and a garbage
+        # collection can run it on any thread at any allocation, including one that holds
+        # this lock (as on the interpreter side, see _interp_side._Schedule).
+        self.lock = threading.RLock()
+        self.wake = threading.Condition(self.lock)
+        self.closed = False
+        self.pending: deque[_ProcessTask] = deque()  # the process side's queue
+        self.running: set[_ProcessTask] = set()
+        # Taken from pending by a pump that is starting it (lock released meanwhile): its
+        # process may run it before start() files it in running, and Ctrl-C must find it.
+        self.launching: set[_ProcessTask] = set()
+        self.idle: list[_Slot] = []  # free slots
+        self.slots = 0
+        self.dead: list[_Slot] = []  # terminated slots, to join at shutdown
+        self.starting: set[_Slot] = set()  # slots whose process is starting (warm-up)
+        self.retired: set[_Slot] = set()  # slots shut down while they were starting
+        self.deadlines = deadlines
+        self.lease = deadlines.lease()  # released once no deadline will come from here
+        self.dispatcher: threading.Thread | None = None  # starts tasks a freed seat lets run
+        self.warmer: threading.Thread | None = None  # starts the processes (_Processes.warm_up)
+        # What the dispatcher thread runs (the pump's dispatch): a weak reference the
+        # side sets (see ProcessSide).
+        self.dispatch_target: Callable[[], Callable[[], None] | None] = _gone
+        # The seats both sides share (process side only: a shared-GIL side's tasks take
+        # turns on one GIL anyway); seat_free asks the dispatcher to start tasks here.
+        self.seats = seats
+        self.seat_free = False
+        # No process worker can start (a script without the main guard, a failing
+        # initializer): once one fails before it could take a task, later tasks fail at
+        # once instead of each starting a process that fails the same way.
+        self.cannot_start: BaseException | None = None
+        self.warmed = False  # the first process task starts every slot's process at once
+        self.threadless = False  # no thread starts now (3.12, the program's end): _Starter.run_alone
+
+    def free(self) -> bool:
+        """A slot is free, or another may be made (lock held, or read as a hint)."""
+        return bool(self.idle) or self.slots < self.max_workers
 
     def wants_seat(self) -> bool:
         """Process tasks wait for a seat and a process is ready for one (read without
         the lock: a hint): in the queue, or behind a running task in its process (which
-        a free seat lets move, see ``_move_one``).  While the processes start, the
+        a free seat lets move, see ``_Pump.move_one``).  While the processes start, the
         interpreters keep the seats."""
-        return (bool(self.idle) or self.slots < self.max_workers) and (
-            bool(self.pending) or self._queued_behind() is not None
-        )
+        return self.free() and (bool(self.pending) or self.queued_behind() is not None)
 
-    def _queued_behind(self) -> _ProcessTask | None:
+    def queued_behind(self) -> _ProcessTask | None:
         """A task submitted to a live slot behind the one its process runs (a hint
         without the lock)."""
         for ahead in list(self.running):
@@ -179,126 +318,18 @@ class ProcessSide:
                 return tasks[1]
         return None
 
-    def _warm_up(self, count: int) -> None:
-        """The warm-up thread: start the processes of ``count`` reserved slots now,
-        without a seat (starting one takes a few hundred milliseconds, during which a
-        seat would stand idle); each slot takes tasks once its process is ready."""
-        for left in range(count, 0, -1):
-            slot = None
-            try:
-                slot = self.starter.new_slot()  # no process yet: that starts with the submit below
-                with self.lock:
-                    # Shut down meanwhile, or no process can start: start none of the rest.
-                    stop = self.closed or self.cannot_start is not None
-                    if stop:
-                        self.slots -= left  # not started: the pump may start them itself
-                    else:
-                        self.starting.add(slot)  # shut down with the others, even if still starting
-                if stop:
-                    break
-                _faults.point("process.slot_starting", self, slot)
-                ready = slot.submit(_ready)
-            except BaseException as exc:  # noqa: BLE001 - no process can start: the pump says so
-                with self.lock:
-                    if slot is not None and slot in self.retired:
-                        # shutdown() shut it down first (the submit's error) and counted it
-                        self.retired.discard(slot)
-                        self.slots -= left - 1
-                    else:
-                        self.slots -= left
-                        self.cannot_start = _bare(exc)
-                        if slot is not None:
-                            self.starting.discard(slot)
-                            self.dead.append(slot)  # joined by shutdown()
-                break
-            ready.add_done_callback(functools.partial(self._slot_ready, slot))
-        self._pump()  # the reserved slots that did not start are free for the pump
-
-    def _slot_ready(self, slot: _Slot, done: Future[Any]) -> None:
-        """A slot's process started (or could not): it takes tasks from now on."""
-        BrokenProcessPool = _exit.process_module().BrokenProcessPool
-
-        failed = done.cancelled() or done.exception() is not None
-        with self.lock:
-            self.starting.discard(slot)
-            if slot in self.retired:
-                self.retired.discard(slot)
-                return  # shut down by shutdown() meanwhile
-            if failed:
-                self.slots -= 1
-                self.dead.append(slot)  # joined by shutdown()
-                exc = None if done.cancelled() else done.exception()
-                if isinstance(exc, BrokenProcessPool) and not slot.alive.value:
-                    self.cannot_start = _bare(exc)  # it died starting up
-            else:
-                self.idle.append(slot)
-        self._pump()
-
     def seat_freed(self) -> bool:
         """A seat was freed on the interpreter side: start what waits here, from the
         dispatcher thread (``Seats.give`` calls this with the pool's lock held); whether
         a task waits here to take it."""
         with self.lock:
-            if self.pending or self._queued_behind() is not None:
+            if self.pending or self.queued_behind() is not None:
                 self.seat_free = True
                 self.wake.notify_all()
                 return True
         return False
 
-    def _pump(self) -> None:
-        """Start pending process tasks on free slots and seats, or queue the next one
-        behind a running task (``_behind``)."""
-        while True:
-            with self.lock:
-                task = None
-                while self.pending and task is None:
-                    task = self.pending.popleft()
-                    if task.future.done():  # cancelled while it waited
-                        task = None
-                if task is None:
-                    self._release_if_done()  # the queue emptied of cancelled tasks
-                    self.wake.notify_all()  # shutdown() may wait for the queue to empty
-                    break
-                cause = self.cannot_start
-                slot = None
-                if cause is None:
-                    free = bool(self.idle) or self.slots < self.max_workers
-                    # Without threads (3.12 at the program's end) no seat is kept: its
-                    # holder could not wake this side; the interpreters are ending anyway.
-                    if free and (self.seats is None or self.threadless or self.seats.take("process")):
-                        if self.idle:
-                            slot = self.idle.pop()
-                            slot.queue(task)
-                            if self.threadless:
-                                task.seat = False  # none was taken: none to give back
-                        else:
-                            self.slots += 1  # _launch makes it
-                    else:
-                        _faults.point("process.no_seat", self, task)
-                        slot = self._behind(task)
-                        if slot is None:
-                            self.pending.appendleft(task)  # a seat's holder wakes this side when it leaves
-                            return
-                        task.seat = False  # it takes the seat of the task it waits behind
-                        slot.queue(task)
-                self.launching.add(task)
-            try:
-                self._launch(task, slot, cause)
-            finally:
-                with self.lock:
-                    self.launching.discard(task)
-                    self._release_if_done()
-                    self.wake.notify_all()  # shutdown() may wait for it
-        if self._move_one():
-            self._pump()  # it waits at the front now
-            return
-        self._retire_if_closed()
-        # Nothing (left) to start here: a seat handed over for a task that was cancelled
-        # meanwhile goes back to the pool's waiting tasks.
-        if self.seats is not None:
-            self.seats.nudge("process")
-
-    def _behind(self, task: _ProcessTask) -> _Slot | None:
+    def behind(self, task: _ProcessTask) -> _Slot | None:
         """A slot whose process runs one task, for ``task`` to wait in, so that the
         process starts it as soon as that one ends (a hand-over through this process
         left it idle for about half a millisecond per task), or None (lock held).
@@ -324,158 +355,28 @@ class ProcessSide:
                 return slot
         return None
 
-    def _move_one(self) -> bool:
-        """A slot and a seat are free and nothing waits: take back a task queued behind
-        a running one that has not started (it would wait for that one however long it
-        runs; a ``ProcessPoolExecutor``'s queue is shared by its processes) and put it
-        first in the queue.  Returns whether one was moved."""
-        with self.lock:
-            if self.pending or self.seats is None or not (self.idle or self.slots < self.max_workers):
-                return False
-            if self.seats.full():
-                return False  # a hint: the pump takes a seat itself
-            behind = self._queued_behind()
-        if behind is None:
-            return False
-        slot = behind.slot
-        assert slot is not None  # a task queued behind another is on its slot
-        lock = slot.gate.get_lock()
-        if not lock.acquire(timeout=1.0):
-            return False
-        try:
-            gate = slot.gate.get_obj()
-            with self.lock:
-                if behind.slot is not slot or behind.stopped or behind.finished or gate[_STARTED] >= behind.seq:
-                    return False  # it started (or ended) meanwhile
-                _skip(gate, behind.seq)  # its process turns it away
-                behind.moved = True
-                slot.tasks.remove(behind)
-                seat, behind.seat = behind.seat, False
-                if seat and not slot.ended and not slot.tasks:
-                    self.idle.append(slot)  # the task in front had ended and passed its seat on
-                self._put_back(behind)
-        finally:
-            lock.release()
-        if seat:
-            self._give_seat()
-        return True
-
-    def _put_back(self, task: _ProcessTask) -> None:
+    def put_back(self, task: _ProcessTask) -> None:
         """``task`` never started: a copy of it waits first in the queue, for any slot
         (lock held).  The copy is what the future's ``cancel()`` stops from now on."""
-        again = _ProcessTask(task.future, task.data, task.timeout, task.label)
+        again = _ProcessTask(task.side, task.future, task.data, task.timeout, task.label)
         again.kept = task.kept
         task.future._fallback = again  # type: ignore[attr-defined]
         self.running.discard(task)
         self.pending.appendleft(again)
-        self._ensure_dispatcher()  # which ends once nothing waits after shutdown
+        self.ensure_dispatcher()  # which ends once nothing waits after shutdown
 
-    def _count_off(self, slot: _Slot) -> None:
+    def count_off(self, slot: _Slot) -> None:
         """``slot`` takes no task any more: off ``self.slots``, once (lock held)."""
         if not slot.counted_off:
             slot.counted_off = True
             self.slots -= 1
             self.dead.append(slot)  # joined by shutdown()
 
-    def _launch(self, task: _ProcessTask, slot: _Slot | None, cause: BaseException | None) -> None:
-        """Start ``task`` on ``slot`` (a new one if None), or fail it with ``cause``."""
-        if cause is not None:
-            settle(task.future, exc=_cannot_start(cause))
-            return
-        if slot is None and not self.threadless and not _backend.STARTS_THREADS_AT_EXIT and program_ending():
-            self.threadless = True  # a new slot's manager thread could not start
-        if self.threadless and slot is None:
-            with self.lock:
-                self.slots -= 1  # the one the pump counted for it
-            if task.seat:
-                self._give_seat()  # none is kept now: the interpreters' tasks may need it
-            self.starter.run_alone(task)
-            return
-        try:
-            if slot is None:
-                slot = self.starter.new_slot()
-                with self.lock:
-                    slot.queue(task)
-            task.start(self, slot)
-        except RuntimeError as exc:  # 3.12 at the program's end: no thread
-            if not program_ending():
-                self._failed_start(task, slot, exc)
-                return
-            # Its slot's manager thread could not start (the processes may have): it takes
-            # no task, and this one and those after it run each in a process of its own.
-            with self.lock:
-                self.threadless = True
-                if slot is not None:
-                    if task in slot.tasks:
-                        slot.tasks.remove(task)
-                    slot.ended = True
-                    self._count_off(slot)
-                else:
-                    self.slots -= 1  # the one the pump counted for it
-            if slot is not None:
-                slot.terminate()
-            if task.seat:
-                self._give_seat()  # none is kept now: the interpreters' tasks may need it
-            self.starter.run_alone(task)
-        except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
-            self._failed_start(task, slot, exc)
-
-    def _failed_start(self, task: _ProcessTask, slot: _Slot | None, exc: BaseException) -> None:
-        """``task`` did not start on ``slot`` (None: a new one) for ``exc``: it waits for
-        another slot, or fails with ``exc`` when no process can start (see ``_launch``)."""
-        with self.lock:
-            if slot is not None and task in slot.tasks:
-                slot.tasks.remove(task)
-            # Its process had started and ended since (terminated by a stop() of the
-            # task in front, or it died): not a process that cannot start.  The task
-            # never ran and waits for another slot; the slot is counted off by the
-            # end of a task still on it, else here.
-            again = slot is not None and (not task.seat or bool(slot.alive.value))
-            if again:
-                assert slot is not None
-                slot.ended = True
-                if not slot.tasks:
-                    self._count_off(slot)
-                self._put_back(task)
-            elif slot is None:
-                self.slots -= 1  # the one the pump counted for it
-            else:
-                slot.ended = True
-                self._count_off(slot)
-            if not again:
-                self.cannot_start = _bare(exc)
-        if again:
-            if task.seat:
-                self._give_seat()
-            return
-        self._give_seat()
-        settle(task.future, exc=exc)
-
-    def _retire_if_closed(self) -> None:
-        """Once the pool is shut down and no task is left here, end the idle processes,
-        as a ``ProcessPoolExecutor`` does after ``shutdown(wait=False)`` (a slot whose
-        task ran on after that call was put back idle, and its process lived on)."""
-        with self.lock:
-            if not self.closed or self.pending or self.launching or not self.idle:
-                return
-            slots, self.idle = self.idle, []
-            self.slots -= len(slots)
-            self.dead.extend(slots)  # joined by shutdown(wait=True)
-        for slot in slots:
-            slot.shut(wait=False)
-
-    def _give_seat(self) -> None:
-        """A process task left its seat: to the next task here while this side is within
-        its fair share (see ``Seats``), else to an interpreter worker whose tasks wait."""
-        if self.seats is None:
-            return
-        # Kept for the next task here, which the caller's _pump starts on it.
-        self.seats.give("process", keep=bool(self.pending) and not self.seats.above_share("process"))
-
-    def task_left(self, task: _ProcessTask, not_started: bool, broken: bool) -> bool:
-        """``task``'s process is done with it: its slot takes the next task (the one
-        queued behind it, on its seat) or goes idle, or, broken or terminated, is
-        counted off; a task that never started waits again.  Returns whether it does."""
+    def left(self, task: _ProcessTask, not_started: bool, broken: bool) -> tuple[bool, bool]:
+        """``task``'s process is done with it (its slot's manager thread): its slot
+        takes the next task (the one queued behind it, on its seat) or goes idle, or,
+        broken or terminated, is counted off; a task that never started waits again.
+        Returns whether the caller gives its seat back, and whether it waits again."""
         slot = task.slot
         assert slot is not None  # started on it
         with self.lock:
@@ -485,7 +386,7 @@ class ProcessSide:
             if broken or task.killed:
                 slot.ended = True
             if slot.ended:
-                self._count_off(slot)
+                self.count_off(slot)
             seat = task.seat
             if not slot.ended:
                 if slot.tasks:
@@ -501,140 +402,354 @@ class ProcessSide:
                 and not task.future.done()
             )
             if again:  # never ran: it goes first once a slot is free
-                self._put_back(task)
-        if seat:
-            self._give_seat()
-        self._pump()
-        return again
+                self.put_back(task)
+        return seat, again
 
-    def _release_if_done(self) -> None:
+    def give_seat(self) -> None:
+        """A process task left its seat (lock not held: ``Seats.give`` may wake the
+        interpreter side): to the next task here while this side is within its fair
+        share (see ``Seats``), else to an interpreter worker whose tasks wait."""
+        if self.seats is None:
+            return
+        # Kept for the next task here, which the caller's pump starts on it.
+        self.seats.give("process", keep=bool(self.pending) and not self.seats.above_share("process"))
+
+    def release_if_done(self) -> None:
         """Once the pool shuts down and every task here has started, no deadline will
         come from here: the watchdog may end (lock held)."""
         self.lease.release_if(self.closed and not self.pending and not self.launching)
 
-    def _ensure_dispatcher(self) -> None:
+    def ensure_dispatcher(self) -> None:
         """Start the dispatcher thread if it is not running (lock held)."""
         if self.dispatcher is None or not self.dispatcher.is_alive():
-            thread = threading.Thread(target=self._dispatch, name="manygil-fallback-dispatcher", daemon=True)
+            run = self.dispatch_target()
+            if run is None:  # unreachable: the side's callers hold it
+                raise ReferenceError("manygil: the process side is gone (a bug: please report it)")
+            thread = threading.Thread(target=run, name="manygil-fallback-dispatcher", daemon=True)
             thread.start()  # first: shutdown() joins it (3.12 starts none at the program's end)
             self.dispatcher = thread
 
-    def _dispatch(self) -> None:
-        """The dispatcher thread: starts the tasks that waited for a seat when an
-        interpreter worker frees one (``seat_freed``)."""
+
+def _gone() -> None:
+    """What a weak reference to a side's part returns before it is set."""
+    return None
+
+
+class _Pump:
+    """Starts the process side's queued tasks on free slots and seats (``run``): on the
+    thread that queued a task or freed a slot (a caller's, an interpreter worker's, a
+    slot's manager thread, the warm-up thread), and on the dispatcher thread
+    (``dispatch``) when an interpreter worker frees a seat.  Several threads may pump at
+    once: each takes a task from the queue under ``books.lock`` and starts it with the
+    lock let go (``_Processes.launch``)."""
+
+    def __init__(self, books: _Books, processes: _Processes) -> None:
+        self.books = books
+        self.processes = processes
+
+    def run(self) -> None:
+        """Start pending process tasks on free slots and seats, or queue the next one
+        behind a running task (``_Books.behind``)."""
+        books = self.books
         while True:
-            with self.lock:
-                while not self.seat_free:
-                    if self.closed and not self.pending:
+            with books.lock:
+                task = None
+                while books.pending and task is None:
+                    task = books.pending.popleft()
+                    if task.future.done():  # cancelled while it waited
+                        task = None
+                if task is None:
+                    books.release_if_done()  # the queue emptied of cancelled tasks
+                    books.wake.notify_all()  # shutdown() may wait for the queue to empty
+                    break
+                cause = books.cannot_start
+                slot = None
+                if cause is None:
+                    # Without threads (3.12 at the program's end) no seat is kept: its
+                    # holder could not wake this side; the interpreters are ending anyway.
+                    if books.free() and (books.seats is None or books.threadless or books.seats.take("process")):
+                        if books.idle:
+                            slot = books.idle.pop()
+                            slot.queue(task)
+                            if books.threadless:
+                                task.seat = False  # none was taken: none to give back
+                        else:
+                            books.slots += 1  # launch makes it
+                    else:
+                        _faults.point("process.no_seat", books, task)
+                        slot = books.behind(task)
+                        if slot is None:
+                            books.pending.appendleft(task)  # a seat's holder wakes this side when it leaves
+                            return
+                        task.seat = False  # it takes the seat of the task it waits behind
+                        slot.queue(task)
+                books.launching.add(task)
+            try:
+                self.processes.launch(task, slot, cause)
+            finally:
+                with books.lock:
+                    books.launching.discard(task)
+                    books.release_if_done()
+                    books.wake.notify_all()  # shutdown() may wait for it
+        if self.move_one():
+            self.run()  # it waits at the front now
+            return
+        self.processes.retire_if_closed()
+        # Nothing (left) to start here: a seat handed over for a task that was cancelled
+        # meanwhile goes back to the pool's waiting tasks.
+        if books.seats is not None:
+            books.seats.nudge("process")
+
+    def move_one(self) -> bool:
+        """A slot and a seat are free and nothing waits: take back a task queued behind
+        a running one that has not started (it would wait for that one however long it
+        runs; a ``ProcessPoolExecutor``'s queue is shared by its processes) and put it
+        first in the queue.  Returns whether one was moved."""
+        books = self.books
+        with books.lock:
+            if books.pending or books.seats is None or not books.free():
+                return False
+            if books.seats.full():
+                return False  # a hint: the pump takes a seat itself
+            behind = books.queued_behind()
+        if behind is None:
+            return False
+        slot = behind.slot
+        assert slot is not None  # a task queued behind another is on its slot
+        lock = slot.gate.get_lock()
+        if not lock.acquire(timeout=1.0):
+            return False
+        try:
+            gate = slot.gate.get_obj()
+            with books.lock:
+                if behind.slot is not slot or behind.stopped or behind.finished or gate[_STARTED] >= behind.seq:
+                    return False  # it started (or ended) meanwhile
+                _skip(gate, behind.seq)  # its process turns it away
+                behind.moved = True
+                slot.tasks.remove(behind)
+                seat, behind.seat = behind.seat, False
+                if seat and not slot.ended and not slot.tasks:
+                    books.idle.append(slot)  # the task in front had ended and passed its seat on
+                books.put_back(behind)
+        finally:
+            lock.release()
+        if seat:
+            books.give_seat()
+        return True
+
+    def dispatch(self) -> None:
+        """The dispatcher thread: starts the tasks that waited for a seat when an
+        interpreter worker frees one (``_Books.seat_freed``)."""
+        books = self.books
+        while True:
+            with books.lock:
+                while not books.seat_free:
+                    if books.closed and not books.pending:
                         return  # shut down: no task left to start
-                    self.wake.wait()
-                self.seat_free = False
-            self._pump()
+                    books.wake.wait()
+                books.seat_free = False
+            self.run()
 
-    def in_flight(self) -> int:
-        """How many process tasks are pending, starting or running (any thread)."""
-        with self.lock:
-            return len(self.pending) + len(self.launching) + len(self.running)
 
-    def cancel_all(self) -> None:
-        """Cancel every task of this side, running ones included (Ctrl-C in a ``with``)."""
-        with self.lock:
-            tasks = [*self.pending, *self.launching, *self.running]
-        for task in tasks:
-            task.future.cancel()  # a running one's process is terminated
+class _Processes:
+    """The slots' life: their processes started ahead of the tasks (``warm_up``, the
+    warm-up thread; ``ready``, a slot's manager thread), a task started on a slot or a
+    new one (``launch``, a pumping thread) or failing to start (``failed_start``), and
+    the idle ones ended after shutdown (``retire_if_closed``)."""
 
-    def shutdown(self, wait: bool, cancel_futures: bool) -> None:
-        with self.lock:
-            self.closed = True
-            if cancel_futures:
-                waiting, self.pending = list(self.pending), deque()
+    def __init__(self, books: _Books) -> None:
+        self.books = books
+
+    def warm_up(self, count: int, on_ready: Callable[[_Slot, Future[Any]], None]) -> None:
+        """Start the processes of ``count`` reserved slots now, without a seat (starting
+        one takes a few hundred milliseconds, during which a seat would stand idle); each
+        slot takes tasks once its process is ready (``on_ready``, then ``ready``)."""
+        books = self.books
+        for left in range(count, 0, -1):
+            slot = None
+            try:
+                slot = books.starter.new_slot()  # no process yet: that starts with the submit below
+                with books.lock:
+                    # Shut down meanwhile, or no process can start: start none of the rest.
+                    stop = books.closed or books.cannot_start is not None
+                    if stop:
+                        books.slots -= left  # not started: the pump may start them itself
+                    else:
+                        books.starting.add(slot)  # shut down with the others, even if still starting
+                if stop:
+                    break
+                _faults.point("process.slot_starting", books, slot)
+                ready = slot.submit(_ready)
+            except BaseException as exc:  # noqa: BLE001 - no process can start: the pump says so
+                with books.lock:
+                    if slot is not None and slot in books.retired:
+                        # shutdown() shut it down first (the submit's error) and counted it
+                        books.retired.discard(slot)
+                        books.slots -= left - 1
+                    else:
+                        books.slots -= left
+                        books.cannot_start = _bare(exc)
+                        if slot is not None:
+                            books.starting.discard(slot)
+                            books.dead.append(slot)  # joined by shutdown()
+                break
+            ready.add_done_callback(functools.partial(on_ready, slot))
+
+    def ready(self, slot: _Slot, done: Future[Any]) -> None:
+        """A slot's process started (or could not): it takes tasks from now on."""
+        BrokenProcessPool = _exit.process_module().BrokenProcessPool
+
+        books = self.books
+        failed = done.cancelled() or done.exception() is not None
+        with books.lock:
+            books.starting.discard(slot)
+            if slot in books.retired:
+                books.retired.discard(slot)
+                return  # shut down by shutdown() meanwhile
+            if failed:
+                books.slots -= 1
+                books.dead.append(slot)  # joined by shutdown()
+                exc = None if done.cancelled() else done.exception()
+                if isinstance(exc, BrokenProcessPool) and not slot.alive.value:
+                    books.cannot_start = _bare(exc)  # it died starting up
             else:
-                waiting = []
-            self._release_if_done()
-            self.wake.notify_all()
-        for task in waiting:
-            task.future.cancel()
-        if wait:
-            if self.threadless:
-                self._pump()  # no dispatcher thread could start: the tasks left run here
-            with self.lock:
-                while self.pending or self.launching or self.running:
-                    main_wait(self.wake)
-        with self.lock:
-            slots, self.dead = self.dead, []
-            # Tasks still queued here (shutdown(wait=False)) run on the idle and starting
-            # slots, which end once nothing is left (_retire_if_closed); else they end now.
-            if not self.pending and not self.launching:
-                # Slots still starting too: shutdown(wait=True) waits for their processes
-                # (one that started after shutdown on a busy machine outlived the pool).
-                slots += self.idle + list(self.starting)
-                self.slots -= len(self.idle) + len(self.starting)
-                self.retired.update(self.starting)  # ready later: not taken back (_slot_ready)
-                self.idle = []
-                self.starting.clear()
-            threads = [t for t in (self.dispatcher, self.warmer) if t is not None]
-            self._release_if_done()
+                books.idle.append(slot)
+
+    def launch(self, task: _ProcessTask, slot: _Slot | None, cause: BaseException | None) -> None:
+        """Start ``task`` on ``slot`` (a new one if None), or fail it with ``cause``."""
+        books = self.books
+        if cause is not None:
+            settle(task.future, exc=_cannot_start(cause))
+            return
+        if slot is None and not books.threadless and not _backend.STARTS_THREADS_AT_EXIT and program_ending():
+            books.threadless = True  # a new slot's manager thread could not start
+        if books.threadless and slot is None:
+            with books.lock:
+                books.slots -= 1  # the one the pump counted for it
+            if task.seat:
+                books.give_seat()  # none is kept now: the interpreters' tasks may need it
+            books.starter.run_alone(task)
+            return
+        try:
+            if slot is None:
+                slot = books.starter.new_slot()
+                with books.lock:
+                    slot.queue(task)
+            task.start(slot)
+        except RuntimeError as exc:  # 3.12 at the program's end: no thread
+            if not program_ending():
+                self.failed_start(task, slot, exc)
+                return
+            # Its slot's manager thread could not start (the processes may have): it takes
+            # no task, and this one and those after it run each in a process of its own.
+            with books.lock:
+                books.threadless = True
+                if slot is not None:
+                    if task in slot.tasks:
+                        slot.tasks.remove(task)
+                    slot.ended = True
+                    books.count_off(slot)
+                else:
+                    books.slots -= 1  # the one the pump counted for it
+            if slot is not None:
+                slot.terminate()
+            if task.seat:
+                books.give_seat()  # none is kept now: the interpreters' tasks may need it
+            books.starter.run_alone(task)
+        except BaseException as exc:  # noqa: BLE001 - e.g. no process can start
+            self.failed_start(task, slot, exc)
+
+    def failed_start(self, task: _ProcessTask, slot: _Slot | None, exc: BaseException) -> None:
+        """``task`` did not start on ``slot`` (None: a new one) for ``exc``: it waits for
+        another slot, or fails with ``exc`` when no process can start (see ``launch``)."""
+        books = self.books
+        with books.lock:
+            if slot is not None and task in slot.tasks:
+                slot.tasks.remove(task)
+            # Its process had started and ended since (terminated by a stop() of the
+            # task in front, or it died): not a process that cannot start.  The task
+            # never ran and waits for another slot; the slot is counted off by the
+            # end of a task still on it, else here.
+            again = slot is not None and (not task.seat or bool(slot.alive.value))
+            if again:
+                assert slot is not None
+                slot.ended = True
+                if not slot.tasks:
+                    books.count_off(slot)
+                books.put_back(task)
+            elif slot is None:
+                books.slots -= 1  # the one the pump counted for it
+            else:
+                slot.ended = True
+                books.count_off(slot)
+            if not again:
+                books.cannot_start = _bare(exc)
+        if again:
+            if task.seat:
+                books.give_seat()
+            return
+        books.give_seat()
+        settle(task.future, exc=exc)
+
+    def retire_if_closed(self) -> None:
+        """Once the pool is shut down and no task is left here, end the idle processes,
+        as a ``ProcessPoolExecutor`` does after ``shutdown(wait=False)`` (a slot whose
+        task ran on after that call was put back idle, and its process lived on)."""
+        books = self.books
+        with books.lock:
+            if not books.closed or books.pending or books.launching or not books.idle:
+                return
+            slots, books.idle = books.idle, []
+            books.slots -= len(slots)
+            books.dead.extend(slots)  # joined by shutdown(wait=True)
         for slot in slots:
-            slot.shut(wait)
-        if wait:
-            me = threading.current_thread()
-            for slot in slots:
-                # One shut down without waiting before (here, by _retire_if_closed or
-                # _terminate) is forgotten by its ProcessPoolExecutor: wait for its
-                # manager thread, which ends once its process has.
-                manager = slot.manager
-                if manager is not None and manager is not me and manager.ident is not None:
-                    manager.join()
-            for thread in threads:
-                thread.join()
-        else:
-            with self.lock:
-                self.dead.extend(slots)  # a later shutdown(wait=True) waits for them
-        if wait:
-            self.deadlines.join()  # once the interpreter side released its lease too
+            slot.shut(wait=False)
 
 
 class _ProcessTask:
     """One call on the process side: the running future's handle for cancel()."""
 
-    def __init__(self, future: Future[Any], data: bytes, timeout: float | None, label: str) -> None:
+    def __init__(self, side: ProcessSide, future: Future[Any], data: bytes, timeout: float | None, label: str) -> None:
+        self.side = side
         self.future = future
         self.data = data
         self.timeout = timeout
         self.deadline = 0.0
         self.label = label
-        self.side: ProcessSide | None = None
-        self.slot: _Slot | None = None
+        self.slot: _Slot | None = None  # set as it starts: from then on stop() stops it
         self.inner: Future[Any] | None = None
         self.seq = 0  # its number among its slot's tasks (the gate's, see stop())
         self.seat = True  # it holds a seat; one queued behind another takes that one's
         self.stopped = False  # stop() stopped it: its outcome is not its future's
         self.killed = False  # stop() terminated its process
         self.finished = False  # its process is done with it: stop() must not terminate it
-        self.moved = False  # taken back from its slot before it started (_move_one)
+        self.moved = False  # taken back from its slot before it started (_Pump.move_one)
         self.kept: list[Any] = []
 
-    def start(self, side: ProcessSide, slot: _Slot) -> None:
+    def start(self, slot: _Slot) -> None:
+        """Hand it to ``slot``'s process (a pumping thread, no lock held)."""
         # submit() raises when no process can start (e.g. the forkserver died): then
         # nothing is registered, and the pump fails the task.
-        _faults.point("process.task_starting", self, side, slot)
-        inner = slot.submit(_call_gated, self.data, side.starter.forward, self.seq)
-        with side.lock:
-            self.side, self.slot, self.inner = side, slot, inner  # from now on stop() stops it
-            side.running.add(self)
+        books = self.side.books
+        _faults.point("process.task_starting", self, books, slot)
+        inner = slot.submit(_call_gated, self.data, books.starter.forward, self.seq)
+        with books.lock:
+            self.slot, self.inner = slot, inner  # from now on stop() stops it
+            books.running.add(self)
         if self.future.done():  # cancelled (or failed) while it was being started
             self.stop()
         if self.timeout is not None:
             self.deadline = time.monotonic() + self.timeout
-            side.deadlines.add(self.deadline, self.expire, self.unsettled)
+            books.deadlines.add(self.deadline, self.expire, self.unsettled)
         inner.add_done_callback(self._done)
 
     def _done(self, inner: Future[Any]) -> None:
+        """Its process is done with it (its slot's manager thread, no lock held)."""
         _faults.point("process.task_done", self, inner)
         if self.moved:
             return  # its process turned it away; it runs as another _ProcessTask
-        side, slot = self.side, self.slot
-        assert side is not None and slot is not None  # both set by start()
+        side, books, slot = self.side, self.side.books, self.slot
+        assert slot is not None  # set by start()
         # A slot whose process died is broken: never reused.  (This runs on its
         # management thread, which then holds the slot's lock: a submit to it here
         # would wait forever.)
@@ -647,8 +762,8 @@ class _ProcessTask:
         # The process wrote each task's number as it started it, and is gone if broken.
         not_started = cancelled or turned_away or (broken and slot.gate.get_obj()[_STARTED] < self.seq)
         if broken and not self.stopped and not slot.alive.value:  # died starting up
-            with side.lock:
-                side.cannot_start = _bare(exc)  # type: ignore[arg-type]
+            with books.lock:
+                books.cannot_start = _bare(exc)  # type: ignore[arg-type]
         # The next task first, so that the process does not wait while this result loads.
         if side.task_left(self, not_started, broken):
             return  # it waits for another slot
@@ -656,12 +771,12 @@ class _ProcessTask:
             settle(self.future, exc=BrokenProcessPool(
                 f"manygil: the process worker of task {self.label} ended before the task started"))
         elif not self.stopped:
-            _adopt(self.future, inner, forward=side.starter.forward, pickled=True)
+            _adopt(self.future, inner, forward=books.starter.forward, pickled=True)
         self.kept = []  # the result, which may name a kept buffer, is loaded
-        with side.lock:
-            side.running.discard(self)
-            side._release_if_done()
-            side.wake.notify_all()
+        with books.lock:
+            books.running.discard(self)
+            books.release_if_done()
+            books.wake.notify_all()
 
     def cancel(self) -> bool:
         """Stop it: not started yet, it never will; running, its process is terminated."""
@@ -694,10 +809,10 @@ class _ProcessTask:
         closes the slot and its process is terminated, so the next one cannot start
         and waits again for another slot; one that has not started is marked skipped
         and never runs; one its process finished needs nothing."""
-        side = self.side
-        if side is None:
+        if self.slot is None:
             return  # not started: the pump skips it (its future is done)
-        with side.lock:
+        books = self.side.books
+        with books.lock:
             if self.slot is None or self.stopped or self.finished:
                 return  # finished: its slot may run the next task already
             self.stopped = True
@@ -710,7 +825,7 @@ class _ProcessTask:
         try:
             gate = slot.gate.get_obj()
             if gate[_STARTED] == self.seq or not got:
-                with side.lock:
+                with books.lock:
                     if not self.finished:
                         kill = self.killed = slot.ended = True
                         gate[_CLOSING] = 1
@@ -817,7 +932,7 @@ class _Slot:
     process alone, and what the side knows of it.
 
     ``tasks``, ``count``, ``ended``, ``counted_off`` are guarded by the side's lock
-    (``ProcessSide.lock``); ``gate`` by its own lock, shared with the process (see
+    (``_Books.lock``); ``gate`` by its own lock, shared with the process (see
     ``_ProcessTask.stop``); ``alive`` is written by the process once it is ready."""
 
     __slots__ = ("alive", "count", "counted_off", "ended", "gate", "manager", "pool", "tasks")
