@@ -128,7 +128,7 @@ def test_calls_queued_before_the_first_refusal_go_to_the_process_side_unrefused(
     # process side directly, without each being loaded and refused in the interpreter.
     refusals = []
     with InterpreterPoolExecutor(1) as pool:
-        fault_point("router.refused", lambda router, fn, module: refusals.append(module))
+        fault_point("router.refused", lambda table, fn, module: refusals.append(module))
         with pytest.warns(FallbackWarning):
             futures = [pool.submit(refusing.where, x) for x in range(5)]
             results = [f.result(timeout=120) for f in futures]

@@ -106,19 +106,19 @@ def test_only_the_facade_makes_the_other_sides():
         assert users <= FACADE | {"_run"}, (side, users)  # _run asks for the start method only
 
 
-# Classes still over ~300 lines: a ratchet, which fails when one grows (issue 25).
-_LONG: dict[tuple[str, str], int] = {}
+# "A class over ~300 lines is a design smell" (issue 25): docstrings included, a public
+# class's Args and Raises among them, none of the package's is over this.
+_LIMIT = 320
 
 
-def test_no_class_grows_past_300_lines():
+def test_no_class_grows_past_about_300_lines():
     grown = []
     for path in PACKAGE.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ClassDef):
                 lines = (node.end_lineno or node.lineno) - node.lineno
-                limit = _LONG.get((path.stem, node.name), 380)
-                if lines > limit:
-                    grown.append(f"{path.stem}.{node.name}: {lines} lines (limit {limit})")
+                if lines > _LIMIT:
+                    grown.append(f"{path.stem}.{node.name}: {lines} lines (limit {_LIMIT})")
     assert not grown, grown
 
 

@@ -26,7 +26,7 @@ POINTS = frozenset({
     "interp.no_seat",  # (schedule, worker): a worker found no seat for the queue's tasks, lock held
     "interp.worker_exited",  # (schedule, worker, error): a worker's thread is ending
     # the router
-    "router.refused",  # (router, fn, module): a function is routed to the other side
+    "router.refused",  # (table, fn, module): a function is routed to the other side
     # the process side (books: its books, _process_side._Books, whose lock is held where
     # it says so)
     "process.no_seat",  # (books, task): the pump found no seat for a task, lock held

@@ -129,7 +129,9 @@ class Upstream(Protocol):
     module refused here, and the routes asked about as tasks start."""
 
     kind: str | None
-    script_refused: bool
+
+    @property
+    def script_refused(self) -> bool: ...
 
     def routed(self, fn: object) -> bool: ...
 

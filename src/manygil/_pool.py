@@ -176,6 +176,88 @@ def _preloads_main() -> bool:
     return file.endswith(".py")
 
 
+def _checked_arguments(
+    max_workers: int | None,
+    initializer: Callable[..., object] | None,
+    max_tasks_per_worker: int | None,
+    task_timeout: float | None,
+    grace_period: float,
+    exit_timeout: float | None,
+    fallback: str | None,
+) -> tuple[int, float | None, float, float]:
+    """A new pool's arguments checked (a clear error for each), with their defaults:
+    ``max_workers``, ``task_timeout``, ``grace_period``, ``exit_timeout``."""
+    if fallback not in FALLBACKS:
+        raise ValueError(
+            f"fallback must be \"process\", \"shared-gil\" or None, got {fallback!r}"
+        )
+    if max_workers is None:
+        max_workers = os.cpu_count() or 1
+    _check_count("max_workers", max_workers)
+    if max_tasks_per_worker is not None:
+        _check_count("max_tasks_per_worker", max_tasks_per_worker)
+    if initializer is not None and not callable(initializer):
+        raise TypeError("initializer must be a callable")
+    task_timeout = _check_timeout("task_timeout", task_timeout)
+    grace_period = _check_seconds("grace_period", grace_period)
+    exit_timeout = _default_exit_timeout() if exit_timeout is None else _check_seconds("exit_timeout", exit_timeout)
+    return max_workers, task_timeout, grace_period, exit_timeout
+
+
+def _other_side(
+    side: InterpSide,
+    max_workers: int,
+    fallback: str | None,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[Any, ...],
+    max_tasks_per_worker: int | None,
+    forward_output: bool,
+) -> ProcessSide | SharedGilSide | None:
+    """The side where the tasks that a module refused go: process workers on the seats
+    they share with the interpreters of ``side``, a pool of shared-GIL interpreters (made
+    on its first task), or none."""
+    if fallback == "process":
+        seats = Seats(max_workers)
+        side.attach(seats=seats)
+        seats.attach("interp", side.wants_seat, side.seat_freed)
+        deadlines = side.deadlines  # one watchdog for the time limits of both sides
+        return ProcessSide(max_workers, initializer, initargs, max_tasks_per_worker, forward_output, seats, deadlines)
+    if fallback == "shared-gil":
+        return SharedGilSide(functools.partial(
+            InterpreterPoolExecutor,
+            max_workers,
+            initializer=initializer,
+            initargs=initargs,
+            max_tasks_per_worker=max_tasks_per_worker,
+            shared_gil=True,
+            fallback=None,
+            forward_output=forward_output,
+        ))
+    return None
+
+
+def _checked_map(iterables: tuple[Iterable[Any], ...], chunksize: int, progress: bool, buffersize: int | None) -> int | None:
+    """``map``'s arguments checked; with ``progress``, how many tasks it runs, if known."""
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int):
+        raise TypeError(f"chunksize must be an int, got {chunksize!r}")
+    if chunksize < 1:
+        raise ValueError("chunksize must be >= 1.")
+    if buffersize is not None and (not isinstance(buffersize, int) or isinstance(buffersize, bool)):
+        raise TypeError("buffersize must be an integer or None")
+    if buffersize is not None and buffersize < 1:
+        raise ValueError("buffersize must be None or > 0")
+    if not progress:
+        return None
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        raise ImportError("map(progress=True) needs tqdm: pip install tqdm") from None
+    try:
+        return min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def _chunks(iterables: tuple[Iterable[Any], ...], size: int) -> Iterator[list[tuple[Any, ...]]]:
     it = zip(*iterables)
     while chunk := list(itertools.islice(it, size)):
@@ -255,20 +337,9 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
                 "which can submit from the main interpreter"
             )
         _backend.check_tracemalloc(own_gil=not shared_gil)
-        if fallback not in FALLBACKS:
-            raise ValueError(
-                f"fallback must be \"process\", \"shared-gil\" or None, got {fallback!r}"
-            )
-        if max_workers is None:
-            max_workers = os.cpu_count() or 1
-        _check_count("max_workers", max_workers)
-        if max_tasks_per_worker is not None:
-            _check_count("max_tasks_per_worker", max_tasks_per_worker)
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        task_timeout = _check_timeout("task_timeout", task_timeout)
-        grace_period = _check_seconds("grace_period", grace_period)
-        exit_timeout = _default_exit_timeout() if exit_timeout is None else _check_seconds("exit_timeout", exit_timeout)
+        max_workers, task_timeout, grace_period, exit_timeout = _checked_arguments(
+            max_workers, initializer, max_tasks_per_worker, task_timeout, grace_period, exit_timeout, fallback
+        )
         _exit.run_first()  # the program's end waits for this pool before process pools stop
         init: bytes = b""
         init_pins: tuple[int, ...] = ()
@@ -293,7 +364,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         # fallback=None keeps); with shared_gil every task may import anything.
         self._router: Router[_Item] | None = None
         if not shared_gil:
-            other = self._other_side(fallback, initializer, tuple(initargs), max_tasks_per_worker, forward_output)
+            other = _other_side(self._side, max_workers, fallback, initializer, tuple(initargs), max_tasks_per_worker, forward_output)
             # The side, not this object: the pool still runs its tasks once the executor
             # is dropped (`del pool` before the program's end); held weakly.
             self._router = Router(other, self._side)
@@ -304,39 +375,9 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         weakref.finalize(self, _shut_down, self._side, self._router)
         if _preloads_main():
             # A script a module refused in an earlier pool is not imported again: its
-            # functions go by value (see Router.refuse_script).
+            # functions go by value (see RouteTable.refuse_script).
             refused = self._router is not None and self._router.script_refused
             self._side.warm_up(min(max_workers, os.cpu_count() or 1), preload=not refused)
-
-    def _other_side(
-        self,
-        fallback: str | None,
-        initializer: Callable[..., object] | None,
-        initargs: tuple[Any, ...],
-        max_tasks_per_worker: int | None,
-        forward_output: bool,
-    ) -> ProcessSide | SharedGilSide | None:
-        """The side where the tasks that a module refused go: process workers on the
-        seats they share with the interpreters, a pool of shared-GIL interpreters (made
-        on its first task), or none."""
-        if fallback == "process":
-            seats = Seats(self._max_workers)
-            self._side.attach(seats=seats)
-            seats.attach("interp", self._side.wants_seat, self._side.seat_freed)
-            deadlines = self._side.deadlines  # one watchdog for the time limits of both sides
-            return ProcessSide(self._max_workers, initializer, initargs, max_tasks_per_worker, forward_output, seats, deadlines)
-        if fallback == "shared-gil":
-            return SharedGilSide(functools.partial(
-                InterpreterPoolExecutor,
-                self._max_workers,
-                initializer=initializer,
-                initargs=initargs,
-                max_tasks_per_worker=max_tasks_per_worker,
-                shared_gil=True,
-                fallback=None,
-                forward_output=forward_output,
-            ))
-        return None
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> InterpreterFuture:
         """Schedule ``fn(*args, **kwargs)`` in a worker interpreter.
@@ -369,26 +410,19 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
             raise TypeError(f"fn must be callable, got {describe(fn)}")
         route_fn = route_fn or fn  # a chunk of map() is routed by the mapped function
         call = None
-        by_value = False
-        if self._router is not None:
-            if self._router.routed(route_fn):
+        if self._router is None:
+            by_value = under_main_guard(route_fn) and has_cloudpickle()  # see Router.place
+        else:
+            elsewhere, by_value = self._router.place(route_fn)
+            if elsewhere:
                 return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
             call = (fn, args, kwargs)
-            by_value = self._router.script_refused and getattr(route_fn, "__module__", None) == "__main__"
-        # A function defined under the script's main guard: the worker's import of the
-        # script does not define it.
-        by_value = by_value or (under_main_guard(route_fn) and has_cloudpickle())
-        if self._router is not None:
-            module = self._router.needs_refusing(route_fn, by_value)
-            if module is not None:  # its loading would import a module known to refuse
-                self._router.refused(route_fn, module, known=True)
-                return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
         try:
             payload, pins, keep = _payload(fn, args, kwargs, by_value)
         except Exception as exc:
             if not by_value or self._router is None or under_main_guard(route_fn):
                 raise
-            failure = self._router.not_sent(route_fn, exc)  # or raises exc
+            failure = self._router.table.not_sent(route_fn, exc)  # or raises exc
             if failure is None:
                 return self._submit_fallback(fn, args, kwargs, timeout, route_fn)
             return self._failed(failure)
@@ -430,8 +464,9 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         ``{"module.qualname": "process: the extension module numpy... refuses ..."}``."""
         if self._router is None or self._router.kind is None:
             return {}
-        with self._router.lock:
-            return dict(self._router.routes)
+        table = self._router.table
+        with table.lock:
+            return dict(table.routes)
 
     def route(self, fn: Callable[..., Any], where: str = "process") -> None:
         """Run ``fn``'s tasks in the fallback pool from now on (``where`` must be this
@@ -442,7 +477,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
                 f"{self._router.kind if self._router else None!r}; create the pool with "
                 f"InterpreterPoolExecutor(fallback={where!r})"
             )
-        self._router.route(fn, f"{where}: pool.route()")
+        self._router.table.route(fn, f"{where}: pool.route()")
         self._router.withdraw_routed()  # its calls already queued go there too
         self._router.flush()
 
@@ -483,24 +518,7 @@ class InterpreterPoolExecutor(ThreadPoolExecutor):
         task_timeout: float | None,
         buffersize: int | None = None,
     ) -> Iterator[Any]:
-        if isinstance(chunksize, bool) or not isinstance(chunksize, int):
-            raise TypeError(f"chunksize must be an int, got {chunksize!r}")
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        if buffersize is not None and (not isinstance(buffersize, int) or isinstance(buffersize, bool)):
-            raise TypeError("buffersize must be an integer or None")
-        if buffersize is not None and buffersize < 1:
-            raise ValueError("buffersize must be None or > 0")
-        total = None
-        if progress:
-            try:
-                import tqdm  # noqa: F401
-            except ImportError:
-                raise ImportError("map(progress=True) needs tqdm: pip install tqdm") from None
-            try:
-                total = min(len(it) for it in iterables)  # type: ignore[arg-type]
-            except TypeError:
-                total = None
+        total = _checked_map(iterables, chunksize, progress, buffersize)
         end = None if timeout is None else time.monotonic() + timeout
         calls: Iterator[Any] = zip(*iterables) if chunksize == 1 else _chunks(iterables, chunksize)
 

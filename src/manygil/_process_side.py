@@ -85,7 +85,8 @@ class ProcessSide:
         self.processes = _Processes(self.books)
         self.pump = _Pump(self.books, self.processes)
         # The books start the dispatcher thread (see _Books.put_back) on the pump's
-        # dispatch, held weakly: no cycle keeps a side that nothing uses.
+        # dispatch, held weakly: the books keep no pump (and the dispatcher thread no
+        # side); a task keeps its side while it is queued or runs.
         self.books.dispatch_target = weakref.WeakMethod(self.pump.dispatch)
         if seats is not None:
             seats.attach("process", self.wants_seat, self.seat_freed)
@@ -944,7 +945,7 @@ class _Slot:
         self.tasks: deque[_ProcessTask] = deque()  # in the order its process gets them (at most 2)
         self.count = 0  # the number of the last of them
         self.ended = False  # terminated or broken: it takes no task any more
-        self.counted_off = False  # counted off ProcessSide.slots, in ProcessSide.dead
+        self.counted_off = False  # counted off _Books.slots, in _Books.dead
         self.manager: threading.Thread | None = None  # its pool's manager thread, kept (see shut)
 
     def queue(self, task: _ProcessTask) -> None:

@@ -30,7 +30,7 @@ from ._futures import settle
 from ._refusals import learn_refusal, refused_count, refusing, script_refused_error
 from ._transport import route_key, task_label
 
-__all__ = ("FALLBACKS", "FallbackWarning", "InterpSide", "OtherSide", "Refused", "Router", "learn_refusal", "route_key")
+__all__ = ("FALLBACKS", "FallbackWarning", "InterpSide", "OtherSide", "Refused", "RouteTable", "Router", "learn_refusal", "route_key")
 
 FALLBACKS = ("process", "shared-gil", None)
 
@@ -156,22 +156,19 @@ class InterpSide(Protocol[T]):
     def requeue_by_value(self, item: T) -> BaseException | None: ...
 
 
-class Router(Generic[T]):
-    """The routing of one pool: its route table, and the way to its other side.
+class RouteTable:
+    """What one pool knows of where its functions' calls go: its route table (the
+    functions whose calls go to the other side, and why), whether the caller's script
+    was refused (its functions then go by value), and the warnings said.
 
-    Threads: a caller (``submit``, ``route()``) and the interpreter workers, in
-    ``call_home``, as refusals arrive.  ``routes``, ``warned``, ``warned_args``,
-    ``diverted`` and ``resend`` are guarded by ``lock``; ``routed`` reads ``routes``
-    without it (one dict lookup).  The interpreter side calls in with its own lock held
-    or not; the router takes that lock (``withdraw``) only where the side may hold it
-    already (it is re-entrant), and calls the other side only from ``flush`` and
-    ``take_refused``, which the side calls without its lock.
+    ``routes``, ``warned`` and ``warned_args`` are guarded by ``lock`` (a leaf, held for
+    a few instructions); ``routed`` reads ``routes`` without it (one dict lookup), and
+    ``clean``, ``script_refusal`` and ``script_refused`` are hints written without it.
+    Any thread: a caller's (``submit``, ``route()``), an interpreter worker's in
+    ``call_home`` as refusals arrive, the router's ``flush``.
     """
 
-    def __init__(self, other: OtherSide | None, interp: InterpSide[T]) -> None:
-        self.other = other
-        self._interp = weakref.ref(interp)
-        kind = other.kind if other is not None else None
+    def __init__(self, kind: str | None) -> None:
         self.kind = kind  # None: no other side (fallback=None, or a shared-GIL pool's own)
         # Re-entrant: a garbage collection may run the executor's finalizer (which flushes)
         # on a thread that holds it, at any allocation.
@@ -192,10 +189,6 @@ class Router(Generic[T]):
         # (the set first: has_cloudpickle() searches sys.path, on every pool's cold start)
         self.script_refusal = _SCRIPTS_REFUSED.get(_main_file())  # the module that refused it
         self.script_refused = self.script_refusal is not None and _transport.has_cloudpickle()
-        # Tasks the interpreter side handed over with its lock held, sent on by flush():
-        # to the other side (their function is routed there), or back by value.
-        self.diverted: list[T] = []
-        self.resend: list[T] = []
 
     def routed(self, fn: object) -> bool:
         # Every submit and dispatch asks: no name is made while nothing is routed.
@@ -256,36 +249,6 @@ class Router(Generic[T]):
                 )
             except Exception:  # noqa: BLE001 - warnings turned into errors, on a worker thread
                 pass
-
-    def by_value(self, item: T, refusal: str) -> bool:
-        """Importing the caller's script in the worker failed on a refusing module (a
-        script that starts with ``import numpy``): send this function of ``__main__``
-        again by value (cloudpickle), with only the globals it uses, so that a pure
-        function of the script still runs in an interpreter.  Calls queued by reference
-        before the first resend are each resent too, never routed away for it; one that
-        uses a module known to refuse (``needs_refusing``) runs here instead.  False when
-        it cannot.  ``refusal``: the module that refused the script."""
-        if (
-            item.call is None
-            or item.by_value  # sent by value already: refused for what it uses itself
-            or getattr(item.fn, "__module__", None) != "__main__"
-            or (interp := self._interp()) is None
-            or not _transport.has_cloudpickle()
-        ):
-            return False
-        self.refuse_script(refusal)
-        module = self.needs_refusing(item.fn, by_value=True)
-        if module is not None:  # what it uses refused too: no need to send it again
-            self.refused(item.fn, module, known=True)
-            fn, args, kwargs = item.call
-            self.run(item.future, fn, args, kwargs, timeout=item.timeout, label=item.label)
-            return True
-        try:
-            interp.resubmit(item)
-        except Exception as exc:  # noqa: BLE001 - shut down meanwhile, or it does not pickle by value
-            item.by_value_error = exc  # said with the refusal, should the task fail for it
-            return False
-        return True
 
     def not_sent(self, fn: object, error: Exception, known: bool = True) -> BaseException | None:
         """A call of ``fn``, a function of the script a module refused, did not pickle by
@@ -365,7 +328,94 @@ class Router(Generic[T]):
             except Exception:  # noqa: BLE001 - warnings turned into errors, on a worker thread
                 pass
 
+
+class Router(Generic[T]):
+    """The way between one pool's two sides: a refused task's trip from the interpreter
+    side to the other side, or back to the interpreters by value, and the other side's
+    life.  What it knows of where calls go is its ``table`` (``RouteTable``).
+
+    Threads: a caller (``submit``, ``shutdown``) and the interpreter workers, in
+    ``call_home``, as refusals arrive.  ``diverted`` and ``resend`` are guarded by
+    ``lock`` (a leaf).  The interpreter side calls in with its own lock held or not; the
+    router takes that lock (``withdraw``) only where the side may hold it already (it is
+    re-entrant), and calls the other side only from ``flush`` and ``take_refused``,
+    which the side calls without its lock.
+    """
+
+    def __init__(self, other: OtherSide | None, interp: InterpSide[T]) -> None:
+        self.other = other
+        self._interp = weakref.ref(interp)
+        kind = other.kind if other is not None else None
+        self.kind = kind  # None: no other side (fallback=None, or a shared-GIL pool's own)
+        self.table = RouteTable(kind)
+        # Re-entrant: a garbage collection may run the executor's finalizer (which flushes)
+        # on a thread that holds it, at any allocation.
+        self.lock = threading.RLock()
+        # Tasks the interpreter side handed over with its lock held, sent on by flush():
+        # to the other side (their function is routed there), or back by value.
+        self.diverted: list[T] = []
+        self.resend: list[T] = []
+
+    # What the interpreter side asks of the table (see _interp_side.Upstream).
+
+    def routed(self, fn: object) -> bool:
+        return self.table.routed(fn)
+
+    @property
+    def script_refused(self) -> bool:
+        return self.table.script_refused
+
+    def refuse_script(self, module: str) -> None:
+        self.table.refuse_script(module)
+
+    def place(self, fn: object) -> tuple[bool, bool]:
+        """Where a new call of ``fn`` goes (a caller's thread, from ``submit``): whether
+        to the other side, and whether it goes by value: a function of a script that a
+        module refused, or one defined under the script's main guard (the worker's import
+        of the script does not define it)."""
+        table = self.table
+        if table.routed(fn):
+            return True, False
+        by_value = table.script_refused and getattr(fn, "__module__", None) == "__main__"
+        by_value = by_value or (_transport.under_main_guard(fn) and _transport.has_cloudpickle())
+        module = table.needs_refusing(fn, by_value)
+        if module is not None:  # its loading would import a module known to refuse
+            table.refused(fn, module, known=True)
+            return True, by_value
+        return False, by_value
+
     # ------------------------------------------------------------------ a refused task's trip
+
+    def by_value(self, item: T, refusal: str) -> bool:
+        """Importing the caller's script in the worker failed on a refusing module (a
+        script that starts with ``import numpy``): send this function of ``__main__``
+        again by value (cloudpickle), with only the globals it uses, so that a pure
+        function of the script still runs in an interpreter.  Calls queued by reference
+        before the first resend are each resent too, never routed away for it; one that
+        uses a module known to refuse (``needs_refusing``) runs here instead.  False when
+        it cannot.  ``refusal``: the module that refused the script."""
+        if (
+            item.call is None
+            or item.by_value  # sent by value already: refused for what it uses itself
+            or getattr(item.fn, "__module__", None) != "__main__"
+            or (interp := self._interp()) is None
+            or not _transport.has_cloudpickle()
+        ):
+            return False
+        table = self.table
+        table.refuse_script(refusal)
+        module = table.needs_refusing(item.fn, by_value=True)
+        if module is not None:  # what it uses refused too: no need to send it again
+            table.refused(item.fn, module, known=True)
+            fn, args, kwargs = item.call
+            self.run(item.future, fn, args, kwargs, timeout=item.timeout, label=item.label)
+            return True
+        try:
+            interp.resubmit(item)
+        except Exception as exc:  # noqa: BLE001 - shut down meanwhile, or it does not pickle by value
+            item.by_value_error = exc  # said with the refusal, should the task fail for it
+            return False
+        return True
 
     def take_refused(self, item: T, module: str, script: bool) -> bool:
         """A task the interpreter side could not load because ``module`` refused its
@@ -378,10 +428,10 @@ class Router(Generic[T]):
             return True  # sent again with the function by value: only what it uses
         if self.kind is None:
             return False
-        if self.refused_by_function(item.fn, item.by_value):
-            self.refused(item.fn, module)
+        if self.table.refused_by_function(item.fn, item.by_value):
+            self.table.refused(item.fn, module)
         else:  # only this call: an argument of it refused
-            self.argument_refused(item.fn, module)
+            self.table.argument_refused(item.fn, module)
         fn, args, kwargs = item.call
         self.run(item.future, fn, args, kwargs, timeout=item.timeout, label=item.label)
         return True
@@ -394,10 +444,10 @@ class Router(Generic[T]):
         routed = resent = False
         for item, module, script in refused:
             if script:  # answered by a resend by value, for the queued calls too
-                self.refuse_script(module)
+                self.table.refuse_script(module)
                 resent = True
-            elif self.kind is not None and self.refused_by_function(item.fn, item.by_value):
-                self.route_refused(item.fn, module)
+            elif self.kind is not None and self.table.refused_by_function(item.fn, item.by_value):
+                self.table.route_refused(item.fn, module)
                 routed = True
         if routed:
             self.withdraw_routed()
@@ -409,9 +459,9 @@ class Router(Generic[T]):
         its turn behind the interpreters' tasks (which left the process side idle between
         them)."""
         interp = self._interp()
-        if interp is None or not self.routes:
+        if interp is None or not self.table.routes:
             return
-        taken = interp.withdraw(lambda item: self.routed(item.fn))
+        taken = interp.withdraw(lambda item: self.table.routed(item.fn))
         if taken:
             with self.lock:
                 self.diverted += taken
@@ -444,9 +494,9 @@ class Router(Generic[T]):
         interp = self._interp()
         stop: KeyboardInterrupt | None = None  # Ctrl-C while one was pickled: raised once all are sent on
         for item in again:
-            module = self.needs_refusing(item.fn, by_value=True)
+            module = self.table.needs_refusing(item.fn, by_value=True)
             if module is not None:  # what it uses refused too: run it there at once
-                self.refused(item.fn, module, known=True)
+                self.table.refused(item.fn, module, known=True)
                 items.append(item)
                 self.withdraw_routed()  # and the calls of it still queued
                 with self.lock:
@@ -462,7 +512,7 @@ class Router(Generic[T]):
                     settle(item.future, exc=error)
                 else:
                     try:
-                        failure = self.not_sent(item.fn, error, known=False)
+                        failure = self.table.not_sent(item.fn, error, known=False)
                     except Exception as exc:  # noqa: BLE001 - an argument does not pickle: this call fails
                         settle(item.future, exc=exc)
                     else:

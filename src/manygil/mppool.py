@@ -43,7 +43,7 @@ Who runs what:
   a result with a callback is ready once its callback has returned.
 
 Locks: ``Pool._lock`` guards the pool's state and what is in flight (``_futures``,
-``_jobs``, ``_feeders``, ``_windows``); each result's ``_cond`` its outcome; each
+``_jobs``, ``_feeders``); each result's ``_cond`` its outcome; each
 ``_Window``'s and ``_Callbacks``' condition their own fields.  No two are held at once,
 and none is held while the executor is called or a callback runs.
 """
@@ -182,6 +182,42 @@ class _Window:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
+
+
+class _Feeder:
+    """An imap's feeder: its thread reads the iterable and submits its chunks, at most
+    ``window`` of them unfinished, so that the iterable may be endless."""
+
+    def __init__(self, pool: Pool, result: IMapIterator, func: Callable[..., Any], items: Iterator[Any],
+                 chunksize: int, window: _Window) -> None:
+        self.pool = pool
+        self.result = result
+        self.func = func
+        self.items = items
+        self.chunksize = chunksize
+        self.window = window
+        self.thread = threading.Thread(target=self.run)  # joined by terminate() and join()
+
+    def run(self) -> None:
+        """Submit the chunks (the feeder thread, or the caller's when none can start)."""
+        index = 0
+        try:
+            while True:
+                try:
+                    chunk = [(x,) for x in itertools.islice(self.items, self.chunksize)]
+                except Exception as exc:  # noqa: BLE001 - the iterable raised: at its place, then the end
+                    self.result._chunk(index, (False, exc))
+                    index += 1
+                    break
+                if not chunk or not self.window.take():
+                    break
+                taken = self.pool._submit(self.result, index, _chunk_call(self.pool._executor, self.func, chunk), self.window)
+                index += 1
+                if not taken:  # the executor takes no more (the program's end, broken)
+                    break
+        finally:
+            self.result._set_length(index)
+            self.pool._fed(self)
 
 
 class _Job:
@@ -463,22 +499,7 @@ class Pool:
         context: object = None,
     ) -> None:
         self._state = INIT  # first: __del__ reads it if __init__ raises
-        if processes is None:
-            processes = os.cpu_count() or 1
-        if isinstance(processes, bool) or not isinstance(processes, int):
-            raise TypeError(f"processes must be an int or None, got {processes!r}")
-        if processes < 1:
-            raise ValueError("Number of processes must be at least 1")  # multiprocessing's words
-        if maxtasksperchild is not None and (
-            isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
-        ):
-            raise ValueError(f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}")
-        if initializer is not None and not callable(initializer):
-            raise TypeError(f"initializer must be a callable, got {initializer!r}")
-        try:
-            initargs = tuple(initargs)
-        except TypeError:
-            raise TypeError(f"initargs must be a tuple of arguments for the initializer, got {initargs!r}") from None
+        processes, initargs = _checked_arguments(processes, initializer, initargs, maxtasksperchild)
         self._processes = processes
         self._ctx = context
         self._executor = InterpreterPoolExecutor(
@@ -491,8 +512,7 @@ class Pool:
         self._lock = threading.Lock()
         self._futures: set[Future[Any]] = set()  # unfinished, for terminate()
         self._jobs: set[_Job] = set()  # unfinished results, for terminate()
-        self._feeders: set[threading.Thread] = set()
-        self._windows: set[_Window] = set()
+        self._feeders: set[_Feeder] = set()  # the imaps whose iterable is still read
         self._callbacks = _Callbacks(f"manygil-Pool-{id(self):x}-callbacks")
         self._feeder_names = itertools.count(1)
         self._state = RUN
@@ -631,7 +651,7 @@ class Pool:
             result._chunk(0, (True, []))
             return result
         for index, chunk in enumerate(_chunks(items, chunksize, star)):
-            self._submit(result, index, self._chunk_call(func, chunk))
+            self._submit(result, index, _chunk_call(self._executor, func, chunk))
         return result
 
     def _imap(
@@ -644,54 +664,26 @@ class Pool:
         except TypeError:
             raise TypeError(f"{name}() needs an iterable, got {iterable!r}") from None
         result = kind(self)
-        window = _Window(_WINDOW_PER_WORKER * self._processes)
-
-        def feed() -> None:
-            self._feed(result, func, items, chunksize, window, feeder)
-
-        feeder = threading.Thread(target=feed, name=f"manygil-Pool-{id(self):x}-feeder-{next(self._feeder_names)}")
+        feeder = _Feeder(self, result, func, items, chunksize, _Window(_WINDOW_PER_WORKER * self._processes))
+        feeder.thread.name = f"manygil-Pool-{id(self):x}-feeder-{next(self._feeder_names)}"
         with self._lock:
             self._check_running()
             self._jobs.add(result)
             self._feeders.add(feeder)
-            self._windows.add(window)
         try:
-            feeder.start()
+            feeder.thread.start()
         except RuntimeError:  # no thread can start (CPython 3.12 at the program's end)
-            feed()
+            feeder.run()
         return result
 
-    def _feed(self, result: IMapIterator, func: Callable[..., Any], items: Iterator[Any], chunksize: int,
-              window: _Window, feeder: threading.Thread) -> None:
-        """Submit the chunks of an imap (its feeder thread)."""
-        index = 0
-        try:
-            while True:
-                try:
-                    chunk = [(x,) for x in itertools.islice(items, chunksize)]
-                except Exception as exc:  # noqa: BLE001 - the iterable raised: at its place, then the end
-                    result._chunk(index, (False, exc))
-                    index += 1
-                    break
-                if not chunk or not window.take():
-                    break
-                taken = self._submit(result, index, self._chunk_call(func, chunk), window)
-                index += 1
-                if not taken:  # the executor takes no more (the program's end, broken)
-                    break
-        finally:
-            result._set_length(index)
-            with self._lock:
-                self._feeders.discard(feeder)
-                self._windows.discard(window)
-                last = self._state == CLOSE and not self._feeders
-            if last:
-                self._executor.shutdown(wait=False)
-
-    def _chunk_call(self, func: Callable[..., Any], chunk: list[Any]) -> Callable[[], Future[Any]]:
-        # A chunk is one task of the executor, routed by func (not by run_chunk) as the
-        # executor's own map() routes it.
-        return functools.partial(self._executor._submit, _worker.run_chunk, (func, chunk), {}, None, func)
+    def _fed(self, feeder: _Feeder) -> None:
+        """An imap's iterable is read to its end (its feeder thread): once the pool is
+        closed and the last feeder is done, the executor shuts down."""
+        with self._lock:
+            self._feeders.discard(feeder)
+            last = self._state == CLOSE and not self._feeders
+        if last:
+            self._executor.shutdown(wait=False)
 
     def _submit(self, job: _Job, index: int, call: Callable[[], Future[Any]], window: _Window | None = None) -> bool:
         """Submit one task of ``job``.  A task that cannot be sent (an argument that does
@@ -768,16 +760,15 @@ class Pool:
         and its ``error_callback`` is called with it."""
         with self._lock:
             self._state = TERMINATE
-            futures, jobs, windows = list(self._futures), list(self._jobs), list(self._windows)
-            feeders = list(self._feeders)
-        for window in windows:
-            window.stop()
+            futures, jobs, feeders = list(self._futures), list(self._jobs), list(self._feeders)
+        for feeder in feeders:
+            feeder.window.stop()
         for job in jobs:
             job._abort(_terminated())
         for future in futures:
             future.cancel()
         self._executor.shutdown(wait=True, cancel_futures=True)
-        _join(feeders)
+        _join([feeder.thread for feeder in feeders])
         self._callbacks.join()
 
     def join(self) -> None:
@@ -790,9 +781,38 @@ class Pool:
             if self._state == RUN:
                 raise ValueError("Pool is still running")
             feeders = list(self._feeders)
-        _join(feeders)
+        _join([feeder.thread for feeder in feeders])
         self._executor.shutdown(wait=True)
         self._callbacks.join()
+
+
+def _checked_arguments(
+    processes: int | None, initializer: Callable[..., object] | None, initargs: Iterable[Any], maxtasksperchild: int | None
+) -> tuple[int, tuple[Any, ...]]:
+    """A new pool's arguments checked, with multiprocessing's words where it has them:
+    ``processes`` (its default) and ``initargs`` as a tuple."""
+    if processes is None:
+        processes = os.cpu_count() or 1
+    if isinstance(processes, bool) or not isinstance(processes, int):
+        raise TypeError(f"processes must be an int or None, got {processes!r}")
+    if processes < 1:
+        raise ValueError("Number of processes must be at least 1")  # multiprocessing's words
+    if maxtasksperchild is not None and (
+        isinstance(maxtasksperchild, bool) or not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
+    ):
+        raise ValueError(f"maxtasksperchild must be a positive int or None, got {maxtasksperchild!r}")
+    if initializer is not None and not callable(initializer):
+        raise TypeError(f"initializer must be a callable, got {initializer!r}")
+    try:
+        return processes, tuple(initargs)
+    except TypeError:
+        raise TypeError(f"initargs must be a tuple of arguments for the initializer, got {initargs!r}") from None
+
+
+def _chunk_call(executor: InterpreterPoolExecutor, func: Callable[..., Any], chunk: list[Any]) -> Callable[[], Future[Any]]:
+    """How to submit one chunk of a map: as one task of the executor, routed by ``func``
+    (not by ``run_chunk``), as the executor's own ``map()`` routes it."""
+    return functools.partial(executor._submit, _worker.run_chunk, (func, chunk), {}, None, func)
 
 
 def _wait_for(cond: threading.Condition, done: Callable[[], bool], timeout: float | None) -> bool:
