@@ -149,3 +149,29 @@ def test_interpreter_tasks_run_on_while_the_process_side_starts(refusing, fault_
             assert pool.submit(helpers.add, 1, 2).result(timeout=20) == 3  # the process is not up
         gate.set()
         assert routed.result(timeout=120)[0] == 2
+
+
+def test_a_done_process_task_keeps_nothing_of_its_pool():
+    # Found by review: a process task's future keeps its task (for cancel()), which knows
+    # its side: a future the caller kept after the task ended kept the whole process side
+    # (its processes' pools, the initializer's arguments).  Once settled, it keeps neither;
+    # and the side, shut down and dropped, goes with no garbage collection.
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        pool = InterpreterPoolExecutor(1)
+        pool.route(helpers.add)
+        done = [pool.submit(helpers.add, 1, 2)]
+        assert done[0].result(timeout=120) == 3
+        cancelled = pool.submit(helpers.add, 3, 4)  # may be running: cancel() stops it
+        cancelled.cancel()
+        done.append(cancelled)
+        pool.shutdown(wait=True)
+        side = weakref.ref(pool._router.other)
+        del pool
+        assert all(future._fallback is None for future in done)
+        assert side() is None
+    finally:
+        gc.enable()

@@ -281,10 +281,11 @@ def test_the_executors_finalizer_can_run_on_a_thread_that_holds_the_process_side
 
 
 @pytest.mark.timeout(120)
-def test_the_executors_finalizer_never_takes_the_seats_lock(refusing):
-    # The seats' lock is not re-entrant: the finalizer's shutdown must not take it.  It
-    # retires the idle interpreter workers, which hold no seat (a worker gives its seat
-    # back before it goes idle), and the process side's shutdown(wait=False) gives none.
+def test_the_executors_finalizer_gives_no_seat_back(refusing):
+    # Run on a thread that holds the seats' lock (not re-entrant), the finalizer's shutdown
+    # does not take it: it retires the idle interpreter workers, which hold no seat (a
+    # worker gives its seat back before it goes idle), and the process side's
+    # shutdown(wait=False) gives none.  (A collection runs it on a thread of its own.)
     from manygil import _pool
 
     pool = InterpreterPoolExecutor(1)
@@ -297,3 +298,49 @@ def test_the_executors_finalizer_never_takes_the_seats_lock(refusing):
         _pool._shut_down(pool._side, pool._router)  # what the executor's finalizer runs
     pool.shutdown(wait=True)
     assert held == seats.held == {"interp": 0, "process": 0}
+
+
+@pytest.mark.timeout(120)
+def test_a_garbage_collection_that_drops_the_pool_under_the_process_side_lock_does_not_deadlock(fault_point):
+    # Found by review: a collection runs the executor's finalizer on the thread that
+    # allocated, which may hold the process side's lock.  Run there, the finalizer's
+    # shutdown took the interpreter side's lock next: the reverse of the lock order, while
+    # an interpreter worker that gave its seat back held that lock and waited for the
+    # process side's.  Forced here: this thread holds the process side's lock, a worker
+    # waits for it holding its side's, and the collection drops the pool.
+    import gc
+
+    from manygil import interpreters as I
+
+    at_give = threading.Event()
+
+    def given(seats, side, woke):
+        if side == "interp" and woke:
+            at_give.set()  # the worker holds its side's lock, and goes for this side's
+
+    fault_point("seats.given", given)
+    pool = InterpreterPoolExecutor(1)
+    pool.route(helpers.add)
+    assert pool.submit(helpers.add, 0, 1).result(timeout=120) == 1  # its process is up, idle
+    q = I.create_queue()
+    started = Event()
+    blocker = pool.submit(helpers.started_then_wait_on, started, q)
+    assert started.wait(60)  # it holds the only seat
+    queued = pool.submit(helpers.add, 2, 3)  # waits for that seat
+    side, router = pool._side, pool._router
+    books = router.other.books
+    pool.cycle = pool  # only a collection can drop it
+    gc.disable()
+    try:
+        del pool
+        with books.lock:
+            q.put("go")  # the interpreter task ends: its worker gives its seat back
+            assert at_give.wait(60)
+            gc.collect()  # the executor's finalizer, on this thread
+    finally:
+        gc.enable()
+    assert blocker.result(timeout=60) == "go"
+    assert queued.result(timeout=60) == 5
+    side.shutdown(True, False)
+    router.shutdown(True, False)
+    assert side.schedule.shutting_down and books.closed

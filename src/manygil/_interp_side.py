@@ -160,7 +160,10 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
 
     _side_ref: weakref.ref[InterpSide] | None = None
     _tid: int = 0
-    _fallback: Future | None = None  # type: ignore[type-arg]  # the task runs in the fallback pool
+    # The task's handle on the other side while it is there: its cancel() stops it (the
+    # process side forgets it once the future is settled).
+    _fallback: Future | None = None  # type: ignore[type-arg]
+    _other_side: str | None = None  # "process" or "shared-gil": the task went there (Router.run)
     # A thread will ask for the result: result() was called before the task finished, or
     # the future is map()'s.  Its result is then loaded by that thread (see _Encoded, _Lent).
     _awaited = False
@@ -251,9 +254,10 @@ class InterpreterFuture(Future):  # type: ignore[type-arg]
             if self._state != RUNNING:
                 return False  # finished
             # It started to run in between: stop it running.
+        fallback = self._fallback  # read first: a done-callback may forget it
         self._invoke_callbacks()  # type: ignore[attr-defined]
-        if self._fallback is not None:
-            self._fallback.cancel()  # not started there yet: it never will
+        if fallback is not None:
+            fallback.cancel()  # not started there yet: it never will
             return True
         state = self._side_ref() if self._side_ref is not None else None
         if state is not None:

@@ -16,9 +16,11 @@ sides share (``_seats.Seats``).  See docs/architecture.md for the actors and the
 from __future__ import annotations
 
 import functools
+import gc
 import itertools
 import os
 import sys
+import threading
 import time
 import weakref
 from collections import deque
@@ -154,11 +156,37 @@ _exit.register(_python_exit)
 
 
 def _shut_down(side: InterpSide, router: Router[_Item] | None) -> None:
-    """An executor dropped without ``shutdown()``: both sides stop taking tasks, without
-    waiting (a garbage collection's finalizer, on any thread)."""
+    """An executor dropped without ``shutdown()`` (its finalizer): both sides stop taking
+    tasks, without waiting.  Dropped by a garbage collection, which runs on whatever
+    thread allocated, maybe one that holds a lock of this pool (the process side's, the
+    seats'), the shutdown runs on a thread of its own: run here it would take the
+    interpreter side's lock after that one, the reverse of their order, and deadlock
+    with a worker that takes them in order."""
+    if _collecting:
+        thread = threading.Thread(target=_shut_down_now, args=(side, router), name="manygil-finalizer", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # CPython 3.12 once the program's end has begun: its exit hook
+            pass  # (_python_exit) shuts every pool down
+        return
+    _shut_down_now(side, router)
+
+
+def _shut_down_now(side: InterpSide, router: Router[_Item] | None) -> None:
     side.shutdown(False, False)
     if router is not None:
         router.shutdown(False, False)
+
+
+_collecting = False  # a garbage collection runs (its finalizers among them)
+
+
+def _gc_phase(phase: str, info: dict[str, int]) -> None:
+    global _collecting
+    _collecting = phase == "start"
+
+
+gc.callbacks.append(_gc_phase)
 
 
 def _preloads_main() -> bool:

@@ -119,6 +119,7 @@ class ProcessSide:
         task = _ProcessTask(self, future, data, timeout, label or _transport.route_key(fn))
         task.kept = kept
         future._fallback = task  # type: ignore[attr-defined]
+        future.add_done_callback(_forget_task)
         books = self.books
         with books.lock:
             books.pending.append(task)
@@ -361,7 +362,8 @@ class _Books:
         (lock held).  The copy is what the future's ``cancel()`` stops from now on."""
         again = _ProcessTask(task.side, task.future, task.data, task.timeout, task.label)
         again.kept = task.kept
-        task.future._fallback = again  # type: ignore[attr-defined]
+        if not task.future.done():  # else it was forgotten (_forget_task)
+            task.future._fallback = again  # type: ignore[attr-defined]
         self.running.discard(task)
         self.pending.appendleft(again)
         self.ensure_dispatcher()  # which ends once nothing waits after shutdown
@@ -429,6 +431,12 @@ class _Books:
             thread = threading.Thread(target=run, name="manygil-fallback-dispatcher", daemon=True)
             thread.start()  # first: shutdown() joins it (3.12 starts none at the program's end)
             self.dispatcher = thread
+
+
+def _forget_task(future: Future[Any]) -> None:
+    """A process task's future is settled: it keeps its task, and so its side, no more
+    (``InterpreterFuture.cancel`` reads it before the callbacks run)."""
+    future._fallback = None  # type: ignore[attr-defined]
 
 
 def _gone() -> None:
@@ -748,6 +756,7 @@ class _ProcessTask:
         """Its process is done with it (its slot's manager thread, no lock held)."""
         _faults.point("process.task_done", self, inner)
         if self.moved:
+            self.inner = None  # see below
             return  # its process turned it away; it runs as another _ProcessTask
         side, books, slot = self.side, self.side.books, self.slot
         assert slot is not None  # set by start()
@@ -767,7 +776,8 @@ class _ProcessTask:
                 books.cannot_start = _bare(exc)  # type: ignore[arg-type]
         # The next task first, so that the process does not wait while this result loads.
         if side.task_left(self, not_started, broken):
-            return  # it waits for another slot
+            self.inner = None  # see below
+            return  # it waits for another slot, as a copy of this task
         if turned_away and not self.stopped:
             settle(self.future, exc=BrokenProcessPool(
                 f"manygil: the process worker of task {self.label} ended before the task started"))
@@ -776,6 +786,8 @@ class _ProcessTask:
         self.kept = []  # the result, which may name a kept buffer, is loaded
         with books.lock:
             books.running.discard(self)
+            # inner's done-callbacks hold this task: no cycle keeps it (and its side) now
+            self.inner = None
             books.release_if_done()
             books.wake.notify_all()
 

@@ -545,6 +545,7 @@ class Router(Generic[T]):
     ) -> None:
         """Run a task on the other side and settle ``future`` (running) with its outcome."""
         assert self.other is not None, "no other side to run a task on"
+        future._other_side = self.kind  # type: ignore[attr-defined]  # where it ran, for manygil run's report
         self.other.run(future, fn, args, kwargs, timeout=timeout, label=label)
 
     def in_flight(self) -> int:

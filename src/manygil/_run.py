@@ -375,7 +375,7 @@ def _count_on(executor: Any) -> None:
         def done(future: Any) -> None:
             if future.cancelled():
                 _REPORT.count(key, "cancelled", calls)
-            elif getattr(future, "_fallback", None) is not None:
+            elif getattr(future, "_other_side", None) is not None:
                 why = _ROUTED_WHY.get(key) or executor.routes().get(key)
                 _REPORT.count(key, "processes", calls, why)
             else:

@@ -503,7 +503,7 @@ def refusal(exc: BaseException) -> str:
     from: for ``import numpy`` in a script, numpy, numpy._core, ...).  Each of them
     fails the same way in every interpreter with its own GIL of this process, so the
     pool sends a task that needs one of them straight to its fallback side (see
-    ``_fallback.learn_refusal``).  "" if ``exc`` is not a refusal."""
+    ``_refusals.learn_refusal``).  "" if ``exc`` is not a refusal."""
     name = refusing_module(exc)
     if name is None:
         return ""
