@@ -744,3 +744,29 @@ def test_os_fork_with_interpreters_running_ends_the_child_at_once_with_the_fix()
     assert "the child went on" not in proc.stdout
     assert "manygil: this child of os.fork() exits at once" in proc.stderr
     assert "Fatal Python error" not in proc.stderr
+
+
+def test_a_pool_dropped_by_a_collection_shuts_down_even_when_no_thread_starts(monkeypatch):
+    # During a collection the finalizer shuts the pool down from a thread of its own; with
+    # no thread to be had (a thread limit, not the program's end) it does so at once, as
+    # before, rather than leave the pool's workers running until the program ends.
+    from manygil import _pool
+
+    pool = InterpreterPoolExecutor(1)
+    assert pool.submit(helpers.add, 1).result(timeout=30) == 1
+    side = pool._side
+    pool.cycle = pool  # only a collection can drop it
+
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+
+    gc.disable()
+    try:
+        del pool
+        monkeypatch.setattr(_pool.threading.Thread, "start", no_thread)
+        gc.collect()
+        monkeypatch.undo()
+    finally:
+        gc.enable()
+    assert side.schedule.shutting_down
+    side.shutdown(True, False)

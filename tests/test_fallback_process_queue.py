@@ -149,7 +149,11 @@ def test_stopping_a_task_whose_process_moved_on_leaves_the_next_one_running(refu
         # b is in its process's queue (held, a's result would stop the pool's thread that
         # puts it there): a ProcessPoolExecutor marks it running then.
         deadline = time.monotonic() + 60
-        while not b._fallback.inner.running() and time.monotonic() < deadline:
+        def b_running():
+            task = b._fallback  # None once b is settled (it would have failed early)
+            return task is not None and task.inner is not None and task.inner.running()
+
+        while not b_running() and time.monotonic() < deadline:
             threading.Event().wait(0.01)
         try:
             _ledger_release(tmp_path, "a")

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO
 
 from . import _backend, _exit, _faults, _worker
-from ._cpython import run_atexit_handlers
+from ._cpython import program_ending, run_atexit_handlers
 from ._exceptions import BrokenInterpreterPool
 from ._interp_side import InterpreterFuture, InterpSide, _Item, _payload, end_of_program
 from ._process_side import ProcessSide
@@ -166,8 +166,10 @@ def _shut_down(side: InterpSide, router: Router[_Item] | None) -> None:
         thread = threading.Thread(target=_shut_down_now, args=(side, router), name="manygil-finalizer", daemon=True)
         try:
             thread.start()
-        except RuntimeError:  # CPython 3.12 once the program's end has begun: its exit hook
-            pass  # (_python_exit) shuts every pool down
+        except RuntimeError:
+            if program_ending():  # CPython 3.12: its exit hook (_python_exit) shuts every pool down
+                return
+            _shut_down_now(side, router)  # no thread to be had (a thread limit): here, as before
         return
     _shut_down_now(side, router)
 

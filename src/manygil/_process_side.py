@@ -362,8 +362,9 @@ class _Books:
         (lock held).  The copy is what the future's ``cancel()`` stops from now on."""
         again = _ProcessTask(task.side, task.future, task.data, task.timeout, task.label)
         again.kept = task.kept
-        if not task.future.done():  # else it was forgotten (_forget_task)
-            task.future._fallback = again  # type: ignore[attr-defined]
+        task.future._fallback = again  # type: ignore[attr-defined]
+        if task.future.done():  # settled meanwhile: forgotten (_forget_task), whatever the order
+            task.future._fallback = None  # type: ignore[attr-defined]
         self.running.discard(task)
         self.pending.appendleft(again)
         self.ensure_dispatcher()  # which ends once nothing waits after shutdown

@@ -10,8 +10,9 @@ the interpreters by value (``by_value``): side, router, side.
 The other side is ``_process_side.ProcessSide`` (process workers) or
 ``_shared_side.SharedGilSide`` (a pool of shared-GIL interpreters); with
 ``fallback=None`` there is none, and the router still resends a script's functions by
-value.  Fields are guarded by ``lock`` (a leaf: nothing else is locked while it is held;
-callers may hold their side's lock when they call in).
+value.  ``RouteTable.lock`` and ``Router.lock`` guard their own fields (each a leaf:
+nothing else is locked while it is held, and neither inside the other; callers may hold
+their side's lock when they call in).
 """
 
 from __future__ import annotations
