@@ -175,3 +175,37 @@ def test_a_done_process_task_keeps_nothing_of_its_pool():
         assert side() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.timeout(120)
+def test_a_process_workers_executor_is_held_until_its_manager_thread_ends():
+    # gh-125451, which CPython 3.12.1 and 3.13.0 have: a ProcessPoolExecutor collected on
+    # a thread that holds its _shutdown_lock runs a weakref callback there that takes the
+    # lock again, and hangs.  Its manager thread holds that lock as it marks the executor
+    # broken, so a process side freed at that moment hung the program's end (the fault
+    # injection found it on 3.12).  Here this thread holds the lock as the last reference
+    # goes: the executor must still be held, until its manager thread has ended.
+    import gc
+    import weakref
+
+    from manygil import _process_side
+
+    side = _process_side.ProcessSide(1, None, (), None)
+    slot = side.starter.new_slot()
+    assert slot.submit(_process_side._ready).result(timeout=120) is None  # its process is up
+    executor, lock = weakref.ref(slot.pool), slot.pool._shutdown_lock
+    slot.shut(wait=False)
+    manager = slot.manager
+    gc.disable()
+    try:
+        with lock:
+            del slot
+            held = executor() is not None  # (collected here, 3.12.1 and 3.13.0 hung)
+        assert held
+        manager.join(60)
+        other = side.starter.new_slot()  # the next one held lets go of those whose thread ended
+        assert other.submit(_process_side._ready).result(timeout=120) is None
+        other.shut(wait=True)
+        assert executor() is None
+    finally:
+        gc.enable()

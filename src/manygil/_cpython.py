@@ -18,7 +18,7 @@ from typing import Any
 
 __all__ = (
     "CANCELLED_AND_NOTIFIED", "LOGGER", "PENDING", "RUNNING", "fixed_process_pool_class", "manager_thread",
-    "program_ending", "register_thread_exit", "run_atexit_handlers", "set_threads_shutting_down",
+    "hold_while_managed", "program_ending", "register_thread_exit", "run_atexit_handlers", "set_threads_shutting_down",
     "terminate_processes", "thread_exit_hooks", "threads_shutting_down", "wrap_register_thread_exit",
 )
 
@@ -77,6 +77,31 @@ def manager_thread(pool: Any) -> threading.Thread | None:
     """A ``ProcessPoolExecutor``'s management thread (``_executor_manager_thread``), which
     it forgets once shut down without waiting."""
     return getattr(pool, "_executor_manager_thread", None)
+
+
+# gh-125451, fixed in CPython 3.12.8 and 3.13.1 (not in 3.12.1 and 3.13.0): a
+# ProcessPoolExecutor collected while its manager thread marks it broken
+# (``_terminate_broken``, which holds the executor's ``_shutdown_lock``) runs its weakref
+# callback on that thread, and the callback takes the same lock: the manager thread
+# deadlocks, and the program's end waits for it forever (the fault injection found it on
+# 3.12 once a dropped pool's process side was freed at once).  So each process side's
+# executor is held here until its manager thread has ended.
+_MANAGED: dict[threading.Thread, Any] = {}
+_MANAGED_LOCK = threading.Lock()  # a leaf: nothing is freed or called while it is held
+
+
+def hold_while_managed(pool: Any) -> None:
+    """Keep ``pool`` (a ``ProcessPoolExecutor`` just submitted to) alive until its manager
+    thread ends, and let go of those whose thread has ended (any thread, no lock held:
+    letting go may run their weakref callbacks here)."""
+    thread = manager_thread(pool)
+    if thread is None or thread in _MANAGED:
+        return
+    with _MANAGED_LOCK:
+        ended = [t for t in _MANAGED if not t.is_alive()]
+        gone = [_MANAGED.pop(t) for t in ended]
+        _MANAGED[thread] = pool
+    del gone  # freed here, with the lock let go
 
 
 def terminate_processes(pool: Any) -> None:

@@ -31,7 +31,15 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from . import _backend, _exit, _faults, _transport
-from ._cpython import PENDING, RUNNING, fixed_process_pool_class, manager_thread, program_ending, terminate_processes
+from ._cpython import (
+    PENDING,
+    RUNNING,
+    fixed_process_pool_class,
+    hold_while_managed,
+    manager_thread,
+    program_ending,
+    terminate_processes,
+)
 from ._deadlines import Deadlines
 from ._futures import settle
 from ._seats import Seats
@@ -968,7 +976,9 @@ class _Slot:
         self.tasks.append(task)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
-        return self.pool.submit(fn, *args)  # type: ignore[no-any-return]
+        future: Future[Any] = self.pool.submit(fn, *args)
+        hold_while_managed(self.pool)  # see _cpython: never collected on its manager thread
+        return future
 
     def shut(self, wait: bool, cancel_futures: bool = False) -> None:
         """``pool.shutdown()``, keeping its manager thread first (``manager``): a
