@@ -128,7 +128,8 @@ class Upstream(Protocol):
     """What this side needs of the router (``_router.Router``): where a task goes that a
     module refused here, and the routes asked about as tasks start."""
 
-    kind: str | None
+    @property
+    def kind(self) -> str | None: ...
 
     @property
     def script_refused(self) -> bool: ...

@@ -97,7 +97,7 @@ class ProcessSide:
         # side); a task keeps its side while it is queued or runs.
         self.books.dispatch_target = weakref.WeakMethod(self.pump.dispatch)
         if seats is not None:
-            seats.attach("process", self.wants_seat, self.seat_freed)
+            seats.attach("process", self.books.wants_seat, self.books.seat_freed)
 
     @property
     def starter(self) -> _Starter:
@@ -183,14 +183,6 @@ class ProcessSide:
             self.books.give_seat()
         self.pump.run()
         return again
-
-    def wants_seat(self) -> bool:
-        """See ``_Books.wants_seat`` (``Seats``, any thread, no lock)."""
-        return self.books.wants_seat()
-
-    def seat_freed(self) -> bool:
-        """See ``_Books.seat_freed`` (``Seats.give``, on the thread that gave a seat)."""
-        return self.books.seat_freed()
 
     def in_flight(self) -> int:
         """How many process tasks are pending, starting or running (any thread)."""

@@ -346,9 +346,7 @@ class Router(Generic[T]):
     def __init__(self, other: OtherSide | None, interp: InterpSide[T]) -> None:
         self.other = other
         self._interp = weakref.ref(interp)
-        kind = other.kind if other is not None else None
-        self.kind = kind  # None: no other side (fallback=None, or a shared-GIL pool's own)
-        self.table = RouteTable(kind)
+        self.table = RouteTable(other.kind if other is not None else None)
         # Re-entrant: a garbage collection may run the executor's finalizer (which flushes)
         # on a thread that holds it, at any allocation.
         self.lock = threading.RLock()
@@ -358,6 +356,12 @@ class Router(Generic[T]):
         self.resend: list[T] = []
 
     # What the interpreter side asks of the table (see _interp_side.Upstream).
+
+    @property
+    def kind(self) -> str | None:
+        """The other side's kind; None: no other side (fallback=None, or a shared-GIL
+        pool's own)."""
+        return self.table.kind
 
     def routed(self, fn: object) -> bool:
         return self.table.routed(fn)
